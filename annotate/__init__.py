@@ -1,0 +1,1 @@
+"""Offline reward annotation of WebDataset shards: scorers, sidecars, dataset statistics and buckets."""

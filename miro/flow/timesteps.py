@@ -1,0 +1,60 @@
+"""Training-time distributions over the noise level t (the path's convention is in ``miro.flow``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from miro.flow.schedule import shift_time
+
+KINDS = ("uniform", "logit_normal", "mode")
+
+
+class TimeSampler:
+    """Draws t in (0, 1).
+
+    - ``uniform``: t ~ U(0, 1).
+    - ``logit_normal`` (default; SD3, MIRO): t = sigmoid(N(mean, std)); MIRO uses mean 0, std 1.
+    - ``mode`` (SD3's "mode" density with scale ``mode_scale``): t = 1 - u - s (cos^2(pi u / 2) - 1 + u).
+    A ``shift`` > 1 then moves mass toward noise with the same map as sampling (``shift_time``).
+    """
+
+    def __init__(
+        self,
+        kind: str = "logit_normal",
+        mean: float = 0.0,
+        std: float = 1.0,
+        mode_scale: float = 1.29,
+        shift: float = 1.0,
+        eps: float = 1e-5,
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"time sampler kind={kind!r}: must be one of {list(KINDS)}")
+        if std <= 0:
+            raise ValueError(f"time sampler std={std}: must be > 0")
+        if shift <= 0:
+            raise ValueError(f"time sampler shift={shift}: must be > 0")
+        self.kind, self.mean, self.std, self.mode_scale, self.shift, self.eps = kind, mean, std, mode_scale, shift, eps
+
+    def __call__(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        if self.kind == "uniform":
+            t = torch.rand(batch, generator=generator, device=device)
+        elif self.kind == "logit_normal":
+            t = torch.sigmoid(self.mean + self.std * torch.randn(batch, generator=generator, device=device))
+        else:
+            u = torch.rand(batch, generator=generator, device=device)
+            t = 1 - u - self.mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+        if self.shift != 1.0:
+            t = shift_time(t, self.shift)
+        return t.clamp(self.eps, 1 - self.eps)
+
+    def density(self, t: torch.Tensor) -> torch.Tensor:
+        """Probability density of t (before shift/clamp); used by tests and for loss-weight analysis."""
+        if self.kind == "uniform":
+            return torch.ones_like(t)
+        if self.kind == "logit_normal":
+            logit = torch.log(t / (1 - t))
+            z = (logit - self.mean) / self.std
+            return torch.exp(-0.5 * z**2) / (self.std * math.sqrt(2 * math.pi) * t * (1 - t))
+        raise NotImplementedError("closed-form density only for uniform and logit_normal")

@@ -1,0 +1,63 @@
+"""Typed hydra configs: dataclass schemas whose ``__post_init__`` rejects bad values with a clear message.
+
+Every entry point follows the same pattern::
+
+    @dataclass
+    class SampleConfig:
+        steps: int = 50
+        def __post_init__(self):
+            require(self.steps > 0, "steps", self.steps, "must be a positive integer")
+
+    register_schema("sample_schema", SampleConfig)      # before @hydra.main
+    ...
+    cfg = to_typed(hydra_cfg, SampleConfig)             # raises ConfigError naming the bad key
+
+OmegaConf checks types when the yaml is merged onto the schema; ``to_typed`` then builds the dataclass
+objects so the value checks in ``__post_init__`` run, and turns both kinds of failure into one
+``ConfigError`` whose message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ``ConfigError`` ("<key>=<value>: <allowed>") unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def require_choice(key: str, value: Any, choices: tuple | list) -> None:
+    require(value in choices, key, value, f"must be one of {list(choices)}")
+
+
+def register_schema(name: str, node: type, group: str | None = None) -> None:
+    """Register a dataclass schema in hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=name, node=node, group=group)
+
+
+def to_typed(cfg: DictConfig | dict, schema: type[T]) -> T:
+    """Merge ``cfg`` onto ``schema`` and build the dataclass, so every ``__post_init__`` check runs."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        obj = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:  # type errors, unknown keys, missing values
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+    if not isinstance(obj, schema):
+        raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
+    return obj
