@@ -1,0 +1,97 @@
+"""Decoding untrusted image bytes into RGB, with one exception type that says what was wrong.
+
+Every stage that reads shards (annotation, training, importing) goes through ``decode_image`` so a broken
+file is reported the same way everywhere and never stops a job.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger is treated as a decompression bomb
+
+
+class BadImage(ValueError):
+    """The bytes are not a usable image; ``reason`` is a short machine-friendly tag."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+        else:
+            arr = arr / hi * 255.0
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """RGB ``PIL.Image`` from encoded bytes; raises ``BadImage`` (reasons: empty, not_an_image, too_large,
+    truncated, decode_error).  Transparent images are composited on white, 16-bit and float images rescaled,
+    EXIF orientation applied."""
+    if not data:
+        raise BadImage("empty", "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadImage("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+            if w < 1 or h < 1:
+                raise BadImage("decode_error", f"degenerate size {w}x{h}")
+            img.load()
+    except BadImage:
+        raise
+    except UnidentifiedImageError as err:
+        raise BadImage("not_an_image", str(err)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise BadImage("too_large", str(err)) from None
+    except OSError as err:  # PIL reports truncation as OSError
+        reason = "truncated" if "truncat" in str(err).lower() else "decode_error"
+        raise BadImage(reason, str(err)) from None
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad image, never a crash
+        raise BadImage("decode_error", f"{type(err).__name__}: {err}") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+        pass
+    return _to_rgb(img)
+
+
+class BadCaption(ValueError):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def decode_text(data: bytes | None) -> str:
+    """Caption bytes as stripped UTF-8 text; raises ``BadCaption`` (missing_caption, caption_not_utf8, empty_caption)."""
+    if data is None:
+        raise BadCaption("missing_caption", "no .txt member")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise BadCaption("caption_not_utf8", str(err)) from None
+    if not text:
+        raise BadCaption("empty_caption", "the .txt member is empty")
+    return text
