@@ -8,8 +8,10 @@ Tensors:
     latents       fp16 [N, C, h, w]   autoencoder latents of the centre-cropped image
     text          fp16 [T, D]         all samples' token embeddings, each trimmed to its mask length
     text_offsets  int64 [N + 1]       sample i's tokens are text[offsets[i]:offsets[i + 1]]
-Metadata (safetensors header, JSON strings): ``format``, ``identity``, ``shard``, ``keys``, ``captions``
-and ``skipped`` ({key: reason} for samples that could not be decoded; they are skipped in training too).
+Metadata (safetensors header, JSON strings): ``format``, ``identity``, ``shard``, ``keys`` and ``captions``
+(of the cached samples), ``skipped`` ({key: reason} for samples that could not be decoded; they are skipped
+in training too), ``order`` (every key in tar order, so the cached stream is the same stream as the
+uncached one) and ``damaged`` (non-empty when the tar is cut; only its readable part is cached).
 
 The source shard is never rewritten; files are written to a temp name and renamed, so a killed job leaves
 either a complete cache file or none, and a rerun skips shards whose cache is complete.
@@ -61,7 +63,8 @@ class ShardCache:
     identity: dict
     shard: str
     skipped: dict[str, str] = field(default_factory=dict)
-    damaged: str = ""  # non-empty when the shard's tar is damaged; then only its readable part is cached
+    order: list[str] = field(default_factory=list)  # all keys in tar order, skipped ones included
+    damaged: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -96,7 +99,7 @@ def read_shard_cache(path: str | Path, identity: dict | None = None) -> ShardCac
     tensors = load_file(str(path))
     return ShardCache(
         keys=meta["keys"], captions=meta["captions"], skipped=meta["skipped"], identity=meta["identity"],
-        shard=meta["shard"], damaged=meta.get("damaged", ""), latents=tensors["latents"], text=tensors["text"], text_offsets=tensors["text_offsets"],
+        shard=meta["shard"], order=meta["order"], damaged=meta["damaged"], latents=tensors["latents"], text=tensors["text"], text_offsets=tensors["text_offsets"],
     )
 
 
@@ -105,7 +108,7 @@ def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     meta = {"format": FORMAT}
-    for k in ("identity", "shard", "keys", "captions", "skipped", "damaged"):
+    for k in ("identity", "shard", "keys", "captions", "skipped", "order", "damaged"):
         meta[k] = json.dumps(getattr(cache, k))
     tensors = {"latents": cache.latents.contiguous(), "text": cache.text.contiguous(),
                "text_offsets": cache.text_offsets.contiguous()}
@@ -124,15 +127,17 @@ def is_complete(path: Path, identity: dict) -> bool:
         return False
 
 
-def _decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], damage: list[str]) -> Iterator[tuple[str, str, torch.Tensor]]:
+def _decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], order: list[str],
+                     damage: list[str]) -> Iterator[tuple[str, str, torch.Tensor]]:
     try:
-        yield from _decode_all(iter_shard(shard), resolution, skipped)
+        yield from _decode_all(iter_shard(shard), resolution, skipped, order)
     except ShardError as err:
         damage.append(str(err))
 
 
-def _decode_all(samples, resolution: int, skipped: dict[str, str]) -> Iterator[tuple[str, str, torch.Tensor]]:
+def _decode_all(samples, resolution: int, skipped: dict[str, str], order: list[str]) -> Iterator[tuple[str, str, torch.Tensor]]:
     for key, members in samples:
+        order.append(key)
         ext = next((e for e in IMAGE_EXTS if e in members), None)
         try:
             if ext is None:
@@ -158,6 +163,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     lengths: list[int] = []
     skipped: dict[str, str] = {}
     damage: list[str] = []
+    order: list[str] = []
 
     def flush(batch):
         bkeys, bcaps, bimgs = zip(*batch)
@@ -172,7 +178,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
         captions.extend(bcaps)
 
     batch: list = []
-    for item in _decoded_samples(shard, resolution, skipped, damage):
+    for item in _decoded_samples(shard, resolution, skipped, order, damage):
         batch.append(item)
         if len(batch) == batch_size:
             flush(batch)
@@ -185,4 +191,31 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
     return ShardCache(keys=keys, captions=captions, latents=torch.cat(latents), text=torch.cat(texts),
                       text_offsets=offsets, identity=identity, shard=shard_stem(shard) + ".tar", skipped=skipped,
-                      damaged=damage[0] if damage else "")
+                      order=order, damaged=damage[0] if damage else "")
+
+
+def cache_shards(shards: list[Path], text_encoder, autoencoder, resolution: int, cache_dir: str | Path | None = None,
+                 root: str | Path | None = None, batch_size: int = 64, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
+    """Cache this rank's shards (``shards[rank::world_size]``); complete caches are skipped unless ``overwrite``.
+
+    Returns counts: ``written``, ``skipped_complete``, ``samples``, ``bad_samples``.
+    """
+    identity = cache_identity(text_encoder.identifier(), autoencoder.identifier(), resolution)
+    mine = list(shards)[rank::world_size]
+    summary = {"written": 0, "skipped_complete": 0, "samples": 0, "bad_samples": 0, "identity": identity}
+    if progress:
+        from tqdm.auto import tqdm
+
+        mine = tqdm(mine, desc=f"cache rank {rank}", unit="shard")
+    for shard in mine:
+        out = cache_path(shard, identity, cache_dir, root)
+        if not overwrite and is_complete(out, identity):
+            summary["skipped_complete"] += 1
+            continue
+        cache = encode_shard(shard, text_encoder, autoencoder, resolution, batch_size, device)
+        write_shard_cache(out, cache)
+        summary["written"] += 1
+        summary["samples"] += len(cache)
+        summary["bad_samples"] += len(cache.skipped)
+    return summary

@@ -244,8 +244,7 @@ def _verify_shard(shard: Path, buckets: Path | None, cache: Path | None, verify_
         _compare_keys(shard, "the tar", keys, "its buckets " + buckets.name, bucket_keys, damaged)
     if cache is not None:
         meta = read_cache_metadata(cache)
-        cached = list(meta["keys"]) + list(meta["skipped"])
-        _compare_keys(shard, "its feature cache " + cache.name, cached, "the tar", keys, bool(meta.get("damaged")))
+        _compare_keys(shard, "its feature cache " + cache.name, meta["order"], "the tar", keys, bool(meta["damaged"]))
     return len(keys)
 
 
@@ -335,8 +334,7 @@ class MiroDataset(IterableDataset):
         ]
         if self.cfg.shuffle_buffer > 1:
             stages.append(wds.shuffle(self.cfg.shuffle_buffer, self.cfg.shuffle_initial, seed=derive_seed(*base, 1)))
-        if not self.cfg.cache:
-            stages.append(lambda src: self._decoded(src, skips, hflip_rng))
+        stages.append(lambda src: self._decoded(src, skips, hflip_rng))
         stages.append(wds.batched(self.batch_size, collation_fn=lambda s: collate(s, skips.take()), partial=False))
         return iter(wds.DataPipeline(*stages))
 
@@ -350,7 +348,7 @@ class MiroDataset(IterableDataset):
                 keys, buckets = read_buckets(self.info.bucket_paths[shard], self.info.rewards)
                 values, mask = bucket_values(buckets, num_bins)
                 rows = {k: i for i, k in enumerate(keys)}
-            samples = self._cached(shard, skips) if self.cfg.cache else self._raw(shard, skips)
+            samples = self._cached(shard) if self.cfg.cache else self._raw(shard, skips)
             for sample in samples:
                 if values is not None:
                     i = rows.get(sample["key"])
@@ -367,22 +365,34 @@ class MiroDataset(IterableDataset):
             skips.add(shard, "<rest of shard>", "damaged_tar")
             log.warning("%s", err)
 
-    def _cached(self, shard: Path, skips: _Skips) -> Iterator[dict]:
+    def _cached(self, shard: Path) -> Iterator[dict]:
+        """Cached features in tar order; undecodable samples pass as markers and are dropped after the
+        shuffle, exactly where the uncached stream drops them, so both streams are the same."""
         try:
             cache = read_shard_cache(self.info.cache_paths[shard], self.info.cache_identity)
         except CacheError as err:
             raise DataError(str(err)) from None
-        for key, reason in cache.skipped.items():
-            skips.add(shard, key, reason)
-        if cache.keys:
-            skips.ok()
-        for i, key in enumerate(cache.keys):
-            yield {"key": key, "shard": shard, "caption": cache.captions[i], "latent": cache.latents[i],
-                   "text": cache.text_of(i)}
+        index = {k: i for i, k in enumerate(cache.keys)}
+        for key in cache.order:
+            i = index.get(key)
+            if i is None:
+                yield {"key": key, "shard": shard, "bad": cache.skipped[key]}
+            else:
+                yield {"key": key, "shard": shard, "caption": cache.captions[i], "latent": cache.latents[i],
+                       "text": cache.text_of(i)}
+        if cache.damaged:
+            log.warning("%s", cache.damaged)
 
     # -- per sample: decode (after the shuffle buffer)
     def _decoded(self, samples: Iterator[dict], skips: _Skips, hflip_rng: random.Random | None) -> Iterator[dict]:
         for s in samples:
+            if "bad" in s:  # cached stream: the cache could not decode this one either
+                skips.add(s["shard"], s["key"], s["bad"])
+                continue
+            if "latent" in s:
+                skips.ok()
+                yield s
+                continue
             members = s.pop("members")
             ext = next((e for e in IMAGE_EXTS if e in members), None)
             try:

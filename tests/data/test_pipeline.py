@@ -5,7 +5,6 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -22,7 +21,15 @@ from miro.data.pipeline import (
 )
 from miro.data.transforms import center_crop_resize, image_to_uint8
 from miro.utils.config import ConfigError, to_typed
-from tests.data.make_dataset import NUM_BINS, REWARDS, bucket_of, make_dataset, write_buckets, write_shards, write_stats
+from tests.data.make_dataset import (
+    NUM_BINS,
+    REWARDS,
+    bucket_of,
+    make_dataset,
+    write_buckets,
+    write_shards,
+    write_stats,
+)
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:
