@@ -1,0 +1,99 @@
+"""Training metrics: accumulated locally every step, reduced across ranks only when logged.
+
+Logged: loss, loss per time bin (where in t the model is weak), lr, grad norm, images/s, data-wait fraction
+(time blocked on the loader / step time: the loader is the bottleneck when this is not ~0), skipped samples,
+and an MFU estimate when the FLOPs per image and the device peak are known.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from miro.flow import loss_per_time_bin
+
+log = logging.getLogger("miro.train")
+TIME_BINS = 10
+
+
+def setup_file_logging(logs: Path, main: bool) -> None:
+    """Mirror the ``miro`` loggers into ``logs/train.log`` on the main process."""
+    root = logging.getLogger("miro")
+    root.setLevel(logging.INFO)
+    if main and not any(isinstance(h, logging.FileHandler) for h in root.handlers):
+        logs.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logs / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+class Meter:
+    """Sums since the last log; ``flush`` reduces them over ranks and returns the scalars to log."""
+
+    def __init__(self, device: torch.device, flops_per_image: float | None = None, peak_flops: float | None = None):
+        self.device, self.flops_per_image, self.peak_flops = device, flops_per_image, peak_flops
+        self._reset()
+
+    def _reset(self) -> None:
+        # loss sum, sample count, skipped samples, grad-norm sum, optimizer steps
+        self.sums = torch.zeros(5, device=self.device, dtype=torch.float64)
+        self.bin_sums = torch.zeros(TIME_BINS, device=self.device)
+        self.bin_counts = torch.zeros(TIME_BINS, device=self.device)
+        self.data_wait = 0.0
+        self.paused = 0.0
+        self.start = time.perf_counter()
+
+    def add_micro(self, per_sample_loss: torch.Tensor, t: torch.Tensor, skipped: int) -> None:
+        s, c = loss_per_time_bin(per_sample_loss, t, TIME_BINS)
+        self.bin_sums += s
+        self.bin_counts += c
+        self.sums[0] += per_sample_loss.detach().double().sum()
+        self.sums[1] += per_sample_loss.numel()
+        self.sums[2] += skipped
+
+    def add_step(self, grad_norm: torch.Tensor | float) -> None:
+        self.sums[3] += float(grad_norm) if not torch.is_tensor(grad_norm) else grad_norm.detach().double()
+        self.sums[4] += 1
+
+    def pause(self, seconds: float) -> None:
+        """Time spent on checkpoints and sample grids, excluded from throughput."""
+        self.paused += seconds
+
+    def flush(self, accelerator: Accelerator, lr: float) -> dict[str, float]:
+        sums = accelerator.reduce(self.sums.clone(), "sum")
+        bins = accelerator.reduce(torch.stack([self.bin_sums, self.bin_counts]), "sum")
+        wait = accelerator.reduce(torch.tensor([self.data_wait], device=self.device, dtype=torch.float64), "mean")
+        elapsed = max(time.perf_counter() - self.start - self.paused, 1e-9)
+        steps = max(float(sums[4]), 1.0)
+        images_per_s = float(sums[1]) / elapsed
+        out = {
+            "train/loss": float(sums[0] / sums[1].clamp(min=1)),
+            "train/grad_norm": float(sums[3]) / steps,
+            "train/lr": lr,
+            "perf/images_per_s": images_per_s,
+            "perf/data_wait_fraction": float(wait[0]) / elapsed,
+            "data/skipped_samples": float(sums[2]),
+        }
+        for i in range(TIME_BINS):
+            if bins[1, i] > 0:
+                out[f"loss_per_t/{i / TIME_BINS:.1f}-{(i + 1) / TIME_BINS:.1f}"] = float(bins[0, i] / bins[1, i])
+        if self.flops_per_image and self.peak_flops:
+            out["perf/mfu"] = images_per_s * self.flops_per_image / (self.peak_flops * accelerator.num_processes)
+        self._reset()
+        return out
+
+
+def status_line(step: int, max_steps: int, m: dict[str, float]) -> str:
+    parts = [f"step {step}/{max_steps}", f"loss {m['train/loss']:.4f}", f"lr {m['train/lr']:.2e}",
+             f"gnorm {m['train/grad_norm']:.3f}", f"{m['perf/images_per_s']:.1f} img/s",
+             f"data wait {100 * m['perf/data_wait_fraction']:.0f}%"]
+    if "perf/mfu" in m and math.isfinite(m["perf/mfu"]):
+        parts.append(f"MFU {100 * m['perf/mfu']:.1f}%")
+    if m["data/skipped_samples"]:
+        parts.append(f"skipped {int(m['data/skipped_samples'])}")
+    return " | ".join(parts)

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from miro.data.pipeline import DataConfig
+from miro.train.config import TrainConfig
+from miro.train.grids import SampleConfig
+from miro.train.loop import Components
+from miro.train.optim import OptimConfig
+from tests.data.make_dataset import REWARDS, make_dataset
+from tests.train.tiny import TinyAutoencoder, TinyTextEncoder, TinyVelocityModel
+
+
+@pytest.fixture(scope="session")
+def shards_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_wds")
+    make_dataset(root, n_shards=4, per_shard=12)
+    return root
+
+
+def tiny_components(rewards=REWARDS, seed: int = 0) -> Components:
+    torch.manual_seed(seed)
+    model = TinyVelocityModel(in_channels=3, text_dim=8, reward_names=list(rewards), hidden=16)
+    return Components(model=model, text_encoder=TinyTextEncoder(), autoencoder=TinyAutoencoder())
+
+
+def tiny_config(out, shards_root, **overrides) -> TrainConfig:
+    data = {"shards": str(shards_root), "resolution": 16, "num_workers": 0, "shuffle_buffer": 8, "shuffle_initial": 4}
+    data.update(overrides.pop("data", {}))
+    kw = {"name": "tiny", "output_dir": str(out), "rewards": list(REWARDS), "max_steps": 6, "batch_size": 4,
+          "checkpoint_every": 3, "log_every": 2, "progress_bar": False,
+          "optim": OptimConfig(lr=5e-3, warmup_steps=2), "data": DataConfig(**data),
+          "sample": SampleConfig(every=3, steps=2, prompts=["a red circle", "two blue squares"])}
+    sample = overrides.pop("sample", {})
+    kw.update(overrides)
+    if sample:
+        kw["sample"] = SampleConfig(**{"steps": 2, "prompts": ["a red circle", "two blue squares"], **sample})
+    return TrainConfig(**kw)

@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from miro.data.annotations import DataError
+from miro.data.cache import cache_shards
+from miro.train.checkpoint import list_checkpoints, resolve_resume
+from miro.train.loop import micro_batch_size, train
+from miro.utils.config import ConfigError
+from tests.data.make_dataset import write_shards
+from tests.train.conftest import tiny_components, tiny_config
+from tests.train.tiny import TinyAutoencoder, TinyTextEncoder, TinyVelocityModel
+
+
+def scalars(run: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(next((run / "logs").rglob("events.out.tfevents.*")).parent))
+    acc.Reload()
+    out = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    out["_images"] = acc.Tags()["images"]
+    return out
+
+
+def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
+    out = train(tiny_config(tmp_path / "run", shards_root), tiny_components())
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6]
+    assert (out / "config.yaml").is_file() and (out / "logs" / "train.log").is_file()
+    grid = Image.open(out / "samples" / "step-0000006.png")
+    assert grid.size == (2 * 16, 3 * 16)  # columns: 2 prompts, rows: reward targets 0, 0.5, 1
+    logged = scalars(out)
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/images_per_s", "perf/data_wait_fraction",
+                "data/epoch"):
+        assert len(logged[tag]) == 3 and all(np.isfinite(logged[tag])), tag
+    assert any(t.startswith("loss_per_t/") for t in logged)
+    assert logged["_images"]
+    # the exported transformer is the EMA network and loads with from_pretrained
+    final = TinyVelocityModel.from_pretrained(out / "final" / "transformer")
+    ema = torch.load(out / "checkpoints" / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)["model"]
+    for k, v in final.state_dict().items():
+        assert torch.equal(v, ema[k]), k
+    meta = json.loads((out / "final" / "miro_training.json").read_text())
+    assert meta["reward_names"] == ["sharpness", "contrast", "alignment"] and meta["num_bins"] == 8
+    assert meta["text_encoder"] == TinyTextEncoder().identifier()
+
+
+def test_resume_continues_bit_identically(tmp_path, shards_root):
+    whole = train(tiny_config(tmp_path / "whole", shards_root), tiny_components())
+    split = tmp_path / "split"
+    train(tiny_config(split, shards_root, stop_after=3), tiny_components())
+    assert [s for s, _ in list_checkpoints(split / "checkpoints")] == [3] and not (split / "final").exists()
+    # a fresh process would build a freshly initialised model: use another seed to prove it is overwritten
+    train(tiny_config(split, shards_root, resume="latest"), tiny_components(seed=123))
+    a, b = load_file(whole / "checkpoints/checkpoint-6/model.safetensors"), load_file(split / "checkpoints/checkpoint-6/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fa = load_file(whole / "final/transformer/diffusion_pytorch_model.safetensors")
+    fb = load_file(split / "final/transformer/diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+    la, lb = scalars(whole)["train/loss"], scalars(split)["train/loss"]
+    assert la[-1] == lb[-1]  # the loss of steps 5-6 too
+
+
+def test_checkpoint_limit_and_resume_paths(tmp_path, shards_root):
+    out = train(tiny_config(tmp_path / "r", shards_root, max_steps=8, checkpoint_every=2, checkpoints_total_limit=2,
+                            sample={"every": 0}), tiny_components())
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-6", "checkpoint-8"]
+    assert resolve_resume("latest", ckpts) == ckpts / "checkpoint-8"
+    (ckpts / "checkpoint-10.tmp").mkdir()  # a save that was killed half way is never picked
+    assert resolve_resume("latest", ckpts) == ckpts / "checkpoint-8"
+    assert resolve_resume("latest", tmp_path / "nothing") is None
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        resolve_resume(str(ckpts / "checkpoint-10.tmp"), ckpts)
+
+
+def test_baseline_without_rewards_or_annotations(tmp_path):
+    write_shards(tmp_path / "plain", n_shards=2, per_shard=6)
+    out = train(tiny_config(tmp_path / "run", tmp_path / "plain", rewards=[], max_steps=3), tiny_components(rewards=[]))
+    assert Image.open(out / "samples" / "step-0000003.png").size == (32, 16)  # one "no reward" row
+    assert json.loads((out / "final/miro_training.json").read_text())["reward_names"] == []
+
+
+def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
+    from tests.data.make_dataset import make_dataset
+
+    shards = make_dataset(tmp_path / "d", n_shards=2, per_shard=8)
+    cache_shards(shards, TinyTextEncoder(), TinyAutoencoder(), 16)
+    runs = {}
+    for cached in (False, True):
+        cfg = tiny_config(tmp_path / f"run{cached}", tmp_path / "d", max_steps=3, data={"cache": cached}, text_dropout=0.0)
+        runs[cached] = load_file(train(cfg, tiny_components()) / "checkpoints/checkpoint-3/model.safetensors")
+    for k in runs[False]:
+        torch.testing.assert_close(runs[True][k], runs[False][k], atol=2e-4, rtol=1e-3)
+
+
+def test_bf16_autocast_on_the_cpu(tmp_path, shards_root):
+    out = train(tiny_config(tmp_path / "bf16", shards_root, max_steps=2, mixed_precision="bf16", sample={"every": 0}),
+                tiny_components())
+    assert np.isfinite(scalars(out)["train/loss"]).all()
+
+
+def test_config_errors_stop_early(tmp_path, shards_root):
+    with pytest.raises(ConfigError, match="the model conditions on"):
+        train(tiny_config(tmp_path / "a", shards_root, rewards=["sharpness"]), tiny_components())
+    with pytest.raises(ConfigError, match="fp16"):
+        train(tiny_config(tmp_path / "b", shards_root, mixed_precision="fp16"), tiny_components())
+    with pytest.raises(DataError, match=r"\['pickscore'\] are not in"):
+        train(tiny_config(tmp_path / "c", shards_root, rewards=["pickscore"]), tiny_components(rewards=["pickscore"]))
+    with pytest.raises(ConfigError, match="batch_size=6: must be divisible by grad_accum x processes = 1 x 4"):
+        micro_batch_size(tiny_config(tmp_path, shards_root, batch_size=6), 4)
+    with pytest.raises(ConfigError, match="batch_size=6: must be divisible by grad_accum=4"):
+        tiny_config(tmp_path, shards_root, batch_size=6, grad_accum=4)
+    with pytest.raises(ConfigError, match="stop_after=2"):
+        tiny_config(tmp_path, shards_root, stop_after=2)
+    with pytest.raises(DataError, match=r"shard\(s\) not found"):
+        train(tiny_config(tmp_path / "d", tmp_path / "missing-{000000..000001}.tar"), tiny_components())
