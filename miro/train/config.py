@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 64  # global: per-process micro batch x processes x grad_accum
     grad_accum: int = 1
     mixed_precision: str = "no"
+    cpu: bool = False  # train on the CPU even when a GPU is present
     reward_dropout: float = 0.1  # each reward of each sample independently -> its learned null
     reward_dropout_all: float = 0.1  # all rewards of a sample at once (the unconditional branch)
     text_dropout: float = 0.1  # the sample's text -> the learned null text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -105,16 +106,41 @@ def _inspect_on_main(accelerator: Accelerator, cfg: TrainConfig, identity: dict 
     return result[0]
 
 
+_WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_world_size() -> int:
+    return max(int(os.environ.get(k, 1)) for k in _WORLD_ENV)
+
+
+def check_launch(accelerator: Accelerator) -> None:
+    """Refuse launches that would silently train N independent copies, or one instead of N."""
+    requested = launched_world_size()
+    if requested > 1 and accelerator.num_processes != requested:
+        raise ConfigError(f"launched as {requested} processes but accelerate runs {accelerator.num_processes}: "
+                          "every process would train its own copy")
+    if (accelerator.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+            and "MASTER_ADDR" in os.environ):
+        raise ConfigError(
+            "`accelerate launch --cpu --num_processes N` starts ONE process unless mpirun is used "
+            "(--mpirun_hostfile). For N CPU processes use `accelerate launch --config_file "
+            "conf/accelerate/cpu_ddp.yaml --num_processes N -m miro.train ...` or "
+            "`torchrun --nproc_per_node N -m miro.train ...` (docs/train.md)")
+
+
 def train(cfg: TrainConfig, components: Components) -> Path:
     """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder."""
     out = Path(cfg.output_dir or Path("runs") / cfg.name)
     accelerator = Accelerator(
+        # accelerate only sets up CPU data parallelism when told to use the CPU
+        cpu=cfg.cpu or (launched_world_size() > 1 and not torch.cuda.is_available()),
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.log_with == "none" else cfg.log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     try:
+        check_launch(accelerator)
         _train(accelerator, cfg, components, out)
     finally:
         accelerator.end_training()
