@@ -86,7 +86,7 @@ def check_buckets_file(path: Path, stats: RewardStats, rewards: list[str]) -> No
 
 def read_buckets(path: Path, rewards: list[str]) -> tuple[list[str], np.ndarray]:
     """Keys and an int16 ``[N, R]`` bucket matrix in the order of ``rewards``."""
-    table = pq.read_table(path, columns=["key", *rewards])
+    table = pq.ParquetFile(path).read(columns=["key", *rewards])
     keys = table.column("key").to_pylist()
     if not rewards:
         return keys, np.zeros((len(keys), 0), np.int16)
@@ -95,7 +95,7 @@ def read_buckets(path: Path, rewards: list[str]) -> tuple[list[str], np.ndarray]
 
 
 def read_bucket_keys(path: Path) -> list[str]:
-    return pq.read_table(path, columns=["key"]).column("key").to_pylist()
+    return pq.ParquetFile(path).read(columns=["key"]).column("key").to_pylist()
 
 
 def bucket_values(buckets: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:

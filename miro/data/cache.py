@@ -5,7 +5,10 @@ cache folder mirroring the shard names).  ``<tag>`` is a hash of the identity (t
 resolution), so caches for different encoders coexist and a stale one is never read by mistake.
 
 Tensors:
-    latents       fp16 [N, C, h, w]   autoencoder latents of the centre-cropped image
+    latents       fp16 [N, C, h, w]   the autoencoder's normalised latents of the centre-cropped image, or,
+                                      for autoencoders with a posterior (``encode_moments``), its raw mean
+    latent_std    fp16 [N, C, h, w]   the raw posterior std (posterior autoencoders only), so training can
+                                      draw a fresh latent sample every time, as without the cache
     text          fp16 [T, D]         all samples' token embeddings, each trimmed to its mask length
     text_offsets  int64 [N + 1]       sample i's tokens are text[offsets[i]:offsets[i + 1]]
 Metadata (safetensors header, JSON strings): ``format``, ``identity``, ``shard``, ``keys`` and ``captions``
@@ -65,6 +68,7 @@ class ShardCache:
     skipped: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # all keys in tar order, skipped ones included
     damaged: str = ""
+    latent_std: torch.Tensor | None = None  # set when ``latents`` holds raw posterior means
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -99,7 +103,8 @@ def read_shard_cache(path: str | Path, identity: dict | None = None) -> ShardCac
     tensors = load_file(str(path))
     return ShardCache(
         keys=meta["keys"], captions=meta["captions"], skipped=meta["skipped"], identity=meta["identity"],
-        shard=meta["shard"], order=meta["order"], damaged=meta["damaged"], latents=tensors["latents"], text=tensors["text"], text_offsets=tensors["text_offsets"],
+        shard=meta["shard"], order=meta["order"], damaged=meta["damaged"], latents=tensors["latents"],
+        latent_std=tensors.get("latent_std"), text=tensors["text"], text_offsets=tensors["text_offsets"],
     )
 
 
@@ -112,6 +117,8 @@ def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
         meta[k] = json.dumps(getattr(cache, k))
     tensors = {"latents": cache.latents.contiguous(), "text": cache.text.contiguous(),
                "text_offsets": cache.text_offsets.contiguous()}
+    if cache.latent_std is not None:
+        tensors["latent_std"] = cache.latent_std.contiguous()
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
@@ -159,6 +166,8 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     keys: list[str] = []
     captions: list[str] = []
     latents: list[torch.Tensor] = []
+    stds: list[torch.Tensor] = []
+    moments = hasattr(autoencoder, "encode_moments")
     texts: list[torch.Tensor] = []
     lengths: list[int] = []
     skipped: dict[str, str] = {}
@@ -168,7 +177,12 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     def flush(batch):
         bkeys, bcaps, bimgs = zip(*batch)
         x = uint8_to_unit(torch.stack(bimgs).to(device))
-        latents.append(autoencoder.encode(x).to("cpu", torch.float16))
+        if moments:
+            mean, std = autoencoder.encode_moments(x)
+            latents.append(mean.to("cpu", torch.float16))
+            stds.append(std.to("cpu", torch.float16))
+        else:
+            latents.append(autoencoder.encode(x).to("cpu", torch.float16))
         emb, mask = text_encoder.encode(list(bcaps))
         n = text_lengths(mask.bool()).tolist()
         emb = emb.to("cpu", torch.float16)
@@ -190,6 +204,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
     offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
     return ShardCache(keys=keys, captions=captions, latents=torch.cat(latents), text=torch.cat(texts),
+                      latent_std=torch.cat(stds) if moments else None,
                       text_offsets=offsets, identity=identity, shard=shard_stem(shard) + ".tar", skipped=skipped,
                       order=order, damaged=damage[0] if damage else "")
 

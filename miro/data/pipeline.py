@@ -378,8 +378,11 @@ class MiroDataset(IterableDataset):
             if i is None:
                 yield {"key": key, "shard": shard, "bad": cache.skipped[key]}
             else:
-                yield {"key": key, "shard": shard, "caption": cache.captions[i], "latent": cache.latents[i],
-                       "text": cache.text_of(i)}
+                sample = {"key": key, "shard": shard, "caption": cache.captions[i], "latent": cache.latents[i],
+                          "text": cache.text_of(i)}
+                if cache.latent_std is not None:
+                    sample["latent_std"] = cache.latent_std[i]
+                yield sample
         if cache.damaged:
             log.warning("%s", cache.damaged)
 
@@ -412,13 +415,16 @@ class MiroDataset(IterableDataset):
 
 
 def collate(samples: list[dict], skipped: int = 0) -> dict:
-    """One batch: ``keys``, ``captions``, ``image`` uint8 [B,3,H,W] or ``latent`` fp16 + ``text``/``text_mask``,
-    ``rewards`` [B,R] float32, ``reward_mask`` [B,R] bool, ``skipped`` (corrupt samples since the last batch)."""
+    """One batch: ``keys``, ``captions``, ``image`` uint8 [B,3,H,W] or cached ``latent`` fp16 (+ ``latent_std``
+    for posterior autoencoders) with ``text``/``text_mask``, ``rewards`` [B,R] float32, ``reward_mask`` [B,R]
+    bool, ``skipped`` (corrupt samples since the last batch)."""
     batch: dict = {"keys": [s["key"] for s in samples], "captions": [s["caption"] for s in samples], "skipped": skipped}
     if "image" in samples[0]:
         batch["image"] = torch.stack([s["image"] for s in samples])
     else:
         batch["latent"] = torch.stack([s["latent"] for s in samples])
+        if "latent_std" in samples[0]:
+            batch["latent_std"] = torch.stack([s["latent_std"] for s in samples])
         batch["text"], batch["text_mask"] = pad_text([s["text"] for s in samples])
     if "rewards" in samples[0]:
         batch["rewards"] = torch.from_numpy(np.stack([s["rewards"] for s in samples]))
@@ -440,19 +446,25 @@ def make_loader(dataset: MiroDataset, pin_memory: bool = False) -> DataLoader:
 
 @torch.no_grad()
 def model_inputs(batch: dict, device: torch.device, text_encoder=None, autoencoder=None,
-                 dtype: torch.dtype = torch.float32) -> dict:
-    """Turn a batch into the model call's tensors: ``x`` (latents), ``text``, ``text_mask``, ``rewards``,
-    ``reward_mask``; encodes images and captions with the frozen encoders unless the batch is cached."""
+                 generator: torch.Generator | None = None, sample_latents: bool = False) -> dict:
+    """Turn a batch into the model call's tensors (``x``, ``text``, ``text_mask``, ``rewards``, ``reward_mask``),
+    running the frozen encoders unless the batch is cached.  With ``sample_latents`` a posterior autoencoder
+    gives a posterior sample drawn from ``generator`` — the same draw whether its moments come from the cache
+    or are computed here."""
     if "latent" in batch:
-        x = batch["latent"].to(device, dtype, non_blocking=True)
-        text = batch["text"].to(device, dtype, non_blocking=True)
+        x = batch["latent"].to(device, torch.float32, non_blocking=True)
+        if "latent_std" in batch:
+            std = batch["latent_std"].to(device, torch.float32, non_blocking=True)
+            x = autoencoder.sample_moments(x, std, generator) if sample_latents else autoencoder.normalize(x)
+        text = batch["text"].to(device, torch.float32, non_blocking=True)
         text_mask = batch["text_mask"].to(device, non_blocking=True)
     else:
         if text_encoder is None or autoencoder is None:
             raise ValueError("an uncached batch needs the text encoder and the autoencoder")
-        x = autoencoder.encode(uint8_to_unit(batch["image"].to(device, non_blocking=True))).to(dtype)
+        x = autoencoder.encode(uint8_to_unit(batch["image"].to(device, non_blocking=True)),
+                               sample=sample_latents, generator=generator).float()
         emb, mask = text_encoder.encode(batch["captions"])
-        text, text_mask = trim_text(emb.to(device, dtype), mask.to(device).bool())
+        text, text_mask = trim_text(emb.to(device, torch.float32), mask.to(device).bool())
     out = {"x": x, "text": text, "text_mask": text_mask}
     if "rewards" in batch:
         out["rewards"] = batch["rewards"].to(device, non_blocking=True)

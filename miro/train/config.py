@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
+from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
 from miro.train.grids import SampleConfig
 from miro.train.optim import OptimConfig
 from miro.utils.config import require, require_choice
@@ -35,15 +36,14 @@ class TrainConfig:
     name: str = "miro"
     output_dir: str = ""  # default runs/<name>
     seed: int = 0
-    rewards: list[str] = field(default_factory=list)  # [] = the no-reward baseline
     max_steps: int = 1000
     batch_size: int = 64  # global: per-process micro batch x processes x grad_accum
     grad_accum: int = 1
     mixed_precision: str = "no"
     cpu: bool = False  # train on the CPU even when a GPU is present
-    reward_dropout: float = 0.1  # each reward of each sample independently -> its learned null
-    reward_dropout_all: float = 0.1  # all rewards of a sample at once (the unconditional branch)
-    text_dropout: float = 0.1  # the sample's text -> the learned null text
+    reward_dropout: float = 0.1  # each reward of each sample -> its learned null (at least one kept, as MIRO)
+    text_dropout: float = 0.1  # the sample's text -> the learned null text (guidance's negative branch)
+    latent_sampling: bool = True  # KL autoencoders: train on posterior samples (False: the posterior mean)
     ema_decay: float = 0.999
     ema_warmup: bool = True
     checkpoint_every: int = 500
@@ -57,6 +57,9 @@ class TrainConfig:
     allow_tf32: bool = True
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
     progress_bar: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)  # model.reward_names: the conditioned rewards
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -64,14 +67,13 @@ class TrainConfig:
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
-        require(len(set(self.rewards)) == len(self.rewards), "rewards", self.rewards, "must not repeat a reward")
         require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         require(self.batch_size % self.grad_accum == 0, "batch_size", self.batch_size,
                 f"must be divisible by grad_accum={self.grad_accum}")
         require_choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        for key in ("reward_dropout", "reward_dropout_all", "text_dropout"):
+        for key in ("reward_dropout", "text_dropout"):
             require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be a probability in [0, 1]")
         require(0.0 <= self.ema_decay <= 1.0, "ema_decay", self.ema_decay, "must be in [0, 1]")
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1")
@@ -82,3 +84,7 @@ class TrainConfig:
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         require_choice("log_with", self.log_with, TRACKERS)
         require(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")
+
+    @property
+    def rewards(self) -> list[str]:
+        return list(self.model.reward_names)

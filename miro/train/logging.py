@@ -19,6 +19,41 @@ from miro.flow import loss_per_time_bin
 
 log = logging.getLogger("miro.train")
 TIME_BINS = 10
+# dense bf16 peaks (TFLOP/s) used when peak_tflops is not set; matched against the CUDA device name
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+               "4090": 165.0, "3090": 71.0, "V100": 125.0}
+
+
+def peak_flops(device: torch.device, configured_tflops: float | None) -> float | None:
+    if configured_tflops:
+        return configured_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12
+    return None
+
+
+def measure_flops_per_image(model: torch.nn.Module, latent_shape: tuple[int, int, int], text_len: int, text_dim: int,
+                            num_rewards: int, device: torch.device, batch: int = 2) -> float:
+    """Forward + backward FLOPs of one training image, counted by torch's ``FlopCounterMode`` on the real
+    model (matmuls and attention; elementwise ops are not counted, as in the usual MFU convention).
+    Text is taken at full ``text_len``, so this is an upper estimate when captions are shorter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(batch, *latent_shape, device=device)
+    t = torch.full((batch,), 0.5, device=device)
+    text = torch.zeros(batch, text_len, text_dim, device=device)
+    mask = torch.ones(batch, text_len, dtype=torch.bool, device=device)
+    kwargs = {}
+    if num_rewards:
+        kwargs = {"rewards": torch.full((batch, num_rewards), 0.5, device=device),
+                  "reward_mask": torch.ones(batch, num_rewards, dtype=torch.bool, device=device)}
+    with FlopCounterMode(display=False) as counter:
+        model(x, t, text, mask, **kwargs).float().square().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
 
 
 def setup_file_logging(logs: Path, main: bool) -> None:
@@ -82,8 +117,11 @@ class Meter:
         for i in range(TIME_BINS):
             if bins[1, i] > 0:
                 out[f"loss_per_t/{i / TIME_BINS:.1f}-{(i + 1) / TIME_BINS:.1f}"] = float(bins[0, i] / bins[1, i])
-        if self.flops_per_image and self.peak_flops:
-            out["perf/mfu"] = images_per_s * self.flops_per_image / (self.peak_flops * accelerator.num_processes)
+        if self.flops_per_image:
+            achieved = images_per_s * self.flops_per_image / accelerator.num_processes
+            out["perf/tflops_per_device"] = achieved / 1e12
+            if self.peak_flops:
+                out["perf/mfu"] = achieved / self.peak_flops
         self._reset()
         return out
 

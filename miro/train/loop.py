@@ -36,11 +36,13 @@ from miro.data.pipeline import (
     model_inputs,
 )
 from miro.flow import LinearPath, TimeSampler, velocity_loss
+from miro.models import sample_condition_dropout
+from miro.models.config import build_autoencoder, build_model, build_text_encoder
 from miro.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
-from miro.train.logging import Meter, setup_file_logging, status_line
+from miro.train.logging import Meter, measure_flops_per_image, peak_flops, setup_file_logging, status_line
 from miro.train.optim import build_optimizer, lr_at, set_lr
 from miro.utils.config import ConfigError
 
@@ -54,8 +56,20 @@ class Components:
     model: nn.Module  # velocity = model(x, t, text, text_mask, rewards, reward_mask, drop_text)
     text_encoder: Any
     autoencoder: Any
-    flops_per_image: float | None = None  # forward + backward, for the MFU estimate
-    peak_flops: float | None = None  # per device
+    flops_per_image: float | None = None  # forward + backward; None = counted on the model at start
+    peak_flops: float | None = None  # per device; None = cfg.peak_tflops or the known-GPU table
+
+
+def build_components(cfg: TrainConfig) -> Components:
+    """The frozen text encoder and autoencoder from their configs, and a fresh transformer sized by them."""
+    te, ae = build_text_encoder(cfg.text_encoder), build_autoencoder(cfg.autoencoder)
+    step = ae.downsample * cfg.model.patch_size
+    if cfg.data.resolution % step:
+        raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
+                          f"model.patch_size = {ae.downsample} x {cfg.model.patch_size}")
+    model = build_model(cfg.model, text_dim=te.dim, in_channels=ae.latent_channels,
+                        sample_size=cfg.data.resolution // ae.downsample)
+    return Components(model=model, text_encoder=te, autoencoder=ae)
 
 
 def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generator, time_sampler: TimeSampler,
@@ -66,13 +80,9 @@ def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generato
     t = time_sampler(b, generator=generator, device=device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
     sample = LinearPath().sample(x0, t, noise)
-    drop_text = torch.rand(b, generator=generator, device=device) < cfg.text_dropout
-    kwargs = {}
-    if "rewards" in inputs and cfg.rewards:
-        r = inputs["rewards"].shape[1]
-        keep = torch.rand(b, r, generator=generator, device=device) >= cfg.reward_dropout
-        keep &= (torch.rand(b, 1, generator=generator, device=device) >= cfg.reward_dropout_all)
-        kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep}
+    r = len(cfg.rewards)
+    keep, drop_text = sample_condition_dropout(b, r, cfg.reward_dropout, cfg.text_dropout, generator, device=device)
+    kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep} if r else {}
     v = model(sample.x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, **kwargs)
     return velocity_loss(v, sample.target), t
 
@@ -128,8 +138,9 @@ def check_launch(accelerator: Accelerator) -> None:
             "`torchrun --nproc_per_node N -m miro.train ...` (docs/train.md)")
 
 
-def train(cfg: TrainConfig, components: Components) -> Path:
-    """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder."""
+def train(cfg: TrainConfig, components: Components | None = None) -> Path:
+    """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder.  ``components``
+    defaults to ``build_components(cfg)``."""
     out = Path(cfg.output_dir or Path("runs") / cfg.name)
     accelerator = Accelerator(
         # accelerate only sets up CPU data parallelism when told to use the CPU
@@ -148,7 +159,7 @@ def train(cfg: TrainConfig, components: Components) -> Path:
     return out
 
 
-def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components, out: Path) -> None:
+def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path) -> None:
     device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if cfg.mixed_precision == "fp16" and device.type != "cuda":
         raise ConfigError("mixed_precision='fp16': needs a CUDA device (loss scaling); use bf16 or no on the CPU")
@@ -157,16 +168,20 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components, out: P
     if device.type == "cuda" and cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
+    comps = comps or build_components(cfg)
     model = comps.model
     model_rewards = list(getattr(model.config, "reward_names", []))
-    if model_rewards != list(cfg.rewards):
-        raise ConfigError(f"rewards={list(cfg.rewards)}: the model conditions on {model_rewards} (same names, same order)")
+    if model_rewards != cfg.rewards:
+        raise ConfigError(f"model.reward_names={cfg.rewards}: the model conditions on {model_rewards} (same names, same order)")
     te, ae = _frozen(comps.text_encoder, device), _frozen(comps.autoencoder, device)
     identity = cache_identity(te.identifier(), ae.identifier(), cfg.data.resolution) if cfg.data.cache else None
     info = _inspect_on_main(accelerator, cfg, identity)
     dataset = MiroDataset(cfg.data, info, micro, cfg.seed, rank, world)
 
     model.to(device)
+    latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
+    flops = comps.flops_per_image or measure_flops_per_image(model, latent_shape, te.max_length, te.dim,
+                                                              len(cfg.rewards), device)
     optimizer = build_optimizer(model, cfg.optim)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -187,9 +202,8 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components, out: P
     if cfg.log_with != "none":
         accelerator.init_trackers(cfg.name)
 
-    latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
     grid = SampleGrid(cfg.sample, cfg.rewards, te, latent_shape, device) if main and cfg.sample.every else None
-    meter = Meter(device, comps.flops_per_image, comps.peak_flops or (cfg.peak_tflops and cfg.peak_tflops * 1e12))
+    meter = Meter(device, flops, comps.peak_flops or peak_flops(device, cfg.peak_tflops))
     time_sampler = TimeSampler(**asdict(cfg.time))
     keys_log = (out / "logs" / f"keys-rank{rank}.txt").open("a") if cfg.log_keys else None
     progress = tqdm(total=cfg.max_steps, initial=start, disable=not (main and cfg.progress_bar), desc=cfg.name)
@@ -206,7 +220,7 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components, out: P
             tic = time.perf_counter()
             batch = next(data_iter)
             meter.data_wait += time.perf_counter() - tic
-            inputs = model_inputs(batch, device, te, ae)
+            inputs = model_inputs(batch, device, te, ae, generator, cfg.latent_sampling)
             sync = i == cfg.grad_accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
@@ -268,7 +282,9 @@ def _log_grid(accelerator: Accelerator, grid: SampleGrid, model: nn.Module, ae: 
 def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: Any, info: DatasetInfo) -> None:
     """The EMA transformer (``save_pretrained``) and ``miro_training.json`` describing how it was trained."""
     model.save_pretrained(folder / "transformer")
-    meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": list(cfg.rewards),
+    meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.rewards,
+            "text_encoder_config": OmegaConf.to_container(OmegaConf.structured(cfg.text_encoder)),
+            "autoencoder_config": OmegaConf.to_container(OmegaConf.structured(cfg.autoencoder)),
             "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
             "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
     (folder / "miro_training.json").write_text(json.dumps(meta, indent=1))

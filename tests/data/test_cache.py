@@ -16,15 +16,22 @@ from miro.data.cache import (
     write_shard_cache,
 )
 from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader, model_inputs
+from miro.models.autoencoders import IdentityAutoencoder
 from tests.data.make_dataset import REWARDS, make_dataset
-from tests.train.tiny import TinyAutoencoder, TinyTextEncoder
+from tests.train.tiny import TinyTextEncoder, tiny_kl_autoencoder
 
 RES = 16
 
 
+@pytest.fixture(scope="module")
+def vae_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("vae")
+
+
 @pytest.fixture()
-def encoders():
-    return TinyTextEncoder(), TinyAutoencoder()
+def encoders(vae_folder):
+    """A real latent autoencoder (tiny random-weight AutoencoderKL through KLAutoencoder)."""
+    return TinyTextEncoder(), tiny_kl_autoencoder(vae_folder)
 
 
 def identity_of(te, ae):
@@ -36,7 +43,8 @@ def test_shard_cache_round_trip_and_skipped_samples(tmp_path, encoders):
     shard = make_dataset(tmp_path, n_shards=1, per_shard=7, corrupt={"s000i0003": "image"})[0]
     cache = encode_shard(shard, te, ae, RES, batch_size=3)
     assert cache.skipped == {"s000i0003": "not_an_image"} and len(cache) == 6
-    assert cache.latents.shape == (6, 3, RES // 2, RES // 2) and cache.latents.dtype == torch.float16
+    assert cache.latents.shape == cache.latent_std.shape == (6, 4, RES // 2, RES // 2)  # raw posterior moments
+    assert cache.latents.dtype == cache.latent_std.dtype == torch.float16
     # each caption "a photo of <key>" is 4 words -> 4 tokens, trimmed to the mask length
     assert cache.text_offsets.tolist() == [0, 4, 8, 12, 16, 20, 24]
     path = cache_path(shard, cache.identity)
@@ -44,7 +52,10 @@ def test_shard_cache_round_trip_and_skipped_samples(tmp_path, encoders):
     write_shard_cache(path, cache)
     back = read_shard_cache(path, identity_of(te, ae))
     assert back.keys == cache.keys and back.captions == cache.captions and back.skipped == cache.skipped
-    assert torch.equal(back.latents, cache.latents) and torch.equal(back.text_of(5), cache.text_of(5))
+    assert torch.equal(back.latents, cache.latents) and torch.equal(back.latent_std, cache.latent_std)
+    assert torch.equal(back.text_of(5), cache.text_of(5))
+    pixels = encode_shard(shard, te, IdentityAutoencoder(), RES)  # no posterior: normalised latents only
+    assert pixels.latent_std is None and pixels.latents.shape == (6, 3, RES, RES)
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     with pytest.raises(CacheError, match="was built for"):
         read_shard_cache(path, cache_identity("other-encoder", ae.identifier(), RES))
@@ -79,7 +90,7 @@ def test_cached_stream_equals_the_stream_computed_on_the_fly(tmp_path, encoders)
         info = inspect_dataset(cfg, REWARDS, cache_identity=identity if cached else None)
         ds = MiroDataset(cfg, info, batch_size=11, seed=3)
         batch = next(iter(make_loader(ds)))
-        inputs = model_inputs(batch, torch.device("cpu"), te, ae)
+        inputs = model_inputs(batch, torch.device("cpu"), te, ae, torch.Generator().manual_seed(0), sample_latents=True)
         out = {"order": batch["keys"], "skipped": batch["skipped"]}
         for i, k in enumerate(batch["keys"]):
             n = int(inputs["text_mask"][i].sum())
