@@ -81,7 +81,8 @@ class DataConfig:
     max_bad_in_a_row: int = 1000  # this many unusable samples in a row stop the job (the data is broken)
 
     def __post_init__(self):
-        require(self.shards not in ("", "???"), "data.shards", self.shards, "must name the training shards (dir, glob or brace range)")
+        # "???" is OmegaConf's missing marker: to_typed then reports "data.shards" as a missing value
+        require(self.shards != "", "data.shards", self.shards, "must name the training shards (dir, glob or brace range)")
         require(self.resolution >= 8, "data.resolution", self.resolution, "must be >= 8")
         require(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
         require_choice("data.sampling", self.sampling, SAMPLING)

@@ -32,6 +32,24 @@ class TimeConfig:
 
 
 @dataclass
+class CacheJobConfig:
+    """``python -m miro.cache`` reads the training config, so caches always match what training expects."""
+
+    batch_size: int = 64
+    overwrite: bool = False
+    rank: int | None = None  # None: from the launcher (torchrun / accelerate / SLURM_PROCID)
+    world_size: int | None = None
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "cache_job.batch_size", self.batch_size, "must be >= 1")
+        require((self.rank is None) == (self.world_size is None), "cache_job.rank", self.rank,
+                "set cache_job.rank and cache_job.world_size together (or neither)")
+        if self.world_size is not None:
+            require(self.world_size >= 1 and 0 <= self.rank < self.world_size, "cache_job.rank", self.rank,
+                    f"must be in [0, world_size={self.world_size})")
+
+
+@dataclass
 class TrainConfig:
     name: str = "miro"
     output_dir: str = ""  # default runs/<name>
@@ -64,6 +82,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    cache_job: CacheJobConfig = field(default_factory=CacheJobConfig)
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
