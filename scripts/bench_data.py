@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from miro.data.annotations import BUCKETS_SUFFIX, STATS_NAME, file_sha256  # noqa: E402
 from miro.data.cache import cache_identity, cache_shards  # noqa: E402
-from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader, model_inputs  # noqa: E402
+from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader  # noqa: E402
 from miro.data.shards import ShardWriter, sidecar_path  # noqa: E402
 
 REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
@@ -155,7 +155,6 @@ def main() -> None:
     from miro.models.config import TextEncoderConfig, build_text_encoder
 
     te = build_text_encoder(TextEncoderConfig())
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         small, web = tmp / "shapes32", tmp / "web256"
@@ -200,7 +199,6 @@ def main() -> None:
               consume["small, 4x32x32 latents, cached (batch 8)"])]
     print("\n| pair | ratio (target >= 3) |\n|---|---:|")
     for name, a, b in pairs:
-        rows.append(a / b)
         print(f"| {name} | {a / b:,.1f}x |")
     print(f"\nReal `miro.train` run of the demo preset (cached, 1 worker): {demo['perf/images_per_s']:.0f} images/s, "
           f"data wait {100 * demo['perf/data_wait_fraction']:.1f}% of step time")
