@@ -30,10 +30,11 @@ def run(cfg: TrainConfig) -> dict:
 
     from miro.data.pipeline import default_root
     from miro.models.config import build_autoencoder, build_text_encoder
-    from miro.train.loop import launched_world_size
+    from miro.train.launch import export_slurm_env, use_cpu
 
     job = cfg.cache_job
-    state = PartialState(cpu=cfg.cpu or (launched_world_size() > 1 and not _has_cuda()))
+    export_slurm_env()
+    state = PartialState(cpu=use_cpu(cfg.cpu))
     rank, world = (job.rank, job.world_size) if job.world_size is not None else (state.process_index, state.num_processes)
     shards = list_shards(cfg.data.shards)
     if not shards:
@@ -46,12 +47,6 @@ def run(cfg: TrainConfig) -> dict:
     log.info("rank %d/%d: %d shard(s) written (%d samples, %d undecodable), %d already complete", rank, world,
              summary["written"], summary["samples"], summary["bad_samples"], summary["skipped_complete"])
     return summary
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def main() -> None:

@@ -22,8 +22,10 @@ def main() -> None:
 
     @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
     def _app(hcfg) -> None:
+        from miro.train.launch import export_slurm_env
         from miro.train.loop import train
 
+        export_slurm_env()
         cfg = to_typed(hcfg, TrainConfig)
         out = train(cfg)
         print(f"run folder: {out}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ from miro.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoi
 from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
+from miro.train.launch import check_launch, use_cpu
 from miro.train.logging import Meter, measure_flops_per_image, peak_flops, setup_file_logging, status_line
 from miro.train.optim import build_optimizer, lr_at, set_lr
 from miro.utils.config import ConfigError
@@ -116,42 +116,19 @@ def _inspect_on_main(accelerator: Accelerator, cfg: TrainConfig, identity: dict 
     return result[0]
 
 
-_WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def launched_world_size() -> int:
-    return max(int(os.environ.get(k, 1)) for k in _WORLD_ENV)
-
-
-def check_launch(accelerator: Accelerator) -> None:
-    """Refuse launches that would silently train N independent copies, or one instead of N."""
-    requested = launched_world_size()
-    if requested > 1 and accelerator.num_processes != requested:
-        raise ConfigError(f"launched as {requested} processes but accelerate runs {accelerator.num_processes}: "
-                          "every process would train its own copy")
-    if (accelerator.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
-            and "MASTER_ADDR" in os.environ):
-        raise ConfigError(
-            "`accelerate launch --cpu --num_processes N` starts ONE process unless mpirun is used "
-            "(--mpirun_hostfile). For N CPU processes use `accelerate launch --config_file "
-            "conf/accelerate/cpu_ddp.yaml --num_processes N -m miro.train ...` or "
-            "`torchrun --nproc_per_node N -m miro.train ...` (docs/train.md)")
-
-
 def train(cfg: TrainConfig, components: Components | None = None) -> Path:
     """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder.  ``components``
     defaults to ``build_components(cfg)``."""
     out = Path(cfg.output_dir or Path("runs") / cfg.name)
     accelerator = Accelerator(
-        # accelerate only sets up CPU data parallelism when told to use the CPU
-        cpu=cfg.cpu or (launched_world_size() > 1 and not torch.cuda.is_available()),
+        cpu=use_cpu(cfg.cpu),
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.log_with == "none" else cfg.log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     try:
-        check_launch(accelerator)
+        check_launch(accelerator.num_processes)
         _train(accelerator, cfg, components, out)
     finally:
         accelerator.end_training()
