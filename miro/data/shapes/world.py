@@ -18,7 +18,7 @@ from miro.data.shapes import degrade
 from miro.data.shapes.captions import free_prompt, geneval_prompt
 from miro.data.shapes.config import DEGRADATIONS, TASKS, ShapesConfig
 from miro.data.shapes.render import background, paint
-from miro.data.shapes.scene import Vocabulary, sample_scene, wrong_caption
+from miro.data.shapes.scene import SceneDraw, Vocabulary, sample_scene, wrong_caption
 from miro.data.shapes.vocab import PALETTE, palette_array
 
 WORLD_VERSION = 1
@@ -34,6 +34,16 @@ class Sample:
 
     def members(self) -> dict[str, bytes | str]:
         return {self.ext: self.image, "txt": self.caption, "json": json.dumps(self.record, sort_keys=False)}
+
+
+@dataclass
+class Draft:
+    index: int
+    rng: np.random.Generator  # the sample's generator, positioned where rendering continues
+    scene: SceneDraw
+    kind: str  # caption_kind
+    meta: dict  # the caption's GenEval metadata, with "prompt" = the caption
+    phrasing: str  # "geneval" or "free"
 
 
 def sample_key(index: int) -> str:
@@ -54,7 +64,8 @@ class ShapesWorld:
     def _mark_colors(self) -> np.ndarray:
         return palette_array(self.vocab.colors)
 
-    def sample(self, index: int) -> Sample:
+    def draft(self, index: int) -> Draft:
+        """Sample ``index`` up to its caption (no pixels yet): cheap, for caption studies and tests."""
         cfg, res = self.cfg, self.cfg.resolution
         rng = np.random.default_rng([cfg.seed, index])
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.task_p))]
@@ -67,7 +78,13 @@ class ShapesWorld:
             if wrong is not None:
                 kind, meta = wrong
         caption = geneval_prompt(meta) if geneval_style else free_prompt(meta, rng, cfg.captions.synonyms)
+        return Draft(index, rng, scene, kind, {**meta, "prompt": caption}, "geneval" if geneval_style else "free")
 
+    def sample(self, index: int) -> Sample:
+        """The complete sample ``index``: rendered, degraded and encoded, with its json record."""
+        cfg, res = self.cfg, self.cfg.resolution
+        draft = self.draft(index)
+        rng, scene, meta, caption = draft.rng, draft.scene, draft.meta, draft.meta["prompt"]
         ss = cfg.scene.supersample
         img = background(rng, res, cfg.scene.background, cfg.scene.texture)
         for obj in scene.objects:
@@ -108,9 +125,9 @@ class ShapesWorld:
             "seed": cfg.seed,
             "task": meta["tag"],
             "caption": caption,
-            "caption_kind": kind,
-            "phrasing": "geneval" if geneval_style else "free",
-            "caption_metadata": {**meta, "prompt": caption},
+            "caption_kind": draft.kind,
+            "phrasing": draft.phrasing,
+            "caption_metadata": meta,
             "true_metadata": scene.meta,
             "scene": {
                 "width": res,
