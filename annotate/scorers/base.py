@@ -5,7 +5,7 @@ the slider sweeps all compute the same numbers::
 
     prep = scorer.preprocessor()                 # light, picklable: no model weights
     items = [prep(image, prompt) for ...]        # in workers
-    out = scorer.forward(scorer.collate(items))  # on the device: {reward name: float64 array}
+    out = scorer.forward(default_collate(items))  # on the device: {reward name: float64 array}
 
 A scorer may fill several reward columns from one forward pass (CLIP score and the aesthetic head share one
 ViT-L/14 image embedding); ``outputs`` lists them and ``text_outputs`` those that need a prompt.
@@ -49,7 +49,7 @@ def as_float64(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    """Base class; subclasses set ``name``/``outputs``/``text_outputs`` and implement the four hooks."""
+    """Base class; subclasses set ``name``/``outputs``/``text_outputs`` and implement the three hooks."""
 
     name: str = ""
     outputs: tuple[str, ...] = ()
@@ -63,9 +63,6 @@ class Scorer:
         """A picklable callable ``(RGB image, prompt or None) -> item`` holding no model weights."""
         raise NotImplementedError
 
-    def collate(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
-        return default_collate(items)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Scores of a collated batch for every output, float64 (NaN where not computable)."""
         raise NotImplementedError
@@ -73,6 +70,10 @@ class Scorer:
     def provenance(self) -> dict:
         """Model ids, weight files with sha256, package versions and the config: enough to reproduce a score."""
         raise NotImplementedError
+
+    def output_provenance(self, output: str) -> dict:
+        """Provenance of one reward column (a scorer filling several columns narrows it to that column)."""
+        return self.provenance()
 
     # --- conveniences ----------------------------------------------------------------------------------
     @property
@@ -106,7 +107,7 @@ class Scorer:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             items = [prep(ensure_rgb(images[i]), prompts[i]) for i in chunk]
-            res = self.forward(self.collate(items))
+            res = self.forward(default_collate(items))
             for o in self.outputs:
                 out[o][chunk] = res[o]
         return out

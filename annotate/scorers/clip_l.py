@@ -75,15 +75,24 @@ class ClipLScorer(Scorer):
             out["aesthetic"] = as_float64(self.head(img).squeeze(-1))
         return out
 
-    def provenance(self) -> dict:
-        return {
-            "model": "openai/clip-vit-large-patch14" + (" + LAION improved-aesthetic-predictor" if self.head is not None else ""),
-            "implementation": "annotate.scorers.clip_l (transformers CLIPModel, shared image forward)",
-            "outputs": list(self.outputs),
-            "weights": self.files,
+    def output_provenance(self, output: str) -> dict:
+        clip_files = [f for f in self.files if f["role"] != "aesthetic_head"]
+        prov = {
+            "model": "openai/clip-vit-large-patch14",
+            "implementation": "annotate.scorers.clip_l (transformers CLIPModel, image forward shared by clip_score and aesthetic)",
+            "weights": clip_files,
             "packages": package_versions("transformers", "pillow"),
-            "config": {k: asdict(v) for k, v in self.configs.items()},
+            "config": asdict(self.configs[output]),
         }
+        if output == "aesthetic":
+            prov["model"] = "LAION improved-aesthetic-predictor on openai/clip-vit-large-patch14"
+            prov["weights"] = self.files
+        return prov
+
+    def provenance(self) -> dict:
+        if len(self.outputs) == 1:
+            return self.output_provenance(self.outputs[0])
+        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}
 
 
 def build_clip_l(clip_score: dict | ClipScoreConfig | None = None, aesthetic: dict | AestheticConfig | None = None) -> ClipLScorer:
