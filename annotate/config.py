@@ -46,8 +46,9 @@ class AnnotateConfig:
     stage: str = "score"
     data: DataConfig = field(default_factory=DataConfig)
     out_dir: str | None = None  # null: sidecars beside the shards; else a folder mirroring the shard layout
-    rewards: list[str] = field(default_factory=lambda: list(DEFAULT_REWARDS))
-    reward_cfg: dict[str, Any] = field(default_factory=dict)  # per-reward settings (conf/rewards/<name>.yaml)
+    # {reward name: its settings} (hydra: the multi-select group conf/rewards, ``rewards=[pickscore,hpsv2]``,
+    # ``rewards.hpsv2.version=v2.0``); a list of names means default settings; null: the weight-free default set
+    rewards: Any = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK if available, else cpu)
     dtype: str = "float32"
     batch_size: int = 32
@@ -61,12 +62,16 @@ class AnnotateConfig:
 
     def __post_init__(self):
         require_choice("stage", self.stage, STAGES)
-        require(len(self.rewards) > 0, "rewards", self.rewards, "must list at least one reward")
-        require(len(set(self.rewards)) == len(self.rewards), "rewards", self.rewards, "must not repeat a reward")
-        for r in self.rewards:
+        if self.rewards is None:
+            self.rewards = {r: {} for r in DEFAULT_REWARDS}
+        elif isinstance(self.rewards, (list, tuple)):
+            require(len(set(self.rewards)) == len(self.rewards), "rewards", self.rewards, "must not repeat a reward")
+            self.rewards = {r: {} for r in self.rewards}
+        require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to their settings (or list names)")
+        require(len(self.rewards) > 0, "rewards", self.rewards, "must select at least one reward")
+        for r, settings in self.rewards.items():
             require_choice("rewards", r, REWARD_NAMES)
-        for r in self.reward_cfg:
-            require_choice("reward_cfg", r, REWARD_NAMES)
+            require(isinstance(settings, dict), f"rewards.{r}", settings, "must be a mapping of that reward's settings")
         require_choice("dtype", self.dtype, list(DTYPES))
         require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None, "device", self.device, "must be auto, cpu, cuda, cuda:N or mps"
@@ -86,3 +91,7 @@ class AnnotateConfig:
         if self.array_count is not None:
             require(self.array_count > 0, "array_count", self.array_count, "must be a positive integer")
             require(0 <= self.array_index < self.array_count, "array_index", self.array_index, f"must be in 0..{self.array_count - 1}")
+
+    @property
+    def reward_names(self) -> list[str]:
+        return list(self.rewards)

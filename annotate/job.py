@@ -239,15 +239,15 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
         raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
     root = shards_root(cfg.data.shards, all_shards, cfg.data.root)
     mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
-    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.rewards, cfg.overwrite))]
+    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite))]
     summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
     log.info("rank %d/%d: %d of %d shards, %d already complete", rank, world, len(mine), len(all_shards), summary["skipped"])
     if not plans:
         return summary
     if scorers is None:
-        needed = sorted({r for p in plans for r in p.missing}, key=cfg.rewards.index)
+        needed = [r for r in cfg.reward_names if any(r in p.missing for p in plans)]
         device = resolve_device(cfg.device, local_rank)
-        scorers = build_scorers(needed, cfg.reward_cfg, device, DTYPES[cfg.dtype])
+        scorers = build_scorers(needed, cfg.rewards, device, DTYPES[cfg.dtype])
     config_dict = config_dict if config_dict is not None else asdict(cfg)
     groups: dict[tuple[str, ...], list[ShardPlan]] = defaultdict(list)
     for p in plans:

@@ -56,6 +56,17 @@ def decode_sample(members: dict[str, bytes], max_pixels: int):
     return image, caption, reasons
 
 
+def missing_end_marker(shard: Path) -> str | None:
+    """A tar cut at a member boundary reads as a shorter valid archive; its missing end-of-archive blocks tell."""
+    size = shard.stat().st_size
+    with open(shard, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if size < 1024 or tail.count(0) != len(tail):
+        return f"{shard}: no end-of-archive blocks; the tar is truncated (the samples read before the end are kept)"
+    return None
+
+
 class ShardBatches(IterableDataset):
     """Yields ``{"kind": "batch", ...}`` chunks and ``{"kind": "end", ...}`` markers for ``shards`` in order."""
 
@@ -94,6 +105,8 @@ class ShardBatches(IterableDataset):
             error = str(err)
         except Exception as err:  # noqa: BLE001 - a broken member name etc.: report the shard, keep going
             error = f"{type(err).__name__}: {err}"
+        else:
+            error = missing_end_marker(shard)
         if chunk:
             yield self._batch(si, chunk)
         yield {"kind": "end", "shard": si, "count": count, "error": error, "ends": ends}

@@ -51,7 +51,7 @@ def load_aesthetic_head(path: str | Path) -> tuple[MLPHead, dict]:
 
 
 def resolve_head(cfg: AestheticConfig) -> Path:
-    return resolve_file(cfg.head, what="LAION aesthetic head", source=f"{HEAD_URL} (sha256 21dd590f...f1e0)", download=cfg.download, key="reward_cfg.aesthetic.head")
+    return resolve_file(cfg.head, what="LAION aesthetic head", source=f"{HEAD_URL} (sha256 21dd590f...f1e0)", download=cfg.download, key="rewards.aesthetic.head")
 
 
 def build(**cfg):

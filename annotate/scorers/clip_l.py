@@ -103,9 +103,9 @@ def build_clip_l(clip_score: dict | ClipScoreConfig | None = None, aesthetic: di
         raise ValueError("build_clip_l needs a clip_score or an aesthetic config")
     spec = cs.model if cs is not None else ae.clip_model
     if cs is not None and ae is not None and cs.model != ae.clip_model:
-        raise ConfigError(f"reward_cfg.aesthetic.clip_model={ae.clip_model!r}: must equal reward_cfg.clip_score.model={cs.model!r} to share the forward")
+        raise ConfigError(f"rewards.aesthetic.clip_model={ae.clip_model!r}: must equal rewards.clip_score.model={cs.model!r} to share the forward")
     download = any(c.download for c in (cs, ae) if c is not None)
-    folder = resolve_dir(spec, what="CLIP ViT-L/14", source=CLIP_SOURCE, download=download, key="reward_cfg.clip_score.model")
+    folder = resolve_dir(spec, what="CLIP ViT-L/14", source=CLIP_SOURCE, download=download, key="rewards.clip_score.model")
     model, files = load_clip_model(folder, "CLIP ViT-L/14")
     image_processor = load_image_processor(folder)
     if image_processor is None:

@@ -108,7 +108,7 @@ def from_config(cfg: HPSv2Config) -> HPSv2Scorer:
     import open_clip
 
     require_choice("arch", cfg.arch, open_clip.list_models())
-    ckpt = resolve_file(cfg.checkpoint_spec, what=f"HPS{cfg.version} checkpoint", source=SOURCE, download=cfg.download, key="reward_cfg.hpsv2.checkpoint")
+    ckpt = resolve_file(cfg.checkpoint_spec, what=f"HPS{cfg.version} checkpoint", source=SOURCE, download=cfg.download, key="rewards.hpsv2.checkpoint")
     model = load_open_clip(cfg.arch, ckpt, f"HPS{cfg.version} checkpoint")
     return HPSv2Scorer(model, open_clip.get_tokenizer(cfg.arch), cfg, [file_record(ckpt, "checkpoint")])
 

@@ -229,13 +229,13 @@ def load_med_config(spec: str | None, download: bool) -> tuple[dict, list[dict]]
     med = dict(MED_CONFIG)
     if spec is None:
         return med, []
-    path = resolve_file(spec, what="ImageReward med_config.json", source=SOURCE, download=download, key="reward_cfg.imagereward.med_config")
+    path = resolve_file(spec, what="ImageReward med_config.json", source=SOURCE, download=download, key="rewards.imagereward.med_config")
     med.update({k: v for k, v in json.loads(path.read_text()).items() if k in MED_CONFIG})
     return med, [file_record(path, "med_config")]
 
 
 def from_config(cfg: ImageRewardConfig) -> ImageRewardScorer:
-    ckpt = resolve_file(cfg.checkpoint, what="ImageReward checkpoint", source=SOURCE, download=cfg.download, key="reward_cfg.imagereward.checkpoint")
+    ckpt = resolve_file(cfg.checkpoint, what="ImageReward checkpoint", source=SOURCE, download=cfg.download, key="rewards.imagereward.checkpoint")
     med, med_files = load_med_config(cfg.med_config, cfg.download)
     vocab = default_vocab() if cfg.vocab is None else resolve_file(cfg.vocab, what="BERT vocab.txt", source="the HF repo bert-base-uncased", download=cfg.download)
     sd = torch.load(ckpt, map_location="cpu", weights_only=True)

@@ -51,7 +51,7 @@ def noise_sigma(rgb: np.ndarray) -> float:
 
 class LowNoise(PixelScorer):
     def measure(self, image: Image.Image) -> float:
-        return 0.0 - noise_sigma(centre_crop(np.asarray(image.convert("RGB")), self.config.max_side)) + 0.0  # no -0.0
+        return -noise_sigma(centre_crop(np.asarray(image.convert("RGB")), self.config.max_side)) + 0.0  # + 0.0: no -0.0
 
 
 def build(**cfg) -> LowNoise:

@@ -74,8 +74,8 @@ class PickScoreScorer(Scorer):
 
 
 def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
-    folder = resolve_dir(cfg.model, what="PickScore model", source=MODEL_SOURCE, download=cfg.download, key="reward_cfg.pickscore.model")
-    pfolder = resolve_dir(cfg.processor, what="PickScore processor", source=PROCESSOR_SOURCE, download=cfg.download, key="reward_cfg.pickscore.processor")
+    folder = resolve_dir(cfg.model, what="PickScore model", source=MODEL_SOURCE, download=cfg.download, key="rewards.pickscore.model")
+    pfolder = resolve_dir(cfg.processor, what="PickScore processor", source=PROCESSOR_SOURCE, download=cfg.download, key="rewards.pickscore.processor")
     model, files = load_clip_model(folder, "PickScore")
     image_processor = load_image_processor(pfolder)
     if image_processor is None:

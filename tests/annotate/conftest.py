@@ -172,3 +172,60 @@ def imagereward_files(tmp_path_factory):
     torch.save(sd, folder / "ImageReward.pt")
     (folder / "med_config.json").write_text(json.dumps(TINY_MED))
     return folder / "ImageReward.pt", folder / "med_config.json"
+
+
+# --- shards for the job tests ------------------------------------------------------------------------------------
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A PNG whose header claims width x height pixels (never decodable; a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def bad_samples() -> dict[str, tuple[dict, str]]:
+    """key -> (members, expected status) covering every kind of bad input the job must survive."""
+    good = photo_like(50, 40, 56)
+    jpg = encode(good, "JPEG", quality=90)
+    arr16 = (np.arange(30 * 20, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
+    pal = good.convert("P")
+    return {
+        "a00good": ({"png": encode(good), "txt": b"a good sample"}, "ok"),
+        "a01jpg": ({"jpg": jpg, "txt": b"a jpeg"}, "ok"),
+        "a02truncated": ({"jpg": jpg[: len(jpg) // 2], "txt": b"cut in half"}, "truncated"),
+        "a03zero": ({"png": b"", "txt": b"zero bytes"}, "empty"),
+        "a04text": ({"png": b"this is not a picture at all", "txt": b"not an image"}, "not_an_image"),
+        "a05cmyk": ({"jpg": encode(good.convert("CMYK"), "JPEG", quality=95), "txt": b"cmyk"}, "ok"),
+        "a06la": ({"png": encode(good.convert("LA")), "txt": b"grey alpha"}, "ok"),
+        "a07p": ({"png": encode(pal), "txt": b"palette"}, "ok"),
+        "a08i16": ({"png": encode(Image.fromarray(arr16)), "txt": b"16 bit"}, "ok"),
+        "a09bomb": ({"png": png_bomb(), "txt": b"huge"}, "too_large"),
+        "a10nocap": ({"png": encode(good)}, "missing_caption"),
+        "a11latin1": ({"png": encode(good), "txt": "caf\u00e9 cr\u00e8me".encode("latin-1")}, "caption_not_utf8"),
+        "a12emptycap": ({"png": encode(good), "txt": b"  \n"}, "empty_caption"),
+        "a13noimage": ({"txt": b"caption without an image"}, "missing_image"),
+        "a14both": ({"jpg": jpg[:100]}, "truncated;missing_caption"),
+    }
+
+
+def write_good_shards(folder, n_shards: int, per_shard: int, name: str = "ds", size=(48, 64), seed: int = 0) -> list:
+    from miro.data.shards import ShardWriter
+
+    rng = np.random.default_rng(seed)
+    with ShardWriter(folder, name, maxcount=per_shard) as w:
+        for i in range(n_shards * per_shard):
+            img = photo_like(int(rng.integers(1 << 30)), *size)
+            w.write(f"s{i:05d}", {"png": encode(img), "txt": f"sample {i} with shapes"})
+    return sorted(folder.glob(f"{name}-*.tar"))

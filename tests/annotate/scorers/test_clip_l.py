@@ -71,7 +71,7 @@ def test_backbones_must_agree(clip_l_dir, aesthetic_head_file, tmp_path):
 
 
 def test_missing_head_names_the_source(clip_l_dir, tmp_path):
-    with pytest.raises(WeightsNotFound, match=r"improved-aesthetic-predictor.*reward_cfg\.aesthetic\.head"):
+    with pytest.raises(WeightsNotFound, match=r"improved-aesthetic-predictor.*rewards\.aesthetic\.head"):
         build_scorer("aesthetic", clip_model=str(clip_l_dir), head=str(tmp_path / "head.pth"))
     with pytest.raises(WeightsNotFound, match="openai/clip-vit-large-patch14"):
         build_scorer("clip_score")
