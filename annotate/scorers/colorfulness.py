@@ -8,9 +8,8 @@ the paper's calibration.  Measured at a fixed size.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, fixed_size
+from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
@@ -20,10 +19,9 @@ def hasler_susstrunk(rgb: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-class Colorfulness(PixelScorer):
-    def measure(self, image: Image.Image) -> float:
-        return hasler_susstrunk(np.asarray(fixed_size(image.convert("RGB"), self.config.size)))
+def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+    return hasler_susstrunk(views.fixed(cfg.size))
 
 
-def build(**cfg) -> Colorfulness:
-    return Colorfulness("colorfulness", to_typed(cfg, FixedSizeConfig))
+def build(**cfg) -> PixelScorer:
+    return PixelScorer({"colorfulness": (measure, to_typed(cfg, FixedSizeConfig))})

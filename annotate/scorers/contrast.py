@@ -6,16 +6,13 @@ scales it down by the contrast factor.
 
 from __future__ import annotations
 
-from PIL import Image
-
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, fixed_size, grey
+from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
-class Contrast(PixelScorer):
-    def measure(self, image: Image.Image) -> float:
-        return float((grey(fixed_size(image, self.config.size)) / 255.0).std())
+def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+    return float((views.luma(cfg.size) / 255.0).std())
 
 
-def build(**cfg) -> Contrast:
-    return Contrast("contrast", to_typed(cfg, FixedSizeConfig))
+def build(**cfg) -> PixelScorer:
+    return PixelScorer({"contrast": (measure, to_typed(cfg, FixedSizeConfig))})

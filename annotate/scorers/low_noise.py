@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from annotate.scorers.pixels import PixelScorer
+from annotate.scorers.pixels import PixelScorer, PixelViews
 from miro.utils.config import require, to_typed
 
 MAD_TO_SIGMA = 0.6744897501960817  # median of |N(0, 1)|
@@ -38,21 +37,23 @@ def haar_diagonal(x: np.ndarray) -> np.ndarray:
     """Finest diagonal (HH) coefficients of the orthonormal 2-D Haar transform, per channel."""
     h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
     x = x[:h, :w]
-    return (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2.0
+    return (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) * 0.5
 
 
 def noise_sigma(rgb: np.ndarray) -> float:
-    """Mean over channels of the robust noise std of an H x W x C array; NaN if smaller than 2 x 2."""
+    """Mean over channels of the robust noise std of an H x W x C array; NaN if smaller than 2 x 2.
+
+    For 8-bit input float32 is exact here (HH coefficients are halves of integers below 2**10)."""
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
         return float("nan")
-    hh = haar_diagonal(rgb.astype(np.float64))
-    return float(np.mean(np.median(np.abs(hh).reshape(-1, hh.shape[-1]), axis=0)) / MAD_TO_SIGMA)
+    x = rgb.astype(np.float32 if rgb.dtype == np.uint8 else np.float64)
+    hh = np.abs(haar_diagonal(x)).reshape(-1, x.shape[-1]).T.copy()  # channels contiguous for the median
+    return float(np.mean(np.median(hh, axis=1), dtype=np.float64) / MAD_TO_SIGMA)
 
 
-class LowNoise(PixelScorer):
-    def measure(self, image: Image.Image) -> float:
-        return -noise_sigma(centre_crop(np.asarray(image.convert("RGB")), self.config.max_side)) + 0.0  # + 0.0: no -0.0
+def measure(views: PixelViews, cfg: LowNoiseConfig) -> float:
+    return -noise_sigma(centre_crop(views.native(), cfg.max_side)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def build(**cfg) -> LowNoise:
-    return LowNoise("low_noise", to_typed(cfg, LowNoiseConfig))
+def build(**cfg) -> PixelScorer:
+    return PixelScorer({"low_noise": (measure, to_typed(cfg, LowNoiseConfig))})

@@ -1,12 +1,14 @@
-"""Shared pieces of the weight-free scorers: the working copies they measure and the scorer base class.
+"""Shared pieces of the weight-free scorers: the working copies they measure and the scorer that runs them.
 
-Each score is computed in ``preprocess`` (so in the DataLoader workers, in parallel) and the "forward" only
-hands the numbers back.  Pixel values are on the 0..255 scale throughout.
+Each score is computed in the preprocessing (so in the DataLoader workers, in parallel) and the "forward" only
+hands the numbers back.  Several weight-free rewards requested together share one scorer and one set of working
+copies (one resize, one luma conversion per image).  Pixel values are on the 0..255 scale throughout.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,48 +27,74 @@ class FixedSizeConfig:
         require(8 <= self.size <= 4096, "size", self.size, "must be an integer in 8..4096")
 
 
-def fixed_size(image: Image.Image, size: int) -> Image.Image:
-    """``size`` x ``size`` bicubic copy (antialiased when shrinking); aspect ratio is not kept on purpose."""
-    if image.size == (size, size):
-        return image
-    return image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+class PixelViews:
+    """Working copies of one image, made on first use and shared by every weight-free measure."""
+
+    def __init__(self, image: Image.Image):
+        self.image = image if image.mode == "RGB" else image.convert("RGB")
+        self._cache: dict = {}
+
+    def native(self) -> np.ndarray:
+        """H x W x 3 uint8 at the original resolution."""
+        if "native" not in self._cache:
+            self._cache["native"] = np.asarray(self.image)
+        return self._cache["native"]
+
+    def fixed(self, size: int) -> np.ndarray:
+        """``size`` x ``size`` x 3 uint8, bicubic (antialiased when shrinking); aspect ratio not kept on purpose."""
+        key = ("fixed", size)
+        if key not in self._cache:
+            img = self.image if self.image.size == (size, size) else self.image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            self._cache[key] = np.asarray(img)
+        return self._cache[key]
+
+    def luma(self, size: int) -> np.ndarray:
+        """ITU-R 601 luma (PIL's "L" weights, kept in floating point) of the fixed-size copy, float64."""
+        key = ("luma", size)
+        if key not in self._cache:
+            self._cache[key] = self.fixed(size).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return self._cache[key]
 
 
-def grey(image: Image.Image) -> np.ndarray:
-    """ITU-R 601 luma as float64 (PIL's "L" conversion, kept in floating point)."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    return rgb @ np.array([0.299, 0.587, 0.114])
+Measure = Callable[[PixelViews, object], float]
 
 
 class PixelScorer(Scorer):
-    """A weight-free, image-only reward computed by ``measure(image) -> float``."""
+    """Image-only, weight-free rewards: ``{name: (measure(views, config) -> float, config)}``."""
 
-    config: object
+    def __init__(self, measures: dict[str, tuple[Measure, object]]):
+        self.measures = dict(measures)
+        self.outputs = tuple(self.measures)
+        self.name = "+".join(self.outputs)
 
-    def __init__(self, name: str, config: object):
-        self.name = name
-        self.outputs = (name,)
-        self.config = config
-
-    def measure(self, image: Image.Image) -> float:
-        raise NotImplementedError
+    @classmethod
+    def merge(cls, scorers: list[PixelScorer]) -> PixelScorer:
+        out: dict = {}
+        for s in scorers:
+            out.update(s.measures)
+        return cls(out)
 
     def _prep(self, image: Image.Image, prompt: str | None) -> Item:
-        return {"score": torch.tensor(float(self.measure(image)), dtype=torch.float64)}
+        views = PixelViews(image)
+        return {name: torch.tensor(float(fn(views, cfg)), dtype=torch.float64) for name, (fn, cfg) in self.measures.items()}
 
     def preprocessor(self):
-        return self._prep  # the scorer holds no weights, so it is its own (picklable) preprocessor
+        return self._prep  # no weights: the scorer is its own (picklable) preprocessor
 
     def forward(self, batch) -> dict[str, np.ndarray]:
-        return {self.name: as_float64(batch["score"])}
+        return {name: as_float64(batch[name]) for name in self.outputs}
 
-    def provenance(self) -> dict:
-        from dataclasses import asdict
-
+    def output_provenance(self, output: str) -> dict:
+        fn, cfg = self.measures[output]
         return {
-            "model": f"weight-free:{self.name}",
-            "implementation": f"{type(self).__module__}.{type(self).__name__}",
+            "model": f"weight-free:{output}",
+            "implementation": f"{fn.__module__}.{fn.__name__}",
             "weights": [],
             "packages": package_versions("numpy", "scipy", "pillow"),
-            "config": asdict(self.config),
+            "config": asdict(cfg),
         }
+
+    def provenance(self) -> dict:
+        if len(self.outputs) == 1:
+            return self.output_provenance(self.outputs[0])
+        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}

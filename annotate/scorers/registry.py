@@ -15,6 +15,7 @@ WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "al
 REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
+SHARED_PIXELS = ("sharpness", "low_noise", "colorfulness", "contrast")  # one set of working copies per image
 
 
 def _module(name: str):
@@ -40,7 +41,8 @@ def build_scorers(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> list[Scorer]:
-    """Scorers covering ``names``; ``clip_score`` and ``aesthetic`` share one scorer (one image forward)."""
+    """Scorers covering ``names``; ``clip_score`` and ``aesthetic`` share one scorer (one image forward), and so
+    do the image-statistics rewards (one resize per image)."""
     configs = configs or {}
     if len(set(names)) != len(names):
         raise ConfigError(f"rewards={list(names)}: a reward is listed twice")
@@ -52,8 +54,13 @@ def build_scorers(
         from annotate.scorers.clip_l import build_clip_l
 
         out.append(_place(build_clip_l(clip_score=dict(configs.get("clip_score", {})), aesthetic=dict(configs.get("aesthetic", {}))), device, dtype))
+    pixels = [build_scorer(n, **dict(configs.get(n, {}))) for n in names if n in SHARED_PIXELS]
+    if pixels:
+        from annotate.scorers.pixels import PixelScorer
+
+        out.append(PixelScorer.merge(pixels))
     for n in names:
-        if len(shared) == 2 and n in SHARED_CLIP_L:
+        if (len(shared) == 2 and n in SHARED_CLIP_L) or n in SHARED_PIXELS:
             continue
         out.append(build_scorer(n, device, dtype, **dict(configs.get(n, {}))))
     return out

@@ -7,10 +7,9 @@ variance spans orders of magnitude).  Noise also raises it: ``low_noise`` is the
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, fixed_size, grey
+from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
@@ -18,10 +17,9 @@ def laplacian_log_variance(luma: np.ndarray) -> float:
     return float(np.log1p(ndimage.laplace(luma, mode="reflect").var()))
 
 
-class Sharpness(PixelScorer):
-    def measure(self, image: Image.Image) -> float:
-        return laplacian_log_variance(grey(fixed_size(image, self.config.size)))
+def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+    return laplacian_log_variance(views.luma(cfg.size))
 
 
-def build(**cfg) -> Sharpness:
-    return Sharpness("sharpness", to_typed(cfg, FixedSizeConfig))
+def build(**cfg) -> PixelScorer:
+    return PixelScorer({"sharpness": (measure, to_typed(cfg, FixedSizeConfig))})

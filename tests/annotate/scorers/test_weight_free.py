@@ -119,3 +119,19 @@ def test_modes_and_odd_sizes_do_not_crash():
         out = build_scorer(n).score(imgs)
         assert out.shape == (4,) and out.dtype == np.float64
     assert np.isnan(build_scorer("low_noise").score([imgs[0]])[0])  # 1 pixel high: no 2 x 2 Haar block
+
+
+def test_requested_together_they_share_one_scorer_and_agree():
+    from annotate.scorers import build_scorers
+    from annotate.scorers.pixels import PixelViews
+
+    (group,) = build_scorers(list(NAMES), {"sharpness": {"size": 128}})
+    assert group.outputs == NAMES and group.name == "+".join(NAMES)
+    imgs = [photo_like(s, 90, 120) for s in range(3)]
+    out = group.score_dict(imgs)
+    np.testing.assert_array_equal(out["sharpness"], build_scorer("sharpness", size=128).score(imgs))
+    for n in NAMES[1:]:
+        np.testing.assert_array_equal(out[n], build_scorer(n).score(imgs))
+    views = PixelViews(imgs[0])
+    assert views.fixed(256) is views.fixed(256) and views.luma(256) is views.luma(256)  # made once, shared
+    assert set(group.provenance()["outputs"]) == set(NAMES)
