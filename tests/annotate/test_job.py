@@ -157,7 +157,6 @@ def test_corrupt_tar_scores_samples_before_the_damage(tmp_path, cut):
     assert read(sidecar.rewards_path(shards[2]))[1]["report"]["tar_error"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="shared miro/data/shards.py reads the next member's data before yielding the finished sample")
 def test_iter_shard_keeps_the_sample_before_the_damage(tmp_path):
     (shard,) = write_good_shards(tmp_path, 1, 10)
     at = dict(_member_offsets(shard))["s00006.png"] + 700
