@@ -24,18 +24,17 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from miro.data.annotations import BUCKETS_SUFFIX, STATS_NAME, file_sha256  # noqa: E402
+from annotate.sidecar import rewards_path, write_rewards  # noqa: E402
+from annotate.stats import STATS_FILE, compute_stats, load_reward_stats, write_buckets  # noqa: E402
 from miro.data.cache import cache_identity, cache_shards  # noqa: E402
 from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader  # noqa: E402
-from miro.data.shards import ShardWriter, sidecar_path  # noqa: E402
+from miro.data.shards import ShardWriter  # noqa: E402
 
 REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"]
@@ -65,13 +64,14 @@ def write_dataset(folder: Path, n_shards: int, per_shard: int, size: tuple[int, 
             img, cap = scene(rng, size, fmt)
             w.write(f"k{i:07d}", {ext: img, "txt": cap, "json": "{}"})
         shards = w.close()
-    stats = {"num_bins": 8, "rewards": {r: {"edges": list(np.linspace(0, 1, 9))} for r in REWARDS}}
-    (folder / STATS_NAME).write_text(json.dumps(stats))
-    meta = json.dumps({"num_bins": 8, "stats_sha256": file_sha256(folder / STATS_NAME)}).encode()
-    for s, shard in enumerate(shards):
-        keys = [f"k{s * per_shard + i:07d}" for i in range(per_shard)]
-        cols = {"key": pa.array(keys)} | {r: pa.array(np.arange(len(keys)) % 9 - 1, pa.int16()) for r in REWARDS}
-        pq.write_table(pa.table(cols).replace_schema_metadata({b"miro": meta}), sidecar_path(shard, BUCKETS_SUFFIX))
+    # annotations through the annotation stage's own writers, from random scores
+    scores = np.random.default_rng(0)
+    sidecars = [write_rewards(rewards_path(shard), [f"k{s * per_shard + i:07d}" for i in range(per_shard)],
+                              {r: scores.random(per_shard) for r in REWARDS}, ["ok"] * per_shard, {})
+                for s, shard in enumerate(shards)]
+    (folder / STATS_FILE).write_text(json.dumps(compute_stats(sidecars, REWARDS, 64, None)))
+    for p in sidecars:
+        write_buckets(p, load_reward_stats(folder / STATS_FILE))
     return shards
 
 

@@ -34,9 +34,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from annotate.job import shards_root
 from miro.data.annotations import (
     BUCKETS_SUFFIX,
-    STATS_NAME,
+    STATS_FILE,
     DataError,
     RewardStats,
     bucket_values,
@@ -185,16 +186,10 @@ def _compare_keys(shard: Path, name_a: str, keys_a: list[str], name_b: str, keys
         )
 
 
-def default_root(spec: str, shards: list[Path]) -> Path:
-    if os.path.isdir(spec):
-        return Path(spec)
-    return Path(os.path.commonpath([str(p.parent) for p in shards]))
-
-
 def inspect_dataset(cfg: DataConfig, rewards: list[str], cache_identity: dict | None = None,
                     world_size: int = 1) -> DatasetInfo:
     """Check everything that can be checked before training starts and say exactly what is wrong."""
-    shards = list_shards(cfg.shards)
+    shards = [p.resolve() for p in list_shards(cfg.shards)]
     if not shards:
         raise DataError(f"data.shards={cfg.shards!r}: no NAME-NNNNNN.tar shard found")
     workers = max(1, cfg.num_workers)
@@ -204,11 +199,11 @@ def inspect_dataset(cfg: DataConfig, rewards: list[str], cache_identity: dict | 
             f"{world_size} rank(s) x {workers} worker(s). Lower data.num_workers, use data.sampling=resampled, "
             "or write more, smaller shards"
         )
-    root = Path(cfg.root) if cfg.root else default_root(cfg.shards, shards)
+    root = shards_root(cfg.shards, shards, cfg.root).resolve()  # the annotation stage's rule
     stats = None
     bucket_paths: dict[Path, Path] = {}
     if rewards:
-        stats_file = Path(cfg.stats) if cfg.stats else Path(cfg.annotations or root) / STATS_NAME
+        stats_file = Path(cfg.stats) if cfg.stats else Path(cfg.annotations or root) / STATS_FILE
         stats = read_reward_stats(stats_file)
         unknown = [r for r in rewards if r not in stats.names]
         if unknown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from annotate.scorers.registry import REWARD_NAMES
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
@@ -86,6 +87,9 @@ class TrainConfig:
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
+        unknown = [r for r in self.model.reward_names if r not in REWARD_NAMES]
+        require(not unknown, "model.reward_names", list(self.model.reward_names),
+                f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")
         require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")

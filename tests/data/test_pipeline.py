@@ -24,11 +24,11 @@ from miro.utils.config import ConfigError, to_typed
 from tests.data.make_dataset import (
     NUM_BINS,
     REWARDS,
-    bucket_of,
+    annotate,
+    expected_buckets,
     make_dataset,
-    write_buckets,
+    rebucket_with_keys,
     write_shards,
-    write_stats,
 )
 
 
@@ -84,6 +84,8 @@ def test_center_crop_keeps_the_middle():
 def test_join_feeds_bucket_over_bins_minus_one_and_mask(data):
     cfg = cfg_for(data, sampling="epoch", shuffle_buffer=1)
     bs = batches(cfg, n=10)
+    expected = {k: v for shard in sorted(data.glob("*.tar")) for k, v in expected_buckets(shard).items()}
+    assert {b for v in expected.values() for b in v.values()} == set(range(-1, NUM_BINS))  # every case occurs
     seen = 0
     for b in bs:
         assert b["image"].shape == (4, 3, 16, 16) and b["image"].dtype == torch.uint8
@@ -91,7 +93,7 @@ def test_join_feeds_bucket_over_bins_minus_one_and_mask(data):
         for k, r, m in zip(b["keys"], b["rewards"], b["reward_mask"]):
             assert b["captions"][b["keys"].index(k)] == f"a photo of {k}"
             for j, name in enumerate(REWARDS):
-                bucket = bucket_of(k, name)
+                bucket = expected[k][name]
                 assert bool(m[j]) == (bucket >= 0)
                 assert float(r[j]) == pytest.approx(max(bucket, 0) / (NUM_BINS - 1))
                 seen += 1
@@ -108,10 +110,8 @@ def test_baseline_needs_no_annotations(tmp_path):
 def test_annotations_in_a_mirrored_folder(tmp_path):
     shards_dir, ann = tmp_path / "shards" / "part", tmp_path / "ann"
     shards = write_shards(shards_dir, n_shards=2, per_shard=4)
-    ann.mkdir()
-    stats = write_stats(ann)
-    for s in shards:
-        write_buckets(s, stats, out_dir=ann, root=tmp_path / "shards")
+    annotate(shards, out_dir=ann, root=tmp_path / "shards")
+    assert not list(shards_dir.glob("*.parquet")) and len(list(ann.rglob("*.buckets.parquet"))) == 2
     cfg = cfg_for(tmp_path / "shards", annotations=str(ann))
     assert len(batches(cfg, n=2)) == 2
 
@@ -237,7 +237,7 @@ def test_shard_and_sidecar_keys_must_match(tmp_path, change):
     shards = make_dataset(tmp_path, n_shards=2, per_shard=4)
     keys = tar_keys(shards[1])[0]
     keys = keys[:2] + keys[3:] if change == "drop" else keys + ["zzz_other"]
-    write_buckets(shards[1], tmp_path / "reward_stats.json", keys=keys)
+    rebucket_with_keys(shards[1], keys)
     with pytest.raises(DataError, match="toy-000001.tar: keys of the tar and its buckets") as err:
         inspect_dataset(cfg_for(tmp_path), REWARDS)
     assert ("s001i0002" if change == "drop" else "zzz_other") in str(err.value)
@@ -245,7 +245,7 @@ def test_shard_and_sidecar_keys_must_match(tmp_path, change):
 
 def test_key_mismatch_is_caught_at_runtime_without_the_upfront_check(tmp_path):
     shards = make_dataset(tmp_path, n_shards=1, per_shard=4)
-    write_buckets(shards[0], tmp_path / "reward_stats.json", keys=["s000i0000"])
+    rebucket_with_keys(shards[0], ["s000i0000"])
     cfg = cfg_for(tmp_path, verify_keys=False)
     info = inspect_dataset(cfg, REWARDS)
     with pytest.raises(DataError, match="s000i0001"):

@@ -1,5 +1,6 @@
 """The yaml under conf/ composes onto the typed schema, and bad values stop with the key's name."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,10 @@ def test_paper_recipe_composes():
     ("time.kind=beta", "time.kind='beta'"),
     ("text_dropout=2", "text_dropout=2"),
     ("cache_job.rank=3", "cache_job.rank=3"),
+    ("model.reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),
 ])
 def test_bad_values_name_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         typed(override)
 
 
