@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 from miro.data.transforms import trim_text
 from miro.flow import flow_sigmas, integrate
 from miro.utils.config import require
 
+PAD = 2  # pixels between tiles
 DEFAULT_PROMPTS = [
     "a photo of a red circle",
     "a photo of two blue squares",
@@ -77,10 +79,9 @@ class SampleGrid:
 
             latents = integrate(velocity, self.noise.clone(), sigmas)
             images = autoencoder.decode(latents).float().clamp(-1, 1)
-            tiles.append(((images + 1) * 127.5).round().to(torch.uint8).cpu())
-        grid = torch.stack(tiles)  # [rows, cols, 3, H, W]
-        r, c, _, h, w = grid.shape
-        return grid.permute(0, 3, 1, 4, 2).reshape(r * h, c * w, 3).numpy()
+            tiles.append((images.cpu() + 1) / 2)
+        grid = make_grid(torch.cat(tiles), nrow=n, padding=PAD, pad_value=1.0)  # rows x prompts, white gaps
+        return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def save_grid(grid: np.ndarray, folder: Path, step: int, description: dict) -> Path:

@@ -60,6 +60,7 @@ def setup_file_logging(logs: Path, main: bool) -> None:
     """Mirror the ``miro`` loggers into ``logs/train.log`` on the main process."""
     root = logging.getLogger("miro")
     root.setLevel(logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-file "saved ..." lines at every checkpoint
     if main and not any(isinstance(h, logging.FileHandler) for h in root.handlers):
         logs.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logs / "train.log")

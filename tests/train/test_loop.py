@@ -33,7 +33,7 @@ def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6]
     assert (out / "config.yaml").is_file() and (out / "logs" / "train.log").is_file()
     grid = Image.open(out / "samples" / "step-0000006.png")
-    assert grid.size == (2 * 16, 3 * 16)  # columns: 2 prompts, rows: reward targets 0, 0.5, 1
+    assert grid.size == (2 * 18 + 2, 3 * 18 + 2)  # columns: 2 prompts, rows: reward targets 0, 0.5, 1; 2 px gaps
     logged = scalars(out)
     for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/images_per_s", "perf/data_wait_fraction",
                 "data/epoch"):
@@ -82,7 +82,7 @@ def test_checkpoint_limit_and_resume_paths(tmp_path, shards_root):
 def test_baseline_without_rewards_or_annotations(tmp_path):
     write_shards(tmp_path / "plain", n_shards=2, per_shard=6)
     out = train(tiny_config(tmp_path / "run", tmp_path / "plain", rewards=[], max_steps=3), tiny_components(rewards=[]))
-    assert Image.open(out / "samples" / "step-0000003.png").size == (32, 16)  # one "no reward" row
+    assert Image.open(out / "samples" / "step-0000003.png").size == (38, 20)  # one "no reward" row
     assert json.loads((out / "final/miro_training.json").read_text())["reward_names"] == []
 
 
