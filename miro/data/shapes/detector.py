@@ -115,8 +115,9 @@ def zone_alpha(alpha: np.ndarray, comp: np.ndarray, owned: np.ndarray | None = N
 
 
 def _training_features(rng: np.random.Generator, cls: str, n: int) -> list[np.ndarray]:
-    """Features of ``n`` single objects, 8..64 px, random rotation and sub-pixel offset, half of them blurred
-    and a third with pixel noise, read through ``zone_alpha`` as the detector reads them."""
+    """Features of ``n`` single objects, 8..64 px, random rotation and sub-pixel offset, half of them blurred,
+    all with the small errors of reading coverage off an image, read through ``zone_alpha`` as the detector
+    reads them."""
     out = []
     for j in range(n):
         size = float(np.exp(rng.uniform(np.log(8), np.log(64))))
@@ -128,6 +129,9 @@ def _training_features(rng: np.random.Generator, cls: str, n: int) -> list[np.nd
         full[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]] = a
         if j % 2 == 1:
             full = ndimage.gaussian_filter(full, rng.uniform(0.3, 0.05 * size + 0.5))
+        # what reading coverage off a real image adds: 8-bit rounding and background texture (small
+        # pixel noise), a slightly wrong object colour (a gain), and for a third real pixel noise
+        full = full * rng.uniform(0.93, 1.07) + rng.normal(0, rng.uniform(0.002, 0.02), size=full.shape)
         if j % 3 == 2:
             full = full + rng.normal(0, rng.uniform(0.01, 0.05), size=full.shape)
         lab, _ = ndimage.label(ndimage.gaussian_filter(full, 0.5) > 0.15, structure=_EIGHT)
@@ -152,7 +156,7 @@ class DetectorOptions:
     min_area_frac: float = 0.003  # candidates smaller than this fraction of the image area are ignored ...
     min_area_px: float = 8.0  # ... and smaller than this many pixels
     fg_threshold: float = 12.0  # least Delta-E from the background for a foreground pixel (raised with noise)
-    typical_m2: float = 30.0  # squared Mahalanobis distance beyond which the score decays (6 features)
+    typical_m2: float = 50.0  # squared Mahalanobis distance beyond which the score decays (6 features)
 
 
 class ShapesDetector:
