@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,11 +89,13 @@ def main() -> None:
         f"Command: `python scripts/bench_detector.py --scenes {n} --seed {args.seed}` (one process; "
         f"{n} generated scenes per row, default object mix and sizes).  *found*: matched to a true box "
         "(IoU >= 0.5) with the right class and colour, over all objects; detections with score <= 0.3 "
-        "(GenEval's threshold) are ignored.  The issue's target is found >= 98 % on clean 64 px scenes.",
+        "(GenEval's threshold) are ignored.  The issue's target is found >= 98 % on clean 64 px scenes.  "
+        f"Timings: one process on a machine with {os.cpu_count()} CPUs and a load average of "
+        f"{os.getloadavg()[0]:.1f} when the run started (shared machines inflate them).",
         "",
         "### Clean scenes by resolution",
         "",
-        header[:-1] + " ms / image |",
+        header + " ms / image |",
         sep + "---|",
     ]
     default_detector()  # fit once, outside the timings
