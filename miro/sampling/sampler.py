@@ -105,21 +105,26 @@ def guided_velocity(
 
     ``dtype`` is the dtype the model's inputs are cast to (its weights' dtype); ``batch_branches=False``
     evaluates the branches in separate forward passes (the reference the batched pass must equal).
+    A model with ``encode_condition(text, text_mask, rewards, reward_mask, drop_text) -> (cond, cond_mask)``
+    and ``velocity(x, t, cond, cond_mask)`` (``MiroTransformer``) has its condition set, which depends on
+    neither x nor t, computed once per run instead of once per step.
     """
+    split = callable(getattr(model, "encode_condition", None)) and callable(getattr(model, "velocity", None))
     plans: dict[bool, tuple[list[float], list[dict]]] = {}
 
     def plan(active: bool) -> tuple[list[float], list[dict]]:
         if active not in plans:
             coefs, inputs = _merge_identical(conds, guidance.branches(active))
-            if batch_branches and inputs:
-                inputs = [_concat(inputs, dtype)]
-            else:
-                inputs = [_concat([inp], dtype) for inp in inputs]
+            groups = [inputs] if batch_branches and inputs else [[inp] for inp in inputs]
+            inputs = [_concat(group, dtype) for group in groups]
+            if split:
+                inputs = [dict(zip(("cond", "cond_mask"), model.encode_condition(**inp))) for inp in inputs]
             plans[active] = (coefs, inputs)
         return plans[active]
 
     def forward(x: torch.Tensor, t: torch.Tensor, inputs: dict) -> torch.Tensor:
-        return model(x if dtype is None else x.to(dtype), t, **inputs).float()
+        x = x if dtype is None else x.to(dtype)
+        return (model.velocity(x, t, **inputs) if split else model(x, t, **inputs)).float()
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         coefs, inputs = plan(guidance.active(float(t[0])))
