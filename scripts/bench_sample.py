@@ -1,0 +1,146 @@
+"""Guided sampling throughput: our batched loop against the naive loop, at equal network evaluations.
+
+Naive: diffusers' ``FlowMatchEulerDiscreteScheduler.step`` with one separate ``model(...)`` call per guidance
+branch (the usual CFG loop).  Ours: ``miro.sampling.sample`` (all branches of a step in one forward pass, the
+condition set encoded once per run).  Both run the same transformer, noise, conditions, guidance and grid;
+the script checks that they produce the same images, then times them interleaved (ABAB...) and reports the
+median images/s of each and their ratio.  A third column ("batched only") hides the model's
+``encode_condition`` so the share of each optimisation is visible.
+
+    python scripts/bench_sample.py                      # tiny and small models, joint and decoupled guidance
+    python scripts/bench_sample.py --models tiny --repeats 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from miro.flow import flow_sigmas
+from miro.models.transformer import MiroTransformer
+from miro.sampling import Conditions, Guidance, sample
+
+REWARDS = ["pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic"]
+# The project's model presets (conf/model/tiny.yaml, conf/model/small.yaml) at their usual inputs.
+MODELS = {
+    "tiny": dict(in_channels=3, sample_size=32, patch_size=4, width=128, depth=4, num_heads=4,
+                 reward_fourier_dim=64, cond_refiner_depth=1),
+    "small": dict(in_channels=4, sample_size=32, patch_size=2, width=384, depth=12, num_heads=6,
+                  num_registers=4, cond_refiner_depth=1),
+}
+TEXT_DIM, TEXT_LEN = 384, 32
+
+
+class ForwardOnly(torch.nn.Module):
+    """The model behind its plain forward only (hides encode_condition/velocity from the sampler)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+def naive_loop(model, noise, conds: Conditions, guidance: Guidance, steps: int, shift: float) -> torch.Tensor:
+    """The textbook guided loop: scheduler.step and one forward per branch."""
+    sched = FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(steps)
+    branches = [(b.coef, conds.branch(b)) for b in guidance.branches()]
+    x = noise.clone()
+    for ts in sched.timesteps:
+        t = torch.full((x.shape[0],), float(ts) / sched.config.num_train_timesteps)
+        v = sum(coef * model(x, t, **inputs) for coef, inputs in branches)
+        x = sched.step(v, ts, x).prev_sample
+    return x
+
+
+def make_inputs(cfg: dict, batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    text_mask = torch.arange(TEXT_LEN)[None] < torch.randint(8, TEXT_LEN, (batch, 1), generator=g)
+    r = len(REWARDS)
+    conds = Conditions(
+        text=torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=g) * text_mask[..., None],
+        text_mask=text_mask,
+        pos_rewards=torch.ones(batch, r),
+        pos_mask=torch.ones(batch, r, dtype=torch.bool),
+        neg_rewards=torch.zeros(batch, r),
+        neg_mask=torch.ones(batch, r, dtype=torch.bool),
+    )
+    noise = torch.randn(batch, cfg["in_channels"], cfg["sample_size"], cfg["sample_size"], generator=g)
+    return noise, conds
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: int, repeats: int) -> dict:
+    cfg = MODELS[name]
+    torch.manual_seed(0)
+    model = MiroTransformer(text_dim=TEXT_DIM, reward_names=REWARDS, **cfg).eval()
+    with torch.no_grad():  # DiT's zero-initialised gates and output would make every branch equal
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+    noise, conds = make_inputs(cfg, batch)
+    sigmas = flow_sigmas(steps)
+    plain = ForwardOnly(model)
+    runs = {
+        "naive": lambda: naive_loop(model, noise, conds, guidance, steps, 1.0),
+        "batched only": lambda: sample(plain, noise, conds, guidance, sigmas),
+        "ours": lambda: sample(model, noise, conds, guidance, sigmas),
+    }
+    with torch.inference_mode():
+        outs = {k: fn() for k, fn in runs.items()}  # warm-up, and the equal-output check
+        diff = max((outs[k] - outs["naive"]).abs().max().item() for k in outs)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(repeats):
+            for k, fn in runs.items():
+                times[k].append(timed(fn))
+    ips = {k: batch / statistics.median(v) for k, v in times.items()}
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return {
+        "model": f"{name} ({params:.1f}M)",
+        "guidance": f"{guidance_name} (NFE {guidance.nfe()}/step)",
+        "batch": batch,
+        "steps": steps,
+        **{f"{k} img/s": v for k, v in ips.items()},
+        "ratio ours/naive": ips["ours"] / ips["naive"],
+        "ratio batched/naive": ips["batched only"] / ips["naive"],
+        "max |diff|": diff,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["tiny", "small"], choices=list(MODELS))
+    ap.add_argument("--batch", type=int, default=4, help="images per run")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    r = len(REWARDS)
+    guidances = {
+        "joint w=7": Guidance.joint(7.0, r),
+        "decoupled 3/7": Guidance(3.0, (7.0,) * r),
+    }
+    rows = [bench(m, g, guidance, args.batch, args.steps, args.repeats) for m in args.models for g, guidance in guidances.items()]
+    cols = list(rows[0])
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} interleaved repeats\n")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
