@@ -1,7 +1,7 @@
 """``python -m miro.sample``: images with their metadata, or a reward-slider sweep (hydra, typed schema).
 
     python -m miro.sample pipeline=runs/tiny/pipeline prompts='["a red circle"]' seeds='[0,1,2]'
-    python -m miro.sample pipeline=... prompts_file=prompts.txt reward_targets.aesthetic=0.625 steps=30
+    python -m miro.sample pipeline=... prompts_file=prompts.txt '+reward_targets.aesthetic=0.625' steps=30
     python -m miro.sample pipeline=... mode=sweep prompts='["a red circle"]' sweep.reward=sharpness
 
 Images mode writes ``NNNNN_sSEED.png`` and ``NNNNN_sSEED.json`` (prompt, resolved targets, negative targets,

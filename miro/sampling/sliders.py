@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,10 @@ class SweepResult:
             x = np.repeat(np.asarray(self.targets, dtype=np.float64), len(self.seeds))
             y = s.reshape(-1)
             ok = np.isfinite(y)
-            rho, p = (math.nan, math.nan) if ok.sum() < 3 else spearmanr(x[ok], y[ok])
-            with np.errstate(all="ignore"):
+            defined = ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0
+            rho, p = spearmanr(x[ok], y[ok]) if defined else (math.nan, math.nan)
+            with warnings.catch_warnings():  # a target whose every score is NaN has mean and std NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean, std = np.nanmean(s, axis=1), np.nanstd(s, axis=1)
             out[name] = {
                 "mean": _json_floats(mean),
