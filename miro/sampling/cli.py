@@ -142,6 +142,7 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
     import torch
 
     from miro.sampling.guidance import Guidance
+    from miro.sampling.sampler import total_nfe
     from miro.sampling.targets import canonical_keys
 
     prompts = load_prompts(cfg)
@@ -156,6 +157,8 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
         names, cfg.guidance_scale, cfg.text_guidance_scale, cfg.reward_guidance_scale,
         canonical_keys(kwargs["reward_guidance_weights"], names, "reward_guidance_weights"), cfg.guidance_interval,
     )
+    pipe.scheduler.set_timesteps(cfg.steps)
+    nfe = total_nfe(guidance, pipe.scheduler.sigmas, cfg.sampler)
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in cfg.seeds]
     paths = [out / f"{i:05d}_s{s}.png" for i, _, s in jobs]
     todo = [(job, path) for job, path in zip(jobs, paths) if not (path.is_file() and path.with_suffix(".json").is_file())]
@@ -178,7 +181,7 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
                 "text_guidance_scale": guidance.text_scale,
                 "reward_guidance_scales": dict(zip(names, guidance.reward_scales)),
                 "guidance_interval": list(guidance.interval),
-                "nfe_per_step": guidance.nfe() * (2 if cfg.sampler == "heun" else 1),
+                "nfe": nfe,
                 "steps": cfg.steps,
                 "sampler": cfg.sampler,
                 "height": image.height,

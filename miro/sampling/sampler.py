@@ -143,6 +143,19 @@ def guided_velocity(
     return velocity
 
 
+def total_nfe(guidance: Guidance, sigmas: torch.Tensor, method: str = "euler") -> int:
+    """Network evaluations (per image) of a run: the branches at every evaluated noise level, following
+    ``miro.flow``'s steps (Heun also evaluates at t_next, except on the last step to t = 0).  An upper
+    bound when coinciding conditions are merged."""
+    ts = [float(s) for s in sigmas]
+    total = 0
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        total += guidance.nfe(t)
+        if method == "heun" and t_next != 0:
+            total += guidance.nfe(t_next)
+    return total
+
+
 def sample(
     model: Model,
     noise: torch.Tensor,

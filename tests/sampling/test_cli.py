@@ -34,7 +34,7 @@ def test_images_with_metadata_and_resume(tiny_pipe, saved_pipe, tmp_path):
     assert meta["reward_targets"] == {"sharpness": 1.0, "aesthetic": 0.625, "pickscore": None}
     assert meta["negative_reward_targets"] == {"sharpness": 0.0, "aesthetic": 0.0, "pickscore": 0.0}
     assert meta["text_guidance_scale"] == 2.0 and meta["reward_guidance_scales"] == {r: 7.0 for r in meta["reward_targets"]}
-    assert meta["nfe_per_step"] == 3 and meta["sampler"] == "euler" and meta["pipeline"] == str(saved_pipe)
+    assert meta["nfe"] == 3 * 3 and meta["sampler"] == "euler" and meta["pipeline"] == str(saved_pipe)
     # the file is the image the pipeline gives for that prompt and seed
     direct = tiny_pipe("two blue squares", reward_targets={"aesthetic": 0.625, "pickscore": None}, num_inference_steps=3,
                        text_guidance_scale=2.0, generator=torch.Generator().manual_seed(4))[0]
@@ -49,7 +49,7 @@ def test_images_with_metadata_and_resume(tiny_pipe, saved_pipe, tmp_path):
         calls.append(len(a[0]))
         return tiny_pipe(*a, **k)
 
-    counting.reward_names = tiny_pipe.reward_names
+    counting.reward_names, counting.scheduler = tiny_pipe.reward_names, tiny_pipe.scheduler
     run_images(cfg, pipe=counting)
     assert calls == [1] and paths[0].is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())

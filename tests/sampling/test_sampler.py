@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from miro.flow import flow_sigmas, integrate
-from miro.sampling import Conditions, Guidance, sample
+from miro.sampling import Conditions, Guidance, sample, total_nfe
 from tests.sampling.closed_form import LinearGaussianModel, TinyNonlinearModel
 
 B, L, D, R, C = 4, 5, 8, 3, 3
@@ -130,6 +130,10 @@ def test_guidance_interval_saves_evaluations_and_only_guides_inside():
     inside = sum(0.45 <= float(s) <= 1.0 for s in sigmas[:-1])
     assert 0 < inside < 10
     assert model.calls == [2 * B] * inside + [B] * (10 - inside)
+    assert sum(model.calls) == B * total_nfe(guidance, sigmas) == B * (10 + inside)
+    model.calls.clear()
+    sample(model, x1, conds, guidance, sigmas, "heun")
+    assert sum(model.calls) == B * total_nfe(guidance, sigmas, "heun")
     # after the interval the trajectory follows the conditional field only
     full = sample(model, x1, conds, Guidance.joint(4.0, R), sigmas)
     plain = sample(model, x1, conds, Guidance.joint(0.0, R), sigmas)
