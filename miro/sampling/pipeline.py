@@ -311,8 +311,8 @@ class MiroPipeline(DiffusionPipeline):
     def _postprocess(self, latents: torch.Tensor, output_type: str):
         if output_type == "latent":
             return latents
-        ae_device = next(self.autoencoder.parameters(), latents).device
-        images = self.autoencoder.decode(latents.to(ae_device)).float()
+        weight = next(self.autoencoder.parameters(), None)  # the identity autoencoder has none
+        images = self.autoencoder.decode(latents if weight is None else latents.to(weight.device)).float()
         if output_type == "numpy":  # the authors' uint8 [B, H, W, 3]
             return (self.image_processor.postprocess(images, "np") * 255).round().astype(np.uint8)
         return self.image_processor.postprocess(images, output_type)

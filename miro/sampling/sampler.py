@@ -4,9 +4,10 @@ The network follows the model-call contract (docs/contracts.md)::
 
     velocity = model(x, t, text, text_mask, rewards=..., reward_mask=..., drop_text=...)
 
-A step at noise level t evaluates the branches of ``Guidance.branches(t)`` by concatenating them along the
-batch (branch-major: rows [i B, (i + 1) B) are branch i), splitting the output and combining the
-velocities with the branch coefficients in fp32.  The conditioning tensors of each branch set are built
+A step at noise level t evaluates the branches of the guidance (``Guidance.branches``; only the positive
+one outside the guidance interval) by concatenating them along the batch (branch-major: rows
+[i B, (i + 1) B) are branch i), splitting the output and combining the velocities with the branch
+coefficients in fp32.  The conditioning tensors of each branch set are built
 once per run; only x and t change per step.  The ODE state stays fp32 whatever the model's dtype.
 """
 

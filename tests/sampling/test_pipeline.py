@@ -172,3 +172,19 @@ def test_to_dtype_casts_only_the_transformer(saved_pipe):
     low, ref = run(pipe, steps=3, guidance_scale=1.0), run(ref_pipe, steps=3, guidance_scale=1.0)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, ref, atol=0.05, rtol=0)
+
+
+def test_no_reward_baseline_is_classifier_free_guidance(text_encoder):
+    """A transformer with reward_names = [] samples with plain CFG: (1 + w) v(c) - w v(null)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from miro.models.config import AutoencoderConfig
+
+    pipe = MiroPipeline(tiny_transformer(reward_names=[]), FlowMatchEulerDiscreteScheduler(),
+                        autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.reward_names == []
+    guided = run(pipe, guidance_scale=2.0)
+    assert guided.shape == (2, 3, 8, 8) and not torch.allclose(guided, run(pipe, guidance_scale=0.0), atol=1e-3)
+    with pytest.raises(ValueError, match=r"allowed: \[\]"):
+        run(pipe, reward_targets={"aesthetic": 1.0})
