@@ -194,23 +194,26 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
     return paths
 
 
-def build_scorers(names: list[str]) -> dict[str, Any]:
+def build_scorers(names: list[str], device: str | None = None) -> dict[str, Any]:
     """Reward scorers by name through the annotate registry."""
     try:
         from annotate.scorers import build_scorer
     except ImportError as err:
         raise ConfigError(f"sweep.scorers={names}: the annotate package (reward scorers) is not importable: {err}") from err
-    return {name: build_scorer(name) for name in names}
+    return {name: build_scorer(name, device=device) for name in names}
 
 
 def run_sweep(cfg: SampleConfig, pipe=None, scorers: dict[str, Any] | None = None) -> list[Path]:
     """One slider sweep per prompt into ``out_dir/sweep_NNN``; returns the folders."""
     from miro.sampling.sliders import reward_sweep, save_sweep
+    from miro.sampling.targets import canonical_reward
 
     prompts = load_prompts(cfg)
     pipe = pipe or load_pipeline(cfg)
     if scorers is None:
-        scorers = build_scorers(list(cfg.sweep.scorers) if cfg.sweep.scorers is not None else [cfg.sweep.reward])
+        own = canonical_reward(cfg.sweep.reward, pipe.reward_names, "sweep.reward")
+        names = list(cfg.sweep.scorers) if cfg.sweep.scorers is not None else [own]
+        scorers = build_scorers(names, _device(cfg.device))
     kwargs = guidance_kwargs(cfg)
     folders = []
     for i, prompt in enumerate(prompts):

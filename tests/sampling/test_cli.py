@@ -66,6 +66,25 @@ def test_sweep_mode_writes_one_folder_per_prompt(tiny_pipe, saved_pipe, tmp_path
     assert len(data["scores"]["brightness"]) == 2 and (folders[1] / "grid.png").is_file()
 
 
+def test_sweep_measures_with_the_annotate_scorers(tiny_pipe, saved_pipe, tmp_path):
+    """By default the swept reward's own scorer (a real weight-free one here), else the listed ones."""
+    from annotate.scorers import build_scorer
+
+    base = dict(pipeline=str(saved_pipe), mode="sweep", prompts=["a red circle"], steps=2, device="cpu")
+    sweep = {"reward": "sharpness", "targets": [0.0, 1.0], "seeds": [0, 1]}
+    [own] = run_sweep(config(**base, out_dir=str(tmp_path / "own"), sweep=sweep), pipe=tiny_pipe)
+    data = json.loads((own / "sweep.json").read_text())
+    assert list(data["scores"]) == ["sharpness"]
+    assert (own / "grid.png").is_file() and (own / "plot.png").is_file()
+    image = tiny_pipe("a red circle", reward_targets={"sharpness": 1.0}, num_inference_steps=2,
+                      generator=torch.Generator().manual_seed(1))[0]
+    expected = build_scorer("sharpness").score([image], ["a red circle"])[0]
+    assert data["scores"]["sharpness"][1][1] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    [listed] = run_sweep(config(**base, out_dir=str(tmp_path / "listed"), sweep={**sweep, "scorers": ["contrast", "colorfulness"]}),
+                         pipe=tiny_pipe)
+    assert list(json.loads((listed / "sweep.json").read_text())["scores"]) == ["contrast", "colorfulness"]
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
