@@ -54,13 +54,13 @@ def naive_loop(model, noise, conds: Conditions, guidance: Guidance, steps: int, 
     branches = [(b.coef, conds.branch(b)) for b in guidance.branches()]
     x = noise.clone()
     for ts in sched.timesteps:
-        t = torch.full((x.shape[0],), float(ts) / sched.config.num_train_timesteps)
+        t = torch.full((x.shape[0],), float(ts) / sched.config.num_train_timesteps, device=x.device)
         v = sum(coef * model(x, t, **inputs) for coef, inputs in branches)
         x = sched.step(v, ts, x).prev_sample
     return x
 
 
-def make_inputs(cfg: dict, batch: int, seed: int = 0):
+def make_inputs(cfg: dict, batch: int, device: str = "cpu", seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     text_mask = torch.arange(TEXT_LEN)[None] < torch.randint(8, TEXT_LEN, (batch, 1), generator=g)
     r = len(REWARDS)
@@ -73,18 +73,23 @@ def make_inputs(cfg: dict, batch: int, seed: int = 0):
         neg_mask=torch.ones(batch, r, dtype=torch.bool),
     )
     noise = torch.randn(batch, cfg["in_channels"], cfg["sample_size"], cfg["sample_size"], generator=g)
-    return noise, conds
+    conds = Conditions(**{k: v.to(device) for k, v in vars(conds).items()})
+    return noise.to(device), conds
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn, device: str) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds): on a shared machine with one torch thread the CPU time
-    leaves out the time spent waiting for a core."""
+    leaves out the time spent waiting for a core (on a GPU only the wall time means anything)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    sync()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: int, repeats: int) -> dict:
+def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: int, repeats: int,
+          device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
     cfg = MODELS[name]
     torch.manual_seed(0)
     model = MiroTransformer(text_dim=TEXT_DIM, reward_names=REWARDS, **cfg).eval()
@@ -92,13 +97,14 @@ def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: 
         for p in model.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.02)
-    noise, conds = make_inputs(cfg, batch)
+    model.to(device, dtype)
+    noise, conds = make_inputs(cfg, batch, device)
     sigmas = flow_sigmas(steps)
     plain = ForwardOnly(model)
     runs = {
         "naive": lambda: naive_loop(model, noise, conds, guidance, steps, 1.0),
-        "batched only": lambda: sample(plain, noise, conds, guidance, sigmas),
-        "ours": lambda: sample(model, noise, conds, guidance, sigmas),
+        "batched only": lambda: sample(plain, noise, conds, guidance, sigmas, dtype=dtype),
+        "ours": lambda: sample(model, noise, conds, guidance, sigmas, dtype=dtype),
     }
     with torch.inference_mode():
         outs = {k: fn() for k, fn in runs.items()}  # warm-up, and the equal-output check
@@ -106,7 +112,7 @@ def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: 
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
         for _ in range(repeats):
             for k, fn in runs.items():
-                times[k].append(timed(fn))
+                times[k].append(timed(fn, device))
     ips = {k: batch / statistics.median(w for w, _ in v) for k, v in times.items()}
     cpu = {k: batch / statistics.median(c for _, c in v) for k, v in times.items()}
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -130,6 +136,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: tiny 10, small 4)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     r = len(REWARDS)
@@ -138,13 +146,14 @@ def main() -> None:
         "decoupled 3/7": Guidance(3.0, (7.0,) * r),
     }
     rows = [
-        bench(m, g, guidance, b, args.steps or DEFAULT_STEPS[m], args.repeats)
+        bench(m, g, guidance, b, args.steps or DEFAULT_STEPS[m], args.repeats, args.device, getattr(torch, args.dtype))
         for m in args.models
         for b in args.batch
         for g, guidance in guidances.items()
     ]
     cols = list(rows[0])
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} interleaved repeats\n")
+    print(f"torch {torch.__version__}, {args.device} {args.dtype}, {args.threads} threads, "
+          f"median of {args.repeats} interleaved repeats\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
