@@ -64,8 +64,8 @@ class Guidance:
     interval: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
-        for name, w in [("text_scale", self.text_scale), *[(f"reward_scales[{i}]", w) for i, w in
-                                                           enumerate(self.reward_scales)]]:
+        scales = {"text_scale": self.text_scale, **{f"reward_scales[{i}]": w for i, w in enumerate(self.reward_scales)}}
+        for name, w in scales.items():
             if not math.isfinite(w):
                 raise ValueError(f"guidance {name}={w}: must be a finite number")
         lo, hi = self.interval
