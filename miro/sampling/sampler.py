@@ -101,6 +101,7 @@ def guided_velocity(
     guidance: Guidance,
     dtype: torch.dtype | None = None,
     batch_branches: bool = True,
+    cache_condition: bool = True,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``velocity_fn(x, t)`` for ``miro.flow`` solvers: the guided velocity of ``Guidance`` at t.
 
@@ -108,9 +109,10 @@ def guided_velocity(
     evaluates the branches in separate forward passes (the reference the batched pass must equal).
     A model with ``encode_condition(text, text_mask, rewards, reward_mask, drop_text) -> (cond, cond_mask)``
     and ``velocity(x, t, cond, cond_mask)`` (``MiroTransformer``) has its condition set, which depends on
-    neither x nor t, computed once per run instead of once per step.
+    neither x nor t, computed once per run instead of once per step (``cache_condition=False``: call the
+    model's plain forward every time).
     """
-    split = callable(getattr(model, "encode_condition", None)) and callable(getattr(model, "velocity", None))
+    split = cache_condition and all(callable(getattr(model, m, None)) for m in ("encode_condition", "velocity"))
     plans: dict[bool, tuple[list[float], list[dict]]] = {}
 
     def plan(active: bool) -> tuple[list[float], list[dict]]:
@@ -166,6 +168,7 @@ def sample(
     method: str = "euler",
     dtype: torch.dtype | None = None,
     batch_branches: bool = True,
+    cache_condition: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Integrate from ``noise`` (at sigmas[0]) along the decreasing grid ``sigmas`` with guided velocities.
@@ -175,5 +178,5 @@ def sample(
     """
     if noise.shape[0] != conds.batch_size:
         raise ValueError(f"noise has batch {noise.shape[0]} but the conditions have {conds.batch_size}")
-    velocity = guided_velocity(model, conds, guidance, dtype, batch_branches)
+    velocity = guided_velocity(model, conds, guidance, dtype, batch_branches, cache_condition)
     return integrate(velocity, noise.float(), sigmas, method, callback)
