@@ -118,6 +118,11 @@ class MiroPipeline(DiffusionPipeline):
         self.text_encoder = text_encoder if text_encoder is not None else build_text_encoder(TextEncoderConfig(**te_cfg))
         self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(AutoencoderConfig(**ae_cfg))
 
+        if text_encoder is not None and te_cfg is not None:  # the saved config must rebuild this encoder
+            differ = {k: (te_cfg[k], getattr(text_encoder, k, None)) for k in ("kind", "max_length", "layer")
+                      if te_cfg[k] != getattr(text_encoder, k, te_cfg[k])}
+            if differ:
+                raise ValueError(f"text_encoder_config does not describe the given text encoder: {differ} (config, encoder)")
         cfg = transformer.config
         if self.text_encoder.dim != cfg.text_dim:
             raise ValueError(f"the text encoder gives {self.text_encoder.dim}-d tokens, the transformer expects text_dim={cfg.text_dim}")

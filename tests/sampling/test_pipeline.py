@@ -139,6 +139,8 @@ def test_construction_errors(text_encoder):
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
         MiroPipeline(tiny_transformer(), FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
                      autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    with pytest.raises(ValueError, match=r"does not describe the given text encoder: \{'max_length': \(32, 16\)\}"):
+        MiroPipeline(transformer=tiny_transformer(), text_encoder_config={"kind": "minilm", "max_length": 32}, **ok)
     pipe = MiroPipeline(transformer=tiny_transformer(), **ok)
     with pytest.raises(ValueError, match="text_encoder_config"):
         pipe.save_pretrained("/nonexistent/never-written")
