@@ -15,7 +15,6 @@ Parts are functions registered in ``PARTS``; each returns markdown, so more can 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -24,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
-from miro.models.flops import measure_matmul_flops, training_flops  # noqa: E402
+from miro.models.flops import counted_flops, measure_matmul_flops, training_flops  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -47,27 +45,6 @@ class Contender:
     @property
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-
-
-def _math_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
-    scores = q @ k.transpose(-2, -1) * (scale or 1 / math.sqrt(q.shape[-1]))
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    return scores.softmax(-1) @ v
-
-
-def count_step_flops(step: Callable[[], float]) -> int:
-    """FLOPs of one training step, attention included (run as matmuls while counting)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    sdpa = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = _math_attention
-    try:
-        with FlopCounterMode(display=False) as counter:
-            step()
-    finally:
-        F.scaled_dot_product_attention = sdpa
-    return counter.get_total_flops()
 
 
 def make_step(model: torch.nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -180,7 +157,7 @@ def part_model(args: argparse.Namespace) -> str:
     peer = build_dit_peer(ours.params, cfg.num_heads, cfg.width // cfg.num_heads, args.in_channels,
                           args.image_size, cfg.patch_size, args.batch)
     contenders = [ours, peer]
-    flops = {c.name: count_step_flops(c.step) for c in contenders}
+    flops = {c.name: counted_flops(c.step) for c in contenders}
     analytic = training_flops(cfg, args.image_size, args.image_size, args.text_len) * args.batch
     peak = measure_matmul_flops(size=args.matmul_size, seconds=2.0)
     seconds = time_contenders(contenders, args.steps, args.rounds, args.warmup)

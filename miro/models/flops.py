@@ -8,11 +8,13 @@ which repeats the forward, but MFU conventionally still counts 3 x: recomputatio
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 
 def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
@@ -125,3 +127,29 @@ def measure_matmul_flops(
         sync()
         best = max(best, 2 * size**3 * iters / (time.perf_counter() - start))
     return best
+
+
+def math_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """``F.scaled_dot_product_attention`` as explicit matmuls (no dropout / causal), which FlopCounterMode sees."""
+    if dropout_p or is_causal:
+        raise NotImplementedError("math_attention covers the non-causal, dropout-free case only")
+    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(q.shape[-1]))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return scores.softmax(-1) @ v
+
+
+def counted_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs that ``FlopCounterMode`` counts while running ``fn``, with SDPA swapped for ``math_attention``
+    (torch does not count its CPU SDPA kernels).  Any model that calls ``F.scaled_dot_product_attention``
+    (ours, diffusers') is counted by the same rule."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sdpa = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = math_attention
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    return counter.get_total_flops()

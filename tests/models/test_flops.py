@@ -1,26 +1,17 @@
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from miro.models.flops import (
+    counted_flops,
     estimate_mfu,
     flops_breakdown,
     forward_flops,
+    math_attention,
     measure_matmul_flops,
     training_flops,
 )
 from tests.models.helpers import inputs, randomize_, tiny_model
-
-
-def _math_attention(q, k, v, attn_mask=None, **_):
-    """Attention as explicit matmuls, which FlopCounterMode sees (it does not count the CPU SDPA kernel)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return scores.softmax(-1) @ v
 
 
 @pytest.mark.parametrize("overrides", [
@@ -34,17 +25,15 @@ def test_analytic_flops_match_flop_counter(monkeypatch, overrides):
     if not m.num_rewards:
         r = rm = None
     ref = m(x, t, text, tm, r, rm)
-    monkeypatch.setattr(F, "scaled_dot_product_attention", _math_attention)
-    with FlopCounterMode(display=False) as counter:
-        out = m(x, t, text, tm, r, rm)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)  # the math attention is the same function
+    monkeypatch.setattr(F, "scaled_dot_product_attention", math_attention)
+    torch.testing.assert_close(m(x, t, text, tm, r, rm), ref, rtol=1e-4, atol=1e-5)  # the same function
+    monkeypatch.undo()
+    counted = counted_flops(lambda: m(x, t, text, tm, r, rm))
     expected = 2 * forward_flops(m.config, 8, 8, 7)
-    assert abs(counter.get_total_flops() - expected) <= 0.05 * expected, (counter.get_total_flops(), expected)
-
-    with FlopCounterMode(display=False) as counter:
-        m(x, t, text, tm, r, rm).square().mean().backward()
+    assert abs(counted - expected) <= 0.05 * expected, (counted, expected)
+    counted = counted_flops(lambda: m(x, t, text, tm, r, rm).square().mean().backward())
     total = 2 * training_flops(m.config, 8, 8, 7)
-    assert abs(counter.get_total_flops() - total) <= 0.05 * total, (counter.get_total_flops(), total)
+    assert abs(counted - total) <= 0.05 * total, (counted, total)
 
 
 def test_flops_scale_as_expected():
