@@ -90,14 +90,17 @@ def time_contenders(
 
 # ---------------------------------------------------------------------------------------------- contenders
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
-               p_reward: float = 0.1, p_text: float = 0.1) -> Contender:
+               p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None) -> Contender:
+    """Our model from conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch."""
     from omegaconf import OmegaConf
 
     from miro.models import sample_condition_dropout
     from miro.models.config import ModelConfig, build_model
     from miro.utils.config import to_typed
 
-    cfg = to_typed(OmegaConf.load(CONF / "model" / f"{preset}.yaml"), ModelConfig)
+    overrides = overrides or []
+    raw = OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{preset}.yaml"), OmegaConf.from_dotlist(overrides))
+    cfg = to_typed(raw, ModelConfig)
     torch.manual_seed(0)
     model = build_model(cfg, text_dim=text_dim, in_channels=in_channels, sample_size=image_size).train()
     gen = torch.Generator().manual_seed(1)
@@ -112,7 +115,8 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
         return model(x_t, t, text, text_mask, rewards if model.num_rewards else None,
                      reward_mask if model.num_rewards else None, drop_text)
 
-    return Contender(f"MiroTransformer ({preset})", model, make_step(model, forward, x0), batch)
+    name = f"MiroTransformer ({', '.join([preset, *overrides])})"
+    return Contender(name, model, make_step(model, forward, x0), batch)
 
 
 def dit_params(num_layers: int, heads: int, head_dim: int, in_channels: int, image_size: int, patch: int,
@@ -159,7 +163,8 @@ def build_dit_peer(target_params: int, heads: int, head_dim: int, in_channels: i
 # ---------------------------------------------------------------------------------------------- parts
 def part_model(args: argparse.Namespace) -> str:
     torch.set_num_threads(args.threads)
-    ours = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len, args.batch)
+    ours = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len, args.batch,
+                      overrides=args.set)
     cfg = ours.model.config
     peer = build_dit_peer(ours.params, cfg.num_heads, cfg.width // cfg.num_heads, args.in_channels,
                           args.image_size, cfg.patch_size, args.batch)
@@ -210,6 +215,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     g = p.add_argument_group("model part")
     g.add_argument("--preset", default="tiny", help="conf/model/<preset>.yaml")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the model preset, e.g. --set qk_norm=true (repeatable)")
     g.add_argument("--image-size", type=int, default=32, help="spatial size of the model input")
     g.add_argument("--in-channels", type=int, default=3)
     g.add_argument("--text-dim", type=int, default=384, help="384 = MiniLM")
