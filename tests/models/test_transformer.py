@@ -59,6 +59,14 @@ def test_bfloat16_autocast_on_cpu(model):
         out = model(x, t, text, tm, r, rm)
     assert out.dtype == x.dtype and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, t, text, tm, r, rm).float().square().mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) == len(list(model.parameters())) and all(torch.isfinite(g).all() for g in grads)
+    assert all(g.dtype == torch.float32 for g in grads)
+    model.zero_grad()
 
 
 def test_bfloat16_weights():
