@@ -282,3 +282,11 @@ def test_tiny_model_fits_two_reward_conditioned_targets():
     # the baseline cannot tell the pairs apart: it stays at the unconditional floor
     base_losses, _ = _fit_two_targets([])
     assert min(base_losses) > 0.9 * floor
+
+
+def test_traces_as_one_graph_for_torch_compile():
+    """MIRO trains with torch.compile(fullgraph=True): the forward must trace without graph breaks."""
+    m = randomize_(tiny_model())
+    args = inputs(m)
+    compiled = torch.compile(m, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(*args), m(*args), rtol=1e-5, atol=1e-6)
