@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 
 from miro.flow import loss_per_time_bin
+from miro.models.flops import measure_matmul_flops, training_flops
 
 log = logging.getLogger("miro.train")
 TIME_BINS = 10
@@ -24,36 +25,26 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10"
                "4090": 165.0, "3090": 71.0, "V100": 125.0}
 
 
-def peak_flops(device: torch.device, configured_tflops: float | None) -> float | None:
+def peak_flops(device: torch.device, configured_tflops: float | None, dtype: torch.dtype = torch.float32) -> float | None:
+    """The device's peak for MFU: ``peak_tflops`` if set; a known GPU's dense bf16 datasheet value; on the
+    CPU this machine's measured square-matmul FLOP/s (``miro.models.flops.measure_matmul_flops``, ~1 s)."""
     if configured_tflops:
         return configured_tflops * 1e12
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, tflops in PEAK_TFLOPS.items():
-            if key in name:
-                return tflops * 1e12
+        return next((t * 1e12 for key, t in PEAK_TFLOPS.items() if key in name), None)
+    if device.type == "cpu":
+        return measure_matmul_flops(dtype=dtype, device=device, seconds=1.0)
     return None
 
 
-def measure_flops_per_image(model: torch.nn.Module, latent_shape: tuple[int, int, int], text_len: int, text_dim: int,
-                            num_rewards: int, device: torch.device, batch: int = 2) -> float:
-    """Forward + backward FLOPs of one training image, counted by torch's ``FlopCounterMode`` on the real
-    model (matmuls and attention; elementwise ops are not counted, as in the usual MFU convention).
-    Text is taken at full ``text_len``, so this is an upper estimate when captions are shorter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(batch, *latent_shape, device=device)
-    t = torch.full((batch,), 0.5, device=device)
-    text = torch.zeros(batch, text_len, text_dim, device=device)
-    mask = torch.ones(batch, text_len, dtype=torch.bool, device=device)
-    kwargs = {}
-    if num_rewards:
-        kwargs = {"rewards": torch.full((batch, num_rewards), 0.5, device=device),
-                  "reward_mask": torch.ones(batch, num_rewards, dtype=torch.bool, device=device)}
-    with FlopCounterMode(display=False) as counter:
-        model(x, t, text, mask, **kwargs).float().square().mean().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / batch
+def batch_training_flops(model: torch.nn.Module, x: torch.Tensor, text: torch.Tensor) -> float:
+    """Forward + backward FLOPs of one micro-batch (``miro.models.flops``, matmuls incl. attention over the
+    padded text as the kernels compute it); 0 for a model without that analytic count."""
+    config = getattr(model, "config", None)
+    if config is None or "patch_size" not in config:
+        return 0.0
+    return float(training_flops(config, x.shape[-2], x.shape[-1], text.shape[1]) * x.shape[0])
 
 
 def setup_file_logging(logs: Path, main: bool) -> None:
@@ -71,21 +62,22 @@ def setup_file_logging(logs: Path, main: bool) -> None:
 class Meter:
     """Sums since the last log; ``flush`` reduces them over ranks and returns the scalars to log."""
 
-    def __init__(self, device: torch.device, flops_per_image: float | None = None, peak_flops: float | None = None):
-        self.device, self.flops_per_image, self.peak_flops = device, flops_per_image, peak_flops
+    def __init__(self, device: torch.device, peak_flops: float | None = None):
+        self.device, self.peak_flops = device, peak_flops
         self._reset()
 
     def _reset(self) -> None:
-        # loss sum, sample count, skipped samples, grad-norm sum, optimizer steps
-        self.sums = torch.zeros(5, device=self.device, dtype=torch.float64)
+        # loss sum, sample count, skipped samples, grad-norm sum, optimizer steps, training FLOPs
+        self.sums = torch.zeros(6, device=self.device, dtype=torch.float64)
         self.bin_sums = torch.zeros(TIME_BINS, device=self.device)
         self.bin_counts = torch.zeros(TIME_BINS, device=self.device)
         self.data_wait = 0.0
         self.paused = 0.0
         self.start = time.perf_counter()
 
-    def add_micro(self, per_sample_loss: torch.Tensor, t: torch.Tensor, skipped: int) -> None:
+    def add_micro(self, per_sample_loss: torch.Tensor, t: torch.Tensor, skipped: int, flops: float = 0.0) -> None:
         s, c = loss_per_time_bin(per_sample_loss, t, TIME_BINS)
+        self.sums[5] += flops
         self.bin_sums += s
         self.bin_counts += c
         self.sums[0] += per_sample_loss.detach().double().sum()
@@ -118,8 +110,8 @@ class Meter:
         for i in range(TIME_BINS):
             if bins[1, i] > 0:
                 out[f"loss_per_t/{i / TIME_BINS:.1f}-{(i + 1) / TIME_BINS:.1f}"] = float(bins[0, i] / bins[1, i])
-        if self.flops_per_image:
-            achieved = images_per_s * self.flops_per_image / accelerator.num_processes
+        if sums[5] > 0:
+            achieved = float(sums[5]) / elapsed / accelerator.num_processes
             out["perf/tflops_per_device"] = achieved / 1e12
             if self.peak_flops:
                 out["perf/mfu"] = achieved / self.peak_flops

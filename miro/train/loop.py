@@ -42,7 +42,7 @@ from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
 from miro.train.launch import check_launch, use_cpu
-from miro.train.logging import Meter, measure_flops_per_image, peak_flops, setup_file_logging, status_line
+from miro.train.logging import Meter, batch_training_flops, peak_flops, setup_file_logging, status_line
 from miro.train.optim import build_optimizer, lr_at, set_lr
 from miro.utils.config import ConfigError
 
@@ -56,8 +56,6 @@ class Components:
     model: nn.Module  # velocity = model(x, t, text, text_mask, rewards, reward_mask, drop_text)
     text_encoder: Any
     autoencoder: Any
-    flops_per_image: float | None = None  # forward + backward; None = counted on the model at start
-    peak_flops: float | None = None  # per device; None = cfg.peak_tflops or the known-GPU table
 
 
 def build_components(cfg: TrainConfig) -> Components:
@@ -156,9 +154,6 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     dataset = MiroDataset(cfg.data, info, micro, cfg.seed, rank, world)
 
     model.to(device)
-    latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
-    flops = comps.flops_per_image or measure_flops_per_image(model, latent_shape, te.max_length, te.dim,
-                                                              len(cfg.rewards), device)
     optimizer = build_optimizer(model, cfg.optim)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -179,8 +174,10 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     if cfg.log_with != "none":
         accelerator.init_trackers(cfg.name)
 
+    latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
     grid = SampleGrid(cfg.sample, cfg.rewards, te, latent_shape, device) if main and cfg.sample.every else None
-    meter = Meter(device, flops, comps.peak_flops or peak_flops(device, cfg.peak_tflops))
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+    meter = Meter(device, peak_flops(device, cfg.peak_tflops, compute_dtype) if main else None)
     time_sampler = TimeSampler(**asdict(cfg.time))
     keys_log = (out / "logs" / f"keys-rank{rank}.txt").open("a") if cfg.log_keys else None
     progress = tqdm(total=cfg.max_steps, initial=start, disable=not (main and cfg.progress_bar), desc=cfg.name)
@@ -203,7 +200,7 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
                 with accelerator.autocast():
                     per_sample, t = flow_matching_loss(model, inputs, generator, time_sampler, cfg)
                 accelerator.backward(per_sample.mean() / cfg.grad_accum)
-            meter.add_micro(per_sample, t, batch["skipped"])
+            meter.add_micro(per_sample, t, batch["skipped"], batch_training_flops(comps.model, inputs["x"], inputs["text"]))
             if keys_log is not None:
                 keys_log.write("\n".join(batch["keys"]) + "\n")
         lr = lr_at(step, cfg.optim, cfg.max_steps)

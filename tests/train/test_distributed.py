@@ -65,6 +65,7 @@ def test_cache_then_two_process_training_from_the_command_line(tmp_path):
     meta = json.loads((out / "final" / "miro_training.json").read_text())
     assert meta["text_encoder"].startswith("minilm:") and meta["autoencoder"] == "identity"
     assert (out / "config.yaml").is_file()
+    assert "MFU" in (out / "logs" / "train.log").read_text()  # the CPU peak is measured when not configured
     v = model(torch.zeros(1, 3, 16, 16), torch.full((1,), 0.5), torch.zeros(1, 4, 384), torch.ones(1, 4, dtype=torch.bool),
               torch.full((1, 3), 0.5), torch.ones(1, 3, dtype=torch.bool))
     assert v.shape == (1, 3, 16, 16) and torch.isfinite(v).all()

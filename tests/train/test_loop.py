@@ -36,9 +36,11 @@ def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
     assert grid.size == (2 * 18 + 2, 3 * 18 + 2)  # columns: 2 prompts, rows: reward targets 0, 0.5, 1; 2 px gaps
     logged = scalars(out)
     for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/images_per_s", "perf/data_wait_fraction",
-                "data/epoch"):
+                "data/epoch", "perf/tflops_per_device", "perf/mfu"):
         assert len(logged[tag]) == 3 and all(np.isfinite(logged[tag])), tag
     assert any(t.startswith("loss_per_t/") for t in logged)
+    # MFU = achieved / peak with the analytic FLOPs of the batches: both logged, consistent with each other
+    assert logged["perf/mfu"] == pytest.approx([v / 0.05 for v in logged["perf/tflops_per_device"]], rel=1e-5)
     assert logged["_images"]
     # the exported transformer is the EMA network and loads with from_pretrained
     final = MiroTransformer.from_pretrained(out / "final" / "transformer")
