@@ -73,6 +73,7 @@ class TrainConfig:
     log_with: str = "tensorboard"
     log_keys: bool = False  # write the keys each rank consumed to logs/keys-rank<r>.txt (data audits)
     find_unused_parameters: bool = False
+    compile: bool = False  # torch.compile the transformer's forward (in place: checkpoints keep their keys)
     allow_tf32: bool = True
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
     progress_bar: bool = True

@@ -156,6 +156,8 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     model.to(device)
     optimizer = build_optimizer(model, cfg.optim)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    if cfg.compile:
+        model.compile()
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(ema)
 

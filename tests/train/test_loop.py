@@ -131,3 +131,14 @@ def test_config_errors_stop_early(tmp_path, shards_root):
         tiny_config(tmp_path, shards_root, stop_after=2)
     with pytest.raises(DataError, match=r"shard\(s\) not found"):
         train(tiny_config(tmp_path / "d", tmp_path / "missing-{000000..000001}.tar"), tiny_components())
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, shards_root):
+    runs = {}
+    for compiled in (False, True):
+        cfg = tiny_config(tmp_path / f"c{compiled}", shards_root, max_steps=3, compile=compiled, sample={"every": 0})
+        runs[compiled] = load_file(train(cfg, tiny_components()) / "checkpoints/checkpoint-3/model.safetensors")
+    assert runs[True].keys() == runs[False].keys()  # compiled in place: the same checkpoint keys
+    for k in runs[False]:
+        torch.testing.assert_close(runs[True][k], runs[False][k], atol=1e-4, rtol=1e-3)
