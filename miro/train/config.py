@@ -73,6 +73,7 @@ class TrainConfig:
     log_with: str = "tensorboard"
     log_keys: bool = False  # write the keys each rank consumed to logs/keys-rank<r>.txt (data audits)
     find_unused_parameters: bool = False
+    max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf gradient (skipped) before the run stops
     compile: bool = False  # torch.compile the transformer's forward (in place: checkpoints keep their keys)
     allow_tf32: bool = True
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
@@ -105,6 +106,7 @@ class TrainConfig:
                 "must be >= 0 (0 keeps every checkpoint)")
         require(self.stop_after >= 0 and self.stop_after % self.checkpoint_every == 0, "stop_after", self.stop_after,
                 f"must be 0 or a multiple of checkpoint_every={self.checkpoint_every} (a resumable point)")
+        require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         require_choice("log_with", self.log_with, TRACKERS)
         require(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")

@@ -183,7 +183,7 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     time_sampler = TimeSampler(**asdict(cfg.time))
     keys_log = (out / "logs" / f"keys-rank{rank}.txt").open("a") if cfg.log_keys else None
     progress = tqdm(total=cfg.max_steps, initial=start, disable=not (main and cfg.progress_bar), desc=cfg.name)
-    data_iter = None
+    data_iter, bad_steps = None, 0
     end = min(cfg.max_steps, start + cfg.stop_after) if cfg.stop_after else cfg.max_steps
 
     for step in range(start, end):
@@ -208,9 +208,19 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
         lr = lr_at(step, cfg.optim, cfg.max_steps)
         set_lr(optimizer, lr)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-        optimizer.step()
+        # fp16's loss scaler skips overflowing steps itself; otherwise a NaN/inf gradient skips the step here
+        finite = accelerator.scaler is not None or bool(torch.isfinite(grad_norm))
+        if finite:
+            optimizer.step()
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            log.warning("step %d: non-finite gradient norm, update skipped (%d in a row)", step + 1, bad_steps)
+            if bad_steps >= cfg.max_nonfinite_steps:
+                raise FloatingPointError(f"{bad_steps} steps in a row with a non-finite gradient (last: step {step + 1}); "
+                                         "lower optim.lr, raise optim.warmup_steps, or resume=latest from the last checkpoint")
         optimizer.zero_grad(set_to_none=True)
-        if not accelerator.optimizer_step_was_skipped:
+        if finite and not accelerator.optimizer_step_was_skipped:
             ema.update(accelerator.unwrap_model(model))
         meter.add_step(grad_norm)
         samples_seen += cfg.batch_size

@@ -133,6 +133,17 @@ def test_config_errors_stop_early(tmp_path, shards_root):
         train(tiny_config(tmp_path / "d", tmp_path / "missing-{000000..000001}.tar"), tiny_components())
 
 
+def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tmp_path, shards_root):
+    comps = tiny_components()
+    before = {k: v.clone() for k, v in comps.model.state_dict().items()}
+    comps.model.proj_out.register_forward_hook(lambda mod, args, out: out * float("nan"))
+    cfg = tiny_config(tmp_path / "nan", shards_root, max_nonfinite_steps=3, sample={"every": 0})
+    with pytest.raises(FloatingPointError, match="3 steps in a row with a non-finite gradient"):
+        train(cfg, comps)
+    assert all(torch.equal(v, before[k]) for k, v in comps.model.state_dict().items())  # no update was applied
+    assert not (tmp_path / "nan" / "checkpoints").exists()
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path, shards_root):
     runs = {}
