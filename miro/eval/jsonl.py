@@ -8,18 +8,26 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def read_jsonl(path: str | Path, error: type[Exception] = ValueError) -> list[tuple[int, object]]:
-    """``(line number, parsed object)`` for every non-blank line; ``error`` names the file and line."""
+def read_jsonl(
+    path: str | Path, error: type[Exception] = ValueError, allow_torn_tail: bool = False
+) -> list[tuple[int, object]]:
+    """``(line number, parsed object)`` for every non-blank line; ``error`` names the file and line.
+
+    ``allow_torn_tail`` drops an unparsable last line without a newline: what a killed appender leaves.
+    """
     path = Path(path)
     out = []
     with path.open(encoding="utf-8") as fp:
-        for lineno, line in enumerate(fp, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise error(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        lines = fp.readlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as err:
+            if allow_torn_tail and lineno == len(lines) and not line.endswith("\n"):
+                break
+            raise error(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
     return out
 
 
