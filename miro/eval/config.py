@@ -1,0 +1,188 @@
+"""Typed configuration of ``python -m miro.eval`` (yaml: ``conf/eval.yaml``, ``conf/detector/*.yaml``).
+
+One schema for every command; each command checks the keys it needs (``require_for``), so a value that
+only one command uses is never demanded by another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from miro.utils.config import ConfigError, register_schema, require, require_choice
+
+COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid")
+DETECTORS = ("mask2former", "shapes")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class PromptsConfig:
+    metadata: str | None = None  # evaluation_metadata.jsonl; null = drawn from GenEval's templates
+    seed: int = 43  # GenEval's create_prompts.py default: with per_task=100 it is the official file
+    per_task: int = 100
+    out: str | None = None  # `prompts` command: where to write the drawn set
+
+    def __post_init__(self):
+        require(self.per_task >= 1, "prompts.per_task", self.per_task, "must be >= 1")
+
+
+@dataclass
+class GenerateConfig:
+    pipeline: str = ""  # a MiroPipeline folder (save_pretrained) or a repo id in the HF cache
+    n_samples: int = 4
+    batch_size: int = 4
+    seed: int = 42  # every prompt restarts from this seed (GenEval's convention)
+    steps: int = 50
+    guidance_scale: float = 7.0
+    reward_targets: dict[str, float | None] = field(default_factory=dict)
+    negative_reward_targets: dict[str, float | None] = field(default_factory=dict)
+    pipeline_kwargs: dict[str, Any] = field(default_factory=dict)  # any other MiroPipeline.__call__ argument
+    grid: bool = True
+    device: str = "auto"
+    dtype: str = "float32"
+    shard_index: int = 0
+    num_shards: int = 1
+
+    def __post_init__(self):
+        require(self.n_samples >= 1, "generate.n_samples", self.n_samples, "must be >= 1")
+        require(self.batch_size >= 1, "generate.batch_size", self.batch_size, "must be >= 1")
+        require(self.steps >= 1, "generate.steps", self.steps, "must be >= 1")
+        require_choice("generate.dtype", self.dtype, DTYPES)
+        require(self.num_shards >= 1, "generate.num_shards", self.num_shards, "must be >= 1")
+        require(0 <= self.shard_index < self.num_shards, "generate.shard_index", self.shard_index,
+                f"must be in 0..num_shards-1 (num_shards={self.num_shards})")  # fmt: skip
+
+
+@dataclass
+class DetectorConfig:
+    name: str = "mask2former"
+    checkpoint: str = "facebook/mask2former-swin-small-coco-instance"  # folder, or repo id in the HF cache
+    batch_size: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        require_choice("detector.name", self.name, DETECTORS)
+        require(self.batch_size >= 1, "detector.batch_size", self.batch_size, "must be >= 1")
+        require_choice("detector.dtype", self.dtype, DTYPES)
+
+
+@dataclass
+class ColorsConfig:
+    model: str = "ViT-L-14-quickgelu"
+    pretrained: str = "openai"  # an open_clip tag (read from the HF cache) or a weight file
+    force_quick_gelu: bool = True  # OpenAI weights need QuickGELU; open_clip 3.x no longer forces it
+    batch_size: int = 16
+    background: str = "#999999"
+    crop: bool = True
+    amp: bool = True  # autocast on CUDA, as GenEval's clip_benchmark call
+    device: str = "auto"
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "colors.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class RulesConfig:
+    threshold: float = 0.3
+    counting_threshold: float = 0.9
+    max_objects: int = 16
+    max_overlap: float = 1.0  # 1.0 = GenEval's default: no per-class overlap filter
+    position_threshold: float = 0.1
+
+    def __post_init__(self):
+        for key in ("threshold", "counting_threshold", "max_overlap", "position_threshold"):
+            value = getattr(self, key)
+            require(0.0 <= value <= 1.0, f"evaluate.rules.{key}", value, "must be in [0, 1]")
+        require(self.max_objects >= 1, "evaluate.rules.max_objects", self.max_objects, "must be >= 1")
+
+
+@dataclass
+class EvaluateConfig:
+    results: str | None = None  # default: <image_dir>/results.jsonl
+    batch_size: int = 8  # images per detector call
+    rules: RulesConfig = field(default_factory=RulesConfig)
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class RewardsConfig:
+    scorers: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: build_scorer kwargs}
+    batch_size: int = 16
+    out: str | None = None  # default: <image_dir>/rewards.jsonl
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "rewards.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = field(default_factory=list)  # two scored folders (or rewards.jsonl files)
+    labels: list[str] = field(default_factory=list)  # optional names for the table and plots
+    out_dir: str = "comparison"
+
+    def __post_init__(self):
+        require(not self.labels or len(self.labels) == 2, "compare.labels", self.labels, "give two labels or none")
+
+
+@dataclass
+class FIDConfig:
+    reference: str | None = None  # folder of reference images, or a saved .npz of statistics
+    save_reference_stats: str | None = None  # write the reference statistics here (.npz)
+    batch_size: int = 32
+    device: str = "auto"
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "fid.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    command: str = ""
+    image_dir: str = ""  # the GenEval layout folder the commands write or read
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    colors: ColorsConfig = field(default_factory=ColorsConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    fid: FIDConfig = field(default_factory=FIDConfig)
+
+    def __post_init__(self):
+        require_choice("command", self.command, COMMANDS)
+
+    def require_for(self, command: str) -> None:
+        """The keys ``command`` cannot run without."""
+        if command in ("generate", "evaluate", "summary", "geneval", "rewards", "fid"):
+            require(bool(self.image_dir), "image_dir", self.image_dir, f"is required by `{command}`: the image folder")
+        if command in ("generate", "geneval"):
+            require(bool(self.generate.pipeline), "generate.pipeline", self.generate.pipeline,
+                    f"is required by `{command}`: a saved MiroPipeline folder")  # fmt: skip
+        if command == "rewards":
+            require(bool(self.rewards.scorers), "rewards.scorers", self.rewards.scorers,
+                    "is required: {name: {kwargs}} of annotate scorers, e.g. rewards.scorers={sharpness:{}}")  # fmt: skip
+        if command == "compare":
+            require(len(self.compare.runs) == 2, "compare.runs", self.compare.runs, "must name two scored folders")
+        if command == "fid":
+            require(bool(self.fid.reference), "fid.reference", self.fid.reference,
+                    "is required: a folder of reference images or a .npz of statistics")  # fmt: skip
+        if command == "prompts":
+            require(bool(self.prompts.out), "prompts.out", self.prompts.out, "is required: where to write the set")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` = CUDA when available, else CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+register_schema("eval_schema", EvalConfig)
+
+__all__ = ["COMMANDS", "ConfigError", "EvalConfig", "resolve_device"]

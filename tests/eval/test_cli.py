@@ -1,0 +1,89 @@
+import json
+
+import pytest
+from PIL import Image
+
+from miro.eval.cli import main, run_generate
+from miro.eval.config import EvalConfig
+from miro.eval.geneval.layout import iter_prompt_folders
+from miro.eval.geneval.prompts import generate_suite, load_metadata
+from miro.eval.rewards import score_folder
+from miro.utils.config import ConfigError, to_typed
+from tests.eval.test_rewards import Brightness, make_run
+
+
+def test_prompts_command_writes_the_drawn_set(tmp_path):
+    out = tmp_path / "p.jsonl"
+    main(["prompts", f"prompts.out={out}", "prompts.seed=11", "prompts.per_task=4"])
+    assert load_metadata(out) == generate_suite(seed=11, per_task=4)
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="command='nope'"):
+        main(["nope"])
+    with pytest.raises(SystemExit, match="image_dir=''.*required by `summary`"):
+        main(["summary"])
+    with pytest.raises(SystemExit, match=r"evaluate.rules.threshold=2.0: must be in \[0, 1\]"):
+        main(["summary", f"image_dir={tmp_path}", "evaluate.rules.threshold=2"])
+    with pytest.raises(SystemExit, match="detector.name='yolo'"):
+        main(["summary", f"image_dir={tmp_path}", "detector.name=yolo"])
+    with pytest.raises(SystemExit, match="generate.shard_index=3"):
+        main(["summary", f"image_dir={tmp_path}", "generate.shard_index=3", "generate.num_shards=2"])
+    with pytest.raises(SystemExit, match="compare.runs"):
+        main(["compare", "compare.runs=[a]"])
+
+
+def test_summary_command_prints_genevals_text_and_writes_files(tmp_path, capsys):
+    meta = json.dumps({"tag": "colors", "prompt": "p", "include": []})
+    rows = [{"filename": f"{i}.png", "tag": "colors", "prompt": "p", "correct": i < 3, "reason": "",
+             "metadata": meta, "details": "{}"} for i in range(4)]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(["summary", f"image_dir={tmp_path}"])
+    assert "colors           = 75.00% (3 / 4)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["overall"] == 0.75
+
+
+class FakePipeline:
+    """Records the call arguments; flat images from the generator's draws."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompt, num_images_per_prompt, generator, output_type, **kwargs):
+        import torch
+
+        self.calls.append(dict(kwargs, prompt=prompt, n=num_images_per_prompt, output_type=output_type))
+        draws = (torch.rand(num_images_per_prompt, generator=generator) * 255).int().tolist()
+        return [Image.new("RGB", (16, 16), (d, d, d)) for d in draws]
+
+
+def test_generate_passes_the_settings_to_the_pipeline(tmp_path):
+    cfg = to_typed(
+        {"command": "generate", "image_dir": str(tmp_path), "prompts": {"per_task": 1},
+         "generate": {"pipeline": "unused", "n_samples": 3, "batch_size": 2, "steps": 7, "guidance_scale": 2.5,
+                      "reward_targets": {"aesthetic": 0.625}, "pipeline_kwargs": {"sampler": "heun"}}},
+        EvalConfig,
+    )  # fmt: skip
+    pipe = FakePipeline()
+    report = run_generate(cfg, pipe=pipe)
+    assert report.written == len(generate_suite(per_task=1))
+    first = pipe.calls[0]
+    assert first["n"] == 2 and pipe.calls[1]["n"] == 1
+    assert first["reward_targets"] == {"aesthetic": 0.625} and first["num_inference_steps"] == 7
+    assert first["guidance_scale"] == 2.5 and first["sampler"] == "heun" and first["output_type"] == "pil"
+    assert all(len(f.samples) == 3 for f in iter_prompt_folders(tmp_path))
+
+
+def test_rewards_and_compare_commands(tmp_path, capsys):
+    runs = [make_run(tmp_path / "base"), make_run(tmp_path / "miro", levels=[[40, 60], [120, 160], [230, 250]])]
+    for run in runs:
+        score_folder(run, [Brightness()])
+    main(["compare", f"compare.runs=[{runs[0]},{runs[1]}]", f"compare.out_dir={tmp_path / 'cmp'}"])
+    out = capsys.readouterr().out
+    assert "| brightness |" in out and "paired t" in out
+    assert (tmp_path / "cmp" / "comparison_bars.png").is_file()
+
+
+def test_typed_config_rejects_unknown_keys():
+    with pytest.raises(ConfigError):
+        to_typed({"command": "summary", "evaluate": {"treshold": 0.2}}, EvalConfig)
