@@ -77,10 +77,15 @@ def run_generate(cfg: EvalConfig, pipe=None):
     from miro.eval.geneval.generate import generate_layout
 
     items = load_items(cfg)
-    pipe = pipe if pipe is not None else load_pipeline(cfg)
     g = cfg.generate
+    if g.source == "shapes_oracle":
+        from miro.eval.geneval.shapes_oracle import oracle_generate_fn
+
+        generate = oracle_generate_fn(resolution=g.oracle_resolution)
+    else:
+        generate = pipeline_generate_fn(pipe if pipe is not None else load_pipeline(cfg), cfg)
     report = generate_layout(
-        items, cfg.image_dir, pipeline_generate_fn(pipe, cfg), n_samples=g.n_samples, batch_size=g.batch_size,
+        items, cfg.image_dir, generate, n_samples=g.n_samples, batch_size=g.batch_size,
         seed=g.seed, grid=g.grid, shard_index=g.shard_index, num_shards=g.num_shards,
     )  # fmt: skip
     print(f"{report.written} prompt folders written, {report.skipped} already complete, in {cfg.image_dir}")
@@ -89,6 +94,68 @@ def run_generate(cfg: EvalConfig, pipe=None):
 
 def results_path(cfg: EvalConfig) -> Path:
     return Path(cfg.evaluate.results) if cfg.evaluate.results else Path(cfg.image_dir) / "results.jsonl"
+
+
+def build_detector(cfg: EvalConfig):
+    d = cfg.detector
+    if d.name == "shapes":
+        from miro.data.shapes.detector import default_detector
+        from miro.eval.geneval.evaluate import PerImageDetector
+
+        return PerImageDetector(default_detector().detect)
+    import torch
+
+    from miro.eval.geneval.detector import Mask2FormerDetector
+
+    return Mask2FormerDetector.from_pretrained(
+        d.checkpoint, device=resolve_device(d.device), dtype=getattr(torch, d.dtype), batch_size=d.batch_size,
+        test_scale=tuple(d.test_scale),
+    )
+
+
+def build_colors(cfg: EvalConfig):
+    """The CLIP colour classifier, loaded on first use; None for the shapes detector (exact colours)."""
+    if cfg.detector.name == "shapes":
+        return None
+    from miro.eval.geneval.colors import ColorClassifier
+    from miro.eval.geneval.evaluate import LazyColors
+
+    c = cfg.colors
+    return LazyColors(
+        lambda: ColorClassifier.load(
+            c.model, c.pretrained, device=resolve_device(c.device), force_quick_gelu=c.force_quick_gelu,
+            batch_size=c.batch_size, background=c.background, crop=c.crop, amp=c.amp,
+        )
+    )  # fmt: skip
+
+
+def run_evaluate(cfg: EvalConfig, detector=None) -> dict:
+    """Evaluate ``image_dir`` into ``results.jsonl``, then print and write the summary."""
+    from dataclasses import asdict
+
+    from miro.eval.geneval.evaluate import evaluate_folder
+
+    settings = {"detector": asdict(cfg.detector)}
+    settings["detector"].pop("device")
+    settings["detector"].pop("batch_size")
+    if cfg.detector.name != "shapes":
+        settings["colors"] = {k: v for k, v in asdict(cfg.colors).items() if k not in ("device", "batch_size")}
+    evaluate_folder(
+        cfg.image_dir,
+        detector if detector is not None else build_detector(cfg),
+        colors=build_colors(cfg),
+        options=cfg.evaluate.rules.options(),
+        results=results_path(cfg),
+        batch_size=cfg.evaluate.batch_size,
+        settings=settings,
+    )
+    return run_summary(cfg)
+
+
+def run_geneval(cfg: EvalConfig) -> dict:
+    """Generate (complete folders are kept), evaluate, summarise."""
+    run_generate(cfg)
+    return run_evaluate(cfg)
 
 
 def run_summary(cfg: EvalConfig) -> dict:
@@ -152,7 +219,9 @@ def run(cfg: EvalConfig):
     commands = {
         "prompts": run_prompts,
         "generate": run_generate,
+        "evaluate": run_evaluate,
         "summary": run_summary,
+        "geneval": run_geneval,
         "rewards": run_rewards,
         "compare": run_compare,
         "fid": run_fid,

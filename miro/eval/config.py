@@ -6,14 +6,16 @@ only one command uses is never demanded by another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from miro.eval.geneval.rules import DEFAULT_OPTIONS, RuleOptions
 from miro.utils.config import ConfigError, register_schema, require, require_choice
 
 COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid")
 DETECTORS = ("mask2former", "shapes")
 DTYPES = ("float32", "bfloat16", "float16")
+SOURCES = ("pipeline", "shapes_oracle")
 
 
 @dataclass
@@ -29,7 +31,9 @@ class PromptsConfig:
 
 @dataclass
 class GenerateConfig:
+    source: str = "pipeline"  # pipeline | shapes_oracle (clean scenes that satisfy each prompt: the ceiling)
     pipeline: str = ""  # a MiroPipeline folder (save_pretrained) or a repo id in the HF cache
+    oracle_resolution: int = 64  # shapes_oracle image size
     n_samples: int = 4
     batch_size: int = 4
     seed: int = 42  # every prompt restarts from this seed (GenEval's convention)
@@ -45,6 +49,7 @@ class GenerateConfig:
     num_shards: int = 1
 
     def __post_init__(self):
+        require_choice("generate.source", self.source, SOURCES)
         require(self.n_samples >= 1, "generate.n_samples", self.n_samples, "must be >= 1")
         require(self.batch_size >= 1, "generate.batch_size", self.batch_size, "must be >= 1")
         require(self.steps >= 1, "generate.steps", self.steps, "must be >= 1")
@@ -58,12 +63,15 @@ class GenerateConfig:
 class DetectorConfig:
     name: str = "mask2former"
     checkpoint: str = "facebook/mask2former-swin-small-coco-instance"  # folder, or repo id in the HF cache
+    test_scale: list[int] = field(default_factory=lambda: [1333, 800])  # mmdet's keep-ratio resize limits
     batch_size: int = 1
     device: str = "auto"
     dtype: str = "float32"
 
     def __post_init__(self):
         require_choice("detector.name", self.name, DETECTORS)
+        require(len(self.test_scale) == 2 and min(self.test_scale) >= 32, "detector.test_scale", self.test_scale,
+                "must be [long edge, short edge], each >= 32")  # fmt: skip
         require(self.batch_size >= 1, "detector.batch_size", self.batch_size, "must be >= 1")
         require_choice("detector.dtype", self.dtype, DTYPES)
 
@@ -85,17 +93,22 @@ class ColorsConfig:
 
 @dataclass
 class RulesConfig:
-    threshold: float = 0.3
-    counting_threshold: float = 0.9
-    max_objects: int = 16
-    max_overlap: float = 1.0  # 1.0 = GenEval's default: no per-class overlap filter
-    position_threshold: float = 0.1
+    """GenEval's ``--options`` (defaults and checks: ``rules.RuleOptions``)."""
+
+    threshold: float = DEFAULT_OPTIONS.threshold
+    counting_threshold: float = DEFAULT_OPTIONS.counting_threshold
+    max_objects: int = DEFAULT_OPTIONS.max_objects
+    max_overlap: float = DEFAULT_OPTIONS.max_overlap  # 1.0: no per-class overlap filter
+    position_threshold: float = DEFAULT_OPTIONS.position_threshold
 
     def __post_init__(self):
-        for key in ("threshold", "counting_threshold", "max_overlap", "position_threshold"):
-            value = getattr(self, key)
-            require(0.0 <= value <= 1.0, f"evaluate.rules.{key}", value, "must be in [0, 1]")
-        require(self.max_objects >= 1, "evaluate.rules.max_objects", self.max_objects, "must be >= 1")
+        try:
+            self.options()
+        except ValueError as err:  # RuleOptions names the key; say where it lives in this config
+            raise ConfigError(f"evaluate.rules.{err}") from None
+
+    def options(self) -> RuleOptions:
+        return RuleOptions(**{f.name: getattr(self, f.name) for f in fields(RuleOptions)})
 
 
 @dataclass
@@ -159,7 +172,7 @@ class EvalConfig:
         """The keys ``command`` cannot run without."""
         if command in ("generate", "evaluate", "summary", "geneval", "rewards", "fid"):
             require(bool(self.image_dir), "image_dir", self.image_dir, f"is required by `{command}`: the image folder")
-        if command in ("generate", "geneval"):
+        if command in ("generate", "geneval") and self.generate.source == "pipeline":
             require(bool(self.generate.pipeline), "generate.pipeline", self.generate.pipeline,
                     f"is required by `{command}`: a saved MiroPipeline folder")  # fmt: skip
         if command == "rewards":

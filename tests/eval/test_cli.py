@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -87,3 +88,38 @@ def test_rewards_and_compare_commands(tmp_path, capsys):
 def test_typed_config_rejects_unknown_keys():
     with pytest.raises(ConfigError):
         to_typed({"command": "summary", "evaluate": {"treshold": 0.2}}, EvalConfig)
+
+
+def test_evaluate_command_end_to_end_with_tiny_models(tmp_path, capsys):
+    """Real loading code, real post-processing, real rules: tiny random Mask2Former (cup boosted) + tiny CLIP."""
+    from miro.eval.geneval.layout import write_prompt_folder
+    from miro.eval.geneval.prompts import GENEVAL_CLASSES
+    from tests.eval.tiny_models import save_tiny_clip, save_tiny_mask2former
+
+    ckpt = save_tiny_mask2former(tmp_path / "m2f", boost_class=GENEVAL_CLASSES.index("cup"))
+    clip_name, clip_file = save_tiny_clip(tmp_path / "clip.pt", tmp_path / "cfgs")
+    items = [
+        {"tag": "single_object", "include": [{"class": "cup", "count": 1}], "prompt": "a photo of a cup"},
+        {"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a photo of a dog"},
+        {"tag": "colors", "include": [{"class": "cup", "count": 1, "color": "red"}], "prompt": "a photo of a red cup"},
+    ]
+    rng = np.random.default_rng(0)
+    for i, item in enumerate(items):
+        images = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(2)]
+        write_prompt_folder(tmp_path / "run", i, item, images)
+    args = ["evaluate", f"image_dir={tmp_path / 'run'}", f"detector.checkpoint={ckpt}", "detector.batch_size=2", "detector.test_scale=[160,96]",
+            f"colors.model={clip_name}", f"colors.pretrained={clip_file}"]  # fmt: skip
+    main(args)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert [r["correct"] for r in rows[:4]] == [True, True, False, False]  # every query says "cup"
+    assert rows[2]["reason"] == "expected dog>=1, found 0"
+    assert json.loads(rows[0]["details"])["cup"][0][4] > 0.3
+    assert rows[4]["reason"] == "" if rows[4]["correct"] else rows[4]["reason"].startswith("expected red cup>=1")
+    assert "Overall score (avg. over tasks)" in capsys.readouterr().out
+    assert (tmp_path / "run" / "summary.json").is_file()
+    settings = json.loads((tmp_path / "run" / "results.settings.json").read_text())
+    assert settings["colors"]["model"] == clip_name and settings["detector"]["name"] == "mask2former"
+    main(args)  # resumes: nothing left to evaluate, same rows
+    again = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert again == rows

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from miro.eval.geneval.prompts import COLORS
+from miro.eval.geneval.rules import COLORS
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miro.eval.geneval.rules import COLORS, RELATIONS  # GenEval's colour and relation vocabularies
 from miro.eval.jsonl import read_jsonl, write_jsonl
 
 # The 80 COCO classes in detector label order, with GenEval's names (``evaluation/object_names.txt``):
@@ -32,10 +33,7 @@ GENEVAL_CLASSES: tuple[str, ...] = (
     "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
 
-# GenEval's colour vocabulary, in the order its colour classifier uses.
-COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 NUMBERS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 TASKS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 OFFICIAL_SEED = 43  # create_prompts.py's default seed; with per_task=100 it gives the official file

@@ -24,9 +24,17 @@ def tiny_checkpoint(tmp_path_factory):
     return save_tiny_mask2former(tmp_path_factory.mktemp("m2f") / "ckpt", boost_class=3)
 
 
+SMALL_SCALE = (133, 80)  # where the resize limits do not matter, a small input keeps the tests fast
+
+
 @pytest.fixture(scope="module")
 def detector(tiny_checkpoint):
     return Mask2FormerDetector.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def small_detector(tiny_checkpoint):
+    return Mask2FormerDetector.from_pretrained(tiny_checkpoint, test_scale=SMALL_SCALE)
 
 
 def _image(w, h, seed=0):
@@ -115,15 +123,20 @@ def _reference_postprocess(cls_logits, mask_logits, padded, resized, original, m
     return sorted(out, key=lambda r: (r[0], -r[1]))
 
 
-def test_postprocess_matches_stepwise_mmdet_on_tiny_model_outputs(detector):
-    image = _image(100, 70, seed=1)  # resized 1143 x 800, padded to 1152: the crop matters
-    x, resized = preprocess(image)
+@pytest.fixture(scope="module")
+def raw_outputs(detector):
+    """The tiny model's raw outputs at the real test scale: 100 x 70 -> 1143 x 800, padded to 1152."""
+    x, resized = preprocess(_image(100, 70, seed=1))
     with torch.no_grad():
         out = detector.model(pixel_values=x[None])
-    cls_logits, mask_logits = out.class_queries_logits[0], out.masks_queries_logits[0]
+    return out.class_queries_logits[0], out.masks_queries_logits[0], tuple(x.shape[-2:]), resized
+
+
+def test_postprocess_matches_stepwise_mmdet_on_tiny_model_outputs(raw_outputs):
+    cls_logits, mask_logits, padded, resized = raw_outputs
     assert mask_logits.shape[-2:] == (200, 288)  # 1/4 of the padded input
-    ref = _reference_postprocess(cls_logits, mask_logits, tuple(x.shape[-2:]), resized, (70, 100))
-    got = instance_postprocess(cls_logits, mask_logits, tuple(x.shape[-2:]), resized, (70, 100))
+    ref = _reference_postprocess(cls_logits, mask_logits, padded, resized, (70, 100))
+    got = instance_postprocess(cls_logits, mask_logits, padded, resized, (70, 100))
     assert len(got["labels"]) == len(ref) == 100  # 10 queries x 80 classes -> top 100
     order = sorted(range(len(ref)), key=lambda i: (got["labels"][i].item(), -got["scores"][i].item()))
     for i, (label, score, box, mask) in zip(order, ref):
@@ -134,32 +147,28 @@ def test_postprocess_matches_stepwise_mmdet_on_tiny_model_outputs(detector):
     assert got["masks"].shape == (100, 70, 100)
 
 
-def test_padding_crop_changes_the_result(detector):
+def test_padding_crop_changes_the_result(raw_outputs):
     """Guard: skipping the crop (HF's post-processing) gives different masks on a padded input."""
-    image = _image(100, 70, seed=1)
-    x, resized = preprocess(image)
-    with torch.no_grad():
-        out = detector.model(pixel_values=x[None])
-    args = (out.class_queries_logits[0], out.masks_queries_logits[0], tuple(x.shape[-2:]))
-    cropped = instance_postprocess(*args, resized, (70, 100))
-    uncropped = instance_postprocess(*args, tuple(x.shape[-2:]), (70, 100))
+    cls_logits, mask_logits, padded, resized = raw_outputs
+    cropped = instance_postprocess(cls_logits, mask_logits, padded, resized, (70, 100))
+    uncropped = instance_postprocess(cls_logits, mask_logits, padded, padded, (70, 100))
     assert not torch.equal(cropped["masks"], uncropped["masks"])
 
 
-def test_score_floor_is_exact_pruning(detector):
+def test_score_floor_is_exact_pruning(small_detector):
     image = _image(64, 48, seed=2)
-    full = detector.detect([image])[0]
+    full = small_detector.detect([image])[0]
     floor = 0.5
-    pruned = detector.detect([image], score_floor=floor)[0]
+    pruned = small_detector.detect([image], score_floor=floor)[0]
     above = [d for d in full if d["score"] > floor]
     assert len(above) > 0
     assert [(d["class"], d["box"]) for d in pruned if d["score"] > floor] == [(d["class"], d["box"]) for d in above]
     assert [d["score"] for d in pruned if d["score"] > floor] == pytest.approx([d["score"] for d in above])
 
 
-def test_detect_output_follows_the_contract(detector):
+def test_detect_output_follows_the_contract(small_detector):
     images = [_image(64, 48, seed=2), _image(40, 60, seed=4)]
-    dets = detector.detect(images)
+    dets = small_detector.detect(images)
     for image, found in zip(images, dets):
         assert len(found) == 100  # top 100 of 10 queries x 80 classes
         scores = [d["score"] for d in found]
@@ -175,8 +184,8 @@ def test_detect_output_follows_the_contract(detector):
 
 
 def test_same_size_batch_equals_one_by_one(tiny_checkpoint):
-    single = Mask2FormerDetector.from_pretrained(tiny_checkpoint, batch_size=1)
-    batched = Mask2FormerDetector.from_pretrained(tiny_checkpoint, batch_size=4)
+    single = Mask2FormerDetector.from_pretrained(tiny_checkpoint, batch_size=1, test_scale=SMALL_SCALE)
+    batched = Mask2FormerDetector.from_pretrained(tiny_checkpoint, batch_size=4, test_scale=SMALL_SCALE)
     images = [_image(64, 48, seed=s) for s in range(3)] + [_image(48, 64, seed=9)]
     a = single.detect(images, score_floor=0.3)
     b = batched.detect(images, score_floor=0.3)

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from miro.eval.geneval.prompts import (
-    COLORS,
     GENEVAL_CLASSES,
     TASKS,
     MetadataError,
@@ -17,6 +16,7 @@ from miro.eval.geneval.prompts import (
     with_article,
     write_metadata,
 )
+from miro.eval.geneval.rules import COLORS
 
 # GenEval's official files are read from outside the repo when present (MIRO_GENEVAL_DATA overrides).
 OFFICIAL = Path(os.environ.get("MIRO_GENEVAL_DATA", "/work/shared/data/geneval"))
