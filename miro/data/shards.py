@@ -104,13 +104,12 @@ def iter_shard(path: str | Path, strict: bool = True) -> Iterator[tuple[str, dic
                 if not info.isfile():
                     continue
                 key, ext = split_key(info.name)
-                f = tf.extractfile(info)
-                data = f.read() if f is not None else b""
-                if current is not None and key != current:
-                    yield current, group
+                if current is not None and key != current:  # the previous sample is complete: hand it out
+                    yield current, group  # before reading (possibly damaged) data of the next one
                     group = {}
                 current = key
-                group[ext] = data
+                f = tf.extractfile(info)
+                group[ext] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError) as err:
         if strict:
             raise ShardError(f"{path}: unreadable tar after key {current!r} ({type(err).__name__}: {err})") from None

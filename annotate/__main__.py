@@ -1,0 +1,34 @@
+"""``python -m annotate``: score shards (``stage=score``, the default) or compute statistics and buckets (``stage=stats``).
+
+    python -m annotate data.shards=/data/shards rewards=[pickscore,hpsv2,clip_score,aesthetic] device=cuda
+    torchrun --nproc_per_node 8 -m annotate data.shards=/data/shards ...        # shards split by rank
+    python -m annotate -m hydra/launcher=slurm array_count=32 'array_index=range(0,32)' data.shards=...
+    python -m annotate stage=stats data.shards=/data/shards stats.num_bins=64
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from annotate.config import AnnotateConfig
+from miro.utils.config import register_schema, to_typed
+
+register_schema("annotate_schema", AnnotateConfig)
+
+
+@hydra.main(config_path="../conf", config_name="annotate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    typed = to_typed(cfg, AnnotateConfig)
+    if typed.stage == "score":
+        from annotate.job import run_scoring
+
+        run_scoring(typed, config_dict=OmegaConf.to_container(cfg, resolve=True))
+    else:
+        from annotate.stats import run_stats
+
+        run_stats(typed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The scoring job: shards in, one ``NAME-NNNNNN.rewards.parquet`` per shard out.
+
+Shards are split across processes by ``RANK``/``WORLD_SIZE`` (torchrun, accelerate launch; ``SLURM_PROCID`` /
+``SLURM_NTASKS`` under srun) and across array jobs by ``shard_range`` or ``array_index``/``array_count``; no
+process group is needed.  A shard whose sidecar already holds every requested reward is skipped, one that holds
+some gets only the missing columns, so a killed job resumes and a reward can be added later.  Memory is bounded
+by one shard's scores plus the DataLoader's prefetch: the dataset is streamed, never held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from annotate import sidecar
+from annotate.config import AnnotateConfig
+from annotate.reader import PrepSpec, ShardBatches
+from annotate.scorers.base import Scorer
+from annotate.scorers.registry import DTYPES, build_scorers
+from miro.data.shards import list_shards
+
+log = logging.getLogger("annotate")
+
+IMAGE_REASONS = ("missing_image", "empty", "not_an_image", "too_large", "truncated", "decode_error")
+
+
+def process_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun / accelerate, or srun, else (0, 1, 0)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def select_shards(
+    shards: list[Path],
+    shard_range: str | None = None,
+    array_index: int | None = None,
+    array_count: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> list[Path]:
+    """This process's shards: the ``shard_range`` slice, then every ``array_count``-th, then every ``world``-th."""
+    out = list(shards)
+    if shard_range:
+        a, b = (int(x) if x.strip() else None for x in shard_range.split(":"))
+        out = out[a:b]
+    if array_count:
+        out = out[array_index::array_count]
+    return out[rank::world]
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(device)
+
+
+def shards_root(spec, shards: list[Path], root: str | None) -> Path:
+    if root is not None:
+        return Path(root)
+    if isinstance(spec, str) and os.path.isdir(spec):
+        return Path(spec)
+    return Path(os.path.commonpath([str(p.parent.resolve()) for p in shards])) if shards else Path(".")
+
+
+@dataclass
+class ShardPlan:
+    shard: Path
+    sidecar: Path
+    missing: tuple[str, ...]
+    keep_existing: bool  # merge the new columns into the existing sidecar
+
+
+def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool) -> ShardPlan | None:
+    """What is left to compute for one shard (None: its sidecar is complete)."""
+    if overwrite or not path.exists():
+        return ShardPlan(shard, path, tuple(rewards), False)
+    try:
+        meta = sidecar.read_meta(path)
+        present = set(sidecar.reward_columns(path))
+    except Exception as err:  # noqa: BLE001 - an unreadable sidecar is rewritten, never trusted
+        log.warning("%s: unreadable sidecar (%s); rescoring", path, err)
+        return ShardPlan(shard, path, tuple(rewards), False)
+    if meta.get("shard_bytes") != shard.stat().st_size:
+        log.warning("%s changed since %s was written; rescoring", shard, path.name)
+        return ShardPlan(shard, path, tuple(rewards), False)
+    missing = tuple(r for r in rewards if r not in present)
+    return ShardPlan(shard, path, missing, True) if missing else None
+
+
+@dataclass
+class ShardState:
+    index: list[np.ndarray] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
+    ends: int = 0
+    count: int = 0
+    error: str | None = None
+
+
+def _explained(status: str, reward: str, text_rewards: set[str]) -> bool:
+    parts = status.split(";")
+    if any(p in IMAGE_REASONS or p.startswith("preprocess_error") for p in parts):
+        return True
+    return reward in text_rewards and any(p in ("missing_caption", "caption_not_utf8", "empty_caption") for p in parts)
+
+
+class ScoringPass:
+    """Runs a set of scorers over shards that all miss the same rewards, writing each sidecar when complete."""
+
+    def __init__(self, cfg: AnnotateConfig, scorers: list[Scorer], plans: list[ShardPlan], config_dict: dict, progress=None):
+        self.cfg, self.plans, self.config_dict, self.progress = cfg, plans, config_dict, progress
+        self.wanted = set(plans[0].missing)
+        self.scorers = [s for s in scorers if self.wanted & set(s.outputs)]
+        self.text_rewards = {o for s in self.scorers for o in s.text_outputs}
+        self.provenance = {}
+        for s in self.scorers:
+            for o in s.outputs:
+                if o in self.wanted:
+                    self.provenance[o] = s.output_provenance(o)
+        self.states: dict[int, ShardState] = defaultdict(ShardState)
+        self.written: list[Path] = []
+
+    def run(self) -> list[Path]:
+        specs = [PrepSpec(s.name, s.preprocessor(), bool(s.image_only_outputs)) for s in self.scorers]
+        ds = ShardBatches([p.shard for p in self.plans], specs, self.cfg.batch_size, self.cfg.data.max_pixels, self.cfg.workers)
+        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.workers, prefetch_factor=2 if self.cfg.workers else None)
+        by_name = {s.name: s for s in self.scorers}
+        for item in loader:
+            st = self.states[int(item["shard"])]
+            if item["kind"] == "end":
+                st.ends += 1
+                st.count = max(st.count, int(item["count"]))
+                st.error = st.error or item["error"]
+                if st.ends == int(item["ends"]):
+                    self._finish(int(item["shard"]))
+                continue
+            index = np.asarray(item["index"])
+            st.index.append(index)
+            st.keys += item["keys"]
+            st.status += item["status"]
+            for name, inp in item["inputs"].items():
+                rows = inp["rows"].numpy()
+                out = by_name[name].forward(inp["batch"])
+                for o, vals in out.items():
+                    if o in self.wanted:
+                        st.scores[o].append((index[rows], vals))
+            if self.progress is not None:
+                self.progress.update(len(index))
+        return self.written
+
+    def _finish(self, si: int) -> None:
+        plan, st = self.plans[si], self.states.pop(si)
+        index = np.concatenate(st.index) if st.index else np.zeros(0, np.int64)
+        order = np.argsort(index, kind="stable")
+        n = len(index)
+        if n != st.count or (n and not np.array_equal(index[order], np.arange(n))):
+            raise RuntimeError(f"{plan.shard}: received {n} samples for {st.count} in the tar (internal error)")
+        keys = [st.keys[i] for i in order]
+        status = [st.status[i] for i in order]
+        scores = {}
+        for r in sorted(self.wanted):
+            col = np.full(n, np.nan)
+            for idx, vals in st.scores.get(r, []):
+                col[idx] = vals
+            scores[r] = col
+        seen: set[str] = set()
+        for i, k in enumerate(keys):  # a key twice in one tar: keep the first, report the rest
+            if k in seen:
+                status[i] = "duplicate_key" if status[i] == "ok" else status[i] + ";duplicate_key"
+                for r in scores:
+                    scores[r][i] = np.nan
+            seen.add(k)
+        for r, col in scores.items():
+            for i in np.flatnonzero(np.isnan(col)):
+                if not _explained(status[i], r, self.text_rewards) and "duplicate_key" not in status[i]:
+                    status[i] = f"nan:{r}" if status[i] == "ok" else f"{status[i]};nan:{r}"
+        provenance = dict(self.provenance)
+        if plan.keep_existing:
+            keys, scores, status, provenance = self._merge(plan, keys, scores, status, provenance)
+        counts = sidecar.status_counts(status)
+        report = {"samples": len(keys), "status_counts": counts, "tar_error": st.error}
+        meta = {
+            "shard": plan.shard.name,
+            "shard_bytes": plan.shard.stat().st_size,
+            "rewards": provenance,
+            "config": self.config_dict,
+            "report": report,
+        }
+        path = sidecar.write_rewards(plan.sidecar, keys, scores, status, meta)
+        self.written.append(path)
+        bad = {k: v for k, v in counts.items() if k != "ok"}
+        rank, world, _ = process_rank()
+        msg = f"rank {rank}/{world}: wrote {path} ({len(keys)} samples, {counts.get('ok', 0)} ok"
+        msg += f", {bad})" if bad else ")"
+        if st.error:
+            msg += f"; TAR ERROR after {st.count} samples: {st.error}"
+        (log.warning if (bad or st.error) else log.info)(msg)
+        if self.progress is not None:
+            self.progress.set_postfix_str(f"shard {plan.shard.name} done", refresh=False)
+
+    def _merge(self, plan: ShardPlan, keys, scores, status, provenance):
+        old, meta = sidecar.read_rewards(plan.sidecar)
+        old_keys = old.column("key").to_pylist()
+        if old_keys != keys:
+            log.warning("%s: keys differ from the existing sidecar; replacing it", plan.sidecar)
+            return keys, scores, status, provenance
+        merged = {c: old.column(c).to_numpy(zero_copy_only=False) for c in sidecar.reward_columns(plan.sidecar) if c not in scores}
+        merged.update(scores)
+        old_status = old.column("status").to_pylist()
+        status = [_union(a, b) for a, b in zip(old_status, status)]
+        return keys, merged, status, {**meta.get("rewards", {}), **provenance}
+
+
+def _union(a: str, b: str) -> str:
+    parts = [p for p in dict.fromkeys(a.split(";") + b.split(";")) if p != "ok"]
+    return ";".join(parts) if parts else "ok"
+
+
+def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config_dict: dict | None = None) -> dict:
+    """Score this process's shards; returns a summary (shards written / skipped, images, seconds)."""
+    rank, world, local_rank = process_rank()
+    all_shards = list_shards(cfg.data.shards)
+    if not all_shards:
+        raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
+    root = shards_root(cfg.data.shards, all_shards, cfg.data.root)
+    mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
+    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite))]
+    summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
+    log.info("rank %d/%d: %d of %d shards, %d already complete", rank, world, len(mine), len(all_shards), summary["skipped"])
+    if not plans:
+        return summary
+    if scorers is None:
+        needed = [r for r in cfg.reward_names if any(r in p.missing for p in plans)]
+        device = resolve_device(cfg.device, local_rank)
+        scorers = build_scorers(needed, cfg.rewards, device, DTYPES[cfg.dtype])
+    config_dict = config_dict if config_dict is not None else asdict(cfg)
+    groups: dict[tuple[str, ...], list[ShardPlan]] = defaultdict(list)
+    for p in plans:
+        groups[p.missing].append(p)
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(unit="img", disable=not cfg.progress, desc=f"annotate r{rank}" if world > 1 else "annotate", dynamic_ncols=True) as bar:
+        for group in groups.values():
+            done = ScoringPass(cfg, scorers, group, config_dict, bar).run()
+            summary["written"] += [str(p) for p in done]
+        summary["images"] = int(bar.n)
+    summary["seconds"] = time.perf_counter() - t0
+    log.info("rank %d/%d: %d images in %.1f s (%.1f img/s)", rank, world, summary["images"], summary["seconds"], summary["images"] / max(summary["seconds"], 1e-9))
+    return summary

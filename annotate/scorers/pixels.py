@@ -1,0 +1,100 @@
+"""Shared pieces of the weight-free scorers: the working copies they measure and the scorer that runs them.
+
+Each score is computed in the preprocessing (so in the DataLoader workers, in parallel) and the "forward" only
+hands the numbers back.  Several weight-free rewards requested together share one scorer and one set of working
+copies (one resize, one luma conversion per image).  Pixel values are on the 0..255 scale throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from annotate.scorers.base import Item, Scorer, as_float64
+from annotate.scorers.weights import package_versions
+from miro.utils.config import require
+
+
+@dataclass
+class FixedSizeConfig:
+    size: int = 256  # every image is measured at size x size so scores compare across resolutions
+
+    def __post_init__(self):
+        require(8 <= self.size <= 4096, "size", self.size, "must be an integer in 8..4096")
+
+
+class PixelViews:
+    """Working copies of one image, made on first use and shared by every weight-free measure."""
+
+    def __init__(self, image: Image.Image):
+        self.image = image if image.mode == "RGB" else image.convert("RGB")
+        self._cache: dict = {}
+
+    def native(self) -> np.ndarray:
+        """H x W x 3 uint8 at the original resolution."""
+        if "native" not in self._cache:
+            self._cache["native"] = np.asarray(self.image)
+        return self._cache["native"]
+
+    def fixed(self, size: int) -> np.ndarray:
+        """``size`` x ``size`` x 3 uint8, bicubic (antialiased when shrinking); aspect ratio not kept on purpose."""
+        key = ("fixed", size)
+        if key not in self._cache:
+            img = self.image if self.image.size == (size, size) else self.image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            self._cache[key] = np.asarray(img)
+        return self._cache[key]
+
+    def luma(self, size: int) -> np.ndarray:
+        """ITU-R 601 luma (PIL's "L" weights, kept in floating point) of the fixed-size copy, float64."""
+        key = ("luma", size)
+        if key not in self._cache:
+            self._cache[key] = self.fixed(size).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return self._cache[key]
+
+
+Measure = Callable[[PixelViews, object], float]
+
+
+class PixelScorer(Scorer):
+    """Image-only, weight-free rewards: ``{name: (measure(views, config) -> float, config)}``."""
+
+    def __init__(self, measures: dict[str, tuple[Measure, object]]):
+        self.measures = dict(measures)
+        self.outputs = tuple(self.measures)
+        self.name = "+".join(self.outputs)
+
+    @classmethod
+    def merge(cls, scorers: list[PixelScorer]) -> PixelScorer:
+        out: dict = {}
+        for s in scorers:
+            out.update(s.measures)
+        return cls(out)
+
+    def _prep(self, image: Image.Image, prompt: str | None) -> Item:
+        views = PixelViews(image)
+        return {name: torch.tensor(float(fn(views, cfg)), dtype=torch.float64) for name, (fn, cfg) in self.measures.items()}
+
+    def preprocessor(self):
+        return self._prep  # no weights: the scorer is its own (picklable) preprocessor
+
+    def forward(self, batch) -> dict[str, np.ndarray]:
+        return {name: as_float64(batch[name]) for name in self.outputs}
+
+    def output_provenance(self, output: str) -> dict:
+        fn, cfg = self.measures[output]
+        return {
+            "model": f"weight-free:{output}",
+            "implementation": f"{fn.__module__}.{fn.__name__}",
+            "weights": [],
+            "packages": package_versions("numpy", "scipy", "pillow"),
+            "config": asdict(cfg),
+        }
+
+    def provenance(self) -> dict:
+        if len(self.outputs) == 1:
+            return self.output_provenance(self.outputs[0])
+        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}

@@ -1,0 +1,66 @@
+"""Reward names and how to build their scorers: ``build_scorer(name, **cfg)`` and the job's ``build_scorers``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from annotate.scorers.base import Scorer
+from miro.utils.config import ConfigError
+
+MODEL_REWARDS = ("pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic")
+WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "alignment")
+REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
+SHARED_PIXELS = ("sharpness", "low_noise", "colorfulness", "contrast")  # one set of working copies per image
+
+
+def _module(name: str):
+    if name not in REWARD_NAMES:
+        raise ConfigError(f"reward {name!r}: must be one of {list(REWARD_NAMES)}")
+    return importlib.import_module(f"annotate.scorers.{name}")
+
+
+def _place(scorer: Scorer, device, dtype) -> Scorer:
+    if isinstance(dtype, str):
+        dtype = DTYPES[dtype]
+    return scorer.to(device, dtype) if (device is not None or dtype is not None) else scorer
+
+
+def build_scorer(name: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, **cfg) -> Scorer:
+    """The scorer of reward ``name`` with its config keys (``conf/rewards/<name>.yaml``), on ``device``/``dtype``."""
+    return _place(_module(name).build(**cfg), device, dtype)
+
+
+def build_scorers(
+    names: Sequence[str],
+    configs: Mapping[str, Mapping] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> list[Scorer]:
+    """Scorers covering ``names``; ``clip_score`` and ``aesthetic`` share one scorer (one image forward), and so
+    do the image-statistics rewards (one resize per image)."""
+    configs = configs or {}
+    if len(set(names)) != len(names):
+        raise ConfigError(f"rewards={list(names)}: a reward is listed twice")
+    for n in names:
+        _module(n)
+    out: list[Scorer] = []
+    shared = [n for n in SHARED_CLIP_L if n in names]
+    if len(shared) == 2:
+        from annotate.scorers.clip_l import build_clip_l
+
+        out.append(_place(build_clip_l(clip_score=dict(configs.get("clip_score", {})), aesthetic=dict(configs.get("aesthetic", {}))), device, dtype))
+    pixels = [build_scorer(n, **dict(configs.get(n, {}))) for n in names if n in SHARED_PIXELS]
+    if pixels:
+        from annotate.scorers.pixels import PixelScorer
+
+        out.append(PixelScorer.merge(pixels))
+    for n in names:
+        if (len(shared) == 2 and n in SHARED_CLIP_L) or n in SHARED_PIXELS:
+            continue
+        out.append(build_scorer(n, device, dtype, **dict(configs.get(n, {}))))
+    return out

@@ -1,0 +1,90 @@
+"""Per-shard parquet sidecars: raw reward scores (``.rewards.parquet``) and buckets (``.buckets.parquet``).
+
+Format (docs/contracts.md): column ``key`` (string), one float64 column per reward (raw, higher is better, NaN
+where not scored), ``status`` (``ok`` or the reasons joined by ``;``); parquet key-value metadata ``miro`` holds
+JSON (per-reward provenance, the job config, the shard report).  Files are written to a temporary name in the
+same folder and renamed, so a sidecar is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from miro.data.shards import sidecar_path
+
+REWARDS_SUFFIX = ".rewards.parquet"
+BUCKETS_SUFFIX = ".buckets.parquet"
+META_KEY = b"miro"
+FORMAT_VERSION = 1
+RESERVED = ("key", "status")
+
+
+def rewards_path(shard: str | Path, out_dir: str | Path | None = None, root: str | Path | None = None) -> Path:
+    return sidecar_path(shard, REWARDS_SUFFIX, out_dir, root)
+
+
+def buckets_path(rewards_file: str | Path) -> Path:
+    """The buckets file lives beside its rewards sidecar."""
+    p = Path(rewards_file)
+    return p.with_name(p.name[: -len(REWARDS_SUFFIX)] + BUCKETS_SUFFIX)
+
+
+def write_parquet_atomic(path: str | Path, table: pa.Table, meta: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_rewards(path: str | Path, keys: list[str], scores: dict[str, np.ndarray], status: list[str], meta: dict) -> Path:
+    n = len(keys)
+    if len(status) != n or any(len(v) != n for v in scores.values()):
+        raise ValueError(f"{path}: {n} keys but columns of lengths {[len(v) for v in scores.values()]} / {len(status)} statuses")
+    if clash := set(scores) & set(RESERVED):
+        raise ValueError(f"reward names {sorted(clash)} clash with reserved columns {RESERVED}")
+    cols = {"key": pa.array(keys, pa.string())}
+    cols.update({name: pa.array(np.asarray(scores[name], dtype=np.float64), pa.float64()) for name in sorted(scores)})
+    cols["status"] = pa.array(status, pa.string())
+    meta = {"format": FORMAT_VERSION, **meta, "rewards_in_file": sorted(scores)}
+    return write_parquet_atomic(path, pa.table(cols), meta)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The ``miro`` metadata of a sidecar (reads only the footer)."""
+    md = pq.read_schema(path).metadata or {}
+    return json.loads(md[META_KEY]) if META_KEY in md else {}
+
+
+def reward_columns(path: str | Path) -> list[str]:
+    """Reward column names in a rewards sidecar (reads only the footer)."""
+    return [n for n in pq.read_schema(path).names if n not in RESERVED]
+
+
+def read_rewards(path: str | Path, rewards: list[str] | None = None) -> tuple[pa.Table, dict]:
+    cols = None if rewards is None else ["key", *rewards, "status"]
+    return pq.read_table(path, columns=cols), read_meta(path)
+
+
+def status_counts(status: list[str]) -> dict[str, int]:
+    """Samples per reason (a status ``a;b`` counts once for ``a`` and once for ``b``), plus ``ok``."""
+    c: Counter[str] = Counter()
+    for s in status:
+        for part in s.split(";"):
+            c[part] += 1
+    return dict(sorted(c.items()))
