@@ -1,6 +1,6 @@
 """Reward metrics of a generated folder, or a comparison of two scored folders (docs/eval.md).
 
-    python scripts/reward_metrics.py image_dir=runs/geneval 'rewards.scorers={sharpness:{}}'
+    python scripts/reward_metrics.py image_dir=runs/geneval rewards=[pickscore,sharpness]
     python scripts/reward_metrics.py compare 'compare.runs=[runs/base,runs/miro]'
 """
 

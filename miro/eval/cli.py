@@ -6,7 +6,7 @@
     python -m miro.eval evaluate image_dir=runs/geneval detector=shapes
     python -m miro.eval summary image_dir=runs/geneval
     python -m miro.eval geneval image_dir=... generate.pipeline=... detector=shapes   (all three)
-    python -m miro.eval rewards image_dir=runs/geneval 'rewards.scorers={sharpness:{},colorfulness:{}}'
+    python -m miro.eval rewards image_dir=runs/geneval rewards=[pickscore,hpsv2,sharpness]
     python -m miro.eval compare 'compare.runs=[runs/base,runs/miro]' compare.out_dir=runs/cmp
     python -m miro.eval fid image_dir=runs/geneval fid.reference=data/ref_images
 
@@ -168,20 +168,23 @@ def run_summary(cfg: EvalConfig) -> dict:
     return summary
 
 
-def build_scorers(specs: dict) -> list:
-    try:
-        from annotate.scorers import build_scorer
-    except ImportError as err:
-        raise ConfigError(f"rewards.scorers: the annotate package (reward scorers) is not importable: {err}") from None
-    return [build_scorer(name, **dict(kwargs or {})) for name, kwargs in specs.items()]
+def build_scorers(cfg: EvalConfig) -> list:
+    """annotate's scorers for ``rewards`` (rewards that share work share one scorer)."""
+    from annotate.scorers.registry import build_scorers as annotate_build_scorers
+
+    configs = {name: dict(settings) for name, settings in cfg.rewards.items()}
+    return annotate_build_scorers(list(configs), configs, device=resolve_device(cfg.reward_metrics.device))
 
 
 def run_rewards(cfg: EvalConfig, scorers=None) -> dict:
     from miro.eval.rewards import score_folder, summary_markdown, write_reward_summary
 
-    scorers = scorers if scorers is not None else build_scorers(cfg.rewards.scorers)
-    rows = score_folder(cfg.image_dir, scorers, out_file=cfg.rewards.out, batch_size=cfg.rewards.batch_size)
-    out_dir = Path(cfg.rewards.out).parent if cfg.rewards.out else Path(cfg.image_dir)
+    scorers = scorers if scorers is not None else build_scorers(cfg)
+    m = cfg.reward_metrics
+    rows = score_folder(cfg.image_dir, scorers, out_file=m.out, batch_size=m.batch_size)
+    out_dir = Path(m.out).parent if m.out else Path(cfg.image_dir)
+    provenance = {name: s.provenance() for s in scorers if hasattr(s, "provenance") for name in [s.name]}
+    (out_dir / "rewards_provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
     summary = write_reward_summary(rows, out_dir)
     print(summary_markdown(summary))
     return summary

@@ -16,6 +16,7 @@ COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", 
 DETECTORS = ("mask2former", "shapes")
 DTYPES = ("float32", "bfloat16", "float16")
 SOURCES = ("pipeline", "shapes_oracle")
+WEIGHT_FREE_DEFAULT = ("sharpness", "low_noise", "colorfulness", "contrast")  # as annotate: they run offline
 
 
 @dataclass
@@ -122,13 +123,13 @@ class EvaluateConfig:
 
 
 @dataclass
-class RewardsConfig:
-    scorers: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: build_scorer kwargs}
+class RewardMetricsConfig:
     batch_size: int = 16
+    device: str = "auto"
     out: str | None = None  # default: <image_dir>/rewards.jsonl
 
     def __post_init__(self):
-        require(self.batch_size >= 1, "rewards.batch_size", self.batch_size, "must be >= 1")
+        require(self.batch_size >= 1, "reward_metrics.batch_size", self.batch_size, "must be >= 1")
 
 
 @dataclass
@@ -161,12 +162,22 @@ class EvalConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     colors: ColorsConfig = field(default_factory=ColorsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    # annotate's reward group: {name: settings} (``rewards=[pickscore,hpsv2]``, ``rewards.hpsv2.version=v2.0``),
+    # a list of names (default settings), or null: the weight-free set
+    rewards: Any = None
+    reward_metrics: RewardMetricsConfig = field(default_factory=RewardMetricsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
 
     def __post_init__(self):
         require_choice("command", self.command, COMMANDS)
+        if self.rewards is None:
+            self.rewards = {r: {} for r in WEIGHT_FREE_DEFAULT}
+        elif isinstance(self.rewards, list | tuple):
+            self.rewards = {r: {} for r in self.rewards}
+        require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to settings (or list names)")
+        for name, settings in self.rewards.items():
+            require(isinstance(settings, dict), f"rewards.{name}", settings, "must be a mapping of that reward's settings")
 
     def require_for(self, command: str) -> None:
         """The keys ``command`` cannot run without."""
@@ -176,8 +187,7 @@ class EvalConfig:
             require(bool(self.generate.pipeline), "generate.pipeline", self.generate.pipeline,
                     f"is required by `{command}`: a saved MiroPipeline folder")  # fmt: skip
         if command == "rewards":
-            require(bool(self.rewards.scorers), "rewards.scorers", self.rewards.scorers,
-                    "is required: {name: {kwargs}} of annotate scorers, e.g. rewards.scorers={sharpness:{}}")  # fmt: skip
+            require(bool(self.rewards), "rewards", self.rewards, "select at least one reward, e.g. rewards=[sharpness]")
         if command == "compare":
             require(len(self.compare.runs) == 2, "compare.runs", self.compare.runs, "must name two scored folders")
         if command == "fid":

@@ -41,6 +41,9 @@ ROW_KEYS = ("folder", "sample", "filename", "prompt", "tag", "status")
 
 
 class Scorer(Protocol):
+    """``annotate.scorers`` API: ``name``, ``score(images, prompts)``; grouped scorers add ``outputs`` and
+    ``score_dict(images, prompts) -> {reward: array}``."""
+
     name: str
 
     def score(self, images: list, prompts: list[str]) -> np.ndarray: ...
@@ -103,6 +106,17 @@ def reward_names(rows: Sequence[dict]) -> list[str]:
     return list(names)
 
 
+def scorer_outputs(scorer: Scorer) -> tuple[str, ...]:
+    """The reward columns a scorer fills: ``outputs`` of a grouped annotate scorer, else its ``name``."""
+    return tuple(getattr(scorer, "outputs", ()) or (scorer.name,))
+
+
+def _score(scorer: Scorer, images: list, prompts: list[str]) -> dict[str, np.ndarray]:
+    if hasattr(scorer, "score_dict"):  # annotate's grouped scorers fill several rewards in one pass
+        return scorer.score_dict(images, prompts)
+    return {scorer.name: scorer.score(images, prompts)}
+
+
 def score_folder(
     image_dir: str | Path,
     scorers: Sequence[Scorer],
@@ -112,9 +126,9 @@ def score_folder(
     """Score every image of ``image_dir`` with every scorer; returns the rows written to ``out_file``."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
-    names = [s.name for s in scorers]
+    names = [n for s in scorers for n in scorer_outputs(s)]
     if len(set(names)) != len(names):
-        raise ValueError(f"scorer names must be unique, got {names}")
+        raise ValueError(f"reward names must be unique across scorers, got {names}")
     image_dir = Path(image_dir)
     out_file = Path(out_file) if out_file is not None else image_dir / REWARDS_FILE
     refs = list_images(image_dir)
@@ -152,17 +166,20 @@ def _score_batch(batch: Sequence[ImageRef], scorers: Sequence[Scorer], done: Map
             images.append(None)
             row["status"] = f"bad_image: {err}"
     for scorer in scorers:
-        idx = [i for i, r in enumerate(batch) if scorer.name not in done.get(r.filename, {})]
+        outputs = scorer_outputs(scorer)
+        idx = [i for i, r in enumerate(batch) if any(o not in done.get(r.filename, {}) for o in outputs)]
         ok = [i for i in idx if images[i] is not None]
         for i in idx:
-            rows[i][scorer.name] = math.nan
+            rows[i].update({o: math.nan for o in outputs})
         if not ok:
             continue
-        scores = np.asarray(scorer.score([images[i] for i in ok], [batch[i].prompt for i in ok]), dtype=np.float64)
-        if scores.shape != (len(ok),):
-            raise RewardsError(f"scorer {scorer.name!r} returned shape {scores.shape} for {len(ok)} images")
-        for i, s in zip(ok, scores.tolist()):
-            rows[i][scorer.name] = s
+        scores = _score(scorer, [images[i] for i in ok], [batch[i].prompt for i in ok])
+        for o in outputs:
+            values = np.asarray(scores[o], dtype=np.float64)
+            if values.shape != (len(ok),):
+                raise RewardsError(f"scorer {scorer.name!r} returned shape {values.shape} for {o!r} and {len(ok)} images")
+            for i, v in zip(ok, values.tolist()):
+                rows[i][o] = v
     return rows
 
 

@@ -123,3 +123,34 @@ def test_evaluate_command_end_to_end_with_tiny_models(tmp_path, capsys):
     main(args)  # resumes: nothing left to evaluate, same rows
     again = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert again == rows
+
+
+def test_rewards_command_with_the_real_weight_free_scorers(tmp_path, capsys):
+    """annotate's image-statistics scorers (one shared pass) through the command, on shapes-oracle images."""
+    run = tmp_path / "run"
+    main(["generate", f"image_dir={run}", "generate.source=shapes_oracle", "generate.n_samples=2",
+          "prompts.metadata=" + str(_shapes_prompts(tmp_path))])  # fmt: skip
+    main(["rewards", f"image_dir={run}", "rewards=[sharpness,colorfulness,contrast]", "rewards.sharpness.size=64",
+          "reward_metrics.batch_size=3"])  # fmt: skip
+    rows = [json.loads(line) for line in (run / "rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    for row in rows:
+        assert row["status"] == "ok"
+        assert all(isinstance(row[k], float) and np.isfinite(row[k]) for k in ("sharpness", "colorfulness", "contrast"))
+    summary = json.loads((run / "rewards_summary.json").read_text())
+    assert set(summary) == {"sharpness", "colorfulness", "contrast"} and summary["sharpness"]["prompts"] == 3
+    provenance = json.dumps(json.loads((run / "rewards_provenance.json").read_text()))
+    assert '"size": 64' in provenance  # the group's setting reached the scorer
+    assert "| sharpness |" in capsys.readouterr().out
+
+
+def _shapes_prompts(tmp_path):
+    path = tmp_path / "shapes_prompts.jsonl"
+    items = [
+        {"tag": "single_object", "include": [{"class": "star", "count": 1}], "prompt": "a photo of a star"},
+        {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"},
+        {"tag": "counting", "include": [{"class": "heart", "count": 2}], "exclude": [{"class": "heart", "count": 3}],
+         "prompt": "a photo of two hearts"},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(i) + "\n" for i in items))
+    return path

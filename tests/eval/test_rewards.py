@@ -111,7 +111,7 @@ def test_scorer_contract_violations(tmp_path):
 
     with pytest.raises(RewardsError, match="returned shape"):
         score_folder(run, [Wrong()])
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="unique across scorers"):
         score_folder(run, [Brightness(), Brightness()])
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(RewardsError, match="no sample images"):
