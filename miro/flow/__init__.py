@@ -15,7 +15,7 @@ signal level gamma = 1 - t, which is the same information.  Sampling grids match
 from miro.flow.loss import loss_per_time_bin, velocity_loss
 from miro.flow.path import LinearPath, PathSample
 from miro.flow.schedule import flow_sigmas, shift_time
-from miro.flow.solvers import heun_step, euler_step, integrate
+from miro.flow.solvers import euler_step, heun_step, integrate
 from miro.flow.timesteps import TimeSampler
 
 __all__ = [

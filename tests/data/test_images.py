@@ -71,7 +71,7 @@ def test_truncated_and_huge():
 
 
 def test_captions():
-    assert decode_text(" a red circle \n".encode()) == "a red circle"
+    assert decode_text(b" a red circle \n") == "a red circle"
     for data, reason in [(None, "missing_caption"), (b"\xff\xfe\xfa", "caption_not_utf8"), (b"  ", "empty_caption")]:
         with pytest.raises(BadCaption) as e:
             decode_text(data)

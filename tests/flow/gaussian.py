@@ -1,6 +1,5 @@
 """Closed forms for data x_0 ~ N(mu, s^2) (per dimension) on the linear path x_t = (1-t) x_0 + t eps."""
 
-import torch
 
 
 def marginal_var(t, s):

@@ -3,25 +3,31 @@
 1. **Background and noise.**  The background colour is the median of the image border; the noise level is a
    robust estimate from neighbour differences, and a noisy image is smoothed before segmentation.
 2. **Segmentation.**  Pixels further than an adaptive threshold (CIELAB Delta-E) from the background are
-   foreground; 8-connected components larger than a minimum area are object candidates.
-3. **Coverage.**  Each candidate's colour is the median of its most saturated pixels; the fraction ``alpha`` of
-   each nearby pixel covered by the object is the projection of (pixel - background) onto (colour -
-   background), the inverse of the renderer's compositing.
-4. **Shape.**  Rotation- and scale-invariant moments of ``alpha``: the magnitudes of the complex moments
-   ``sum(alpha z^k)`` for k = 2..6 and ``sum(alpha z^2 conj(z))``, normalised by the area.  Centred complex
-   moments do not change under an isotropic blur, so the features survive blurring.  A Gaussian classifier
-   fitted on freshly rendered single objects (deterministic, about a second, once per process) gives class
-   posteriors; the score is the posterior times a typicality factor, so fragments and blobs score low.
-5. **Colour.**  Nearest palette colour in CIELAB after explaining the background by a global contrast
-   factor and colour cast: the factor that best explains all candidates' colours at once is chosen.
+   foreground; 8-connected components larger than a minimum area are object candidates, and every other
+   pixel belongs to its nearest candidate.
+3. **Coverage.**  A candidate's colour is the median of its most saturated pixels; the fraction ``alpha`` of
+   each pixel near it covered by the object is the projection of (pixel - background) onto (colour -
+   background), the inverse of the renderer's compositing, against a background plane fitted on a ring
+   around the candidate (the background has a smooth texture).
+4. **Shape.**  Rotation- and scale-invariant moments of ``alpha``: the logs of the magnitudes of the complex
+   moments ``sum(alpha z^k)`` for k = 2..6 and ``sum(alpha z^2 conj(z))``, normalised by the area.  Centred
+   complex moments do not change under an isotropic blur, so the features survive blurring.  A Gaussian
+   classifier fitted on freshly rendered single objects (deterministic, about two seconds, once per process)
+   gives class posteriors.
+5. **Colour.**  Nearest palette colour in CIELAB, allowing the colour to be diluted by the background (blur)
+   and the palette to be seen through a global contrast factor and colour cast, chosen to explain all
+   candidates at once.
+6. **Score.**  Class posterior x typicality (decays when the features are far from every class) x colour fit
+   (decays when no palette colour explains the candidate), so halos, smudges and fragments score low.
 
 Output: the contract of docs/contracts.md, ``{"class", "score", "box": [x0, y0, x1, y1], "mask", "color"}``,
 sorted by decreasing score.  Boxes are in pixels with exclusive ends (a one-pixel object at (3, 5) has box
-[3, 5, 4, 6]).
+[3, 5, 4, 6]); the mask is the candidate's pixels covered at least 40 %.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,7 +37,7 @@ from scipy import ndimage
 
 from miro.data.shapes.geometry import MAX_ROTATION, Placed
 from miro.data.shapes.render import coverage
-from miro.data.shapes.vocab import BACKGROUND, CLASSES, COLORS, palette_array, srgb_to_lab
+from miro.data.shapes.vocab import BACKGROUND, CLASSES, COLORS, PALETTE, palette_array, srgb_to_lab
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 CONTRASTS = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)  # contrast factors tried when naming colours
@@ -39,7 +45,8 @@ MIX_STEPS = np.array([1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0])  # how far a co
 
 
 def as_array(image) -> np.ndarray:
-    """``[H, W, 3]`` float64 RGB in 0..255 from a PIL image or a uint8 / float array."""
+    """``[H, W, 3]`` float64 RGB in 0..255 from a PIL image or an array (uint8, or float in 0..255; grey is
+    repeated, an alpha channel dropped)."""
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
@@ -114,9 +121,23 @@ def zone_alpha(alpha: np.ndarray, comp: np.ndarray, owned: np.ndarray | None = N
     return np.where(zone, np.clip(alpha, -0.5, 1.5), 0.0)
 
 
+def _through_jpeg(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coverage read back after painting the object in a random palette colour over the background and
+    saving it as a JPEG (random quality 20..90, 4:2:0 chroma as the generator's JPEGs)."""
+    obj = np.array(PALETTE[COLORS[int(rng.integers(len(COLORS)))]], dtype=np.float64)
+    bg = np.asarray(BACKGROUND, dtype=np.float64)
+    img = np.clip(bg + np.clip(alpha, 0, 1)[..., None] * (obj - bg), 0, 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(20, 91)))
+    back = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64)
+    v = obj - bg
+    return ((back - bg) @ v) / float(v @ v)
+
+
 def _training_features(rng: np.random.Generator, cls: str, n: int) -> list[np.ndarray]:
-    """Features of ``n`` single objects, 8..64 px, random rotation and sub-pixel offset, half of them blurred
-    and a third with pixel noise, read through ``zone_alpha`` as the detector reads them."""
+    """Features of ``n`` single objects, 8..64 px, random rotation and sub-pixel offset, half of them blurred,
+    all with the small errors of reading coverage off an image, a third with pixel noise, a quarter through
+    JPEG, read through ``zone_alpha`` as the detector reads them."""
     out = []
     for j in range(n):
         size = float(np.exp(rng.uniform(np.log(8), np.log(64))))
@@ -128,8 +149,13 @@ def _training_features(rng: np.random.Generator, cls: str, n: int) -> list[np.nd
         full[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]] = a
         if j % 2 == 1:
             full = ndimage.gaussian_filter(full, rng.uniform(0.3, 0.05 * size + 0.5))
+        # what reading coverage off a real image adds: 8-bit rounding and background texture (small
+        # pixel noise), a slightly wrong object colour (a gain), and for a third real pixel noise
+        full = full * rng.uniform(0.93, 1.07) + rng.normal(0, rng.uniform(0.002, 0.02), size=full.shape)
         if j % 3 == 2:
             full = full + rng.normal(0, rng.uniform(0.01, 0.05), size=full.shape)
+        if j % 4 == 3:
+            full = _through_jpeg(full, rng)
         lab, _ = ndimage.label(ndimage.gaussian_filter(full, 0.5) > 0.15, structure=_EIGHT)
         comp = lab == np.bincount(lab.ravel())[1:].argmax() + 1
         out.append(shape_features(zone_alpha(full, comp)))
@@ -147,12 +173,20 @@ def fitted_classifier(classes: tuple[str, ...] = CLASSES, per_class: int = 240, 
     return ShapeClassifier.fit(classes, np.array(xs), np.array(ys))
 
 
+@dataclass
+class _Candidate:
+    origin: tuple[int, int]  # (y0, x0) of the crop in the image
+    alpha: np.ndarray  # coverage in the crop (0 outside the candidate's zone)
+    inside: np.ndarray  # the candidate's mask in the crop
+    color: np.ndarray  # observed RGB
+
+
 @dataclass(frozen=True)
 class DetectorOptions:
     min_area_frac: float = 0.003  # candidates smaller than this fraction of the image area are ignored ...
     min_area_px: float = 8.0  # ... and smaller than this many pixels
     fg_threshold: float = 12.0  # least Delta-E from the background for a foreground pixel (raised with noise)
-    typical_m2: float = 30.0  # squared Mahalanobis distance beyond which the score decays (6 features)
+    typical_m2: float = 50.0  # squared Mahalanobis distance beyond which the score decays (6 features)
 
 
 class ShapesDetector:
@@ -223,18 +257,19 @@ class ShapesDetector:
             inside = alpha >= 0.4
             if not inside.any():
                 continue
-            cands.append((idx, (y0, x0), alpha, inside, color))
+            cands.append(_Candidate((y0, x0), alpha, inside, color))
         if not cands:
             return []
-        feats = [shape_features(c[2]) for c in cands]
+        feats = [shape_features(c.alpha) for c in cands]
         cands = [c for c, f in zip(cands, feats) if f is not None]
         if not cands:
             return []
         feats = np.array([f for f in feats if f is not None])
         post, m2 = self.classifier.predict(feats)
-        names, fits = self._name_colors(np.array([c[4] for c in cands]), bg)
+        names, fits = self._name_colors(np.array([c.color for c in cands]), bg)
         dets = []
-        for (_idx, (y0, x0), _alpha, inside, _color), p, dm, cname, fit in zip(cands, post, m2, names, fits):
+        for c, p, dm, cname, fit in zip(cands, post, m2, names, fits):
+            (y0, x0), inside = c.origin, c.inside
             ys, xs = np.nonzero(inside)
             box = [float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1)]
             k = int(p.argmax())

