@@ -59,10 +59,10 @@ def load_pipeline(cfg: EvalConfig):
 def pipeline_generate_fn(pipe, cfg: EvalConfig):
     """The ``generate(prompt, n, generator)`` callable of ``generate_layout`` on a MiroPipeline."""
     g = cfg.generate
-    kwargs = dict(g.pipeline_kwargs)
+    kwargs = dict(g.pipeline_kwargs or {})
     kwargs.update(
-        reward_targets=dict(g.reward_targets),
-        negative_reward_targets=dict(g.negative_reward_targets),
+        reward_targets=dict(g.reward_targets or {}),
+        negative_reward_targets=dict(g.negative_reward_targets or {}),
         guidance_scale=g.guidance_scale,
         num_inference_steps=g.steps,
     )

@@ -40,9 +40,11 @@ class GenerateConfig:
     seed: int = 42  # every prompt restarts from this seed (GenEval's convention)
     steps: int = 50
     guidance_scale: float = 7.0
-    reward_targets: dict[str, float | None] = field(default_factory=dict)
-    negative_reward_targets: dict[str, float | None] = field(default_factory=dict)
-    pipeline_kwargs: dict[str, Any] = field(default_factory=dict)  # any other MiroPipeline.__call__ argument
+    # Mappings default to null so that `generate.reward_targets={aesthetic: 0.6}` sets them without hydra's `+`.
+    # (typed Any: hydra can then set a whole mapping; the pipeline checks names and values)
+    reward_targets: Any = None  # {reward: target in [0, 1] or null}; missing = 1.0
+    negative_reward_targets: Any = None  # missing = 0.0
+    pipeline_kwargs: Any = None  # any other MiroPipeline.__call__ argument
     grid: bool = True
     device: str = "auto"
     dtype: str = "float32"
@@ -52,6 +54,9 @@ class GenerateConfig:
     def __post_init__(self):
         require_choice("generate.source", self.source, SOURCES)
         require(self.n_samples >= 1, "generate.n_samples", self.n_samples, "must be >= 1")
+        for key in ("reward_targets", "negative_reward_targets", "pipeline_kwargs"):
+            value = getattr(self, key)
+            require(value is None or isinstance(value, dict), f"generate.{key}", value, "must be a mapping (or null)")
         require(self.batch_size >= 1, "generate.batch_size", self.batch_size, "must be >= 1")
         require(self.steps >= 1, "generate.steps", self.steps, "must be >= 1")
         require_choice("generate.dtype", self.dtype, DTYPES)
