@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +71,9 @@ class InceptionFeatures:
             digest = hashlib.sha1(path.read_bytes()).hexdigest()
             if digest != INCEPTION_SHA1:
                 raise FIDUnavailable(f"{path} has sha1 {digest}, expected {INCEPTION_SHA1}: a different network")
-        self.model = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():  # torch 2.14 deprecates jit.load; the bundled network is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = torch.jit.load(str(path), map_location=device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
 
