@@ -84,6 +84,17 @@ def run_generate(cfg: EvalConfig, pipe=None):
         generate = oracle_generate_fn(resolution=g.oracle_resolution)
     else:
         generate = pipeline_generate_fn(pipe if pipe is not None else load_pipeline(cfg), cfg)
+    from dataclasses import asdict
+
+    from miro.eval.provenance import record_settings
+
+    settings = {k: v for k, v in asdict(g).items() if k not in ("shard_index", "num_shards", "device")}
+    settings["prompts"] = {"metadata": cfg.prompts.metadata} if cfg.prompts.metadata else {
+        "seed": cfg.prompts.seed, "per_task": cfg.prompts.per_task}  # fmt: skip
+    image_dir = Path(cfg.image_dir)
+    started = image_dir.is_dir() and any(p.name.isdigit() for p in image_dir.iterdir())
+    record_settings(image_dir / "generation.json", settings, resuming=started,
+                    hint="use a new image_dir for new settings")  # fmt: skip
     report = generate_layout(
         items, cfg.image_dir, generate, n_samples=g.n_samples, batch_size=g.batch_size,
         seed=g.seed, grid=g.grid, shard_index=g.shard_index, num_shards=g.num_shards,
@@ -232,6 +243,22 @@ def run(cfg: EvalConfig):
     return commands[cfg.command](cfg)
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input, settings or missing weights (shown without a traceback)."""
+    from miro.eval.fid import FIDUnavailable
+    from miro.eval.geneval.colors import ColorModelUnavailable
+    from miro.eval.geneval.detector import DetectorUnavailable
+    from miro.eval.geneval.evaluate import EvaluationError
+    from miro.eval.geneval.layout import LayoutError
+    from miro.eval.geneval.prompts import MetadataError
+    from miro.eval.geneval.summary import ResultsError
+    from miro.eval.provenance import SettingsMismatch
+    from miro.eval.rewards import RewardsError
+
+    return (ConfigError, FileNotFoundError, FIDUnavailable, ColorModelUnavailable, DetectorUnavailable,
+            EvaluationError, LayoutError, MetadataError, ResultsError, SettingsMismatch, RewardsError)  # fmt: skip
+
+
 def _argv_with_command(argv: list[str]) -> list[str]:
     """``python -m miro.eval evaluate k=v`` -> ``k=v command=evaluate`` (hydra takes only overrides)."""
     if argv and "=" not in argv[0] and not argv[0].startswith("-"):
@@ -249,9 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     def _app(hcfg) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
-            run(to_typed(hcfg, EvalConfig))
+            cfg = to_typed(hcfg, EvalConfig)
         except ConfigError as err:
             raise SystemExit(f"config error: {err}") from None
+        try:
+            run(cfg)
+        except user_errors() as err:  # bad input or missing weights: the message says what to do
+            raise SystemExit(f"error ({type(err).__name__}): {err}") from None
 
     try:
         _app()

@@ -32,6 +32,10 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         main(["summary", f"image_dir={tmp_path}", "generate.shard_index=3", "generate.num_shards=2"])
     with pytest.raises(SystemExit, match="compare.runs"):
         main(["compare", "compare.runs=[a]"])
+    with pytest.raises(SystemExit, match=r"DetectorUnavailable.*facebook/mask2former-swin-small-coco-instance"):
+        main(["evaluate", f"image_dir={tmp_path}", f"detector.checkpoint={tmp_path / 'no_such_folder'}"])
+    with pytest.raises(SystemExit, match=r"MetadataError.*line|FileNotFoundError.*prompt metadata file not found"):
+        main(["prompts", f"prompts.out={tmp_path / 'x.jsonl'}", f"prompts.metadata={tmp_path / 'none.jsonl'}"])
 
 
 def test_summary_command_prints_genevals_text_and_writes_files(tmp_path, capsys):
@@ -137,6 +141,9 @@ def test_rewards_command_with_the_real_weight_free_scorers(tmp_path, capsys):
     for row in rows:
         assert row["status"] == "ok"
         assert all(isinstance(row[k], float) and np.isfinite(row[k]) for k in ("sharpness", "colorfulness", "contrast"))
+    with pytest.raises(SystemExit, match=r"SettingsMismatch.*changed: \['oracle_resolution'\]"):
+        main(["generate", f"image_dir={run}", "generate.source=shapes_oracle", "generate.n_samples=2",
+              "generate.oracle_resolution=32", "prompts.metadata=" + str(_shapes_prompts(tmp_path))])  # fmt: skip
     summary = json.loads((run / "rewards_summary.json").read_text())
     assert set(summary) == {"sharpness", "colorfulness", "contrast"} and summary["sharpness"]["prompts"] == 3
     provenance = json.dumps(json.loads((run / "rewards_provenance.json").read_text()))

@@ -27,6 +27,7 @@ from miro.data.images import BadImage, decode_image
 from miro.eval.geneval.layout import iter_prompt_folders
 from miro.eval.geneval.rules import RuleOptions, detection_colors, result_row
 from miro.eval.jsonl import read_jsonl, write_jsonl
+from miro.eval.provenance import record_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class PerImageDetector:
 
 
 class EvaluationError(RuntimeError):
-    """The results file belongs to another evaluation."""
+    """Nothing to evaluate, or an unreadable results file."""
 
 
 class LazyColors:
@@ -140,14 +141,7 @@ def _color_fn(colors, image: Image.Image):
 
 def _check_settings(results: Path, settings: dict, options: RuleOptions) -> None:
     """Record this run's settings beside the results; refuse to resume a file made with other settings."""
-    current = {"rules": asdict(options), **settings}
-    path = settings_path(results)
-    if results.exists() and path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != json.loads(json.dumps(current)):
-            raise EvaluationError(
-                f"{results} was written with other settings ({path}: {previous}, now {current}); "
-                "delete it or write to another file (evaluate.results=...)"
-            )
-    results.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
+    record_settings(
+        settings_path(results), {"rules": asdict(options), **settings}, resuming=results.exists(),
+        hint="delete the results or write to another file (evaluate.results=...)",
+    )  # fmt: skip

@@ -7,6 +7,7 @@ from PIL import Image
 from miro.eval.geneval.evaluate import EvaluationError, LazyColors, evaluate_folder, settings_path
 from miro.eval.geneval.layout import write_prompt_folder
 from miro.eval.geneval.rules import RuleOptions
+from miro.eval.provenance import SettingsMismatch
 
 ITEMS = [
     {"tag": "counting", "include": [{"class": "cup", "count": 2}], "exclude": [{"class": "cup", "count": 3}],
@@ -89,7 +90,7 @@ def test_other_settings_are_not_mixed_into_a_results_file(tmp_path):
     root = make_folder(tmp_path / "run")
     evaluate_folder(root, ScriptedDetector(BY_LEVEL), settings={"detector": "a"})
     assert json.loads(settings_path(root / "results.jsonl").read_text())["detector"] == "a"
-    with pytest.raises(EvaluationError, match="other settings"):
+    with pytest.raises(SettingsMismatch, match=r"other settings \(changed: \['rules'\]"):
         evaluate_folder(root, ScriptedDetector(BY_LEVEL), options=RuleOptions(threshold=0.5), settings={"detector": "a"})
     other = evaluate_folder(root, ScriptedDetector(BY_LEVEL), results=tmp_path / "strict.jsonl",
                             options=RuleOptions(counting_threshold=0.94))  # fmt: skip
