@@ -51,7 +51,8 @@ class RewardEmbedder(nn.Module):
         if fourier_dim < 2 or fourier_dim % 2:
             raise ValueError(f"reward_fourier_dim={fourier_dim}: must be an even integer >= 2")
         gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("freqs", torch.randn(num_rewards, fourier_dim // 2, generator=gen) * fourier_scale)
+        freqs = torch.randn(num_rewards, fourier_dim // 2, generator=gen, device="cpu") * fourier_scale
+        self.register_buffer("freqs", freqs)
         self.w1 = nn.Parameter(torch.empty(num_rewards, fourier_dim, dim))
         self.b1 = nn.Parameter(torch.zeros(num_rewards, 1, dim))
         self.w2 = nn.Parameter(torch.empty(num_rewards, dim, dim))

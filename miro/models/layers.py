@@ -57,15 +57,16 @@ class Attention(nn.Module):
         """``mask``: [B, 1, 1, S] bool over the keys (True = attend); every row needs one True key."""
         b, n, d = x.shape
         h, hd = self.num_heads, self.head_dim
+        # QK-norm runs on the [B, N, H, hd] projection layout, before the heads are moved forward
         if self.cross:
             if context is None:
                 raise ValueError("cross-attention needs a context")
-            q = self.to_q(x).view(b, n, h, hd).transpose(1, 2)
-            k, v = self.to_kv(context).view(b, context.shape[1], 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+            q = self.to_q(x).view(b, n, h, hd)
+            k, v = self.to_kv(context).view(b, context.shape[1], 2, h, hd).unbind(2)
         else:
-            q, k, v = self.to_qkv(x).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.norm_q(q), self.norm_k(k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            q, k, v = self.to_qkv(x).view(b, n, 3, h, hd).unbind(2)
+        q, k = self.norm_q(q).transpose(1, 2), self.norm_k(k).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -136,16 +136,18 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """prompts -> (emb [B, max_length, dim] in ``output_dtype``, mask [B, max_length] bool), on the encoder's device."""
-        ids, mask = self.tokenize(prompts)
         device = self.device
+        if len(prompts) == 0:
+            return (torch.zeros(0, self.max_length, self.dim, dtype=self.output_dtype, device=device),
+                    torch.zeros(0, self.max_length, dtype=torch.bool, device=device))
+        ids, mask = self.tokenize(prompts)
         ids, mask = ids.to(device), mask.to(device)
         chunks = []
-        for start in range(0, max(len(ids), 1), self.batch_size):
+        for start in range(0, len(ids), self.batch_size):
             sl = slice(start, start + self.batch_size)
             out = self.model(
                 input_ids=ids[sl], attention_mask=mask[sl].long(), output_hidden_states=self.layer == "penultimate"
             )
             hidden = out.last_hidden_state if self.layer == "last" else out.hidden_states[-2]
             chunks.append(hidden.float() * mask[sl, :, None])
-        emb = torch.cat(chunks) if chunks else torch.zeros(0, self.max_length, self.dim, device=device)
-        return emb.to(self.output_dtype), mask
+        return torch.cat(chunks).to(self.output_dtype), mask

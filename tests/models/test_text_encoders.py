@@ -48,6 +48,20 @@ def test_padding_masks_truncation_and_empty_prompts(minilm):
     assert minilm.dim == 384 and minilm.max_length == 16
 
 
+def test_empty_batch_and_chunking(minilm):
+    emb, mask = minilm.encode([])
+    assert emb.shape == (0, 16, 384) and mask.shape == (0, 16)
+    prompts = ["a red apple", "two stars", "", "a blue car", "three squares"]
+    full, full_mask = minilm.encode(prompts)
+    minilm.batch_size = 2
+    try:
+        chunked, chunked_mask = minilm.encode(prompts)
+    finally:
+        minilm.batch_size = 64
+    assert torch.equal(full_mask, chunked_mask)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
+
+
 def test_encoding_is_independent_of_the_batch(minilm):
     alone, _ = minilm.encode(["three blue triangles"])
     batched, _ = minilm.encode(["a", "three blue triangles", "x " * 30])

@@ -59,6 +59,14 @@ def test_bfloat16_autocast_on_cpu(model):
         out = model(x, t, text, tm, r, rm)
     assert out.dtype == x.dtype and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, t, text, tm, r, rm).float().square().mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) == len(list(model.parameters())) and all(torch.isfinite(g).all() for g in grads)
+    assert all(g.dtype == torch.float32 for g in grads)
+    model.zero_grad()
 
 
 def test_bfloat16_weights():
@@ -274,3 +282,11 @@ def test_tiny_model_fits_two_reward_conditioned_targets():
     # the baseline cannot tell the pairs apart: it stays at the unconditional floor
     base_losses, _ = _fit_two_targets([])
     assert min(base_losses) > 0.9 * floor
+
+
+def test_traces_as_one_graph_for_torch_compile():
+    """MIRO trains with torch.compile(fullgraph=True): the forward must trace without graph breaks."""
+    m = randomize_(tiny_model())
+    args = inputs(m)
+    compiled = torch.compile(m, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(*args), m(*args), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,155 @@
+"""Analytic FLOP count of MiroTransformer, model FLOP utilisation (MFU) and a matmul peak probe.
+
+FLOPs count matmuls only (2 per multiply-accumulate), attention included (QK^T and AV over every key,
+masked or not, as the kernels compute them); norms, activations and softmax are left out, as in
+nanoGPT's and PaLM's MFU.  Training = forward + backward = 3 x forward (4 x with gradient checkpointing,
+which repeats the forward, but MFU conventionally still counts 3 x: recomputation is overhead).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
+    return 2 * tokens * fan_in * fan_out
+
+
+def _attention(queries: int, keys: int, dim: int) -> int:
+    return 4 * queries * keys * dim  # QK^T and AV
+
+
+def _mlp_hidden(width: int, mlp_ratio: float, mlp_type: str) -> tuple[int, int]:
+    """(fc1 output width, fc2 input width), as ``layers.Mlp`` builds them."""
+    hidden = int(width * mlp_ratio)
+    if mlp_type == "swiglu":
+        hidden = int(2 * hidden / 3)
+        return 2 * hidden, hidden
+    return hidden, hidden
+
+
+def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len: int) -> dict[str, int]:
+    """Forward FLOPs per sample of each part, for an input of ``height`` x ``width`` and ``text_len`` tokens."""
+    c = config
+    w, p = c["width"], c["patch_size"]
+    out_channels = c.get("out_channels") or c["in_channels"]
+    n = (height // p) * (width // p)
+    r = len(c["reward_names"])
+    s = r + c["num_registers"] + 1 + text_len  # the condition set: rewards, registers, null text, text
+    fc1, fc2 = _mlp_hidden(w, c["mlp_ratio"], c["mlp_type"])
+
+    def mlp(tokens: int) -> int:
+        return _linear(tokens, w, fc1) + _linear(tokens, fc2, w)
+
+    def self_attention(tokens: int) -> int:
+        return _linear(tokens, w, 3 * w) + _attention(tokens, tokens, w) + _linear(tokens, w, w)
+
+    block = (
+        _linear(1, w, 6 * w)  # adaLN modulation
+        + self_attention(n)
+        + _linear(n, w, w) + _linear(s, w, 2 * w) + _attention(n, s, w) + _linear(n, w, w)  # cross-attention
+        + mlp(n)
+    )
+    return {
+        "patch_embed": _linear(n, c["in_channels"] * p * p, w),
+        "time_embed": _linear(1, c["time_frequency_dim"], w) + _linear(1, w, w),
+        "reward_embed": r * (_linear(1, c["reward_fourier_dim"], w) + _linear(1, w, w)),
+        "text_proj": _linear(text_len, c["text_dim"], w),
+        "cond_refiner": c["cond_refiner_depth"] * (self_attention(s) + mlp(s)),
+        "blocks": c["depth"] * block,
+        "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * out_channels),
+    }
+
+
+def forward_flops(config: Mapping[str, Any], height: int, width: int, text_len: int) -> int:
+    return sum(flops_breakdown(config, height, width, text_len).values())
+
+
+def training_flops(config: Mapping[str, Any], height: int, width: int, text_len: int) -> int:
+    """Forward + backward FLOPs per sample (3 x forward)."""
+    return 3 * forward_flops(config, height, width, text_len)
+
+
+def estimate_mfu(
+    model: torch.nn.Module,
+    batch: int,
+    seconds: float,
+    peak_flops: float,
+    text_len: int,
+    image_size: int | tuple[int, int] | None = None,
+) -> float:
+    """Fraction of ``peak_flops`` achieved by training on ``batch`` samples in ``seconds`` (nanoGPT's MFU).
+
+    ``image_size`` is the spatial size of the model input (pixels or latents); default ``config.sample_size``.
+    """
+    size = image_size if image_size is not None else model.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else size
+    achieved = training_flops(model.config, h, w, text_len) * batch / seconds
+    return achieved / peak_flops
+
+
+def measure_matmul_flops(
+    size: int = 1024, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    seconds: float = 1.0, repeats: int = 3,
+) -> float:
+    """The best FLOP/s of square ``size`` x ``size`` matmuls over ``repeats`` timed runs of ~``seconds``/repeats.
+
+    Used as the achievable peak on the CPU, where no datasheet number applies (the thread count in effect
+    is the one measured: set ``torch.set_num_threads`` as for training).
+    """
+    device = torch.device(device)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.mm(a, b, out=out)  # warm-up
+    sync()
+    start = time.perf_counter()
+    torch.mm(a, b, out=out)
+    sync()
+    one = max(time.perf_counter() - start, 1e-6)
+    iters = max(1, int(seconds / repeats / one))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(a, b, out=out)
+        sync()
+        best = max(best, 2 * size**3 * iters / (time.perf_counter() - start))
+    return best
+
+
+def math_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """``F.scaled_dot_product_attention`` as explicit matmuls (no dropout / causal), which FlopCounterMode sees."""
+    if dropout_p or is_causal:
+        raise NotImplementedError("math_attention covers the non-causal, dropout-free case only")
+    scores = q @ k.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(q.shape[-1]))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return scores.softmax(-1) @ v
+
+
+def counted_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs that ``FlopCounterMode`` counts while running ``fn``, with SDPA swapped for ``math_attention``
+    (torch does not count its CPU SDPA kernels).  Any model that calls ``F.scaled_dot_product_attention``
+    (ours, diffusers') is counted by the same rule."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sdpa = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = math_attention
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    return counter.get_total_flops()
