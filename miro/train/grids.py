@@ -2,7 +2,9 @@
 
 Rows: every reward set to one target (e.g. 0, 0.5, 1; a single "no reward" row for the baseline);
 columns: fixed prompts.  The same noise is used in every row and at every step, so differences along a
-column are the reward conditioning and differences over time are training progress.
+column are the reward conditioning and differences over time are training progress.  Sampling goes
+through ``miro.sampling.sample`` (the guidance formula of the sampling stage; scale 0 = plain
+conditional velocity, one network evaluation per step; the negative branch uses reward targets 0).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from miro.data.transforms import trim_text
-from miro.flow import flow_sigmas, integrate
+from miro.flow import flow_sigmas
+from miro.sampling.guidance import Guidance
+from miro.sampling.sampler import Conditions, sample
 from miro.utils.config import require
 
 PAD = 2  # pixels between tiles
@@ -36,6 +40,7 @@ class SampleConfig:
     targets: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     steps: int = 20
     shift: float = 1.0
+    guidance_scale: float = 0.0  # the sampling stage's joint scale (0 = no guidance)
     seed: int = 0
 
     def __post_init__(self):
@@ -45,6 +50,7 @@ class SampleConfig:
                 self.targets, "must be a non-empty list of reward targets in [0, 1]")
         require(self.steps >= 1, "sample.steps", self.steps, "must be >= 1")
         require(self.shift > 0, "sample.shift", self.shift, "must be > 0")
+        require(self.guidance_scale >= 0, "sample.guidance_scale", self.guidance_scale, "must be >= 0 (0 = no guidance)")
 
 
 class SampleGrid:
@@ -60,26 +66,23 @@ class SampleGrid:
 
     def describe(self) -> dict:
         return {"rows": [r for r, _ in self.rows], "columns": list(self.cfg.prompts), "steps": self.cfg.steps,
-                "shift": self.cfg.shift, "seed": self.cfg.seed, "rewards": self.reward_names}
+                "shift": self.cfg.shift, "guidance_scale": self.cfg.guidance_scale, "negative_targets": 0.0,
+                "seed": self.cfg.seed, "rewards": self.reward_names}
 
     @torch.no_grad()
     def render(self, model: torch.nn.Module, autoencoder) -> np.ndarray:
         """The grid as one uint8 image [H, W, 3]."""
-        n = len(self.cfg.prompts)
+        n, r = len(self.cfg.prompts), len(self.reward_names)
         sigmas = flow_sigmas(self.cfg.steps, self.cfg.shift)
+        guidance = Guidance.joint(self.cfg.guidance_scale, r)
+        known = torch.ones(n, r, dtype=torch.bool, device=self.device)
+        negative = torch.zeros(n, r, device=self.device)
         tiles = []
         for _, target in self.rows:
-            kwargs = {}
-            if target is not None:
-                kwargs["rewards"] = torch.full((n, len(self.reward_names)), float(target), device=self.device)
-                kwargs["reward_mask"] = torch.ones(n, len(self.reward_names), dtype=torch.bool, device=self.device)
-
-            def velocity(x, t, kwargs=kwargs):
-                return model(x, t.to(self.device), self.text, self.text_mask, **kwargs).float()
-
-            latents = integrate(velocity, self.noise.clone(), sigmas)
-            images = autoencoder.decode(latents).float().clamp(-1, 1)
-            tiles.append((images.cpu() + 1) / 2)
+            positive = torch.full((n, r), float(target or 0.0), device=self.device)
+            conds = Conditions(self.text, self.text_mask, positive, known, negative, known)
+            latents = sample(model, self.noise, conds, guidance, sigmas)
+            tiles.append((autoencoder.decode(latents).float().clamp(-1, 1).cpu() + 1) / 2)
         grid = make_grid(torch.cat(tiles), nrow=n, padding=PAD, pad_value=1.0)  # rows x prompts, white gaps
         return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 

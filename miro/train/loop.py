@@ -266,11 +266,17 @@ def _log_grid(accelerator: Accelerator, grid: SampleGrid, model: nn.Module, ae: 
 
 
 def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: Any, info: DatasetInfo) -> None:
-    """The EMA transformer (``save_pretrained``) and ``miro_training.json`` describing how it was trained."""
-    model.save_pretrained(folder / "transformer")
+    """The sampling stage's pipeline folder (``MiroPipeline.save_pretrained``: the EMA transformer, the
+    scheduler, the encoder configs, num_bins) plus ``miro_training.json`` describing how it was trained."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from miro.sampling.pipeline import MiroPipeline
+
+    pipe = MiroPipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.sample.shift),
+                        text_encoder_config=cfg.text_encoder, autoencoder_config=cfg.autoencoder,
+                        num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae)
+    pipe.save_pretrained(folder)
     meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.rewards,
-            "text_encoder_config": OmegaConf.to_container(OmegaConf.structured(cfg.text_encoder)),
-            "autoencoder_config": OmegaConf.to_container(OmegaConf.structured(cfg.autoencoder)),
             "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
             "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
     (folder / "miro_training.json").write_text(json.dumps(meta, indent=1))

@@ -2,7 +2,7 @@ import pytest
 
 from miro.data.pipeline import DataConfig
 from miro.models.autoencoders import IdentityAutoencoder
-from miro.models.config import ModelConfig
+from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
 from miro.train.config import TrainConfig
 from miro.train.grids import SampleConfig
 from miro.train.loop import Components
@@ -31,6 +31,8 @@ def tiny_config(out, shards_root, **overrides) -> TrainConfig:
     rewards = overrides.pop("rewards", REWARDS)
     model = ModelConfig(reward_names=list(rewards), patch_size=2, width=32, depth=2, num_heads=2)
     kw = {"name": "tiny", "output_dir": str(out), "model": model, "max_steps": 6, "batch_size": 4,
+          "text_encoder": TextEncoderConfig(max_length=TinyTextEncoder().max_length),  # describes TinyTextEncoder
+          "autoencoder": AutoencoderConfig(),
           "checkpoint_every": 3, "log_every": 2, "progress_bar": False, "peak_tflops": 0.05,  # skip the CPU probe
           "optim": OptimConfig(lr=5e-3, warmup_steps=2), "data": DataConfig(**data),
           "sample": SampleConfig(every=3, steps=2, prompts=["a red circle", "two blue squares"])}

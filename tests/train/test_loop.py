@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from miro.data.annotations import DataError
 from miro.data.cache import cache_shards
-from miro.models import MiroTransformer
+from miro.models.config import AutoencoderConfig
+from miro.sampling.pipeline import MiroPipeline
 from miro.train.checkpoint import list_checkpoints, resolve_resume
 from miro.train.loop import micro_batch_size, train
 from miro.utils.config import ConfigError
@@ -42,11 +43,14 @@ def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
     # MFU = achieved / peak with the analytic FLOPs of the batches: both logged, consistent with each other
     assert logged["perf/mfu"] == pytest.approx([v / 0.05 for v in logged["perf/tflops_per_device"]], rel=1e-5)
     assert logged["_images"]
-    # the exported transformer is the EMA network and loads with from_pretrained
-    final = MiroTransformer.from_pretrained(out / "final" / "transformer")
+    # the final folder is the sampling stage's pipeline, with the EMA network as its transformer
+    pipe = MiroPipeline.from_pretrained(out / "final", text_encoder=TinyTextEncoder())
     ema = torch.load(out / "checkpoints" / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)["model"]
-    for k, v in final.state_dict().items():
+    for k, v in pipe.transformer.state_dict().items():
         assert torch.equal(v, ema[k]), k
+    assert pipe.reward_names == ["sharpness", "contrast", "alignment"] and pipe.num_bins == 8
+    images = pipe(["a red circle"], num_inference_steps=2, guidance_scale=1.0, output_type="np")
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
     meta = json.loads((out / "final" / "miro_training.json").read_text())
     assert meta["reward_names"] == ["sharpness", "contrast", "alignment"] and meta["num_bins"] == 8
     assert meta["text_encoder"] == TinyTextEncoder().identifier()
@@ -61,7 +65,7 @@ def test_resume_continues_bit_identically(tmp_path, shards_root):
     train(tiny_config(split, shards_root, resume="latest"), tiny_components(seed=123))
     a, b = load_file(whole / "checkpoints/checkpoint-6/model.safetensors"), load_file(split / "checkpoints/checkpoint-6/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    fa = load_file(whole / "final/transformer/diffusion_pytorch_model.safetensors")
+    fa = load_file(whole / "final/transformer/diffusion_pytorch_model.safetensors")  # the EMA weights
     fb = load_file(split / "final/transformer/diffusion_pytorch_model.safetensors")
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
     la, lb = scalars(whole)["train/loss"], scalars(split)["train/loss"]
@@ -86,6 +90,7 @@ def test_baseline_without_rewards_or_annotations(tmp_path):
     out = train(tiny_config(tmp_path / "run", tmp_path / "plain", rewards=[], max_steps=3), tiny_components(rewards=[]))
     assert Image.open(out / "samples" / "step-0000003.png").size == (38, 20)  # one "no reward" row
     assert json.loads((out / "final/miro_training.json").read_text())["reward_names"] == []
+    assert MiroPipeline.from_pretrained(out / "final", text_encoder=TinyTextEncoder()).reward_names == []
 
 
 def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
@@ -98,7 +103,8 @@ def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
     runs = {}
     for cached in (False, True):
         cfg = tiny_config(tmp_path / f"run{cached}", tmp_path / "d", max_steps=3, data={"cache": cached},
-                          sample={"every": 3})
+                          sample={"every": 3, "guidance_scale": 2.0},
+                          autoencoder=AutoencoderConfig(kind="kl", path=str(vae)))
         comps = tiny_components(autoencoder=tiny_kl_autoencoder(vae))
         out = train(cfg, comps)
         runs[cached] = (load_file(out / "checkpoints/checkpoint-3/model.safetensors"), scalars(out)["train/loss"])
