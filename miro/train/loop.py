@@ -106,7 +106,7 @@ def _inspect_on_main(accelerator: Accelerator, cfg: TrainConfig, identity: dict 
         try:
             result = [inspect_dataset(cfg.data, cfg.rewards, identity, accelerator.num_processes)]
         except (DataError, CacheError, FileNotFoundError) as err:
-            result = [f"{type(err).__name__}: {err}"]
+            result = [str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"]
     if accelerator.num_processes > 1:
         broadcast_object_list(result)
     if isinstance(result[0], str):
