@@ -9,19 +9,35 @@ training step with attention run as explicit matmuls (the CPU SDPA kernel is inv
     python scripts/bench_train.py --part model                      # tiny preset, 32 px pixel space
     python scripts/bench_train.py --part model --preset small --image-size 16 --in-channels 4 --batch 16
 
-Parts are functions registered in ``PARTS``; each returns markdown, so more can be added beside ``model``.
+Part ``data`` (results: docs/benchmarks/train_data.md): is the data pipeline ever the bottleneck?  The
+training stream's samples/s with ONE DataLoader worker (decode + crop + reward join, and from the feature
+cache; shapes-like 32 px PNGs and web-like 256 px JPEGs written to a temp folder) against the images/s of real
+training steps with ONE thread (the tiny demo preset at 32 px, with cached text and with MiniLM in the loop;
+the small preset on 4x32x32 latents), and the data-wait fraction of a real ``miro.train`` demo run.
+Target: loader >= 3x consumption.
+
+    python scripts/bench_train.py --part data                       # ~3-5 min on 2 cores
+    python scripts/bench_train.py --part data --data-quick
+
+Parts are functions registered in ``PARTS``; each returns markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
+import json
+import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -206,7 +222,158 @@ def part_model(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-PARTS: dict[str, Callable[[argparse.Namespace], str]] = {"model": part_model}
+# ---------------------------------------------------------------------------------------------- data part
+REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
+COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"]
+
+
+def _scene(rng: random.Random, size: tuple[int, int], fmt: str) -> tuple[bytes, str]:
+    """A few coloured shapes with pixel noise (hard to compress, like degraded web images) and a caption."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (180, 172, 155))
+    draw = ImageDraw.Draw(img)
+    words = []
+    for _ in range(rng.randint(1, 3)):
+        c, w = rng.choice(COLORS), rng.randint(size[0] // 6, size[0] // 3)
+        x, y = rng.randint(0, size[0] - w), rng.randint(0, size[1] - w)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + w, y + w], fill=c)
+        words.append(c)
+    noise = np.random.default_rng(rng.randint(0, 2**31)).integers(-12, 12, (size[1], size[0], 3))
+    buf = io.BytesIO()
+    Image.fromarray((np.asarray(img).astype(np.int16) + noise).clip(0, 255).astype(np.uint8)).save(
+        buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue(), "a photo of a " + " and a ".join(f"{c} shape" for c in words)
+
+
+def _write_dataset(folder: Path, n_shards: int, per_shard: int, size: tuple[int, int], fmt: str) -> None:
+    """Shards plus annotations written by the annotation stage's own writers (random scores)."""
+    from annotate.sidecar import rewards_path, write_rewards
+    from annotate.stats import STATS_FILE, compute_stats, load_reward_stats, write_buckets
+    from miro.data.shards import ShardWriter
+
+    rng, ext = random.Random(0), ("jpg" if fmt == "JPEG" else "png")
+    with ShardWriter(folder, "bench", maxcount=per_shard) as w:
+        for i in range(n_shards * per_shard):
+            img, cap = _scene(rng, size, fmt)
+            w.write(f"k{i:07d}", {ext: img, "txt": cap, "json": "{}"})
+        shards = w.close()
+    scores = np.random.default_rng(0)
+    sidecars = [write_rewards(rewards_path(shard), [f"k{s * per_shard + i:07d}" for i in range(per_shard)],
+                              {r: scores.random(per_shard) for r in REWARDS}, ["ok"] * per_shard, {})
+                for s, shard in enumerate(shards)]
+    (folder / STATS_FILE).write_text(json.dumps(compute_stats(sidecars, REWARDS, 64, None)))
+    for p in sidecars:
+        write_buckets(p, load_reward_stats(folder / STATS_FILE))
+
+
+def _loader_rate(folder: Path, resolution: int, identity: dict | None, batches: int) -> float:
+    """Samples/s of the training stream (one worker process, batch 64), after start-up and buffer fill."""
+    from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader
+
+    cfg = DataConfig(shards=str(folder), resolution=resolution, num_workers=1, cache=identity is not None,
+                     verify_keys=False)
+    it = iter(make_loader(MiroDataset(cfg, inspect_dataset(cfg, REWARDS, identity), batch_size=64, seed=0)))
+    for _ in range(3):
+        next(it)
+    tic = time.perf_counter()
+    n = sum(len(b["keys"]) for b in itertools.islice(it, batches))
+    return n / (time.perf_counter() - tic)
+
+
+def _tiny_sd_geometry_vae(folder: Path):
+    """A random-weight AutoencoderKL with SD's geometry (4 latent channels, downsample 8) through the
+    production loader: the cache's size and I/O do not depend on the weights."""
+    from diffusers import AutoencoderKL
+
+    from miro.models.autoencoders import KLAutoencoder
+
+    torch.manual_seed(0)
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), latent_channels=4,
+                  norm_num_groups=4, sample_size=256, scaling_factor=0.13025).save_pretrained(folder)
+    return KLAutoencoder(str(folder))
+
+
+def _demo_run(folder: Path, out: Path, steps: int) -> dict[str, float]:
+    """A real ``miro.train`` run of the demo preset on the cached set: images/s and data-wait fraction."""
+    from hydra import compose, initialize_config_dir
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import miro.train.__main__  # noqa: F401  (registers the schema)
+    from miro.train.config import TrainConfig
+    from miro.train.loop import train
+    from miro.utils.config import to_typed
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hcfg = compose("train", overrides=[
+            f"output_dir={out}", f"data.shards={folder}", "data.cache=true", "data.num_workers=1",
+            f"max_steps={steps}", f"log_every={steps // 2}", f"checkpoint_every={steps}", "sample.every=0",
+            "progress_bar=false"])
+    train(to_typed(hcfg, TrainConfig))
+    acc = EventAccumulator(str(next(out.rglob("events.out.tfevents.*")).parent))
+    acc.Reload()
+    return {tag: acc.Scalars(tag)[-1].value for tag in ("perf/images_per_s", "perf/data_wait_fraction")}
+
+
+def part_data(args: argparse.Namespace) -> str:
+    """Loader samples/s (one worker) against training images/s (one thread), side by side; target >= 3x."""
+    from miro.data.cache import cache_identity, cache_shards
+    from miro.models.autoencoders import IdentityAutoencoder
+    from miro.models.config import TextEncoderConfig, build_text_encoder
+
+    torch.set_num_threads(1)
+    n_shards, per_shard, batches = (4, 256, 8) if args.data_quick else (8, 512, 30)
+    te = build_text_encoder(TextEncoderConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small, web = tmp / "shapes32", tmp / "web256"
+        _write_dataset(small, n_shards, per_shard, (64, 64), "PNG")
+        _write_dataset(web, max(2, n_shards // 2), per_shard // 2, (320, 256), "JPEG")
+        ident, vae = IdentityAutoencoder(), _tiny_sd_geometry_vae(tmp / "vae")
+        tic = time.perf_counter()
+        cache_shards(sorted(small.glob("*.tar")), te, ident, 32, batch_size=128)
+        cache_rate = n_shards * per_shard / (time.perf_counter() - tic)
+        cache_shards(sorted(web.glob("*.tar")), te, vae, 256, batch_size=32)
+        id32 = cache_identity(te.identifier(), ident.identifier(), 32)
+        id256 = cache_identity(te.identifier(), vae.identifier(), 256)
+        load = {
+            "32 px PNG: decode + crop + join": _loader_rate(small, 32, None, batches),
+            "32 px, feature cache": _loader_rate(small, 32, id32, batches),
+            "256 px JPEG: decode + crop + join": _loader_rate(web, 256, None, max(4, batches // 4)),
+            "256 px, feature cache (4x32x32 moments)": _loader_rate(web, 256, id256, batches),
+        }
+        tiny = build_miro("tiny", 3, 32, 384, 12, 64)
+        captions = ["a photo of a red shape and a blue shape"] * 64
+        with_text = Contender("tiny + MiniLM", tiny.model, lambda: (te.encode(captions), tiny.step())[1], 64)
+        small_ = build_miro("small", 4, 32, 384, 12, 8)
+        steps = 2 if args.data_quick else 5
+        sec = time_contenders([tiny, with_text, small_], steps, 3, 1)
+        consume = {
+            "tiny, 32 px pixels, cached text (batch 64)": 64 / sec[tiny.name][0],
+            "tiny, 32 px pixels, MiniLM in the loop (batch 64)": 64 / sec[with_text.name][0],
+            "small, 4x32x32 latents, cached (batch 8)": 8 / sec[small_.name][0],
+        }
+        demo = _demo_run(small, tmp / "run", 40 if args.data_quick else 120)
+    pairs = [("32 px demo: cached loader / tiny step", "32 px, feature cache", "tiny, 32 px pixels, cached text (batch 64)"),
+             ("32 px demo: uncached loader / tiny step with MiniLM", "32 px PNG: decode + crop + join",
+              "tiny, 32 px pixels, MiniLM in the loop (batch 64)"),
+             ("256 px: cached loader / small step", "256 px, feature cache (4x32x32 moments)",
+              "small, 4x32x32 latents, cached (batch 8)")]
+    lines = ["### Data pipeline: loader samples/s against training images/s (1 worker vs 1 thread)", "",
+             f"Feature-cache build, 32 px set ({n_shards * per_shard} samples, MiniLM + identity): {cache_rate:.0f} samples/s.",
+             "", "| loader (1 worker process) | samples/s |", "|---|---:|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in load.items()]
+    lines += ["", "| training step (1 thread) | images/s |", "|---|---:|"]
+    lines += [f"| {k} | {v:,.1f} |" for k, v in consume.items()]
+    lines += ["", "| pair | loader / consumption (target >= 3x) |", "|---|---:|"]
+    lines += [f"| {name} | {load[a] / consume[b]:,.1f}x |" for name, a, b in pairs]
+    lines += ["", f"Real `miro.train` run of the demo preset (cached, 1 worker): {demo['perf/images_per_s']:.0f} "
+              f"images/s, data wait {100 * demo['perf/data_wait_fraction']:.1f} % of the step time."]
+    return "\n".join(lines)
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], str]] = {"model": part_model, "data": part_data}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,6 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--matmul-size", type=int, default=1024)
     g.add_argument("--matmul-seconds", type=float, default=2.0, help="time spent on each peak measurement")
     g.add_argument("--out", type=Path, help="also write the markdown here")
+    g = p.add_argument_group("data part")
+    g.add_argument("--data-quick", action="store_true", help="smaller data sets and shorter runs")
     return p.parse_args(argv)
 
 

@@ -1,0 +1,1 @@
+"""Training: ``python -m miro.train`` (hydra + accelerate).  The loop is in ``loop.py``; docs/train.md has the usage."""

@@ -1,0 +1,116 @@
+"""The typed schema of ``conf/train.yaml`` (every key is documented in docs/train.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from annotate.scorers.registry import REWARD_NAMES
+from miro.data.pipeline import DataConfig
+from miro.flow.timesteps import KINDS as TIME_KINDS
+from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
+from miro.train.grids import SampleConfig
+from miro.train.optim import OptimConfig
+from miro.utils.config import require, require_choice
+
+PRECISIONS = ("no", "bf16", "fp16")
+TRACKERS = ("tensorboard", "wandb", "none")
+
+
+@dataclass
+class TimeConfig:
+    """The training distribution of the noise level t (``miro.flow.TimeSampler``)."""
+
+    kind: str = "logit_normal"
+    mean: float = 0.0
+    std: float = 1.0
+    mode_scale: float = 1.29
+    shift: float = 1.0
+
+    def __post_init__(self):
+        require_choice("time.kind", self.kind, TIME_KINDS)
+        require(self.std > 0, "time.std", self.std, "must be > 0")
+        require(self.shift > 0, "time.shift", self.shift, "must be > 0")
+
+
+@dataclass
+class CacheJobConfig:
+    """``python -m miro.cache`` reads the training config, so caches always match what training expects."""
+
+    batch_size: int = 64
+    overwrite: bool = False
+    rank: int | None = None  # None: from the launcher (torchrun / accelerate / SLURM_PROCID)
+    world_size: int | None = None
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "cache_job.batch_size", self.batch_size, "must be >= 1")
+        require((self.rank is None) == (self.world_size is None), "cache_job.rank", self.rank,
+                "set cache_job.rank and cache_job.world_size together (or neither)")
+        if self.world_size is not None:
+            require(self.world_size >= 1 and 0 <= self.rank < self.world_size, "cache_job.rank", self.rank,
+                    f"must be in [0, world_size={self.world_size})")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "miro"
+    output_dir: str = ""  # default runs/<name>
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 64  # global: per-process micro batch x processes x grad_accum
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    cpu: bool = False  # train on the CPU even when a GPU is present
+    reward_dropout: float = 0.1  # each reward of each sample -> its learned null (at least one kept, as MIRO)
+    text_dropout: float = 0.1  # the sample's text -> the learned null text (guidance's negative branch)
+    latent_sampling: bool = True  # KL autoencoders: train on posterior samples (False: the posterior mean)
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3  # 0 keeps all
+    resume: str = ""  # "", "latest" or a checkpoint folder
+    stop_after: int = 0  # end this job after so many steps (a multiple of checkpoint_every); 0 = run to max_steps
+    log_every: int = 50
+    log_with: str = "tensorboard"
+    log_keys: bool = False  # write the keys each rank consumed to logs/keys-rank<r>.txt (data audits)
+    find_unused_parameters: bool = False
+    max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf gradient (skipped) before the run stops
+    compile: bool = False  # torch.compile the transformer's forward (in place: checkpoints keep their keys)
+    allow_tf32: bool = True
+    peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
+    progress_bar: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)  # model.reward_names: the conditioned rewards
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    cache_job: CacheJobConfig = field(default_factory=CacheJobConfig)
+
+    def __post_init__(self):
+        require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
+        unknown = [r for r in self.model.reward_names if r not in REWARD_NAMES]
+        require(not unknown, "model.reward_names", list(self.model.reward_names),
+                f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")
+        require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
+        require(self.batch_size % self.grad_accum == 0, "batch_size", self.batch_size,
+                f"must be divisible by grad_accum={self.grad_accum}")
+        require_choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        for key in ("reward_dropout", "text_dropout"):
+            require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be a probability in [0, 1]")
+        require(0.0 <= self.ema_decay <= 1.0, "ema_decay", self.ema_decay, "must be in [0, 1]")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1")
+        require(self.checkpoints_total_limit >= 0, "checkpoints_total_limit", self.checkpoints_total_limit,
+                "must be >= 0 (0 keeps every checkpoint)")
+        require(self.stop_after >= 0 and self.stop_after % self.checkpoint_every == 0, "stop_after", self.stop_after,
+                f"must be 0 or a multiple of checkpoint_every={self.checkpoint_every} (a resumable point)")
+        require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+        require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        require_choice("log_with", self.log_with, TRACKERS)
+        require(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")
+
+    @property
+    def rewards(self) -> list[str]:
+        return list(self.model.reward_names)

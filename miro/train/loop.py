@@ -1,0 +1,282 @@
+"""The training loop: flow matching on (latent, text, reward vector) with accelerate.
+
+Reproducibility: every random draw of step s on rank r (time, noise, dropout masks, the model's own
+dropout) is seeded from (seed, s, r), and the data stream restarts at each checkpoint step (see
+``miro.data.pipeline``).  Resuming from ``checkpoint-k`` therefore continues exactly as the uninterrupted
+run would — on the CPU bit for bit — without replaying batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm.auto import tqdm
+
+from miro.data.annotations import DataError
+from miro.data.cache import CacheError, cache_identity
+from miro.data.pipeline import (
+    DatasetInfo,
+    MiroDataset,
+    derive_seed,
+    inspect_dataset,
+    make_loader,
+    model_inputs,
+)
+from miro.flow import LinearPath, TimeSampler, velocity_loss
+from miro.models import sample_condition_dropout
+from miro.models.config import build_autoencoder, build_model, build_text_encoder
+from miro.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from miro.train.config import TrainConfig
+from miro.train.ema import EMA
+from miro.train.grids import SampleGrid, save_grid
+from miro.train.launch import check_launch, use_cpu
+from miro.train.logging import Meter, batch_training_flops, peak_flops, setup_file_logging, status_line
+from miro.train.optim import build_optimizer, lr_at, set_lr
+from miro.utils.config import ConfigError
+
+log = logging.getLogger("miro.train")
+
+
+@dataclass
+class Components:
+    """What the loop trains and the frozen encoders it feeds it with (contracts in docs/contracts.md)."""
+
+    model: nn.Module  # velocity = model(x, t, text, text_mask, rewards, reward_mask, drop_text)
+    text_encoder: Any
+    autoencoder: Any
+
+
+def build_components(cfg: TrainConfig) -> Components:
+    """The frozen text encoder and autoencoder from their configs, and a fresh transformer sized by them."""
+    te, ae = build_text_encoder(cfg.text_encoder), build_autoencoder(cfg.autoencoder)
+    step = ae.downsample * cfg.model.patch_size
+    if cfg.data.resolution % step:
+        raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
+                          f"model.patch_size = {ae.downsample} x {cfg.model.patch_size}")
+    model = build_model(cfg.model, text_dim=te.dim, in_channels=ae.latent_channels,
+                        sample_size=cfg.data.resolution // ae.downsample)
+    return Components(model=model, text_encoder=te, autoencoder=ae)
+
+
+def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generator, time_sampler: TimeSampler,
+                       cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample velocity loss and the sampled t, with per-sample text and reward dropout."""
+    x0 = inputs["x"]
+    b, device = x0.shape[0], x0.device
+    t = time_sampler(b, generator=generator, device=device)
+    noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    sample = LinearPath().sample(x0, t, noise)
+    r = len(cfg.rewards)
+    keep, drop_text = sample_condition_dropout(b, r, cfg.reward_dropout, cfg.text_dropout, generator, device=device)
+    kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep} if r else {}
+    v = model(sample.x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, **kwargs)
+    return velocity_loss(v, sample.target), t
+
+
+def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
+    per_step = cfg.batch_size // cfg.grad_accum
+    if per_step % world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: must be divisible by grad_accum x processes = "
+                          f"{cfg.grad_accum} x {world_size}")
+    return per_step // world_size
+
+
+def _frozen(module: Any, device: torch.device) -> Any:
+    if isinstance(module, nn.Module):
+        module.to(device).eval().requires_grad_(False)
+    return module
+
+
+def _inspect_on_main(accelerator: Accelerator, cfg: TrainConfig, identity: dict | None) -> DatasetInfo:
+    """The main process checks the data (keys included) and shares the result, or the error, with all."""
+    result: list = [None]
+    if accelerator.is_main_process:
+        try:
+            result = [inspect_dataset(cfg.data, cfg.rewards, identity, accelerator.num_processes)]
+        except (DataError, CacheError, FileNotFoundError) as err:
+            result = [str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(result)
+    if isinstance(result[0], str):
+        raise DataError(result[0])
+    return result[0]
+
+
+def train(cfg: TrainConfig, components: Components | None = None) -> Path:
+    """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder.  ``components``
+    defaults to ``build_components(cfg)``."""
+    out = Path(cfg.output_dir or Path("runs") / cfg.name)
+    accelerator = Accelerator(
+        cpu=use_cpu(cfg.cpu),
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
+    )
+    try:
+        check_launch(accelerator.num_processes)
+        _train(accelerator, cfg, components, out)
+    finally:
+        accelerator.end_training()
+        AcceleratorState._reset_state()  # the next run in this process (tests, hydra multirun) starts clean
+    return out
+
+
+def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path) -> None:
+    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if cfg.mixed_precision == "fp16" and device.type != "cuda":
+        raise ConfigError("mixed_precision='fp16': needs a CUDA device (loss scaling); use bf16 or no on the CPU")
+    micro = micro_batch_size(cfg, world)
+    setup_file_logging(out / "logs", main)
+    if device.type == "cuda" and cfg.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    comps = comps or build_components(cfg)
+    model = comps.model
+    model_rewards = list(getattr(model.config, "reward_names", []))
+    if model_rewards != cfg.rewards:
+        raise ConfigError(f"model.reward_names={cfg.rewards}: the model conditions on {model_rewards} (same names, same order)")
+    te, ae = _frozen(comps.text_encoder, device), _frozen(comps.autoencoder, device)
+    identity = cache_identity(te.identifier(), ae.identifier(), cfg.data.resolution) if cfg.data.cache else None
+    info = _inspect_on_main(accelerator, cfg, identity)
+    dataset = MiroDataset(cfg.data, info, micro, cfg.seed, rank, world)
+
+    model.to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    if cfg.compile:
+        model.compile()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(ema)
+
+    start, samples_seen = 0, 0
+    resume_from = resolve_resume(cfg.resume, out / "checkpoints")
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from)
+        start, samples_seen = state["step"], state["samples_seen"]
+        if (state["world_size"], state["micro_batch"], state["checkpoint_every"]) != (world, micro, cfg.checkpoint_every):
+            log.warning("resuming with a different world size, micro batch or checkpoint interval than %s: the data "
+                        "stream will not match the original run's", resume_from)
+        log.info("resumed from %s at step %d", resume_from, start)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    if cfg.log_with != "none":
+        accelerator.init_trackers(cfg.name)
+
+    latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
+    grid = SampleGrid(cfg.sample, cfg.rewards, te, latent_shape, device) if main and cfg.sample.every else None
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+    meter = Meter(device, peak_flops(device, cfg.peak_tflops, compute_dtype) if main else None)
+    time_sampler = TimeSampler(**asdict(cfg.time))
+    keys_log = (out / "logs" / f"keys-rank{rank}.txt").open("a") if cfg.log_keys else None
+    progress = tqdm(total=cfg.max_steps, initial=start, disable=not (main and cfg.progress_bar), desc=cfg.name)
+    data_iter, bad_steps = None, 0
+    end = min(cfg.max_steps, start + cfg.stop_after) if cfg.stop_after else cfg.max_steps
+
+    for step in range(start, end):
+        if data_iter is None or step % cfg.checkpoint_every == 0:  # a new data segment (module docstring)
+            data_iter = iter(make_loader(dataset.with_segment(step), pin_memory=device.type == "cuda"))
+        generator = torch.Generator(device).manual_seed(derive_seed(cfg.seed, step, rank, 1))
+        torch.manual_seed(derive_seed(cfg.seed, step, rank, 2))
+        model.train()
+        for i in range(cfg.grad_accum):
+            tic = time.perf_counter()
+            batch = next(data_iter)
+            meter.data_wait += time.perf_counter() - tic
+            inputs = model_inputs(batch, device, te, ae, generator, cfg.latent_sampling)
+            sync = i == cfg.grad_accum - 1
+            with nullcontext() if sync else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    per_sample, t = flow_matching_loss(model, inputs, generator, time_sampler, cfg)
+                accelerator.backward(per_sample.mean() / cfg.grad_accum)
+            meter.add_micro(per_sample, t, batch["skipped"], batch_training_flops(comps.model, inputs["x"], inputs["text"]))
+            if keys_log is not None:
+                keys_log.write("\n".join(batch["keys"]) + "\n")
+        lr = lr_at(step, cfg.optim, cfg.max_steps)
+        set_lr(optimizer, lr)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+        # fp16's loss scaler skips overflowing steps itself; otherwise a NaN/inf gradient skips the step here
+        finite = accelerator.scaler is not None or bool(torch.isfinite(grad_norm))
+        if finite:
+            optimizer.step()
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            log.warning("step %d: non-finite gradient norm, update skipped (%d in a row)", step + 1, bad_steps)
+            if bad_steps >= cfg.max_nonfinite_steps:
+                raise FloatingPointError(f"{bad_steps} steps in a row with a non-finite gradient (last: step {step + 1}); "
+                                         "lower optim.lr, raise optim.warmup_steps, or resume=latest from the last checkpoint")
+        optimizer.zero_grad(set_to_none=True)
+        if finite and not accelerator.optimizer_step_was_skipped:
+            ema.update(accelerator.unwrap_model(model))
+        meter.add_step(grad_norm)
+        samples_seen += cfg.batch_size
+        done = step + 1
+        progress.update(1)
+
+        if done % cfg.log_every == 0 or done == end:
+            metrics = meter.flush(accelerator, lr)
+            if info.num_samples:
+                metrics["data/epoch"] = samples_seen / info.num_samples
+            accelerator.log(metrics, step=done)
+            if main:
+                progress.set_postfix_str(f"loss {metrics['train/loss']:.4f}", refresh=False)
+                log.info(status_line(done, cfg.max_steps, metrics))
+        if done % cfg.checkpoint_every == 0 or done == end:
+            tic = time.perf_counter()
+            state = {"samples_seen": samples_seen, "seed": cfg.seed, "world_size": world, "micro_batch": micro,
+                     "grad_accum": cfg.grad_accum, "checkpoint_every": cfg.checkpoint_every, "data_segment": done}
+            save_checkpoint(accelerator, out / "checkpoints", done, state, cfg.checkpoints_total_limit)
+            meter.pause(time.perf_counter() - tic)
+        if grid is not None and done % cfg.sample.every == 0:
+            tic = time.perf_counter()
+            _log_grid(accelerator, grid, ema.model, ae, out / "samples", done)
+            meter.pause(time.perf_counter() - tic)
+
+    progress.close()
+    if keys_log is not None:
+        keys_log.close()
+    if main and end == cfg.max_steps:
+        export_final(ema.model, out / "final", cfg, te, ae, info)
+    accelerator.wait_for_everyone()
+
+
+def _log_grid(accelerator: Accelerator, grid: SampleGrid, model: nn.Module, ae: Any, folder: Path, step: int) -> None:
+    image = grid.render(model, ae)
+    path = save_grid(image, folder, step, grid.describe())
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": image[None]}, step=step, dataformats="NHWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({"samples": [image]}, step=step)
+    log.info("sample grid: %s", path)
+
+
+def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: Any, info: DatasetInfo) -> None:
+    """The sampling stage's pipeline folder (``MiroPipeline.save_pretrained``: the EMA transformer, the
+    scheduler, the encoder configs, num_bins) plus ``miro_training.json`` describing how it was trained."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from miro.sampling.pipeline import MiroPipeline
+
+    pipe = MiroPipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.sample.shift),
+                        text_encoder_config=cfg.text_encoder, autoencoder_config=cfg.autoencoder,
+                        num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae)
+    pipe.save_pretrained(folder)
+    meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.rewards,
+            "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
+            "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
+    (folder / "miro_training.json").write_text(json.dumps(meta, indent=1))

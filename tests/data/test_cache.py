@@ -1,0 +1,148 @@
+import os
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+
+from miro.data.annotations import DataError
+from miro.data.cache import (
+    CacheError,
+    cache_identity,
+    cache_path,
+    cache_shards,
+    encode_shard,
+    read_shard_cache,
+    write_shard_cache,
+)
+from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader, model_inputs
+from miro.models.autoencoders import IdentityAutoencoder
+from tests.data.make_dataset import REWARDS, make_dataset
+from tests.train.tiny import TinyTextEncoder, tiny_kl_autoencoder
+
+RES = 16
+
+
+@pytest.fixture(scope="module")
+def vae_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("vae")
+
+
+@pytest.fixture()
+def encoders(vae_folder):
+    """A real latent autoencoder (tiny random-weight AutoencoderKL through KLAutoencoder)."""
+    return TinyTextEncoder(), tiny_kl_autoencoder(vae_folder)
+
+
+def identity_of(te, ae):
+    return cache_identity(te.identifier(), ae.identifier(), RES)
+
+
+def test_shard_cache_round_trip_and_skipped_samples(tmp_path, encoders):
+    te, ae = encoders
+    shard = make_dataset(tmp_path, n_shards=1, per_shard=7, corrupt={"s000i0003": "image"})[0]
+    cache = encode_shard(shard, te, ae, RES, batch_size=3)
+    assert cache.skipped == {"s000i0003": "not_an_image"} and len(cache) == 6
+    assert cache.latents.shape == cache.latent_std.shape == (6, 4, RES // 2, RES // 2)  # raw posterior moments
+    assert cache.latents.dtype == cache.latent_std.dtype == torch.float16
+    # each caption "a photo of <key>" is 4 words -> 4 tokens, trimmed to the mask length
+    assert cache.text_offsets.tolist() == [0, 4, 8, 12, 16, 20, 24]
+    path = cache_path(shard, cache.identity)
+    assert path.parent == shard.parent and path.name.startswith("toy-000000.cache-")
+    write_shard_cache(path, cache)
+    back = read_shard_cache(path, identity_of(te, ae))
+    assert back.keys == cache.keys and back.captions == cache.captions and back.skipped == cache.skipped
+    assert torch.equal(back.latents, cache.latents) and torch.equal(back.latent_std, cache.latent_std)
+    assert torch.equal(back.text_of(5), cache.text_of(5))
+    pixels = encode_shard(shard, te, IdentityAutoencoder(), RES)  # no posterior: normalised latents only
+    assert pixels.latent_std is None and pixels.latents.shape == (6, 3, RES, RES)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    with pytest.raises(CacheError, match="was built for"):
+        read_shard_cache(path, cache_identity("other-encoder", ae.identifier(), RES))
+
+
+def test_cache_command_splits_by_rank_skips_complete_and_repairs_broken(tmp_path, encoders):
+    te, ae = encoders
+    shards = make_dataset(tmp_path, n_shards=3, per_shard=4)
+    out = tmp_path / "cache"
+    r0 = cache_shards(shards, te, ae, RES, cache_dir=out, root=tmp_path, rank=0, world_size=2)
+    r1 = cache_shards(shards, te, ae, RES, cache_dir=out, root=tmp_path, rank=1, world_size=2)
+    assert (r0["written"], r1["written"]) == (2, 1) and r0["samples"] + r1["samples"] == 12
+    files = sorted(out.glob("*.safetensors"))
+    assert len(files) == 3 and not list(tmp_path.glob("*.safetensors"))  # nothing beside the source shards
+    again = cache_shards(shards, te, ae, RES, cache_dir=out, root=tmp_path)
+    assert again["skipped_complete"] == 3 and again["written"] == 0
+    files[1].write_bytes(files[1].read_bytes()[:100])  # a killed copy / broken file is rebuilt
+    assert cache_shards(shards, te, ae, RES, cache_dir=out, root=tmp_path)["written"] == 1
+    assert os.path.getsize(files[1]) > 100
+
+
+def test_cached_stream_equals_the_stream_computed_on_the_fly(tmp_path, encoders):
+    te, ae = encoders
+    make_dataset(tmp_path, n_shards=2, per_shard=6, corrupt={"s001i0002": "caption"})
+    shards = sorted(tmp_path.glob("*.tar"))
+    cache_shards(shards, te, ae, RES)
+    identity = identity_of(te, ae)
+
+    def per_key(cached: bool) -> dict:
+        cfg = DataConfig(shards=str(tmp_path), resolution=RES, num_workers=0, cache=cached, shuffle_buffer=5,
+                         shuffle_initial=3)
+        info = inspect_dataset(cfg, REWARDS, cache_identity=identity if cached else None)
+        ds = MiroDataset(cfg, info, batch_size=11, seed=3)
+        batch = next(iter(make_loader(ds)))
+        inputs = model_inputs(batch, torch.device("cpu"), te, ae, torch.Generator().manual_seed(0), sample_latents=True)
+        out = {"order": batch["keys"], "skipped": batch["skipped"]}
+        for i, k in enumerate(batch["keys"]):
+            n = int(inputs["text_mask"][i].sum())
+            out[k] = (inputs["x"][i], inputs["text"][i, :n], inputs["rewards"][i], inputs["reward_mask"][i],
+                      inputs["text_mask"].shape[1])
+        return out
+
+    fly, cached = per_key(False), per_key(True)
+    assert fly.pop("order") == cached.pop("order")  # the same samples in the same order
+    assert fly.pop("skipped") == cached.pop("skipped")
+    assert "s001i0002" not in fly
+    for k in fly:
+        x, t, r, m, length = fly[k]
+        cx, ct, cr, cm, clength = cached[k]
+        assert length == clength == 4  # both trimmed to the longest caption
+        torch.testing.assert_close(cx, x, atol=2e-3, rtol=1e-3)  # fp16 storage
+        torch.testing.assert_close(ct, t, atol=2e-3, rtol=1e-3)
+        assert torch.equal(cr, r) and torch.equal(cm, m)
+
+
+def test_training_refuses_a_missing_or_stale_cache(tmp_path, encoders):
+    te, ae = encoders
+    make_dataset(tmp_path, n_shards=2, per_shard=3)
+    cfg = DataConfig(shards=str(tmp_path), resolution=RES, num_workers=0, cache=True)
+    with pytest.raises(CacheError, match=r"toy-000000\.cache-.*not found: run python -m miro.cache"):
+        inspect_dataset(cfg, REWARDS, cache_identity=identity_of(te, ae))
+    cache_shards(sorted(tmp_path.glob("*.tar")), te, ae, RES)
+    other = cache_identity(te.identifier(), ae.identifier(), RES * 2)
+    with pytest.raises(CacheError, match="not found"):  # another resolution has its own tag
+        inspect_dataset(cfg, REWARDS, cache_identity=other)
+    with pytest.raises(DataError, match="no cache identity"):
+        inspect_dataset(cfg, REWARDS)
+
+
+def test_cache_keys_must_match_the_shard(tmp_path, encoders):
+    te, ae = encoders
+    shards = make_dataset(tmp_path, n_shards=1, per_shard=4)
+    cache = encode_shard(shards[0], te, ae, RES)
+    cache.keys[1] = cache.order[1] = "intruder"  # a cache of another version of the shard
+    write_shard_cache(cache_path(shards[0], cache.identity), cache)
+    cfg = DataConfig(shards=str(tmp_path), resolution=RES, num_workers=0, cache=True)
+    with pytest.raises(DataError, match="intruder"):
+        inspect_dataset(cfg, REWARDS, cache_identity=identity_of(te, ae))
+
+
+def test_cached_stream_skips_what_the_cache_could_not_decode(tmp_path, encoders):
+    te, ae = encoders
+    make_dataset(tmp_path, n_shards=1, per_shard=5, corrupt={"s000i0001": "image"})
+    cache_shards([Path(p) for p in sorted(tmp_path.glob("*.tar"))], te, ae, RES)
+    cfg = DataConfig(shards=str(tmp_path), resolution=RES, num_workers=0, cache=True, shuffle_buffer=1,
+                     shuffle_initial=0)
+    ds = MiroDataset(cfg, inspect_dataset(cfg, REWARDS, cache_identity=identity_of(te, ae)), batch_size=2, seed=0)
+    bs = list(islice(iter(make_loader(ds)), 2))
+    assert [k for b in bs for k in b["keys"]] == ["s000i0000", "s000i0002", "s000i0003", "s000i0004"]
+    assert bs[0]["skipped"] == 1
