@@ -291,3 +291,32 @@ def test_torchrun_two_processes_score_every_shard_once(tmp_path):
     by_rank = {rank: [w for line, w in zip([x for x in log.splitlines() if ": wrote " in x], wrote) if f"rank {rank}/2" in line] for rank in (0, 1)}
     assert sorted(wrote) == sorted(str(sidecar.rewards_path(s)) for s in shards)  # every shard exactly once
     assert len(by_rank[0]) == 3 and len(by_rank[1]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path):
+    """A real kill -9 of ``python -m annotate`` while it is inside a shard; the rerun completes identically."""
+    import signal
+    import time
+
+    write_good_shards(tmp_path / "shards", 6, 12, size=(160, 120))
+    base = [sys.executable, "-m", "annotate", f"data.shards={tmp_path / 'shards'}", "workers=2", "batch_size=4", "progress=false"]
+    ref = subprocess.run([*base, f"out_dir={tmp_path / 'ref'}"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    out = tmp_path / "ann"
+    args = [*base, f"out_dir={out}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its DataLoader workers, mid-way through the third shard
+    proc.wait()
+    partial = sorted(p.name for p in out.glob("*.parquet"))
+    assert 2 <= len(partial) < 6 and not list(out.glob(".*tmp"))
+    # sidecars are compared without the config (out_dir differs between the two runs)
+    again = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for p in sorted((tmp_path / "ref").glob("*.parquet")):
+        a, ma = read(p)
+        b, mb = read(out / p.name)
+        assert a == b and ma["report"] == mb["report"] and ma["rewards"] == mb["rewards"]
