@@ -1,0 +1,1 @@
+"""Evaluation: GenEval-style scoring and reward metrics."""

@@ -1,0 +1,96 @@
+"""Transformer building blocks: attention with QK-norm, MLPs and the adaLN modulation helper."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MLP_TYPES = ("gelu", "swiglu")
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x * (1 + scale) + shift, with shift/scale [B, 1, D] broadcast over tokens."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[B, S] bool (True = attend) -> the [B, 1, 1, S] layout SDPA broadcasts over heads and queries."""
+    return mask[:, None, None, :]
+
+
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm whose weight follows the input dtype under autocast, so the fused kernel is used."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``.
+
+    Self-attention (one fused qkv projection) when ``cross=False``; cross-attention from ``x`` to a
+    ``context`` of the same width otherwise.  QK-norm (RMSNorm over each head, Dehghani et al. 2023;
+    also in MIRO and SD3) keeps attention logits bounded, which matters in bf16 and at high learning rates.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, cross: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.cross = cross
+        if cross:
+            self.to_q = nn.Linear(dim, dim)
+            self.to_kv = nn.Linear(dim, 2 * dim)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.norm_q = RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``mask``: [B, 1, 1, S] bool over the keys (True = attend); every row needs one True key."""
+        b, n, d = x.shape
+        h, hd = self.num_heads, self.head_dim
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context")
+            q = self.to_q(x).view(b, n, h, hd).transpose(1, 2)
+            k, v = self.to_kv(context).view(b, context.shape[1], 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q, k, v = self.to_qkv(x).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.norm_q(q), self.norm_k(k)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    """Feed-forward: GELU (tanh approximation, as DiT) or SwiGLU (hidden scaled by 2/3 to keep the size)."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, kind: str = "gelu"):
+        super().__init__()
+        if kind not in MLP_TYPES:
+            raise ValueError(f"mlp_type={kind!r}: must be one of {list(MLP_TYPES)}")
+        self.kind = kind
+        hidden = int(dim * mlp_ratio)
+        if kind == "swiglu":
+            hidden = int(2 * hidden / 3)
+            self.fc1 = nn.Linear(dim, 2 * hidden)
+        else:
+            self.fc1 = nn.Linear(dim, hidden)
+        self.hidden = hidden
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.kind == "swiglu":
+            a, g = h.chunk(2, dim=-1)
+            h = F.silu(a) * g
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.fc2(h)

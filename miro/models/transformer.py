@@ -1,0 +1,335 @@
+"""MiroTransformer: a DiT with cross-attention to a condition set of one token per reward plus the text.
+
+The call contract (docs/contracts.md, "Model call")::
+
+    velocity = model(x, t, text, text_mask, rewards=None, reward_mask=None, drop_text=None)
+
+Time follows ``miro.flow``: t in [0, 1] is the noise level (t = 0 data, t = 1 noise) and the output is the
+velocity eps - x_0.  Architecture and conditioning semantics are described in docs/models.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
+from miro.models.layers import MLP_TYPES, Attention, Mlp, key_padding_mask, modulate
+
+
+class MiroBlock(nn.Module):
+    """adaLN-Zero self-attention, cross-attention to the condition set, adaLN-Zero MLP.
+
+    The self-attention and MLP branches are modulated and gated by the time embedding (DiT's adaLN-Zero:
+    gates start at zero, so every block starts as the identity on its self-attention/MLP path).  The
+    cross-attention branch is a plain pre-LayerNorm residual, as in PixArt-alpha.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, mlp_type: str, qk_norm: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = Attention(dim, num_heads, qk_norm=qk_norm, cross=True)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio, mlp_type)
+        self.modulation = nn.Linear(dim, 6 * dim)
+
+    def forward(self, x: torch.Tensor, c_act: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c_act).unsqueeze(1).chunk(6, dim=-1)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + self.cross_attn(self.norm2(x), cond, cond_mask)
+        return x + gate2 * self.mlp(modulate(self.norm3(x), shift2, scale2))
+
+
+class ConditionBlock(nn.Module):
+    """Pre-LN self-attention + MLP over the condition set (MIRO's 2-layer text/reward mixer)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, mlp_type: str, qk_norm: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio, mlp_type)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask=mask)
+        return x + self.mlp(self.norm2(x))
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+class MiroTransformer(ModelMixin, ConfigMixin):
+    """Reward- and text-conditioned flow-matching transformer for pixels or latents.
+
+    Args (all saved to config.json):
+        in_channels / out_channels: channels of x (3 for pixels, the autoencoder's latent channels otherwise);
+            out_channels defaults to in_channels.
+        sample_size: the nominal spatial size of x (any multiple of ``patch_size`` works at call time).
+        patch_size, width, depth, num_heads, mlp_ratio, mlp_type ("gelu" | "swiglu"), qk_norm: the backbone.
+        text_dim: width of the text encoder's token embeddings.
+        reward_names: the rewards, in the column order of ``rewards``; empty = the no-reward baseline.
+        reward_fourier_dim, reward_fourier_scale: Fourier features of a reward value (std of the frequencies).
+        num_registers: learned tokens appended to the condition set.
+        cond_refiner_depth: self-attention layers over the condition set before the backbone (MIRO: 2).
+        time_frequency_dim: sinusoidal features of t * 1000 fed to the time MLP.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["MiroBlock", "ConditionBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        sample_size: int = 32,
+        patch_size: int = 2,
+        width: int = 128,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        mlp_type: str = "gelu",
+        qk_norm: bool = True,
+        text_dim: int = 384,
+        reward_names: Sequence[str] = (),
+        reward_fourier_dim: int = 256,
+        reward_fourier_scale: float = 1.0,
+        num_registers: int = 0,
+        cond_refiner_depth: int = 0,
+        time_frequency_dim: int = 256,
+    ):
+        super().__init__()
+        reward_names = list(reward_names)
+        _require(in_channels >= 1, f"in_channels={in_channels}: must be >= 1")
+        _require(patch_size >= 1 and sample_size % patch_size == 0,
+                 f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
+        _require(depth >= 1, f"depth={depth}: must be >= 1")
+        _require(num_heads >= 1 and width % num_heads == 0, f"width={width} must be divisible by num_heads={num_heads}")
+        _require(width % 4 == 0, f"width={width}: must be a multiple of 4 (2D sin-cos positions)")
+        _require(mlp_type in MLP_TYPES, f"mlp_type={mlp_type!r}: must be one of {list(MLP_TYPES)}")
+        _require(len(set(reward_names)) == len(reward_names) and all(isinstance(n, str) and n for n in reward_names),
+                 f"reward_names={reward_names}: must be distinct non-empty strings")
+        _require(num_registers >= 0 and cond_refiner_depth >= 0, "num_registers and cond_refiner_depth must be >= 0")
+        self.reward_names = reward_names
+        self.out_channels = out_channels or in_channels
+        self.gradient_checkpointing = False
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+        self.patch_embed = nn.Linear(in_channels * patch_size**2, width)
+        self.time_embedder = TimestepEmbedder(width, time_frequency_dim)
+        self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
+        self.text_proj = nn.Linear(text_dim, width)
+        self.null_text = nn.Parameter(torch.zeros(1, 1, width))
+        self.reward_embedder = (
+            RewardEmbedder(len(reward_names), width, reward_fourier_dim, reward_fourier_scale) if reward_names else None
+        )
+        self.registers = nn.Parameter(torch.zeros(1, num_registers, width)) if num_registers else None
+        self.cond_blocks = nn.ModuleList(
+            ConditionBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(cond_refiner_depth)
+        )
+        self.blocks = nn.ModuleList(MiroBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.modulation_out = nn.Linear(width, 2 * width)
+        self.proj_out = nn.Linear(width, patch_size**2 * self.out_channels)
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ init
+    def initialize_weights(self) -> None:
+        """DiT's init: xavier Linear layers, N(0, 0.02) time MLP, zero adaLN modulations and output layer."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.weight  # like DiT's conv patch embedding: xavier over the flattened kernel
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for layer in (self.time_embedder.mlp[0], self.time_embedder.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        nn.init.trunc_normal_(self.null_text, std=0.02)
+        if self.registers is not None:
+            nn.init.trunc_normal_(self.registers, std=0.02)
+        if self.reward_embedder is not None:
+            self.reward_embedder.reset_parameters()
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation.weight)
+            nn.init.zeros_(block.modulation.bias)
+        for layer in (self.modulation_out, self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_rewards(self) -> int:
+        return len(self.reward_names)
+
+    def rewards_from_dict(self, values: dict[str, torch.Tensor | float], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``{name: value or [B] tensor}`` -> (rewards [B, R], reward_mask [B, R]); absent names are masked."""
+        unknown = sorted(set(values) - set(self.reward_names))
+        _require(not unknown, f"unknown reward names {unknown}; this model knows {self.reward_names}")
+        device = self.device
+        rewards = torch.zeros(batch, self.num_rewards, device=device)
+        mask = torch.zeros(batch, self.num_rewards, dtype=torch.bool, device=device)
+        for i, name in enumerate(self.reward_names):
+            if name in values:
+                rewards[:, i] = torch.as_tensor(values[name], dtype=torch.float32, device=device)
+                mask[:, i] = True
+        return rewards, mask
+
+    def _positions(self, grid_h: int, grid_w: int, device, dtype) -> torch.Tensor:
+        key = (grid_h, grid_w, str(device))
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sincos_2d(grid_h, grid_w, self.config.width, device=device)
+        return self._pos_cache[key].to(dtype)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, (H/p)(W/p), C p p] (the same order as a stride-p conv's kernel)."""
+        b, c, h, w = x.shape
+        p = self.config.patch_size
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+    def unpatchify(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b = tokens.shape[0]
+        p, c = self.config.patch_size, self.out_channels
+        x = tokens.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(b, c, h, w)
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(self, x, t, text, text_mask, rewards, reward_mask, drop_text) -> None:
+        cfg = self.config
+        _require(x.dim() == 4, f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        _require(c == cfg.in_channels, f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
+        _require(h % cfg.patch_size == 0 and w % cfg.patch_size == 0,
+                 f"x spatial size {h}x{w} must be a multiple of patch_size={cfg.patch_size}")
+        _require(t.shape == (b,), f"t must have shape [B]=[{b}], got {tuple(t.shape)}")
+        _require(text.dim() == 3 and text.shape[0] == b and text.shape[2] == cfg.text_dim,
+                 f"text must be [B={b}, L, text_dim={cfg.text_dim}], got {tuple(text.shape)}")
+        _require(text_mask.shape == text.shape[:2] and text_mask.dtype == torch.bool,
+                 f"text_mask must be a bool tensor of shape {tuple(text.shape[:2])}, got {text_mask.dtype} {tuple(text_mask.shape)}")
+        if drop_text is not None:
+            _require(drop_text.shape == (b,) and drop_text.dtype == torch.bool,
+                     f"drop_text must be a bool tensor of shape [{b}], got {drop_text.dtype} {tuple(drop_text.shape)}")
+        r = self.num_rewards
+        if r == 0:
+            _require(rewards is None or rewards.numel() == 0,
+                     "this is the no-reward baseline (reward_names=[]); pass rewards=None")
+            _require(reward_mask is None or reward_mask.numel() == 0,
+                     "this is the no-reward baseline (reward_names=[]); pass reward_mask=None")
+            return
+        if rewards is not None:
+            _require(rewards.shape == (b, r),
+                     f"rewards must be [B={b}, R={r}] in the order {self.reward_names}, got {tuple(rewards.shape)}")
+            _require(rewards.is_floating_point(), f"rewards must be floating point, got {rewards.dtype}")
+        if reward_mask is not None:
+            _require(reward_mask.shape == (b, r) and reward_mask.dtype == torch.bool,
+                     f"reward_mask must be a bool tensor of shape [{b}, {r}], got {reward_mask.dtype} {tuple(reward_mask.shape)}")
+            _require(rewards is not None, "reward_mask given without rewards")
+
+    def _check_values(self, t: torch.Tensor, rewards: torch.Tensor | None, reward_mask: torch.Tensor | None) -> None:
+        """One host sync for all range checks (skipped under torch.compile)."""
+        if torch.compiler.is_compiling():
+            return
+        bad_t = (t < 0) | (t > 1) | torch.isnan(t)
+        checks = [bad_t.any()]
+        if rewards is not None and rewards.numel():
+            bad_r = (rewards < 0) | (rewards > 1) | torch.isnan(rewards)
+            if reward_mask is not None:
+                bad_r = bad_r & reward_mask
+            checks.append(bad_r.any())
+        if torch.stack(checks).any():
+            if bool(checks[0]):
+                raise ValueError(f"t must lie in [0, 1] (noise level), got values {t[bad_t].tolist()[:8]}")
+            raise ValueError(
+                f"rewards must lie in [0, 1] where reward_mask is True (for {self.reward_names}), "
+                f"got {rewards[bad_r].tolist()[:8]}"
+            )
+
+    # ------------------------------------------------------------------ forward
+    def encode_condition(
+        self,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        rewards: torch.Tensor | None = None,
+        reward_mask: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The condition set [rewards (R), registers, null text (1), text (L)] and its key mask [B, S].
+
+        It does not depend on x or t, so a sampler can compute it once per prompt and call ``velocity``.
+        The null-text slot is attended exactly when the sample has no usable text token (dropped, or every
+        text token masked), so every sample attends to at least one key and no row of attention is empty.
+        """
+        b = text.shape[0]
+        dtype = self.text_proj.weight.dtype
+        keep = text_mask if drop_text is None else text_mask & ~drop_text[:, None]
+        # masked tokens are zeroed, so whatever padding holds (even NaN) is never read
+        txt = self.text_proj(self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0)))
+        tokens, masks = [], []
+        if self.reward_embedder is not None:
+            if rewards is None:
+                rewards = torch.zeros(b, self.num_rewards, device=text.device)
+                reward_mask = torch.zeros(b, self.num_rewards, dtype=torch.bool, device=text.device)
+            elif reward_mask is None:
+                reward_mask = torch.ones(rewards.shape, dtype=torch.bool, device=rewards.device)
+            tokens.append(self.reward_embedder(rewards, reward_mask))
+            masks.append(torch.ones(b, self.num_rewards, dtype=torch.bool, device=text.device))
+        if self.registers is not None:
+            tokens.append(self.registers.expand(b, -1, -1))
+            masks.append(torch.ones(b, self.registers.shape[1], dtype=torch.bool, device=text.device))
+        tokens += [self.null_text.expand(b, -1, -1), txt]
+        masks += [~keep.any(dim=1, keepdim=True), keep]
+        cond = torch.cat([tok.to(txt.dtype) for tok in tokens], dim=1)
+        mask = torch.cat(masks, dim=1)
+        if len(self.cond_blocks):
+            kpm = key_padding_mask(mask)
+            for block in self.cond_blocks:
+                if torch.is_grad_enabled() and self.gradient_checkpointing:
+                    cond = self._gradient_checkpointing_func(block, cond, kpm)
+                else:
+                    cond = block(cond, kpm)
+        return cond, mask
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone on a precomputed condition set (see ``encode_condition``)."""
+        _, _, h, w = x.shape
+        p = self.config.patch_size
+        dtype = self.patch_embed.weight.dtype
+        tokens = self.patch_embed(self.patchify(x.to(dtype)))
+        tokens = tokens + self._positions(h // p, w // p, x.device, tokens.dtype)
+        c_act = F.silu(self.time_embedder(t))
+        kpm = key_padding_mask(cond_mask)
+        for block in self.blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                tokens = self._gradient_checkpointing_func(block, tokens, c_act, cond, kpm)
+            else:
+                tokens = block(tokens, c_act, cond, kpm)
+        shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
+        out = self.proj_out(modulate(self.norm_out(tokens), shift, scale))
+        return self.unpatchify(out, h, w).to(x.dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        rewards: torch.Tensor | None = None,
+        reward_mask: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity eps - x_0 at noise level t (shaped like x); see the module docstring for the contract."""
+        self._check_inputs(x, t, text, text_mask, rewards, reward_mask, drop_text)
+        if self.num_rewards == 0:
+            rewards = reward_mask = None
+        self._check_values(t, rewards, reward_mask)
+        cond, cond_mask = self.encode_condition(text, text_mask, rewards, reward_mask, drop_text)
+        return self.velocity(x, t, cond, cond_mask)

@@ -1,0 +1,45 @@
+"""Tiny models and inputs shared by the model tests."""
+
+from __future__ import annotations
+
+import torch
+
+from miro.models import MiroTransformer
+
+REWARDS = ["sharpness", "alignment", "contrast"]
+
+
+def tiny_model(**overrides) -> MiroTransformer:
+    kwargs = dict(
+        in_channels=3, sample_size=8, patch_size=2, width=32, depth=2, num_heads=2, text_dim=12,
+        reward_names=REWARDS, reward_fourier_dim=16, num_registers=2, cond_refiner_depth=1,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return MiroTransformer(**kwargs)
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Perturb every parameter (the zero-initialised ones too) so outputs depend on every input."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def inputs(model: MiroTransformer, batch: int = 4, size: int | None = None, text_len: int = 5, seed: int = 0):
+    """(x, t, text, text_mask, rewards, reward_mask, drop_text) for ``model``; sample 0 has a padded text."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    size = size or cfg.sample_size
+    x = torch.randn(batch, cfg.in_channels, size, size, generator=g)
+    t = torch.rand(batch, generator=g)
+    text = torch.randn(batch, text_len, cfg.text_dim, generator=g)
+    text_mask = torch.ones(batch, text_len, dtype=torch.bool)
+    text_mask[0, 2:] = False
+    r = len(cfg.reward_names)
+    rewards = torch.rand(batch, r, generator=g)
+    reward_mask = torch.ones(batch, r, dtype=torch.bool)
+    drop_text = torch.zeros(batch, dtype=torch.bool)
+    return x, t, text, text_mask, rewards, reward_mask, drop_text

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from miro.models.autoencoders import IdentityAutoencoder
+from miro.models.config import (
+    AutoencoderConfig,
+    ModelConfig,
+    TextEncoderConfig,
+    build_autoencoder,
+    build_model,
+    build_text_encoder,
+)
+from miro.utils.config import ConfigError, to_typed
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _preset(name: str) -> ModelConfig:
+    return to_typed(OmegaConf.load(CONF / "model" / f"{name}.yaml"), ModelConfig)
+
+
+def _count_on_meta(cfg: ModelConfig, **derived) -> int:
+    with torch.device("meta"):
+        model = build_model(cfg, **derived)
+    assert all(p.is_meta for p in model.parameters())
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_miro_xl_preset_is_360m_parameters():
+    """MIRO's released model has 360.4M parameters (flan-t5-xl text 2048-d, SDXL latents 4x32x32)."""
+    n = _count_on_meta(_preset("miro_xl"), text_dim=2048, in_channels=4, sample_size=32)
+    assert abs(n - 360e6) < 0.10 * 360e6, n
+
+
+@pytest.mark.parametrize("name,derived,low,high", [
+    ("tiny", dict(text_dim=384, in_channels=3, sample_size=32), 0.8e6, 3e6),
+    ("small", dict(text_dim=384, in_channels=4, sample_size=32), 30e6, 60e6),
+    ("base", dict(text_dim=768, in_channels=4, sample_size=32), 130e6, 200e6),
+])
+def test_presets_load_and_have_their_documented_size(name, derived, low, high):
+    assert low < _count_on_meta(_preset(name), **derived) < high
+
+
+def test_tiny_preset_builds_and_runs():
+    model = build_model(_preset("tiny"), text_dim=384, in_channels=3, sample_size=32)
+    assert model.reward_names == ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
+    out = model(torch.zeros(1, 3, 32, 32), torch.ones(1), torch.zeros(1, 4, 384), torch.ones(1, 4, dtype=torch.bool))
+    assert out.shape == (1, 3, 32, 32)
+
+
+def test_build_model_derives_and_checks_dimensions():
+    cfg = ModelConfig(width=32, num_heads=2, depth=1, reward_names=[], patch_size=2)
+    with pytest.raises(ConfigError, match="model.text_dim is null"):
+        build_model(cfg, in_channels=3, sample_size=8)
+    with pytest.raises(ConfigError, match="model.in_channels=4 contradicts"):
+        build_model(ModelConfig(width=32, num_heads=2, in_channels=4), text_dim=8, in_channels=3, sample_size=8)
+    model = build_model(ModelConfig(width=32, num_heads=2, gradient_checkpointing=True), text_dim=8,
+                        in_channels=3, sample_size=8)
+    assert model.is_gradient_checkpointing and model.config.text_dim == 8
+
+
+@pytest.mark.parametrize("schema,values,match", [
+    (ModelConfig, {"width": 30}, "model.width=30"),
+    (ModelConfig, {"mlp_type": "relu"}, "model.mlp_type='relu'"),
+    (ModelConfig, {"reward_names": ["a", "a"]}, "model.reward_names"),
+    (ModelConfig, {"patch_size": 4, "sample_size": 6}, "model.sample_size=6"),
+    (ModelConfig, {"depth": "deep"}, "depth"),
+    (TextEncoderConfig, {"kind": "bert"}, "text_encoder.kind='bert'"),
+    (TextEncoderConfig, {"kind": "t5"}, "text_encoder.path=None"),
+    (TextEncoderConfig, {"dtype": "float64"}, "text_encoder.dtype='float64'"),
+    (TextEncoderConfig, {"layer": "first"}, "text_encoder.layer='first'"),
+    (AutoencoderConfig, {"kind": "vq"}, "autoencoder.kind='vq'"),
+    (AutoencoderConfig, {"kind": "kl"}, "autoencoder.path=None"),
+    (AutoencoderConfig, {"kind": "kl", "path": "x", "normalization": "per_channel"}, "channel_mean"),
+    (AutoencoderConfig, {"kind": "kl", "path": "x", "normalization": "minmax"}, "autoencoder.normalization"),
+])
+def test_bad_values_name_the_key(schema, values, match):
+    with pytest.raises(ConfigError, match=match):
+        to_typed(values, schema)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "text_encoder").glob("*.yaml")) + sorted((CONF / "autoencoder").glob("*.yaml")))
+def test_every_shipped_yaml_validates(path):
+    schema = TextEncoderConfig if path.parent.name == "text_encoder" else AutoencoderConfig
+    to_typed(OmegaConf.load(path), schema)
+
+
+def test_builders():
+    assert isinstance(build_autoencoder(to_typed(OmegaConf.load(CONF / "autoencoder" / "identity.yaml"), AutoencoderConfig)), IdentityAutoencoder)
+    enc = build_text_encoder(to_typed(OmegaConf.load(CONF / "text_encoder" / "minilm.yaml"), TextEncoderConfig))
+    assert enc.dim == 384 and enc.max_length == 32
