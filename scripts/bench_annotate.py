@@ -1,8 +1,8 @@
 """Benchmark of the annotation job against the bare forward and against the naive way, side by side in one run.
 
 For each model set (real architectures at random weights: PickScore ViT-H/14, HPSv2 open_clip ViT-H-14,
-ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic; and the weight-free set) it measures on
-the same synthetic JPEG shards:
+ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic, on synthetic JPEG shards; and the
+weight-free set with alignment, on shapes-world shards) it measures on the same shards:
 
 - bare:  the batched forward alone on images decoded and preprocessed beforehand (the ceiling);
 - job:   ``annotate.job.run_scoring`` end to end (tar reading, decoding and preprocessing in DataLoader workers,
@@ -10,7 +10,7 @@ the same synthetic JPEG shards:
 - naive: what the official scorer packages do: every model scores one image at a time and decodes it itself.
 
 It reports images/s, efficiency = job / bare (target >= 0.85), speedup = job / naive (target >= 3), and the peak
-RSS of each phase (process plus workers).  A last check runs the weight-free job on 2 and on 12 shards: peak memory
+memory of each phase (process plus workers).  A last check runs the weight-free job on 2 and on 12 shards: peak memory
 must not grow with the dataset.  Models are built in memory with random weights (construction skips the
 initialisers and fills weights with N(0, 0.02)); only the shards go to a temp dir.
 
@@ -46,6 +46,7 @@ from annotate.scorers.pixels import PixelScorer  # noqa: E402
 from miro.data.shards import ShardWriter  # noqa: E402
 
 MODEL_SETS = ("pickscore", "hpsv2", "imagereward", "clip_l")
+WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 
 
 # --- random-weight models of the real architectures -----------------------------------------------------------
@@ -178,6 +179,21 @@ def synthetic_jpeg(rng: np.random.Generator, w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+def world_shards(folder: Path, n: int, per_shard: int, resolution: int, seed: int = 0) -> list[tuple[str, bytes, str]]:
+    """Shapes-world shards (default degradations, a share of wrong captions): the weight-free set's home."""
+    from miro.data.shapes.config import ShapesConfig
+    from miro.data.shapes.world import ShapesWorld
+
+    world = ShapesWorld(ShapesConfig(out=str(folder), resolution=resolution, seed=seed))
+    samples = []
+    with ShardWriter(folder, "shapes", maxcount=per_shard) as w:
+        for i in range(n):
+            s = world.sample(i)
+            w.write(s.key, s.members())
+            samples.append((s.key, s.image, s.caption))
+    return samples
+
+
 def make_shards(folder: Path, n: int, per_shard: int, size: tuple[int, int], seed: int = 0) -> list[tuple[str, bytes, str]]:
     rng = np.random.default_rng(seed)
     samples = []
@@ -300,12 +316,12 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
 
 
 def memory_flatness(tmp: Path, args) -> tuple[int, int, int, int]:
-    """Peak RSS of the weight-free job on 2 shards and on 8 shards of the same size."""
+    """Peak memory of the weight-free job on 2 shards and on 12 shards of the same size."""
     out = []
-    scorers = build_scorers(["sharpness", "low_noise", "colorfulness", "contrast"])
+    scorers = build_scorers(WEIGHT_FREE)
     for k in (2, 12):
         folder = tmp / f"flat{k}"
-        make_shards(folder, k * args.per_shard, args.per_shard, tuple(args.size), seed=k)
+        world_shards(folder, k * args.per_shard, args.per_shard, args.world_resolution, seed=k)
         with PeakRSS() as m:
             job(scorers, folder, tmp / f"flat-out{k}", args.batch_size, args.workers)
         out += [k * args.per_shard, m.peak]
@@ -337,9 +353,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODEL_SETS), help=f"comma list of {MODEL_SETS} or 'none'")
     ap.add_argument("--images", type=int, default=12, help="images for each real-model set")
-    ap.add_argument("--free-images", type=int, default=320, help="images for the weight-free set")
+    ap.add_argument("--free-images", type=int, default=320, help="shapes-world images for the weight-free set")
+    ap.add_argument("--world-resolution", type=int, default=128, help="shapes-world image size")
     ap.add_argument("--per-shard", type=int, default=40)
-    ap.add_argument("--size", type=int, nargs=2, default=(384, 288), help="synthetic JPEG width height")
+    ap.add_argument("--size", type=int, nargs=2, default=(384, 288), help="synthetic JPEG width height (real-model sets)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1), help="torch threads of the main process")
@@ -361,9 +378,8 @@ def main() -> None:
                 print(f"built {kind} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
                 rows.append(measure(kind, [scorer], samples, tmp / "real", tmp, args))
                 del scorer
-        free = make_shards(tmp / "free", args.free_images, args.per_shard, tuple(args.size), seed=1)
-        names = ["sharpness", "low_noise", "colorfulness", "contrast"]
-        rows.append(measure("weight-free", build_scorers(names), free, tmp / "free", tmp, args, [build_scorer(n) for n in names]))
+        free = world_shards(tmp / "free", args.free_images, args.per_shard, args.world_resolution, seed=1)
+        rows.append(measure("weight-free", build_scorers(WEIGHT_FREE), free, tmp / "free", tmp, args, [build_scorer(n) for n in WEIGHT_FREE]))
         flat = None if args.no_memory_check else memory_flatness(tmp, args)
     cmd = "python scripts/bench_annotate.py " + " ".join(sys.argv[1:])
     extra = (

@@ -15,7 +15,7 @@ WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "al
 REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
-SHARED_PIXELS = ("sharpness", "low_noise", "colorfulness", "contrast")  # one set of working copies per image
+SHARED_PIXELS = WEIGHT_FREE_REWARDS  # computed in the preprocessing from one set of working copies per image
 
 
 def _module(name: str):
@@ -42,7 +42,7 @@ def build_scorers(
     dtype: str | torch.dtype | None = None,
 ) -> list[Scorer]:
     """Scorers covering ``names``; ``clip_score`` and ``aesthetic`` share one scorer (one image forward), and so
-    do the image-statistics rewards (one resize per image)."""
+    do the weight-free rewards (one resize per image)."""
     configs = configs or {}
     if len(set(names)) != len(names):
         raise ConfigError(f"rewards={list(names)}: a reward is listed twice")

@@ -81,16 +81,19 @@ def test_hydra_config_composes_with_reward_groups():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         default = to_typed(compose("annotate", overrides=["data.shards=/x"]), AnnotateConfig)
         c = compose("annotate", overrides=["data.shards=/x", "rewards=[hpsv2,contrast,imagereward]", "rewards.hpsv2.version=v2.0"])
-        everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES[:-1])}]"])
+        everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES)}]"])
     assert default.reward_names == FREE and default.rewards["sharpness"] == {"size": 256}
     typed = to_typed(c, AnnotateConfig)
     assert typed.reward_names == ["hpsv2", "contrast", "imagereward"] and typed.stats.num_bins == 64
     assert typed.rewards["hpsv2"]["version"] == "v2.0" and typed.rewards["imagereward"]["max_length"] == 35
-    schemas = {"pickscore": "PickScoreConfig", "imagereward": "ImageRewardConfig", "hpsv2": "HPSv2Config", "clip_score": "ClipScoreConfig", "aesthetic": "AestheticConfig"}
-    for name, rc in to_typed(everything, AnnotateConfig).rewards.items():  # every group validates against its scorer's schema
-        if name in schemas:
-            mod = __import__(f"annotate.scorers.{name}", fromlist=[schemas[name]])
-            to_typed(rc, getattr(mod, schemas[name]))
+    schemas = {"pickscore": "PickScoreConfig", "imagereward": "ImageRewardConfig", "hpsv2": "HPSv2Config", "clip_score": "ClipScoreConfig",
+               "aesthetic": "AestheticConfig", "alignment": "AlignmentConfig", "low_noise": "LowNoiseConfig"}
+    selected = to_typed(everything, AnnotateConfig).rewards
+    assert list(selected) == list(REWARD_NAMES)
+    for name, rc in selected.items():  # every group validates against its scorer's schema
+        mod = __import__(f"annotate.scorers.{name}", fromlist=["x"])
+        schema = getattr(mod, schemas[name]) if name in schemas else __import__("annotate.scorers.pixels", fromlist=["x"]).FixedSizeConfig
+        to_typed(rc, schema)
 
 
 def test_slurm_launcher_config_composes():
