@@ -24,7 +24,7 @@ from annotate import sidecar
 from annotate.config import AnnotateConfig
 from annotate.reader import PrepSpec, ShardBatches
 from annotate.scorers.base import Scorer
-from annotate.scorers.registry import DTYPES, build_scorers
+from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
 from miro.data.shards import list_shards
 
 log = logging.getLogger("annotate")
@@ -84,8 +84,9 @@ class ShardPlan:
     keep_existing: bool  # merge the new columns into the existing sidecar
 
 
-def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool) -> ShardPlan | None:
-    """What is left to compute for one shard (None: its sidecar is complete)."""
+def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, settings: dict[str, dict] | None = None) -> ShardPlan | None:
+    """What is left to compute for one shard (None: its sidecar is complete).  A reward present in the sidecar
+    but scored with other settings than ``settings[reward]`` (e.g. another HPS version) is scored again."""
     if overwrite or not path.exists():
         return ShardPlan(shard, path, tuple(rewards), False)
     try:
@@ -97,7 +98,11 @@ def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool) -> 
     if meta.get("shard_bytes") != shard.stat().st_size:
         log.warning("%s changed since %s was written; rescoring", shard, path.name)
         return ShardPlan(shard, path, tuple(rewards), False)
-    missing = tuple(r for r in rewards if r not in present)
+    recorded = meta.get("rewards") or {}
+    changed = [r for r in rewards if r in present and settings and r in settings and comparable_settings(recorded.get(r, {}).get("config")) != settings[r]]
+    if changed:
+        log.warning("%s: %s scored with other settings; scoring again", path.name, changed)
+    missing = tuple(r for r in rewards if r not in present or r in changed)
     return ShardPlan(shard, path, missing, True) if missing else None
 
 
@@ -239,7 +244,8 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
         raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
     root = shards_root(cfg.data.shards, all_shards, cfg.data.root)
     mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
-    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite))]
+    settings = {r: reward_settings(r, c) for r, c in cfg.rewards.items()}
+    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings))]
     summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
     log.info("rank %d/%d: %d of %d shards, %d already complete", rank, world, len(mine), len(all_shards), summary["skipped"])
     if not plans:

@@ -25,6 +25,9 @@ def measure(views: PixelViews, prompt: str | None, cfg: AlignmentConfig) -> floa
     return caption_alignment(views.native(), prompt)
 
 
+SETTINGS = AlignmentConfig  # the schema of conf/rewards/alignment.yaml
+
+
 def build(**cfg) -> PixelScorer:
     from miro.data.shapes.detector import default_detector
 

@@ -23,5 +23,8 @@ def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> floa
     return hasler_susstrunk(views.fixed(cfg.size))
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/colorfulness.yaml
+
+
 def build(**cfg) -> PixelScorer:
     return PixelScorer({"colorfulness": Measure(measure, to_typed(cfg, FixedSizeConfig))})

@@ -14,5 +14,8 @@ def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> floa
     return float((views.luma(cfg.size) / 255.0).std())
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/contrast.yaml
+
+
 def build(**cfg) -> PixelScorer:
     return PixelScorer({"contrast": Measure(measure, to_typed(cfg, FixedSizeConfig))})

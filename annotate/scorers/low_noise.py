@@ -55,5 +55,8 @@ def measure(views: PixelViews, prompt: str | None, cfg: LowNoiseConfig) -> float
     return -noise_sigma(centre_crop(views.native(), cfg.max_side)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+SETTINGS = LowNoiseConfig  # the schema of conf/rewards/low_noise.yaml
+
+
 def build(**cfg) -> PixelScorer:
     return PixelScorer({"low_noise": Measure(measure, to_typed(cfg, LowNoiseConfig))})

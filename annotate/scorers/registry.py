@@ -24,6 +24,23 @@ def _module(name: str):
     return importlib.import_module(f"annotate.scorers.{name}")
 
 
+IGNORED_SETTINGS = ("batch_size", "download")  # settings that never change a score
+
+
+def reward_settings(name: str, cfg: Mapping | None = None) -> dict:
+    """The settings of reward ``name`` as its scorer records them (schema defaults filled in, score-neutral keys
+    dropped): what must match for two scores to be comparable."""
+    from dataclasses import asdict
+
+    from miro.utils.config import to_typed
+
+    return comparable_settings(asdict(to_typed(dict(cfg or {}), _module(name).SETTINGS)))
+
+
+def comparable_settings(settings: Mapping | None) -> dict:
+    return {k: v for k, v in (settings or {}).items() if k not in IGNORED_SETTINGS}
+
+
 def _place(scorer: Scorer, device, dtype) -> Scorer:
     if isinstance(dtype, str):
         dtype = DTYPES[dtype]

@@ -21,5 +21,8 @@ def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> floa
     return laplacian_log_variance(views.luma(cfg.size))
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/sharpness.yaml
+
+
 def build(**cfg) -> PixelScorer:
     return PixelScorer({"sharpness": Measure(measure, to_typed(cfg, FixedSizeConfig))})

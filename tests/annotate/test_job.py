@@ -323,3 +323,15 @@ def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path):
         a, ma = read(p)
         b, mb = read(out / p.name)
         assert a == b and ma["report"] == mb["report"] and ma["rewards"] == mb["rewards"]
+
+
+def test_changed_settings_rescore_only_that_reward(tmp_path):
+    shards = write_good_shards(tmp_path / "shards", 1, 5, size=(64, 64))
+    run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 64}, "contrast": {}}))
+    first, _ = read(sidecar.rewards_path(shards[0]))
+    assert run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 64}, "contrast": {}}))["skipped"] == 1
+    summary = run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 32}, "contrast": {}}))
+    assert len(summary["written"]) == 1
+    d, meta = read(sidecar.rewards_path(shards[0]))
+    assert d["contrast"] == first["contrast"] and d["sharpness"] != first["sharpness"]
+    assert meta["rewards"]["sharpness"]["config"] == {"size": 32}
