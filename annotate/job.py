@@ -139,6 +139,7 @@ class ScoringPass:
                     self.provenance[o] = s.output_provenance(o)
         self.states: dict[int, ShardState] = defaultdict(ShardState)
         self.written: list[Path] = []
+        self.images = 0
 
     def run(self) -> list[Path]:
         specs = [PrepSpec(s.name, s.preprocessor(), bool(s.image_only_outputs)) for s in self.scorers]
@@ -164,6 +165,7 @@ class ScoringPass:
                 for o, vals in out.items():
                     if o in self.wanted:
                         st.scores[o].append((index[rows], vals))
+            self.images += len(index)
             if self.progress is not None:
                 self.progress.update(len(index))
         return self.written
@@ -247,7 +249,9 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     settings = {r: reward_settings(r, c) for r, c in cfg.rewards.items()}
     plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings))]
     summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
-    log.info("rank %d/%d: %d of %d shards, %d already complete", rank, world, len(mine), len(all_shards), summary["skipped"])
+    where = f" (array {cfg.array_index}/{cfg.array_count})" if cfg.array_count else ""
+    where += f" (shard_range {cfg.shard_range})" if cfg.shard_range else ""
+    log.info("rank %d/%d%s: %d of %d shards, %d already complete", rank, world, where, len(mine), len(all_shards), summary["skipped"])
     if not plans:
         return summary
     if scorers is None:
@@ -263,9 +267,9 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     t0 = time.perf_counter()
     with tqdm(unit="img", disable=not cfg.progress, desc=f"annotate r{rank}" if world > 1 else "annotate", dynamic_ncols=True) as bar:
         for group in groups.values():
-            done = ScoringPass(cfg, scorers, group, config_dict, bar).run()
-            summary["written"] += [str(p) for p in done]
-        summary["images"] = int(bar.n)
+            scoring = ScoringPass(cfg, scorers, group, config_dict, bar)
+            summary["written"] += [str(p) for p in scoring.run()]
+            summary["images"] += scoring.images
     summary["seconds"] = time.perf_counter() - t0
     log.info("rank %d/%d: %d images in %.1f s (%.1f img/s)", rank, world, summary["images"], summary["seconds"], summary["images"] / max(summary["seconds"], 1e-9))
     return summary

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import os
 import sys
@@ -159,6 +160,20 @@ def random_scorer(kind: str) -> Scorer:
         configs = {"clip_score": ClipScoreConfig(), "aesthetic": AestheticConfig()}
         return ClipLScorer(model, *clip_processor_parts(), ("clip_score", "aesthetic"), fill_random(head), configs)
     raise ValueError(kind)
+
+
+def naive_split(scorer: Scorer) -> list[Scorer]:
+    """The naive way runs each reward as its own package: CLIP score and the aesthetic head each do their own
+    ViT-L/14 image forward (same weights in memory)."""
+    from annotate.scorers.clip_l import ClipLScorer
+
+    if not isinstance(scorer, ClipLScorer) or len(scorer.outputs) == 1:
+        return [scorer]
+    parts = []
+    for o in scorer.outputs:
+        head = scorer.head if o == "aesthetic" else None
+        parts.append(ClipLScorer(scorer.model, scorer.image_processor, scorer.tokenizer, (o,), head, {o: scorer.configs[o]}))
+    return parts
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -376,8 +391,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 scorer = random_scorer(kind)
                 print(f"built {kind} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
-                rows.append(measure(kind, [scorer], samples, tmp / "real", tmp, args))
+                rows.append(measure(kind, [scorer], samples, tmp / "real", tmp, args, naive_split(scorer)))
                 del scorer
+                gc.collect()
         free = world_shards(tmp / "free", args.free_images, args.per_shard, args.world_resolution, seed=1)
         rows.append(measure("weight-free", build_scorers(WEIGHT_FREE), free, tmp / "free", tmp, args, [build_scorer(n) for n in WEIGHT_FREE]))
         flat = None if args.no_memory_check else memory_flatness(tmp, args)

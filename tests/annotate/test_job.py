@@ -208,7 +208,7 @@ def test_resume_after_a_crash_gives_identical_sidecars(tmp_path):
     done = sorted(p.name for p in out.iterdir())
     assert done == [f"ds-00000{i}.rewards.parquet" for i in range(2)]  # complete shards only, no temporaries
     summary = run_scoring(cfg(tmp_path / "shards", out_dir=str(out), workers=2))
-    assert summary["skipped"] == 2 and len(summary["written"]) == 2
+    assert summary["skipped"] == 2 and len(summary["written"]) == 2 and summary["images"] == 20
     assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == reference  # byte-identical
     assert len(shards) == 4
 
