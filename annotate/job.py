@@ -228,7 +228,8 @@ class ScoringPass:
             return keys, scores, status, provenance
         merged = {c: old.column(c).to_numpy(zero_copy_only=False) for c in sidecar.reward_columns(plan.sidecar) if c not in scores}
         merged.update(scores)
-        old_status = old.column("status").to_pylist()
+        stale = {f"nan:{r}" for r in scores}  # reasons about the columns being replaced
+        old_status = [";".join(p for p in a.split(";") if p not in stale) or "ok" for a in old.column("status").to_pylist()]
         status = [_union(a, b) for a, b in zip(old_status, status)]
         return keys, merged, status, {**meta.get("rewards", {}), **provenance}
 
@@ -240,6 +241,7 @@ def _union(a: str, b: str) -> str:
 
 def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config_dict: dict | None = None) -> dict:
     """Score this process's shards; returns a summary (shards written / skipped, images, seconds)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers are used in forked workers
     rank, world, local_rank = process_rank()
     all_shards = list_shards(cfg.data.shards)
     if not all_shards:

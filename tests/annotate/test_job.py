@@ -335,3 +335,25 @@ def test_changed_settings_rescore_only_that_reward(tmp_path):
     d, meta = read(sidecar.rewards_path(shards[0]))
     assert d["contrast"] == first["contrast"] and d["sharpness"] != first["sharpness"]
     assert meta["rewards"]["sharpness"]["config"] == {"size": 32}
+
+
+def test_preprocessors_survive_pickling(pickscore_dir, imagereward_files, hps_checkpoint, tiny_open_clip_arch, images):
+    """Workers started with 'spawn' (macOS, Windows) receive the preprocessors pickled: they must round-trip."""
+    import pickle
+
+    import torch
+
+    from tests.annotate.conftest import TINY_BLIP
+
+    scorers = [
+        build_scorer("pickscore", model=str(pickscore_dir), processor=str(pickscore_dir)),
+        build_scorer("imagereward", checkpoint=str(imagereward_files[0]), med_config=str(imagereward_files[1]), vision=TINY_BLIP),
+        build_scorer("hpsv2", checkpoint=str(hps_checkpoint), arch=tiny_open_clip_arch),
+        *build_scorers(["sharpness", "alignment"]),
+    ]
+    for s in scorers:
+        prep = s.preprocessor()
+        blob = pickle.dumps(prep)
+        assert len(blob) < 20_000_000  # no model weights inside
+        a, b = prep(images[1], "a red star"), pickle.loads(blob)(images[1], "a red star")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
