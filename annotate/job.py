@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from annotate import sidecar
 from annotate.config import AnnotateConfig
-from annotate.reader import PrepSpec, ShardBatches
+from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
 from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
 from miro.data.shards import list_shards
@@ -144,7 +144,9 @@ class ScoringPass:
     def run(self) -> list[Path]:
         specs = [PrepSpec(s.name, s.preprocessor(), bool(s.image_only_outputs)) for s in self.scorers]
         ds = ShardBatches([p.shard for p in self.plans], specs, self.cfg.batch_size, self.cfg.data.max_pixels, self.cfg.workers)
-        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.workers, prefetch_factor=2 if self.cfg.workers else None)
+        loader = DataLoader(
+            ds, batch_size=None, num_workers=self.cfg.workers, prefetch_factor=2 if self.cfg.workers else None, worker_init_fn=worker_init
+        )
         by_name = {s.name: s for s in self.scorers}
         for item in loader:
             st = self.states[int(item["shard"])]

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import io
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -369,6 +370,23 @@ def markdown(rows: list[dict], flat, args, extra: str) -> str:
     return "\n".join(lines)
 
 
+def run_one(which: str, args) -> dict | tuple:
+    """One set measured in this process: a model kind, "weight-free", or "memory"."""
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-annotate-") as d:
+        tmp = Path(d)
+        if which == "memory":
+            return memory_flatness(tmp, args)
+        if which == "weight-free":
+            free = world_shards(tmp / "free", args.free_images, args.per_shard, args.world_resolution, seed=1)
+            return measure("weight-free", build_scorers(WEIGHT_FREE), free, tmp / "free", tmp, args, [build_scorer(n) for n in WEIGHT_FREE])
+        samples = make_shards(tmp / "real", args.images, args.per_shard, tuple(args.size))
+        t0 = time.perf_counter()
+        scorer = random_scorer(which)
+        print(f"built {which} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
+        return measure(which, [scorer], samples, tmp / "real", tmp, args, naive_split(scorer))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODEL_SETS), help=f"comma list of {MODEL_SETS} or 'none'")
@@ -384,29 +402,28 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--no-memory-check", action="store_true")
     ap.add_argument("--write", type=Path, help="also write the markdown table to this file")
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one set in this (fresh) process
     args = ap.parse_args()
+    if args.only:
+        print("RESULT " + json.dumps(run_one(args.only, args)), flush=True)
+        return
     load_before = os.getloadavg()[0]
-    torch.set_num_threads(args.threads)
     models = [] if args.models == "none" else [m for m in args.models.split(",") if m]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-annotate-") as d:
-        tmp = Path(d)
-        if models:
-            samples = make_shards(tmp / "real", args.images, args.per_shard, tuple(args.size))
-            for kind in models:
-                t0 = time.perf_counter()
-                scorer = random_scorer(kind)
-                print(f"built {kind} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
-                rows.append(measure(kind, [scorer], samples, tmp / "real", tmp, args, naive_split(scorer)))
-                del scorer
-                gc.collect()
-        free = world_shards(tmp / "free", args.free_images, args.per_shard, args.world_resolution, seed=1)
-        rows.append(measure("weight-free", build_scorers(WEIGHT_FREE), free, tmp / "free", tmp, args, [build_scorer(n) for n in WEIGHT_FREE]))
-        flat = None if args.no_memory_check else memory_flatness(tmp, args)
+    sets = [*models, "weight-free", *([] if args.no_memory_check else ["memory"])]
+    rows, flat = [], None
+    for which in sets:  # each set in a fresh process: no memory left over from the previous model
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", which], stdout=subprocess.PIPE, text=True, check=True)
+        lines = out.stdout.splitlines()
+        print("\n".join(x for x in lines if not x.startswith("RESULT ")), flush=True)
+        result = json.loads(next(x for x in lines if x.startswith("RESULT "))[len("RESULT ") :])
+        if which == "memory":
+            flat = result
+        else:
+            rows.append(result)
     cmd = "python scripts/bench_annotate.py " + " ".join(sys.argv[1:])
     extra = (
         f"Command: `{cmd.strip()}`; torch {torch.__version__}, {args.threads} torch threads, {args.workers} workers, batch {args.batch_size}, "
-        f"{os.cpu_count()} CPUs, load average before the run {load_before:.1f}."
+        f"{os.cpu_count()} CPUs, load average before the run {load_before:.1f}; each set measured in its own process."
     )
     table = markdown(rows, flat, args, extra)
     print()
