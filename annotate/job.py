@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 
 from annotate import sidecar
 from annotate.config import AnnotateConfig
-from annotate.reader import PrepSpec, ShardBatches
+from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
-from annotate.scorers.registry import DTYPES, build_scorers
+from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
 from miro.data.shards import list_shards
 
 log = logging.getLogger("annotate")
@@ -84,8 +84,9 @@ class ShardPlan:
     keep_existing: bool  # merge the new columns into the existing sidecar
 
 
-def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool) -> ShardPlan | None:
-    """What is left to compute for one shard (None: its sidecar is complete)."""
+def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, settings: dict[str, dict] | None = None) -> ShardPlan | None:
+    """What is left to compute for one shard (None: its sidecar is complete).  A reward present in the sidecar
+    but scored with other settings than ``settings[reward]`` (e.g. another HPS version) is scored again."""
     if overwrite or not path.exists():
         return ShardPlan(shard, path, tuple(rewards), False)
     try:
@@ -97,7 +98,11 @@ def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool) -> 
     if meta.get("shard_bytes") != shard.stat().st_size:
         log.warning("%s changed since %s was written; rescoring", shard, path.name)
         return ShardPlan(shard, path, tuple(rewards), False)
-    missing = tuple(r for r in rewards if r not in present)
+    recorded = meta.get("rewards") or {}
+    changed = [r for r in rewards if r in present and settings and r in settings and comparable_settings(recorded.get(r, {}).get("config")) != settings[r]]
+    if changed:
+        log.warning("%s: %s scored with other settings; scoring again", path.name, changed)
+    missing = tuple(r for r in rewards if r not in present or r in changed)
     return ShardPlan(shard, path, missing, True) if missing else None
 
 
@@ -134,11 +139,14 @@ class ScoringPass:
                     self.provenance[o] = s.output_provenance(o)
         self.states: dict[int, ShardState] = defaultdict(ShardState)
         self.written: list[Path] = []
+        self.images = 0
 
     def run(self) -> list[Path]:
         specs = [PrepSpec(s.name, s.preprocessor(), bool(s.image_only_outputs)) for s in self.scorers]
         ds = ShardBatches([p.shard for p in self.plans], specs, self.cfg.batch_size, self.cfg.data.max_pixels, self.cfg.workers)
-        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.workers, prefetch_factor=2 if self.cfg.workers else None)
+        loader = DataLoader(
+            ds, batch_size=None, num_workers=self.cfg.workers, prefetch_factor=2 if self.cfg.workers else None, worker_init_fn=worker_init
+        )
         by_name = {s.name: s for s in self.scorers}
         for item in loader:
             st = self.states[int(item["shard"])]
@@ -159,6 +167,7 @@ class ScoringPass:
                 for o, vals in out.items():
                     if o in self.wanted:
                         st.scores[o].append((index[rows], vals))
+            self.images += len(index)
             if self.progress is not None:
                 self.progress.update(len(index))
         return self.written
@@ -221,7 +230,8 @@ class ScoringPass:
             return keys, scores, status, provenance
         merged = {c: old.column(c).to_numpy(zero_copy_only=False) for c in sidecar.reward_columns(plan.sidecar) if c not in scores}
         merged.update(scores)
-        old_status = old.column("status").to_pylist()
+        stale = {f"nan:{r}" for r in scores}  # reasons about the columns being replaced
+        old_status = [";".join(p for p in a.split(";") if p not in stale) or "ok" for a in old.column("status").to_pylist()]
         status = [_union(a, b) for a, b in zip(old_status, status)]
         return keys, merged, status, {**meta.get("rewards", {}), **provenance}
 
@@ -233,15 +243,19 @@ def _union(a: str, b: str) -> str:
 
 def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config_dict: dict | None = None) -> dict:
     """Score this process's shards; returns a summary (shards written / skipped, images, seconds)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers are used in forked workers
     rank, world, local_rank = process_rank()
     all_shards = list_shards(cfg.data.shards)
     if not all_shards:
         raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
     root = shards_root(cfg.data.shards, all_shards, cfg.data.root)
     mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
-    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite))]
+    settings = {r: reward_settings(r, c) for r, c in cfg.rewards.items()}
+    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings))]
     summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
-    log.info("rank %d/%d: %d of %d shards, %d already complete", rank, world, len(mine), len(all_shards), summary["skipped"])
+    where = f" (array {cfg.array_index}/{cfg.array_count})" if cfg.array_count else ""
+    where += f" (shard_range {cfg.shard_range})" if cfg.shard_range else ""
+    log.info("rank %d/%d%s: %d of %d shards, %d already complete", rank, world, where, len(mine), len(all_shards), summary["skipped"])
     if not plans:
         return summary
     if scorers is None:
@@ -257,9 +271,9 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     t0 = time.perf_counter()
     with tqdm(unit="img", disable=not cfg.progress, desc=f"annotate r{rank}" if world > 1 else "annotate", dynamic_ncols=True) as bar:
         for group in groups.values():
-            done = ScoringPass(cfg, scorers, group, config_dict, bar).run()
-            summary["written"] += [str(p) for p in done]
-        summary["images"] = int(bar.n)
+            scoring = ScoringPass(cfg, scorers, group, config_dict, bar)
+            summary["written"] += [str(p) for p in scoring.run()]
+            summary["images"] += scoring.images
     summary["seconds"] = time.perf_counter() - t0
     log.info("rank %d/%d: %d images in %.1f s (%.1f img/s)", rank, world, summary["images"], summary["seconds"], summary["images"] / max(summary["seconds"], 1e-9))
     return summary

@@ -56,6 +56,16 @@ def decode_sample(members: dict[str, bytes], max_pixels: int):
     return image, caption, reasons
 
 
+def worker_init(_worker_id: int) -> None:
+    """One thread per worker in every native pool: torch limits its own, but numpy's BLAS (used by the image
+    statistics and the shapes detector) would start one thread per core in each worker and oversubscribe."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it BLAS keeps its default
+        return
+    threadpool_limits(1)
+
+
 def missing_end_marker(shard: Path) -> str | None:
     """A tar cut at a member boundary reads as a shorter valid archive; its missing end-of-archive blocks tell."""
     size = shard.stat().st_size

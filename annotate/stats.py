@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotate import sidecar
+from annotate.scorers.registry import comparable_settings
 from miro.data.shards import list_shards
 
 log = logging.getLogger("annotate.stats")
@@ -167,7 +168,7 @@ def read_buckets(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], di
 # --- the stats stage ----------------------------------------------------------------------------------------------
 def _identity(prov: dict) -> str:
     """What must agree across shards for scores to be comparable: model, version, weight hashes, scoring config."""
-    cfg = {k: v for k, v in (prov.get("config") or {}).items() if k not in ("batch_size", "download")}
+    cfg = comparable_settings(prov.get("config"))
     ident = {"model": prov.get("model"), "version": prov.get("version"), "sha256": sorted(w.get("sha256", "") for w in prov.get("weights", [])), "config": cfg}
     return json.dumps(ident, sort_keys=True, default=str)
 

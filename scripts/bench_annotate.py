@@ -1,8 +1,8 @@
 """Benchmark of the annotation job against the bare forward and against the naive way, side by side in one run.
 
 For each model set (real architectures at random weights: PickScore ViT-H/14, HPSv2 open_clip ViT-H-14,
-ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic; and the weight-free set) it measures on
-the same synthetic JPEG shards:
+ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic, on synthetic JPEG shards; and the
+weight-free set with alignment, on shapes-world shards) it measures on the same shards:
 
 - bare:  the batched forward alone on images decoded and preprocessed beforehand (the ceiling);
 - job:   ``annotate.job.run_scoring`` end to end (tar reading, decoding and preprocessing in DataLoader workers,
@@ -10,7 +10,7 @@ the same synthetic JPEG shards:
 - naive: what the official scorer packages do: every model scores one image at a time and decodes it itself.
 
 It reports images/s, efficiency = job / bare (target >= 0.85), speedup = job / naive (target >= 3), and the peak
-RSS of each phase (process plus workers).  A last check runs the weight-free job on 2 and on 12 shards: peak memory
+memory of each phase (process plus workers).  A last check runs the weight-free job on 2 and on 12 shards: peak memory
 must not grow with the dataset.  Models are built in memory with random weights (construction skips the
 initialisers and fills weights with N(0, 0.02)); only the shards go to a temp dir.
 
@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +48,7 @@ from annotate.scorers.pixels import PixelScorer  # noqa: E402
 from miro.data.shards import ShardWriter  # noqa: E402
 
 MODEL_SETS = ("pickscore", "hpsv2", "imagereward", "clip_l")
+WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 
 
 # --- random-weight models of the real architectures -----------------------------------------------------------
@@ -160,6 +163,20 @@ def random_scorer(kind: str) -> Scorer:
     raise ValueError(kind)
 
 
+def naive_split(scorer: Scorer) -> list[Scorer]:
+    """The naive way runs each reward as its own package: CLIP score and the aesthetic head each do their own
+    ViT-L/14 image forward (same weights in memory)."""
+    from annotate.scorers.clip_l import ClipLScorer
+
+    if not isinstance(scorer, ClipLScorer) or len(scorer.outputs) == 1:
+        return [scorer]
+    parts = []
+    for o in scorer.outputs:
+        head = scorer.head if o == "aesthetic" else None
+        parts.append(ClipLScorer(scorer.model, scorer.image_processor, scorer.tokenizer, (o,), head, {o: scorer.configs[o]}))
+    return parts
+
+
 # --- data --------------------------------------------------------------------------------------------------------
 def synthetic_jpeg(rng: np.random.Generator, w: int, h: int) -> bytes:
     """A web-like JPEG: smooth colour field, a few filled shapes, mild sensor noise."""
@@ -176,6 +193,21 @@ def synthetic_jpeg(rng: np.random.Generator, w: int, h: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def world_shards(folder: Path, n: int, per_shard: int, resolution: int, seed: int = 0) -> list[tuple[str, bytes, str]]:
+    """Shapes-world shards (default degradations, a share of wrong captions): the weight-free set's home."""
+    from miro.data.shapes.config import ShapesConfig
+    from miro.data.shapes.world import ShapesWorld
+
+    world = ShapesWorld(ShapesConfig(out=str(folder), resolution=resolution, seed=seed))
+    samples = []
+    with ShardWriter(folder, "shapes", maxcount=per_shard) as w:
+        for i in range(n):
+            s = world.sample(i)
+            w.write(s.key, s.members())
+            samples.append((s.key, s.image, s.caption))
+    return samples
 
 
 def make_shards(folder: Path, n: int, per_shard: int, size: tuple[int, int], seed: int = 0) -> list[tuple[str, bytes, str]]:
@@ -274,12 +306,17 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
     n = len(samples)
     prep0 = scorers[0].preprocessor()
     scorers[0].forward(default_collate([prep0(decode(samples[0][1]), samples[0][2])]))  # warm-up
-    with PeakRSS() as m_bare:
-        t_bare = bare(scorers, samples, args.batch_size)
-    with PeakRSS() as m_job:
-        t_job = job(scorers, shards, tmp / f"out-{label}", args.batch_size, args.workers)
-    with PeakRSS() as m_naive:
-        t_naive = naive(naive_scorers or scorers, samples) if not args.skip_naive else float("nan")
+    t_bare = t_job = t_naive = float("inf")
+    for r in range(args.repeats):  # phases interleaved, best of the repeats: load changes hit all three alike
+        with PeakRSS() as m_bare:
+            t_bare = min(t_bare, bare(scorers, samples, args.batch_size))
+        with PeakRSS() as m_job:
+            t_job = min(t_job, job(scorers, shards, tmp / f"out-{label}-{r}", args.batch_size, args.workers))
+        with PeakRSS() as m_naive:
+            if not args.skip_naive:
+                t_naive = min(t_naive, naive(naive_scorers or scorers, samples))
+    if args.skip_naive:
+        t_naive = float("nan")
     row = {
         "set": label,
         "images": n,
@@ -300,12 +337,12 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
 
 
 def memory_flatness(tmp: Path, args) -> tuple[int, int, int, int]:
-    """Peak RSS of the weight-free job on 2 shards and on 8 shards of the same size."""
+    """Peak memory of the weight-free job on 2 shards and on 12 shards of the same size."""
     out = []
-    scorers = build_scorers(["sharpness", "low_noise", "colorfulness", "contrast"])
+    scorers = build_scorers(WEIGHT_FREE)
     for k in (2, 12):
         folder = tmp / f"flat{k}"
-        make_shards(folder, k * args.per_shard, args.per_shard, tuple(args.size), seed=k)
+        world_shards(folder, k * args.per_shard, args.per_shard, args.world_resolution, seed=k)
         with PeakRSS() as m:
             job(scorers, folder, tmp / f"flat-out{k}", args.batch_size, args.workers)
         out += [k * args.per_shard, m.peak]
@@ -333,42 +370,60 @@ def markdown(rows: list[dict], flat, args, extra: str) -> str:
     return "\n".join(lines)
 
 
+def run_one(which: str, args) -> dict | tuple:
+    """One set measured in this process: a model kind, "weight-free", or "memory"."""
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-annotate-") as d:
+        tmp = Path(d)
+        if which == "memory":
+            return memory_flatness(tmp, args)
+        if which == "weight-free":
+            free = world_shards(tmp / "free", args.free_images, args.per_shard, args.world_resolution, seed=1)
+            return measure("weight-free", build_scorers(WEIGHT_FREE), free, tmp / "free", tmp, args, [build_scorer(n) for n in WEIGHT_FREE])
+        samples = make_shards(tmp / "real", args.images, args.per_shard, tuple(args.size))
+        t0 = time.perf_counter()
+        scorer = random_scorer(which)
+        print(f"built {which} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
+        return measure(which, [scorer], samples, tmp / "real", tmp, args, naive_split(scorer))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODEL_SETS), help=f"comma list of {MODEL_SETS} or 'none'")
     ap.add_argument("--images", type=int, default=12, help="images for each real-model set")
-    ap.add_argument("--free-images", type=int, default=320, help="images for the weight-free set")
+    ap.add_argument("--free-images", type=int, default=320, help="shapes-world images for the weight-free set")
+    ap.add_argument("--world-resolution", type=int, default=128, help="shapes-world image size")
     ap.add_argument("--per-shard", type=int, default=40)
-    ap.add_argument("--size", type=int, nargs=2, default=(384, 288), help="synthetic JPEG width height")
+    ap.add_argument("--size", type=int, nargs=2, default=(384, 288), help="synthetic JPEG width height (real-model sets)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1), help="torch threads of the main process")
+    ap.add_argument("--repeats", type=int, default=1, help="run the three phases this many times, keep the best of each")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--no-memory-check", action="store_true")
     ap.add_argument("--write", type=Path, help="also write the markdown table to this file")
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one set in this (fresh) process
     args = ap.parse_args()
+    if args.only:
+        print("RESULT " + json.dumps(run_one(args.only, args)), flush=True)
+        return
     load_before = os.getloadavg()[0]
-    torch.set_num_threads(args.threads)
     models = [] if args.models == "none" else [m for m in args.models.split(",") if m]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-annotate-") as d:
-        tmp = Path(d)
-        if models:
-            samples = make_shards(tmp / "real", args.images, args.per_shard, tuple(args.size))
-            for kind in models:
-                t0 = time.perf_counter()
-                scorer = random_scorer(kind)
-                print(f"built {kind} in {time.perf_counter() - t0:.1f} s ({sum(p.numel() for p in _params(scorer)) / 1e6:.0f}M parameters)", flush=True)
-                rows.append(measure(kind, [scorer], samples, tmp / "real", tmp, args))
-                del scorer
-        free = make_shards(tmp / "free", args.free_images, args.per_shard, tuple(args.size), seed=1)
-        names = ["sharpness", "low_noise", "colorfulness", "contrast"]
-        rows.append(measure("weight-free", build_scorers(names), free, tmp / "free", tmp, args, [build_scorer(n) for n in names]))
-        flat = None if args.no_memory_check else memory_flatness(tmp, args)
+    sets = [*models, "weight-free", *([] if args.no_memory_check else ["memory"])]
+    rows, flat = [], None
+    for which in sets:  # each set in a fresh process: no memory left over from the previous model
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", which], stdout=subprocess.PIPE, text=True, check=True)
+        lines = out.stdout.splitlines()
+        print("\n".join(x for x in lines if not x.startswith("RESULT ")), flush=True)
+        result = json.loads(next(x for x in lines if x.startswith("RESULT "))[len("RESULT ") :])
+        if which == "memory":
+            flat = result
+        else:
+            rows.append(result)
     cmd = "python scripts/bench_annotate.py " + " ".join(sys.argv[1:])
     extra = (
         f"Command: `{cmd.strip()}`; torch {torch.__version__}, {args.threads} torch threads, {args.workers} workers, batch {args.batch_size}, "
-        f"{os.cpu_count()} CPUs, load average before the run {load_before:.1f}."
+        f"{os.cpu_count()} CPUs, load average before the run {load_before:.1f}; each set measured in its own process."
     )
     table = markdown(rows, flat, args, extra)
     print()

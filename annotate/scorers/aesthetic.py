@@ -54,6 +54,9 @@ def resolve_head(cfg: AestheticConfig) -> Path:
     return resolve_file(cfg.head, what="LAION aesthetic head", source=f"{HEAD_URL} (sha256 21dd590f...f1e0)", download=cfg.download, key="rewards.aesthetic.head")
 
 
+SETTINGS = AestheticConfig  # the schema of conf/rewards/aesthetic.yaml
+
+
 def build(**cfg):
     from annotate.scorers.clip_l import build_clip_l
 

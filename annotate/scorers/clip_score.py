@@ -31,6 +31,9 @@ def torchmetrics_convention(raw_cosine: np.ndarray) -> np.ndarray:
     return np.maximum(100.0 * np.asarray(raw_cosine, dtype=np.float64), 0.0)
 
 
+SETTINGS = ClipScoreConfig  # the schema of conf/rewards/clip_score.yaml
+
+
 def build(**cfg):
     from annotate.scorers.clip_l import build_clip_l
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
+from annotate.scorers.pixels import FixedSizeConfig, Measure, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
@@ -19,9 +19,12 @@ def hasler_susstrunk(rgb: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> float:
     return hasler_susstrunk(views.fixed(cfg.size))
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/colorfulness.yaml
+
+
 def build(**cfg) -> PixelScorer:
-    return PixelScorer({"colorfulness": (measure, to_typed(cfg, FixedSizeConfig))})
+    return PixelScorer({"colorfulness": Measure(measure, to_typed(cfg, FixedSizeConfig))})

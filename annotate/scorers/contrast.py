@@ -6,13 +6,16 @@ scales it down by the contrast factor.
 
 from __future__ import annotations
 
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
+from annotate.scorers.pixels import FixedSizeConfig, Measure, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
-def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> float:
     return float((views.luma(cfg.size) / 255.0).std())
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/contrast.yaml
+
+
 def build(**cfg) -> PixelScorer:
-    return PixelScorer({"contrast": (measure, to_typed(cfg, FixedSizeConfig))})
+    return PixelScorer({"contrast": Measure(measure, to_typed(cfg, FixedSizeConfig))})

@@ -253,5 +253,8 @@ def from_config(cfg: ImageRewardConfig) -> ImageRewardScorer:
     return ImageRewardScorer(vision, text, mlp, build_tokenizer(vocab), cfg, files)
 
 
+SETTINGS = ImageRewardConfig  # the schema of conf/rewards/imagereward.yaml
+
+
 def build(**cfg) -> ImageRewardScorer:
     return from_config(to_typed(cfg, ImageRewardConfig))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotate.scorers.pixels import PixelScorer, PixelViews
+from annotate.scorers.pixels import Measure, PixelScorer, PixelViews
 from miro.utils.config import require, to_typed
 
 MAD_TO_SIGMA = 0.6744897501960817  # median of |N(0, 1)|
@@ -51,9 +51,12 @@ def noise_sigma(rgb: np.ndarray) -> float:
     return float(np.mean(np.median(hh, axis=1), dtype=np.float64) / MAD_TO_SIGMA)
 
 
-def measure(views: PixelViews, cfg: LowNoiseConfig) -> float:
+def measure(views: PixelViews, prompt: str | None, cfg: LowNoiseConfig) -> float:
     return -noise_sigma(centre_crop(views.native(), cfg.max_side)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+SETTINGS = LowNoiseConfig  # the schema of conf/rewards/low_noise.yaml
+
+
 def build(**cfg) -> PixelScorer:
-    return PixelScorer({"low_noise": (measure, to_typed(cfg, LowNoiseConfig))})
+    return PixelScorer({"low_noise": Measure(measure, to_typed(cfg, LowNoiseConfig))})

@@ -84,5 +84,8 @@ def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
     return PickScoreScorer(model, image_processor, tokenizer, cfg, files, tok_source)
 
 
+SETTINGS = PickScoreConfig  # the schema of conf/rewards/pickscore.yaml
+
+
 def build(**cfg) -> PickScoreScorer:
     return from_config(to_typed(cfg, PickScoreConfig))

@@ -56,15 +56,22 @@ class PixelViews:
         return self._cache[key]
 
 
-Measure = Callable[[PixelViews, object], float]
+@dataclass(frozen=True)
+class Measure:
+    """A weight-free reward: ``fn(views, prompt, config) -> float`` (``prompt`` is None unless ``needs_prompt``)."""
+
+    fn: Callable[[PixelViews, str | None, object], float]
+    config: object
+    needs_prompt: bool = False
 
 
 class PixelScorer(Scorer):
-    """Image-only, weight-free rewards: ``{name: (measure(views, config) -> float, config)}``."""
+    """Weight-free rewards computed in the preprocessing: ``{name: Measure}``."""
 
-    def __init__(self, measures: dict[str, tuple[Measure, object]]):
+    def __init__(self, measures: dict[str, Measure]):
         self.measures = dict(measures)
         self.outputs = tuple(self.measures)
+        self.text_outputs = frozenset(n for n, m in self.measures.items() if m.needs_prompt)
         self.name = "+".join(self.outputs)
 
     @classmethod
@@ -76,7 +83,11 @@ class PixelScorer(Scorer):
 
     def _prep(self, image: Image.Image, prompt: str | None) -> Item:
         views = PixelViews(image)
-        return {name: torch.tensor(float(fn(views, cfg)), dtype=torch.float64) for name, (fn, cfg) in self.measures.items()}
+        out = {}
+        for name, m in self.measures.items():
+            value = float("nan") if (m.needs_prompt and prompt is None) else float(m.fn(views, prompt, m.config))
+            out[name] = torch.tensor(value, dtype=torch.float64)
+        return out
 
     def preprocessor(self):
         return self._prep  # no weights: the scorer is its own (picklable) preprocessor
@@ -85,13 +96,13 @@ class PixelScorer(Scorer):
         return {name: as_float64(batch[name]) for name in self.outputs}
 
     def output_provenance(self, output: str) -> dict:
-        fn, cfg = self.measures[output]
+        m = self.measures[output]
         return {
             "model": f"weight-free:{output}",
-            "implementation": f"{fn.__module__}.{fn.__name__}",
+            "implementation": f"{m.fn.__module__}.{m.fn.__name__}",
             "weights": [],
             "packages": package_versions("numpy", "scipy", "pillow"),
-            "config": asdict(cfg),
+            "config": asdict(m.config),
         }
 
     def provenance(self) -> dict:

@@ -15,13 +15,30 @@ WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "al
 REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
-SHARED_PIXELS = ("sharpness", "low_noise", "colorfulness", "contrast")  # one set of working copies per image
+SHARED_PIXELS = WEIGHT_FREE_REWARDS  # computed in the preprocessing from one set of working copies per image
 
 
 def _module(name: str):
     if name not in REWARD_NAMES:
         raise ConfigError(f"reward {name!r}: must be one of {list(REWARD_NAMES)}")
     return importlib.import_module(f"annotate.scorers.{name}")
+
+
+IGNORED_SETTINGS = ("batch_size", "download")  # settings that never change a score
+
+
+def reward_settings(name: str, cfg: Mapping | None = None) -> dict:
+    """The settings of reward ``name`` as its scorer records them (schema defaults filled in, score-neutral keys
+    dropped): what must match for two scores to be comparable."""
+    from dataclasses import asdict
+
+    from miro.utils.config import to_typed
+
+    return comparable_settings(asdict(to_typed(dict(cfg or {}), _module(name).SETTINGS)))
+
+
+def comparable_settings(settings: Mapping | None) -> dict:
+    return {k: v for k, v in (settings or {}).items() if k not in IGNORED_SETTINGS}
 
 
 def _place(scorer: Scorer, device, dtype) -> Scorer:
@@ -42,7 +59,7 @@ def build_scorers(
     dtype: str | torch.dtype | None = None,
 ) -> list[Scorer]:
     """Scorers covering ``names``; ``clip_score`` and ``aesthetic`` share one scorer (one image forward), and so
-    do the image-statistics rewards (one resize per image)."""
+    do the weight-free rewards (one resize per image)."""
     configs = configs or {}
     if len(set(names)) != len(names):
         raise ConfigError(f"rewards={list(names)}: a reward is listed twice")

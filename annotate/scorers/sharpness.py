@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from annotate.scorers.pixels import FixedSizeConfig, PixelScorer, PixelViews
+from annotate.scorers.pixels import FixedSizeConfig, Measure, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
@@ -17,9 +17,12 @@ def laplacian_log_variance(luma: np.ndarray) -> float:
     return float(np.log1p(ndimage.laplace(luma, mode="reflect").var()))
 
 
-def measure(views: PixelViews, cfg: FixedSizeConfig) -> float:
+def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> float:
     return laplacian_log_variance(views.luma(cfg.size))
 
 
+SETTINGS = FixedSizeConfig  # the schema of conf/rewards/sharpness.yaml
+
+
 def build(**cfg) -> PixelScorer:
-    return PixelScorer({"sharpness": (measure, to_typed(cfg, FixedSizeConfig))})
+    return PixelScorer({"sharpness": Measure(measure, to_typed(cfg, FixedSizeConfig))})

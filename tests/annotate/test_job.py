@@ -81,16 +81,19 @@ def test_hydra_config_composes_with_reward_groups():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         default = to_typed(compose("annotate", overrides=["data.shards=/x"]), AnnotateConfig)
         c = compose("annotate", overrides=["data.shards=/x", "rewards=[hpsv2,contrast,imagereward]", "rewards.hpsv2.version=v2.0"])
-        everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES[:-1])}]"])
+        everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES)}]"])
     assert default.reward_names == FREE and default.rewards["sharpness"] == {"size": 256}
     typed = to_typed(c, AnnotateConfig)
     assert typed.reward_names == ["hpsv2", "contrast", "imagereward"] and typed.stats.num_bins == 64
     assert typed.rewards["hpsv2"]["version"] == "v2.0" and typed.rewards["imagereward"]["max_length"] == 35
-    schemas = {"pickscore": "PickScoreConfig", "imagereward": "ImageRewardConfig", "hpsv2": "HPSv2Config", "clip_score": "ClipScoreConfig", "aesthetic": "AestheticConfig"}
-    for name, rc in to_typed(everything, AnnotateConfig).rewards.items():  # every group validates against its scorer's schema
-        if name in schemas:
-            mod = __import__(f"annotate.scorers.{name}", fromlist=[schemas[name]])
-            to_typed(rc, getattr(mod, schemas[name]))
+    schemas = {"pickscore": "PickScoreConfig", "imagereward": "ImageRewardConfig", "hpsv2": "HPSv2Config", "clip_score": "ClipScoreConfig",
+               "aesthetic": "AestheticConfig", "alignment": "AlignmentConfig", "low_noise": "LowNoiseConfig"}
+    selected = to_typed(everything, AnnotateConfig).rewards
+    assert list(selected) == list(REWARD_NAMES)
+    for name, rc in selected.items():  # every group validates against its scorer's schema
+        mod = __import__(f"annotate.scorers.{name}", fromlist=["x"])
+        schema = getattr(mod, schemas[name]) if name in schemas else __import__("annotate.scorers.pixels", fromlist=["x"]).FixedSizeConfig
+        to_typed(rc, schema)
 
 
 def test_slurm_launcher_config_composes():
@@ -204,7 +207,7 @@ def test_resume_after_a_crash_gives_identical_sidecars(tmp_path):
     done = sorted(p.name for p in out.iterdir())
     assert done == [f"ds-00000{i}.rewards.parquet" for i in range(2)]  # complete shards only, no temporaries
     summary = run_scoring(cfg(tmp_path / "shards", out_dir=str(out), workers=2))
-    assert summary["skipped"] == 2 and len(summary["written"]) == 2
+    assert summary["skipped"] == 2 and len(summary["written"]) == 2 and summary["images"] == 20
     assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == reference  # byte-identical
     assert len(shards) == 4
 
@@ -290,3 +293,66 @@ def test_torchrun_two_processes_score_every_shard_once(tmp_path):
     by_rank = {rank: [w for line, w in zip([x for x in log.splitlines() if ": wrote " in x], wrote) if f"rank {rank}/2" in line] for rank in (0, 1)}
     assert sorted(wrote) == sorted(str(sidecar.rewards_path(s)) for s in shards)  # every shard exactly once
     assert len(by_rank[0]) == 3 and len(by_rank[1]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path):
+    """A real kill -9 of ``python -m annotate`` while it is inside a shard; the rerun completes identically."""
+    import signal
+    import time
+
+    write_good_shards(tmp_path / "shards", 6, 12, size=(160, 120))
+    base = [sys.executable, "-m", "annotate", f"data.shards={tmp_path / 'shards'}", "workers=2", "batch_size=4", "progress=false"]
+    ref = subprocess.run([*base, f"out_dir={tmp_path / 'ref'}"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    out = tmp_path / "ann"
+    args = [*base, f"out_dir={out}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its DataLoader workers, mid-way through the third shard
+    proc.wait()
+    partial = sorted(p.name for p in out.glob("*.parquet"))
+    assert 2 <= len(partial) < 6 and not list(out.glob(".*tmp"))
+    # sidecars are compared without the config (out_dir differs between the two runs)
+    again = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for p in sorted((tmp_path / "ref").glob("*.parquet")):
+        a, ma = read(p)
+        b, mb = read(out / p.name)
+        assert a == b and ma["report"] == mb["report"] and ma["rewards"] == mb["rewards"]
+
+
+def test_changed_settings_rescore_only_that_reward(tmp_path):
+    shards = write_good_shards(tmp_path / "shards", 1, 5, size=(64, 64))
+    run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 64}, "contrast": {}}))
+    first, _ = read(sidecar.rewards_path(shards[0]))
+    assert run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 64}, "contrast": {}}))["skipped"] == 1
+    summary = run_scoring(cfg(tmp_path / "shards", rewards={"sharpness": {"size": 32}, "contrast": {}}))
+    assert len(summary["written"]) == 1
+    d, meta = read(sidecar.rewards_path(shards[0]))
+    assert d["contrast"] == first["contrast"] and d["sharpness"] != first["sharpness"]
+    assert meta["rewards"]["sharpness"]["config"] == {"size": 32}
+
+
+def test_preprocessors_survive_pickling(pickscore_dir, imagereward_files, hps_checkpoint, tiny_open_clip_arch, images):
+    """Workers started with 'spawn' (macOS, Windows) receive the preprocessors pickled: they must round-trip."""
+    import pickle
+
+    import torch
+
+    from tests.annotate.conftest import TINY_BLIP
+
+    scorers = [
+        build_scorer("pickscore", model=str(pickscore_dir), processor=str(pickscore_dir)),
+        build_scorer("imagereward", checkpoint=str(imagereward_files[0]), med_config=str(imagereward_files[1]), vision=TINY_BLIP),
+        build_scorer("hpsv2", checkpoint=str(hps_checkpoint), arch=tiny_open_clip_arch),
+        *build_scorers(["sharpness", "alignment"]),
+    ]
+    for s in scorers:
+        prep = s.preprocessor()
+        blob = pickle.dumps(prep)
+        assert len(blob) < 20_000_000  # no model weights inside
+        a, b = prep(images[1], "a red star"), pickle.loads(blob)(images[1], "a red star")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

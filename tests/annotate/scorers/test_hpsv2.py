@@ -77,3 +77,14 @@ def test_wrong_checkpoint_fails_loudly(hps_checkpoint, tiny_open_clip_arch, tmp_
     torch.save({"state_dict": sd}, tmp_path / "bad.pt")
     with pytest.raises(WeightsMismatch, match="text_projection"):
         build_scorer("hpsv2", checkpoint=str(tmp_path / "bad.pt"), arch=tiny_open_clip_arch)
+
+
+def test_settings_that_change_scores():
+    from annotate.scorers.registry import reward_settings
+
+    assert reward_settings("hpsv2", {"batch_size": 3, "download": True}) == reward_settings("hpsv2") == {
+        "version": "v2.1",
+        "checkpoint": None,
+        "arch": "ViT-H-14",
+    }
+    assert reward_settings("hpsv2", {"version": "v2.0"}) != reward_settings("hpsv2")
