@@ -122,12 +122,16 @@ class TextEncoder(nn.Module):
             )
         return self._identifier
 
-    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _check_prompts(prompts: Sequence[str]) -> None:
         if isinstance(prompts, str):
             raise TypeError("encode() takes a list of prompts, not a single string")
         bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
         if bad:
             raise TypeError(f"prompts must be strings; items {bad[:8]} are {[type(prompts[i]).__name__ for i in bad[:8]]}")
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_prompts(prompts)
         tok = self.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -140,14 +144,22 @@ class TextEncoder(nn.Module):
         if len(prompts) == 0:
             return (torch.zeros(0, self.max_length, self.dim, dtype=self.output_dtype, device=device),
                     torch.zeros(0, self.max_length, dtype=torch.bool, device=device))
-        ids, mask = self.tokenize(prompts)
+        # Each distinct prompt is encoded once, and only up to the longest prompt of its chunk: padding never
+        # changes a real token's embedding (the attention mask hides it), and the output is padded back.
+        self._check_prompts(prompts)
+        unique = list(dict.fromkeys(prompts))
+        index = {p: i for i, p in enumerate(unique)}
+        ids, mask = self.tokenize(unique)
         ids, mask = ids.to(device), mask.to(device)
-        chunks = []
+        out_emb = torch.zeros(len(unique), self.max_length, self.dim, dtype=torch.float32, device=device)
         for start in range(0, len(ids), self.batch_size):
             sl = slice(start, start + self.batch_size)
+            n = max(int(mask[sl].sum(1).max()), 1)
             out = self.model(
-                input_ids=ids[sl], attention_mask=mask[sl].long(), output_hidden_states=self.layer == "penultimate"
+                input_ids=ids[sl, :n], attention_mask=mask[sl, :n].long(),
+                output_hidden_states=self.layer == "penultimate",
             )
             hidden = out.last_hidden_state if self.layer == "last" else out.hidden_states[-2]
-            chunks.append(hidden.float() * mask[sl, :, None])
-        return torch.cat(chunks).to(self.output_dtype), mask
+            out_emb[sl, :n] = hidden.float() * mask[sl, :n, None]
+        rows = torch.tensor([index[p] for p in prompts], device=device)
+        return out_emb[rows].to(self.output_dtype), mask[rows]
