@@ -2,14 +2,18 @@
 
 rg = R - G and yb = (R + G) / 2 - B; sigma and mu are the root-sum-squares of the two opponent channels' stds
 and means.  0 for any grey image; about 15 "slightly", 33 "moderately", 59 "quite", 82 "highly" colourful in
-the paper's calibration.  Measured at a fixed size.
+the paper's calibration.
+
+Measured on an 8 x 8 area average by default: per-pixel noise has zero mean in each colour channel, so averaging
+cells removes its spread while desaturation, colour casts and the scene's colours stay (on the shapes world the
+full-resolution value rises with noise, Spearman +0.36 with the noise strength; at 8 x 8 it is +0.02).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from annotate.scorers.pixels import FixedSizeConfig, Measure, PixelScorer, PixelViews
+from annotate.scorers.pixels import CoarseConfig, Measure, PixelScorer, PixelViews
 from miro.utils.config import to_typed
 
 
@@ -19,12 +23,12 @@ def hasler_susstrunk(rgb: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def measure(views: PixelViews, prompt: str | None, cfg: FixedSizeConfig) -> float:
-    return hasler_susstrunk(views.fixed(cfg.size))
+def measure(views: PixelViews, prompt: str | None, cfg: CoarseConfig) -> float:
+    return hasler_susstrunk(views.area(cfg.size))
 
 
-SETTINGS = FixedSizeConfig  # the schema of conf/rewards/colorfulness.yaml
+SETTINGS = CoarseConfig  # the schema of conf/rewards/colorfulness.yaml
 
 
 def build(**cfg) -> PixelScorer:
-    return PixelScorer({"colorfulness": Measure(measure, to_typed(cfg, FixedSizeConfig))})
+    return PixelScorer({"colorfulness": Measure(measure, to_typed(cfg, CoarseConfig))})

@@ -20,11 +20,11 @@ from miro.utils.config import require
 
 
 @dataclass
-class FixedSizeConfig:
-    size: int = 256  # every image is measured at size x size so scores compare across resolutions
+class CoarseConfig:
+    size: int = 8  # measured on a size x size area average: pixel noise averages out, global tone does not
 
     def __post_init__(self):
-        require(8 <= self.size <= 4096, "size", self.size, "must be an integer in 8..4096")
+        require(1 <= self.size <= 4096, "size", self.size, "must be an integer in 1..4096")
 
 
 class PixelViews:
@@ -40,20 +40,19 @@ class PixelViews:
             self._cache["native"] = np.asarray(self.image)
         return self._cache["native"]
 
-    def fixed(self, size: int) -> np.ndarray:
-        """``size`` x ``size`` x 3 uint8, bicubic (antialiased when shrinking); aspect ratio not kept on purpose."""
-        key = ("fixed", size)
+    def area(self, size: int) -> np.ndarray:
+        """``size`` x ``size`` x 3 float64 box (area) average: each value is the mean of its source cell."""
+        key = ("area", size)
         if key not in self._cache:
-            img = self.image if self.image.size == (size, size) else self.image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            self._cache[key] = np.asarray(img)
+            img = self.image if self.image.size == (size, size) else self.image.resize((size, size), Image.Resampling.BOX)
+            self._cache[key] = np.asarray(img, dtype=np.float64)
         return self._cache[key]
 
-    def luma(self, size: int) -> np.ndarray:
-        """ITU-R 601 luma (PIL's "L" weights, kept in floating point) of the fixed-size copy, float64."""
-        key = ("luma", size)
-        if key not in self._cache:
-            self._cache[key] = self.fixed(size).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        return self._cache[key]
+    def native_luma(self) -> np.ndarray:
+        """Luma at the original resolution, float64."""
+        if "native_luma" not in self._cache:
+            self._cache["native_luma"] = self.native().astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return self._cache["native_luma"]
 
 
 @dataclass(frozen=True)

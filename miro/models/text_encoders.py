@@ -144,22 +144,20 @@ class TextEncoder(nn.Module):
         if len(prompts) == 0:
             return (torch.zeros(0, self.max_length, self.dim, dtype=self.output_dtype, device=device),
                     torch.zeros(0, self.max_length, dtype=torch.bool, device=device))
-        # Each distinct prompt is encoded once, and only up to the longest prompt of its chunk: padding never
-        # changes a real token's embedding (the attention mask hides it), and the output is padded back.
+        # Each distinct prompt is encoded once (captions repeat: half of a shapes-world shard are duplicates).
         self._check_prompts(prompts)
         unique = list(dict.fromkeys(prompts))
         index = {p: i for i, p in enumerate(unique)}
         ids, mask = self.tokenize(unique)
         ids, mask = ids.to(device), mask.to(device)
-        out_emb = torch.zeros(len(unique), self.max_length, self.dim, dtype=torch.float32, device=device)
+        chunks = []
         for start in range(0, len(ids), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            n = max(int(mask[sl].sum(1).max()), 1)
             out = self.model(
-                input_ids=ids[sl, :n], attention_mask=mask[sl, :n].long(),
-                output_hidden_states=self.layer == "penultimate",
+                input_ids=ids[sl], attention_mask=mask[sl].long(), output_hidden_states=self.layer == "penultimate"
             )
             hidden = out.last_hidden_state if self.layer == "last" else out.hidden_states[-2]
-            out_emb[sl, :n] = hidden.float() * mask[sl, :n, None]
+            chunks.append(hidden.float() * mask[sl, :, None])
+        out_emb = torch.cat(chunks)
         rows = torch.tensor([index[p] for p in prompts], device=device)
         return out_emb[rows].to(self.output_dtype), mask[rows]

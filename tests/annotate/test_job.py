@@ -82,7 +82,7 @@ def test_hydra_config_composes_with_reward_groups():
         default = to_typed(compose("annotate", overrides=["data.shards=/x"]), AnnotateConfig)
         c = compose("annotate", overrides=["data.shards=/x", "rewards=[hpsv2,contrast,imagereward]", "rewards.hpsv2.version=v2.0"])
         everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES)}]"])
-    assert default.reward_names == FREE and default.rewards["sharpness"] == {"size": 256}
+    assert default.reward_names == FREE and default.rewards["sharpness"] == {"size": 256, "median": 5, "max_side": 1024}
     typed = to_typed(c, AnnotateConfig)
     assert typed.reward_names == ["hpsv2", "contrast", "imagereward"] and typed.stats.num_bins == 64
     assert typed.rewards["hpsv2"]["version"] == "v2.0" and typed.rewards["imagereward"]["max_length"] == 35
@@ -92,8 +92,7 @@ def test_hydra_config_composes_with_reward_groups():
     assert list(selected) == list(REWARD_NAMES)
     for name, rc in selected.items():  # every group validates against its scorer's schema
         mod = __import__(f"annotate.scorers.{name}", fromlist=["x"])
-        schema = getattr(mod, schemas[name]) if name in schemas else __import__("annotate.scorers.pixels", fromlist=["x"]).FixedSizeConfig
-        to_typed(rc, schema)
+        to_typed(rc, getattr(mod, schemas[name]) if name in schemas else mod.SETTINGS)
 
 
 def test_slurm_launcher_config_composes():
@@ -333,7 +332,7 @@ def test_changed_settings_rescore_only_that_reward(tmp_path):
     assert len(summary["written"]) == 1
     d, meta = read(sidecar.rewards_path(shards[0]))
     assert d["contrast"] == first["contrast"] and d["sharpness"] != first["sharpness"]
-    assert meta["rewards"]["sharpness"]["config"] == {"size": 32}
+    assert meta["rewards"]["sharpness"]["config"] == {"size": 32, "median": 5, "max_side": 1024}
 
 
 def test_preprocessors_survive_pickling(pickscore_dir, imagereward_files, hps_checkpoint, tiny_open_clip_arch, images):

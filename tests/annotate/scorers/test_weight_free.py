@@ -79,12 +79,28 @@ def test_closed_forms():
     assert hasler_susstrunk(rb) == pytest.approx(std + 0.3 * mean)
 
 
+def _laplacian_log_var(luma):
+    p = np.pad(luma, 1, mode="edge")  # scipy's 'reflect' repeats the edge pixel
+    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * luma
+    return np.log1p(lap.var())
+
+
 def test_sharpness_formula_matches_a_direct_computation():
     img = photo_like(7, 256, 256)
     luma = np.asarray(img, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
-    p = np.pad(luma, 1, mode="edge")  # scipy's 'reflect' repeats the edge pixel
-    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * luma
-    assert build_scorer("sharpness").score([img])[0] == pytest.approx(np.log1p(lap.var()), rel=1e-12)
+    assert build_scorer("sharpness", median=1).score([img])[0] == pytest.approx(_laplacian_log_var(luma), rel=1e-12)
+    # median 3 by hand: the median of each 3 x 3 neighbourhood, edges reflected ("reflect" repeats the edge pixel)
+    p = np.pad(luma, 1, mode="edge")
+    win = np.stack([p[i : i + 256, j : j + 256] for i in range(3) for j in range(3)])
+    assert build_scorer("sharpness", median=3).score([img])[0] == pytest.approx(_laplacian_log_var(np.median(win, 0)), rel=1e-9)
+
+
+def test_noise_does_not_pass_for_sharpness_colour_or_contrast(table):
+    """Pixel noise must not raise the non-noise rewards (it did with full-resolution measures)."""
+    for name, tol in (("sharpness", 0.3), ("colorfulness", 0.1), ("contrast", 0.05)):
+        t = table[name]
+        rel = (t["noise"] - t["clean"]) / np.abs(t["clean"])
+        assert np.all(rel < tol), (name, rel)
 
 
 def test_noise_estimator_recovers_sigma():
@@ -95,7 +111,7 @@ def test_noise_estimator_recovers_sigma():
     assert np.isnan(noise_sigma(np.zeros((1, 5, 3))))
 
 
-def test_resolution_independence_of_fixed_size_scores():
+def test_resolution_independence_of_area_scores():
     small, big = photo_like(3, 128, 128), photo_like(3, 128, 128).resize((512, 512), Image.NEAREST)
     for n in ("colorfulness", "contrast"):
         a, b = build_scorer(n).score([small, big])
@@ -105,6 +121,8 @@ def test_resolution_independence_of_fixed_size_scores():
 def test_config_validation_and_provenance():
     with pytest.raises(ConfigError, match="size=4"):
         build_scorer("sharpness", size=4)
+    with pytest.raises(ConfigError, match="median=4"):
+        build_scorer("sharpness", median=4)
     with pytest.raises(ConfigError, match="max_side"):
         build_scorer("low_noise", max_side=1)
     with pytest.raises(ConfigError, match="reward 'sharp'"):
@@ -133,5 +151,5 @@ def test_requested_together_they_share_one_scorer_and_agree():
     for n in NAMES[1:]:
         np.testing.assert_array_equal(out[n], build_scorer(n).score(imgs))
     views = PixelViews(imgs[0])
-    assert views.fixed(256) is views.fixed(256) and views.luma(256) is views.luma(256)  # made once, shared
+    assert views.area(8) is views.area(8) and views.native_luma() is views.native_luma()  # made once, shared
     assert set(group.provenance()["outputs"]) == set(NAMES)
