@@ -306,6 +306,11 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
     n = len(samples)
     prep0 = scorers[0].preprocessor()
     scorers[0].forward(default_collate([prep0(decode(samples[0][1]), samples[0][2])]))  # warm-up
+    peak = float("nan")
+    if not args.no_memory_check:  # first, untimed: sampling PSS costs CPU; first, so no earlier phase's heap counts
+        with PeakRSS() as m:
+            job(scorers, shards, tmp / f"out-{label}-mem", args.batch_size, args.workers)
+        peak = m.peak
     t_bare = t_job = t_naive = float("inf")
     for r in range(args.repeats):  # phases interleaved, best of the repeats: load changes hit all three alike
         t_bare = min(t_bare, bare(scorers, samples, args.batch_size))
@@ -314,11 +319,6 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
             t_naive = min(t_naive, naive(naive_scorers or scorers, samples))
     if args.skip_naive:
         t_naive = float("nan")
-    peak = float("nan")
-    if not args.no_memory_check:  # memory in a separate run: sampling PSS costs CPU and would slow the timed job
-        with PeakRSS() as m:
-            job(scorers, shards, tmp / f"out-{label}-mem", args.batch_size, args.workers)
-        peak = m.peak
     row = {
         "set": label,
         "images": n,
