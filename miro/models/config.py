@@ -36,6 +36,7 @@ class ModelConfig:
     num_registers: int = 0
     cond_refiner_depth: int = 0
     time_frequency_dim: int = 256
+    pooled_text: bool = False
     gradient_checkpointing: bool = False
     in_channels: int | None = None
     sample_size: int | None = None

@@ -61,6 +61,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         "time_embed": _linear(1, c["time_frequency_dim"], w) + _linear(1, w, w),
         "reward_embed": r * (_linear(1, c["reward_fourier_dim"], w) + _linear(1, w, w)),
         "text_proj": _linear(text_len, c["text_dim"], w),
+        "pooled_text": (_linear(1, c["text_dim"], w) + _linear(1, w, w)) if c.get("pooled_text") else 0,
         "cond_refiner": c["cond_refiner_depth"] * (self_attention(s) + mlp(s)),
         "blocks": c["depth"] * block,
         "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * out_channels),

@@ -81,6 +81,9 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         num_registers: learned tokens appended to the condition set.
         cond_refiner_depth: self-attention layers over the condition set before the backbone (MIRO: 2).
         time_frequency_dim: sinusoidal features of t * 1000 fed to the time MLP.
+        pooled_text: also add an MLP of the mean of the prompt's token embeddings to the time embedding that
+            drives every block's adaLN modulation (SD3's pooled-text path).  A global summary of the prompt
+            reaches every block directly, which small models learn much sooner than cross-attention.
     """
 
     _supports_gradient_checkpointing = True
@@ -106,6 +109,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         num_registers: int = 0,
         cond_refiner_depth: int = 0,
         time_frequency_dim: int = 256,
+        pooled_text: bool = False,
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -129,6 +133,9 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
         self.text_proj = nn.Linear(text_dim, width)
         self.null_text = nn.Parameter(torch.zeros(1, 1, width))
+        self.pooled_text_proj = (
+            nn.Sequential(nn.Linear(text_dim, width), nn.SiLU(), nn.Linear(width, width)) if pooled_text else None
+        )
         self.reward_embedder = (
             RewardEmbedder(len(reward_names), width, reward_fourier_dim, reward_fourier_scale) if reward_names else None
         )
@@ -161,6 +168,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         for block in self.blocks:
             nn.init.zeros_(block.modulation.weight)
             nn.init.zeros_(block.modulation.bias)
+        if self.pooled_text_proj is not None:  # starts as "no pooled text": the time embedding alone
+            nn.init.zeros_(self.pooled_text_proj[2].weight)
         for layer in (self.modulation_out, self.proj_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -261,10 +270,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | None = None,
         reward_mask: torch.Tensor | None = None,
         drop_text: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The condition set [rewards (R), registers, null text (1), text (L)] and its key mask [B, S].
+    ) -> dict[str, torch.Tensor | None]:
+        """The condition: ``cond`` [rewards (R), registers, null text (1), text (L)], its key mask ``cond_mask``
+        [B, S], and ``pooled`` [B, width] (the pooled-text term of the modulation, None without ``pooled_text``).
 
-        It does not depend on x or t, so a sampler can compute it once per prompt and call ``velocity``.
+        It does not depend on x or t, so a sampler can compute it once per prompt and call
+        ``velocity(x, t, **condition)``.
         The null-text slot is attended exactly when the sample has no usable text token (dropped, or every
         text token masked), so every sample attends to at least one key and no row of attention is empty.
         """
@@ -272,7 +283,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         dtype = self.text_proj.weight.dtype
         keep = text_mask if drop_text is None else text_mask & ~drop_text[:, None]
         # masked tokens are zeroed, so whatever padding holds (even NaN) is never read
-        txt = self.text_proj(self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0)))
+        normed = self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0))
+        txt = self.text_proj(normed)
+        pooled = None
+        if self.pooled_text_proj is not None:  # mean of the kept tokens; zeros when none is kept (dropped text)
+            kept = keep.to(normed.dtype)[..., None]
+            pooled = self.pooled_text_proj((normed * kept).sum(1) / kept.sum(1).clamp(min=1))
         tokens, masks = [], []
         if self.reward_embedder is not None:
             if rewards is None:
@@ -296,16 +312,22 @@ class MiroTransformer(ModelMixin, ConfigMixin):
                     cond = self._gradient_checkpointing_func(block, cond, kpm)
                 else:
                     cond = block(cond, kpm)
-        return cond, mask
+        return {"cond": cond, "cond_mask": mask, "pooled": pooled}
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
-        """The backbone on a precomputed condition set (see ``encode_condition``)."""
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The backbone on a precomputed condition (see ``encode_condition``)."""
         _, _, h, w = x.shape
         p = self.config.patch_size
         dtype = self.patch_embed.weight.dtype
         tokens = self.patch_embed(self.patchify(x.to(dtype)))
         tokens = tokens + self._positions(h // p, w // p, x.device, tokens.dtype)
-        c_act = F.silu(self.time_embedder(t))
+        c = self.time_embedder(t)
+        if pooled is not None:
+            c = c + pooled.to(c.dtype)
+        c_act = F.silu(c)
         kpm = key_padding_mask(cond_mask)
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -331,5 +353,4 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         if self.num_rewards == 0:
             rewards = reward_mask = None
         self._check_values(t, rewards, reward_mask)
-        cond, cond_mask = self.encode_condition(text, text_mask, rewards, reward_mask, drop_text)
-        return self.velocity(x, t, cond, cond_mask)
+        return self.velocity(x, t, **self.encode_condition(text, text_mask, rewards, reward_mask, drop_text))

@@ -107,8 +107,8 @@ def guided_velocity(
 
     ``dtype`` is the dtype the model's inputs are cast to (its weights' dtype); ``batch_branches=False``
     evaluates the branches in separate forward passes (the reference the batched pass must equal).
-    A model with ``encode_condition(text, text_mask, rewards, reward_mask, drop_text) -> (cond, cond_mask)``
-    and ``velocity(x, t, cond, cond_mask)`` (``MiroTransformer``) has its condition set, which depends on
+    A model with ``encode_condition(text, text_mask, rewards, reward_mask, drop_text) -> dict`` and
+    ``velocity(x, t, **that dict)`` (``MiroTransformer``) has its condition, which depends on
     neither x nor t, computed once per run instead of once per step (``cache_condition=False``: call the
     model's plain forward every time).
     """
@@ -121,7 +121,7 @@ def guided_velocity(
             groups = [inputs] if batch_branches and inputs else [[inp] for inp in inputs]
             inputs = [_concat(group, dtype) for group in groups]
             if split:
-                inputs = [dict(zip(("cond", "cond_mask"), model.encode_condition(**inp))) for inp in inputs]
+                inputs = [model.encode_condition(**inp) for inp in inputs]
             plans[active] = (coefs, inputs)
         return plans[active]
 

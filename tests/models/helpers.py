@@ -12,7 +12,7 @@ REWARDS = ["sharpness", "alignment", "contrast"]
 def tiny_model(**overrides) -> MiroTransformer:
     kwargs = dict(
         in_channels=3, sample_size=8, patch_size=2, width=32, depth=2, num_heads=2, text_dim=12,
-        reward_names=REWARDS, reward_fourier_dim=16, num_registers=2, cond_refiner_depth=1,
+        reward_names=REWARDS, reward_fourier_dim=16, num_registers=2, cond_refiner_depth=1, pooled_text=True,
     )
     kwargs.update(overrides)
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ def test_model_part_runs_and_reports_both_models(tmp_path):
                 "--steps", "1", "--rounds", "1", "--warmup", "0", "--matmul-size", "64", "--matmul-seconds", "0.05",
                 "--out", str(out)])
     text = out.read_text()
-    assert "| MiroTransformer (tiny) | 1.92M |" in text
+    assert "| MiroTransformer (tiny) | 1.99M |" in text
     assert "diffusers DiTTransformer2DModel" in text and "images/s ratio" in text
 
 

@@ -290,3 +290,27 @@ def test_traces_as_one_graph_for_torch_compile():
     args = inputs(m)
     compiled = torch.compile(m, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(*args), m(*args), rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_text_reaches_every_block_without_cross_attention():
+    """With every cross-attention silenced, the prompt still steers the output through the pooled path;
+    a dropped (or fully masked) prompt gives the pooled path's "no text" value; without ``pooled_text``
+    the condition carries no pooled term."""
+    m = randomize_(tiny_model())
+    with torch.no_grad():
+        for block in m.blocks:
+            block.cross_attn.to_out.weight.zero_()
+            block.cross_attn.to_out.bias.zero_()
+    x, t, text, tm, r, rm, dt = inputs(m)
+    a, b = m(x, t, text, tm, r, rm, dt), m(x, t, torch.randn_like(text), tm, r, rm, dt)
+    assert ((a - b).flatten(1).abs().amax(1) > 1e-4).all()
+    dt[:] = True
+    torch.testing.assert_close(m(x, t, text, tm, r, rm, dt), m(x, t, torch.randn_like(text), tm, r, rm, dt), rtol=0, atol=1e-6)
+    cond = m.encode_condition(text, tm, r, rm, dt)
+    torch.testing.assert_close(cond["pooled"], m.pooled_text_proj(torch.zeros(1, m.config.text_dim)).expand(len(x), -1))
+    assert tiny_model(pooled_text=False).encode_condition(text, tm, r, rm)["pooled"] is None
+
+
+def test_forward_is_velocity_on_the_encoded_condition(model):
+    x, t, text, tm, r, rm, dt = inputs(model)
+    torch.testing.assert_close(model(x, t, text, tm, r, rm, dt), model.velocity(x, t, **model.encode_condition(text, tm, r, rm, dt)))
