@@ -1,0 +1,29 @@
+"""``python -m miro.demo [key=value ...]``: the whole embedded-default pipeline and its report (conf/demo.yaml)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from miro.demo.config import DemoConfig
+from miro.demo.run import run_demo
+from miro.demo.steps import DemoError
+from miro.utils.config import ConfigError, register_schema, to_typed
+
+register_schema("demo_schema", DemoConfig)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="demo", version_base="1.3")
+def main(hcfg: DictConfig) -> None:
+    try:
+        run_demo(to_typed(hcfg, DemoConfig))
+    except (ConfigError, DemoError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

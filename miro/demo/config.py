@@ -1,0 +1,51 @@
+"""Typed configuration of the end-to-end demo (``python -m miro.demo``, yaml: ``conf/demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from miro.utils.config import require
+
+WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"  # everything goes here: data/, train/, samples/, geneval/, report.md
+    seed: int = 0
+    # the shapes world
+    num_samples: int = 12000
+    resolution: int = 32
+    shard_size: int = 1000
+    # annotation (weight-free rewards: nothing to download)
+    rewards: list[str] = field(default_factory=lambda: list(WEIGHT_FREE))
+    num_bins: int = 64
+    # training (the tiny preset of conf/model/tiny.yaml)
+    train_steps: int = 1000
+    batch_size: int = 64
+    warmup_steps: int = 100
+    # sampling and evaluation
+    sample_steps: int = 25
+    guidance_scale: float = 3.0  # the joint scale w of (1 + w) v(c, s+) - w v(null, s-)
+    sweep_seeds: int = 4
+    geneval_samples: int = 2  # images per held-out prompt (GenEval uses 4)
+    # machine
+    workers: int = 2  # processes for generation and annotation
+    threads: int = 1  # torch threads per process (1 is fastest for the tiny model on 2 cores)
+    fresh: bool = False  # redo every step even if its output exists
+
+    def __post_init__(self):
+        require(self.num_samples >= 100, "num_samples", self.num_samples, "must be >= 100")
+        require(self.resolution in (32, 64, 128, 256), "resolution", self.resolution, "must be 32, 64, 128 or 256")
+        require(self.shard_size >= 1, "shard_size", self.shard_size, "must be >= 1")
+        require(len(self.rewards) > 0 and len(set(self.rewards)) == len(self.rewards), "rewards", self.rewards,
+                "must be a non-empty list of distinct reward names")
+        require(self.num_bins >= 2, "num_bins", self.num_bins, "must be >= 2")
+        require(self.train_steps >= 1, "train_steps", self.train_steps, "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(0 <= self.warmup_steps, "warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.sample_steps >= 1, "sample_steps", self.sample_steps, "must be >= 1")
+        require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0")
+        require(self.sweep_seeds >= 2, "sweep_seeds", self.sweep_seeds, "must be >= 2 (the plot shows a spread)")
+        require(self.geneval_samples >= 1, "geneval_samples", self.geneval_samples, "must be >= 1")
+        require(self.workers >= 1 and self.threads >= 1, "workers/threads", (self.workers, self.threads), "must be >= 1")
