@@ -127,7 +127,7 @@ def write_report(cfg: DemoConfig, timings: dict, figures: dict, sweeps: dict[str
     if status:
         parts += [f"Last status line: `{status}`", ""]
     parts += [
-        f"The training data at its extremes (first shard, by mean reward bucket):",
+        "The training data at its extremes (first shard, by mean reward bucket):",
         "",
         f"![training data extremes]({_rel(figures['data'], out)})",
         "",
