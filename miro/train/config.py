@@ -69,6 +69,7 @@ class TrainConfig:
     checkpoints_total_limit: int = 3  # 0 keeps all
     resume: str = ""  # "", "latest" or a checkpoint folder
     stop_after: int = 0  # end this job after so many steps (a multiple of checkpoint_every); 0 = run to max_steps
+    export_every: int = 0  # also write the EMA pipeline to pipelines/step-<N>/ every N steps (0 = only final/)
     log_every: int = 50
     log_with: str = "tensorboard"
     log_keys: bool = False  # write the keys each rank consumed to logs/keys-rank<r>.txt (data audits)
@@ -102,6 +103,7 @@ class TrainConfig:
             require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be a probability in [0, 1]")
         require(0.0 <= self.ema_decay <= 1.0, "ema_decay", self.ema_decay, "must be in [0, 1]")
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1")
+        require(self.export_every >= 0, "export_every", self.export_every, "must be >= 0 (0 = only the final pipeline)")
         require(self.checkpoints_total_limit >= 0, "checkpoints_total_limit", self.checkpoints_total_limit,
                 "must be >= 0 (0 keeps every checkpoint)")
         require(self.stop_after >= 0 and self.stop_after % self.checkpoint_every == 0, "stop_after", self.stop_after,

@@ -241,6 +241,10 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
                      "grad_accum": cfg.grad_accum, "checkpoint_every": cfg.checkpoint_every, "data_segment": done}
             save_checkpoint(accelerator, out / "checkpoints", done, state, cfg.checkpoints_total_limit)
             meter.pause(time.perf_counter() - tic)
+        if main and cfg.export_every and done % cfg.export_every == 0 and done != cfg.max_steps:
+            tic = time.perf_counter()  # a pipeline per stage of training, for learning curves
+            export_final(ema.model, out / "pipelines" / f"step-{done:07d}", cfg, te, ae, info)
+            meter.pause(time.perf_counter() - tic)
         if grid is not None and done % cfg.sample.every == 0:
             tic = time.perf_counter()
             _log_grid(accelerator, grid, ema.model, ae, out / "samples", done)

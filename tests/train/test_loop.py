@@ -74,8 +74,10 @@ def test_resume_continues_bit_identically(tmp_path, shards_root):
 
 def test_checkpoint_limit_and_resume_paths(tmp_path, shards_root):
     out = train(tiny_config(tmp_path / "r", shards_root, max_steps=8, checkpoint_every=2, checkpoints_total_limit=2,
-                            sample={"every": 0}), tiny_components())
+                            sample={"every": 0}, export_every=4), tiny_components())
     ckpts = out / "checkpoints"
+    assert sorted(p.name for p in (out / "pipelines").iterdir()) == ["step-0000004"]  # step 8 is final/
+    assert MiroPipeline.from_pretrained(out / "pipelines" / "step-0000004", text_encoder=TinyTextEncoder()).reward_names
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-6", "checkpoint-8"]
     assert resolve_resume("latest", ckpts) == ckpts / "checkpoint-8"
     (ckpts / "checkpoint-10.tmp").mkdir()  # a save that was killed half way is never picked
