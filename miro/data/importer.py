@@ -20,7 +20,6 @@ import json
 import multiprocessing as mp
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
 from miro.data.shards import SHARD_RE, ShardWriter
-from miro.utils.config import ConfigError, register_schema, require, require_choice, to_typed
+from miro.utils.config import ConfigError, register_schema, require, require_choice, run_typed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -282,10 +281,7 @@ register_schema("import_schema", ImportConfig)
 
 @hydra.main(config_path="../../conf", config_name="import", version_base="1.3")
 def main(hcfg: DictConfig) -> None:
-    try:
-        report = run_import(to_typed(hcfg, ImportConfig))
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    report = run_typed(hcfg, ImportConfig, run_import)
     print(f"imported {report['imported']} of {report['candidates']} images into {len(report['shards'])} shards "
           f"in {hcfg.out}; skipped {report['skipped']} {report['reasons']} (see {REPORT_NAME})")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -11,7 +10,7 @@ from omegaconf import DictConfig
 from miro.demo.config import DemoConfig
 from miro.demo.run import run_demo
 from miro.demo.steps import DemoError
-from miro.utils.config import ConfigError, register_schema, to_typed
+from miro.utils.config import register_schema, run_typed
 
 register_schema("demo_schema", DemoConfig)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -19,10 +18,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="demo", version_base="1.3")
 def main(hcfg: DictConfig) -> None:
-    try:
-        run_demo(to_typed(hcfg, DemoConfig))
-    except (ConfigError, DemoError) as err:
-        sys.exit(f"error: {err}")
+    run_typed(hcfg, DemoConfig, run_demo, errors=(DemoError,))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ objects so the value checks in ``__post_init__`` run, and turns both kinds of fa
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -61,3 +63,12 @@ def to_typed(cfg: DictConfig | dict, schema: type[T]) -> T:
     if not isinstance(obj, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
     return obj
+
+
+def run_typed(cfg: DictConfig | dict, schema: type[T], run: Callable[[T], Any], errors: tuple = ()) -> Any:
+    """An entry point's body: type the config and run; a ``ConfigError`` (or one of ``errors``, the
+    stage's own user errors) ends the process with its one-line message instead of a traceback."""
+    try:
+        return run(to_typed(cfg, schema))
+    except (ConfigError, *errors) as err:
+        sys.exit(f"error: {err}")

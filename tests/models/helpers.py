@@ -43,3 +43,17 @@ def inputs(model: MiroTransformer, batch: int = 4, size: int | None = None, text
     reward_mask = torch.ones(batch, r, dtype=torch.bool)
     drop_text = torch.zeros(batch, dtype=torch.bool)
     return x, t, text, text_mask, rewards, reward_mask, drop_text
+
+
+def save_tiny_vae(path, shift_factor=None, scaling_factor=0.5):
+    """A 2-level diffusers AutoencoderKL (4 latent channels, /2) saved in its real on-disk format."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor, shift_factor=shift_factor,
+    )
+    vae.save_pretrained(path)
+    return vae

@@ -5,6 +5,7 @@ import torch
 
 from miro.models.autoencoders import IdentityAutoencoder, KLAutoencoder
 from miro.models.weights import WeightsNotFoundError
+from tests.models.helpers import save_tiny_vae
 
 
 def test_identity_passes_through():
@@ -18,23 +19,10 @@ def test_identity_passes_through():
     assert ae.identifier() == "identity"
 
 
-def _tiny_vae(path, shift_factor=None, scaling_factor=0.5):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor, shift_factor=shift_factor,
-    )
-    vae.save_pretrained(path)
-    return vae
-
-
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("vae")
-    _tiny_vae(path)
+    save_tiny_vae(path)
     return path
 
 
@@ -60,7 +48,7 @@ def test_kl_scale_normalisation_through_the_production_path(vae_dir):
 def test_auto_reads_scale_and_shift_from_the_vae_config(tmp_path, vae_dir):
     assert KLAutoencoder(str(vae_dir)).normalization == "scale"
     assert float(KLAutoencoder(str(vae_dir)).scale.flatten()[0]) == 0.5
-    _tiny_vae(tmp_path / "flux", shift_factor=0.1159, scaling_factor=0.3611)
+    save_tiny_vae(tmp_path / "flux", shift_factor=0.1159, scaling_factor=0.3611)
     ae = KLAutoencoder(str(tmp_path / "flux"))
     assert ae.normalization == "shift_scale"
     z = torch.randn(1, 4, 2, 2)

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from miro.models.autoencoders import KLAutoencoder
-from tests.models.helpers import randomize_, tiny_model
-from tests.models.test_autoencoders import _tiny_vae
+from tests.models.helpers import randomize_, save_tiny_vae, tiny_model
 
 
 class TinyTextEncoder(nn.Module):
@@ -41,7 +40,7 @@ class TinyTextEncoder(nn.Module):
 def tiny_kl_autoencoder(folder: Path) -> KLAutoencoder:
     """A 4-channel, 2x-downsampling VAE through the production loader (written once per folder)."""
     if not (folder / "config.json").is_file():
-        _tiny_vae(folder)
+        save_tiny_vae(folder)
     return KLAutoencoder(str(folder))
 
 

@@ -5,24 +5,19 @@ Writes a shapes world (docs/shapes_world.md); every key of ``conf/shapes.yaml`` 
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from miro.data.shapes.config import ShapesConfig
 from miro.data.shapes.generate import generate
-from miro.utils.config import ConfigError, register_schema, to_typed
+from miro.utils.config import register_schema, run_typed
 
 register_schema("shapes_schema", ShapesConfig)
 
 
 @hydra.main(config_path="../../../conf", config_name="shapes", version_base="1.3")
 def main(hcfg: DictConfig) -> None:
-    try:
-        summary = generate(to_typed(hcfg, ShapesConfig))
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    summary = run_typed(hcfg, ShapesConfig, generate)
     print(f"shapes world in {summary['out']}: {summary['samples_written']} samples written in "
           f"{summary['shards_written']} shards, {summary['shards_kept']} complete shards kept")
 

@@ -1,0 +1,327 @@
+"""The MIRO claims measured on the shapes world: baseline (no reward tokens) versus reward-conditioned, equal compute.
+
+    python scripts/experiments/shapes_replication.py all --out runs/replication        # data, both trainings, every measure
+    python scripts/experiments/shapes_replication.py report --out runs/replication --docs docs
+
+Phases (each skips what is already on disk, so a killed run resumes): ``data`` (the demo's world, weight-free
+annotation, statistics and cache), ``train`` (both models in parallel, same data, seed, batch, schedule and
+steps, an EMA pipeline exported every ``--export-every`` steps), ``curves`` (shapes-world GenEval on the held-out
+compositions and the five rewards for every export of both runs), ``sliders`` (Spearman between each reward's
+target and its measured value), ``tradeoff`` (one target swept, the others high, against GenEval), ``report``
+(``results.json``, PNGs and ``docs/replication.md``).
+
+Protocol choices are the demo's (``conf/demo.yaml``) unless given here; the conditioned model is sampled with
+every target at 1 and the joint guidance of the MIRO authors (negatives 0), the baseline with plain text
+guidance at the same scale, the same noise per image and the same number of steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ("baseline", "miro")
+DEFAULT_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "alignment")
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+def demo_config(args):
+    from miro.demo.config import DemoConfig
+
+    return DemoConfig(out=str(args.out), num_samples=args.num_samples, rewards=list(DEFAULT_REWARDS),
+                      train_steps=args.steps, threads=1)  # fmt: skip
+
+
+def one_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def phase_data(args) -> None:
+    from miro.demo.steps import run_step, stage_steps
+
+    cfg = demo_config(args)
+    steps = [s for s in stage_steps(cfg) if s.name in ("world", "annotate", "stats", "cache")]
+    timings: dict = {}
+    for i, step in enumerate(steps, 1):
+        run_step(step, cfg, i, len(steps), timings)
+
+
+def train_command(args, run: str) -> list[str]:
+    out = Path(args.out)
+    rewards = "[" + ",".join(DEFAULT_REWARDS) + "]" if run == "miro" else "[]"
+    return [
+        sys.executable, "-m", "miro.train", f"data.shards={out / 'data' / 'train'}", "seed=0", "data.resolution=32",
+        f"model.reward_names={rewards}", "data.cache=true", f"max_steps={args.steps}", "batch_size=64",
+        "optim.warmup_steps=100", "data.num_workers=1", f"checkpoint_every={args.steps}", f"sample.every={args.steps}",
+        "log_every=50", f"export_every={args.export_every}", f"name={run}", f"hydra.run.dir={out / 'train' / run}",
+    ]  # fmt: skip
+
+
+def phase_train(args) -> None:
+    """Both trainings at once, one thread each (this machine has two cores)."""
+    procs = {}
+    for run in RUNS:
+        if (Path(args.out) / "train" / run / "final" / "model_index.json").exists():
+            print(f"[train] {run}: done, skipped")
+            continue
+        cmd = train_command(args, run)
+        log = Path(args.out) / "logs" / f"train_{run}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[train] {run}: {' '.join(cmd[1:])}  (log: {log})", flush=True)
+        procs[run] = subprocess.Popen(cmd, env=one_thread_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    for run, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"[train] {run} failed (exit {proc.returncode}); see {Path(args.out) / 'logs'}")
+
+
+# ------------------------------------------------------------------------------------------ measurement
+def heldout_items(args) -> list[dict]:
+    from miro.eval.geneval.prompts import load_metadata
+
+    return load_metadata(Path(args.out) / "data" / "heldout" / "evaluation_metadata.jsonl")
+
+
+def load_pipe(path: Path):
+    import torch
+
+    from miro.sampling.pipeline import MiroPipeline
+
+    torch.set_num_threads(1)
+    pipe = MiroPipeline.from_pretrained(str(path))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def render(pipe, prompts: list[str], seeds: list[int], targets: list[dict], args) -> list:
+    """One image per (prompt, seed, targets), batched; each image's noise comes from its own seed, so the
+    same (prompt, seed) starts from the same noise in every run and at every target."""
+    import torch
+
+    images = []
+    for start in range(0, len(prompts), args.batch_size):
+        sl = slice(start, start + args.batch_size)
+        images += pipe(
+            prompts[sl], reward_targets=targets[sl], generator=[torch.Generator().manual_seed(s) for s in seeds[sl]],
+            guidance_scale=args.guidance_scale, num_inference_steps=args.sample_steps,
+        )  # fmt: skip
+    return images
+
+
+def geneval_folder(pipe, items: list[dict], folder: Path, n_samples: int, targets: dict, args, scorers) -> dict:
+    """GenEval's layout for ``items`` x ``n_samples``, scored with the shapes detector and the rewards."""
+    from miro.data.shapes.detector import default_detector
+    from miro.eval.geneval.evaluate import PerImageDetector, evaluate_folder
+    from miro.eval.geneval.layout import write_prompt_folder
+    from miro.eval.geneval.summary import load_results, summarize
+    from miro.eval.rewards import score_folder, summarize_rewards
+
+    done = folder / "measures.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    jobs = [(i, k) for i in range(len(items)) for k in range(n_samples)]
+    known = [r for r in targets if r in pipe.reward_names]
+    images = render(pipe, [items[i]["prompt"] for i, _ in jobs], [10_000 * k + i for i, k in jobs],
+                    [{r: targets[r] for r in known}] * len(jobs), args)  # fmt: skip
+    for i in range(len(items)):
+        write_prompt_folder(folder, i, items[i], images[i * n_samples : (i + 1) * n_samples])
+    rows = evaluate_folder(folder, PerImageDetector(default_detector().detect), batch_size=64)
+    geneval = summarize(load_results(folder / "results.jsonl")) if rows else {}
+    rewards = summarize_rewards(score_folder(folder, list(scorers.values()), batch_size=64))
+    measures = {"geneval": geneval, "rewards": {k: v["mean"] for k, v in rewards.items()},
+                "rewards_ci95": {k: v["ci95"] for k, v in rewards.items()}, "targets": targets}  # fmt: skip
+    done.write_text(json.dumps(measures, indent=2))
+    return measures
+
+
+def build_scorers() -> dict:
+    from annotate.scorers import build_scorer
+
+    return {r: build_scorer(r) for r in DEFAULT_REWARDS}
+
+
+def exports(args, run: str) -> list[tuple[int, Path]]:
+    train = Path(args.out) / "train" / run
+    found = sorted((int(p.name.split("-")[1]), p) for p in (train / "pipelines").glob("step-*") if (p / "model_index.json").exists())
+    if not found or found[-1][0] != args.steps:
+        raise SystemExit(f"[curves] {run}: no complete export at step {args.steps} under {train / 'pipelines'}; run the train phase")
+    return found
+
+
+def phase_curves(args) -> None:
+    """Every export of both runs: GenEval and the rewards on the held-out prompts (targets 1 for MIRO)."""
+    items, scorers = heldout_items(args), build_scorers()
+    high = dict.fromkeys(DEFAULT_REWARDS, 1.0)
+    for run in RUNS:
+        for step, path in exports(args, run):
+            n = args.final_samples if step == args.steps else args.curve_samples
+            start = time.perf_counter()
+            m = geneval_folder(load_pipe(path), items, Path(args.out) / "eval" / run / f"step-{step:06d}", n, high, args, scorers)
+            print(f"[curves] {run} step {step}: GenEval {m['geneval']['overall']:.3f} | "
+                  + " ".join(f"{k} {v:.3f}" for k, v in m["rewards"].items()) + f" ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+
+
+def phase_sliders(args) -> None:
+    """Per reward: targets 0..1 (the others at 1) over held-out prompts x seeds, measured by that reward."""
+    from scipy.stats import spearmanr
+
+    out = Path(args.out) / "sliders.json"
+    if out.exists():
+        return
+    pipe, scorers = load_pipe(Path(args.out) / "train" / "miro" / "final"), build_scorers()
+    items = heldout_items(args)[:: max(1, len(heldout_items(args)) // args.slider_prompts)][: args.slider_prompts]
+    targets = [0.0, 0.25, 0.5, 0.75, 1.0]
+    result = {"targets": targets, "prompts": [it["prompt"] for it in items], "seeds": args.slider_seeds, "rewards": {}}
+    for reward in DEFAULT_REWARDS:
+        jobs = [(t, it["prompt"], s) for t in targets for it in items for s in range(args.slider_seeds)]
+        tgts = [{**dict.fromkeys(DEFAULT_REWARDS, 1.0), reward: t} for t, _, _ in jobs]
+        images = render(pipe, [p for _, p, _ in jobs], [s for _, _, s in jobs], tgts, args)
+        scores = np.asarray(scorers[reward].score(images, [p for _, p, _ in jobs]), dtype=np.float64)
+        x = np.array([t for t, _, _ in jobs])
+        rho, p = spearmanr(x, scores)
+        means = [float(np.nanmean(scores[x == t])) for t in targets]
+        result["rewards"][reward] = {"spearman": float(rho), "p": float(p), "mean_per_target": means}
+        print(f"[sliders] {reward}: Spearman {rho:.3f} (p={p:.1e}); means {np.round(means, 3).tolist()}", flush=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+def phase_tradeoff(args) -> None:
+    """One reward's target at 0 / 0.5 / 1 with the others at 1, against shapes-world GenEval."""
+    pipe, scorers, items = load_pipe(Path(args.out) / "train" / "miro" / "final"), build_scorers(), heldout_items(args)
+    for reward in DEFAULT_REWARDS:
+        for t in (0.0, 0.5, 1.0):
+            targets = {**dict.fromkeys(DEFAULT_REWARDS, 1.0), reward: t}
+            name = "all-high" if t == 1.0 else f"{reward}-{t:g}"
+            m = geneval_folder(pipe, items, Path(args.out) / "tradeoff" / name, args.tradeoff_samples, targets, args, scorers)
+            print(f"[tradeoff] {name}: GenEval {m['geneval']['overall']:.3f} {reward} {m['rewards'][reward]:.3f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def load_curves(args) -> dict:
+    curves = {}
+    for run in RUNS:
+        rows = []
+        for folder in sorted((Path(args.out) / "eval" / run).glob("step-*")):
+            if (folder / "measures.json").exists():
+                m = json.loads((folder / "measures.json").read_text())
+                rows.append({"step": int(folder.name.split("-")[1]), "geneval": m["geneval"]["overall"],
+                             "tasks": {k: v["accuracy"] for k, v in m["geneval"]["tasks"].items()}, **m["rewards"]})  # fmt: skip
+        curves[run] = rows
+    return curves
+
+
+def steps_to_reach(steps: list[int], values: list[float], level: float) -> float | None:
+    """The first step at which the curve reaches ``level``, linearly interpolated between exports
+    (None if it never does; the first export's step if it already does there)."""
+    for i, (s, v) in enumerate(zip(steps, values)):
+        if v >= level:
+            if i == 0:
+                return float(s)
+            s0, v0 = steps[i - 1], values[i - 1]
+            return float(s0 + (s - s0) * (level - v0) / (v - v0))
+    return None
+
+
+def speedups(curves: dict) -> dict:
+    """Per metric: the baseline's final score, the steps the conditioned model needs for it, the ratio.
+    A ratio measured at the first export is a lower bound (the conditioned curve starts above it)."""
+    base, miro = curves["baseline"], curves["miro"]
+    out = {}
+    for metric in ("geneval", *DEFAULT_REWARDS):
+        final = base[-1][metric]
+        steps = [r["step"] for r in miro]
+        reach = steps_to_reach(steps, [r[metric] for r in miro], final)
+        base_reach = steps_to_reach([r["step"] for r in base], [r[metric] for r in base], final)
+        out[metric] = {
+            "baseline_final": final, "miro_final": miro[-1][metric], "baseline_steps": base_reach,
+            "miro_steps": reach, "speedup": (base_reach / reach) if reach else None,
+            "lower_bound": reach == steps[0] if reach else False,
+        }  # fmt: skip
+    return out
+
+
+def phase_report(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out, docs = Path(args.out), Path(args.docs)
+    figs = docs / "replication"
+    figs.mkdir(parents=True, exist_ok=True)
+    curves = load_curves(args)
+    results = {"curves": curves, "speedups": speedups(curves)}
+    if (out / "sliders.json").exists():
+        results["sliders"] = json.loads((out / "sliders.json").read_text())
+    tradeoff = {}
+    for folder in sorted((out / "tradeoff").glob("*")):
+        if (folder / "measures.json").exists():
+            tradeoff[folder.name] = json.loads((folder / "measures.json").read_text())
+    results["tradeoff"] = tradeoff
+    results["settings"] = vars(args) | {"out": str(args.out), "docs": str(args.docs)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+    metrics = ("geneval", *DEFAULT_REWARDS)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3))
+    for ax, metric in zip(axes, metrics):
+        for run, style in zip(RUNS, ("o--", "s-")):
+            ax.plot([r["step"] for r in curves[run]], [r[metric] for r in curves[run]], style, label=run, ms=3)
+        ax.axhline(curves["baseline"][-1][metric], color="grey", lw=0.6)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(figs / "curves.png", dpi=80)
+    plt.close(fig)
+    if "sliders" in results:
+        s = results["sliders"]
+        fig, axes = plt.subplots(1, len(DEFAULT_REWARDS), figsize=(3.2 * len(DEFAULT_REWARDS), 3))
+        for ax, reward in zip(axes, DEFAULT_REWARDS):
+            r = s["rewards"][reward]
+            ax.plot(s["targets"], r["mean_per_target"], "o-")
+            ax.set_title(f"{reward} (rho {r['spearman']:.2f})")
+            ax.set_xlabel("target")
+        axes[0].set_ylabel("measured (mean)")
+        fig.tight_layout()
+        fig.savefig(figs / "sliders.png", dpi=80)
+        plt.close(fig)
+    print(json.dumps(results["speedups"], indent=2))
+    print(f"results: {out / 'results.json'}; figures: {figs}")
+
+
+PHASES = {"data": phase_data, "train": phase_train, "curves": phase_curves, "sliders": phase_sliders,
+          "tradeoff": phase_tradeoff, "report": phase_report}  # fmt: skip
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["all", *PHASES])
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "replication")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--num-samples", type=int, default=12000, help="shapes-world training images")
+    p.add_argument("--steps", type=int, default=2400, help="training steps of each run (batch 64)")
+    p.add_argument("--export-every", type=int, default=200)
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--sample-steps", type=int, default=25)
+    p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call")
+    p.add_argument("--curve-samples", type=int, default=2, help="images per held-out prompt at each export")
+    p.add_argument("--final-samples", type=int, default=4, help="images per held-out prompt at the last export")
+    p.add_argument("--slider-prompts", type=int, default=16)
+    p.add_argument("--slider-seeds", type=int, default=2)
+    p.add_argument("--tradeoff-samples", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.steps % args.export_every:
+        p.error(f"--steps {args.steps} must be a multiple of --export-every {args.export_every}")
+    for name in PHASES if args.phase == "all" else [args.phase]:
+        PHASES[name](args)
+
+
+if __name__ == "__main__":
+    main()
