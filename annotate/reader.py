@@ -59,10 +59,8 @@ def decode_sample(members: dict[str, bytes], max_pixels: int):
 def worker_init(_worker_id: int) -> None:
     """One thread per worker in every native pool: torch limits its own, but numpy's BLAS (used by the image
     statistics and the shapes detector) would start one thread per core in each worker and oversubscribe."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS keeps its default
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(1)
 
 

@@ -1,0 +1,38 @@
+"""The replication's arithmetic: steps to reach a level (interpolated) and the speed-up per metric."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("shapes_replication", ROOT / "scripts/experiments/shapes_replication.py")
+rep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rep)
+
+
+def test_steps_to_reach_interpolates_between_exports():
+    steps = [100, 200, 300, 400]
+    assert rep.steps_to_reach(steps, [0.1, 0.3, 0.5, 0.6], 0.4) == pytest.approx(250.0)
+    assert rep.steps_to_reach(steps, [0.1, 0.3, 0.5, 0.6], 0.6) == 400.0
+    assert rep.steps_to_reach(steps, [0.7, 0.8, 0.8, 0.9], 0.5) == 100.0  # already there at the first export
+    assert rep.steps_to_reach(steps, [0.1, 0.2, 0.2, 0.3], 0.5) is None
+
+
+def test_speedups_against_the_baselines_final_score():
+    def curve(values):
+        return [{"step": 100 * (i + 1), "geneval": v, **dict.fromkeys(rep.DEFAULT_REWARDS, v)} for i, v in enumerate(values)]
+
+    out = rep.speedups({"baseline": curve([0.1, 0.2, 0.3, 0.4]), "miro": curve([0.2, 0.4, 0.5, 0.6])})
+    g = out["geneval"]
+    assert g["baseline_final"] == 0.4 and g["baseline_steps"] == 400.0 and g["miro_steps"] == 200.0
+    assert g["speedup"] == pytest.approx(2.0) and not g["lower_bound"]
+    never = rep.speedups({"baseline": curve([0.1, 0.2, 0.3, 0.9]), "miro": curve([0.2, 0.4, 0.5, 0.6])})["alignment"]
+    assert never["miro_steps"] is None and never["speedup"] is None
+    first = rep.speedups({"baseline": curve([0.1, 0.2, 0.3, 0.4]), "miro": curve([0.5, 0.5, 0.6, 0.6])})["contrast"]
+    assert first["speedup"] == pytest.approx(4.0) and first["lower_bound"]
+
+
+def test_steps_must_be_a_multiple_of_the_export_interval():
+    with pytest.raises(SystemExit):
+        rep.main(["report", "--steps", "1000", "--export-every", "300"])
