@@ -8,7 +8,7 @@ from pathlib import Path
 from miro.demo import figures
 from miro.demo.config import DemoConfig
 from miro.demo.report import write_report
-from miro.demo.steps import Step, run_step, save_timings, stage_steps
+from miro.demo.steps import Step, load_timings, run_step, save_timings, stage_steps
 
 
 def make_figures(cfg: DemoConfig, timings: dict) -> tuple[dict, dict]:
@@ -45,7 +45,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     before = [s for s in steps if not s.name.startswith(("geneval", "rewards", "compare"))]
     after = [s for s in steps if s not in before]
     total = len(steps) + 1
-    timings: dict = {}
+    timings = load_timings(out) if not cfg.fresh else {}  # a resumed demo keeps the times of finished steps
     start = time.perf_counter()
     for i, step in enumerate(before, 1):
         run_step(step, cfg, i, total, timings)

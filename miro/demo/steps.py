@@ -113,6 +113,11 @@ def run_step(step: Step, cfg: DemoConfig, index: int, total: int, timings: dict)
     print(f"    done in {seconds:.0f} s", flush=True)
 
 
+def load_timings(out: Path) -> dict:
+    path = out / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def save_timings(out: Path, timings: dict) -> None:
     tmp = out / "timings.json.tmp"
     tmp.write_text(json.dumps(timings, indent=2))

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from miro.data.images import BadImage, decode_image
 from miro.eval.geneval.layout import iter_prompt_folders
@@ -122,6 +123,7 @@ def score_folder(
     scorers: Sequence[Scorer],
     out_file: str | Path | None = None,
     batch_size: int = 16,
+    progress: bool = True,
 ) -> list[dict]:
     """Score every image of ``image_dir`` with every scorer; returns the rows written to ``out_file``."""
     if batch_size < 1:
@@ -138,13 +140,14 @@ def score_folder(
     todo = [r for r in refs if any(n not in done.get(r.filename, {}) for n in names)]
     log.info("%d of %d images need scoring", len(todo), len(refs))
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    with out_file.open("a", encoding="utf-8") as fp:
+    with out_file.open("a", encoding="utf-8") as fp, tqdm(total=len(todo), desc="rewards", unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             for row in _score_batch(batch, scorers, done):
                 fp.write(_dumps(row) + "\n")
                 done.setdefault(row["filename"], {}).update(row)
             fp.flush()
+            bar.update(len(batch))
     rows = []
     for ref in refs:
         got = done[ref.filename]

@@ -132,9 +132,9 @@ def geneval_folder(pipe, items: list[dict], folder: Path, n_samples: int, target
                     [{r: targets[r] for r in known}] * len(jobs), args)  # fmt: skip
     for i in range(len(items)):
         write_prompt_folder(folder, i, items[i], images[i * n_samples : (i + 1) * n_samples])
-    rows = evaluate_folder(folder, PerImageDetector(default_detector().detect), batch_size=64)
+    rows = evaluate_folder(folder, PerImageDetector(default_detector().detect), batch_size=64, progress=False)
     geneval = summarize(load_results(folder / "results.jsonl")) if rows else {}
-    rewards = summarize_rewards(score_folder(folder, list(scorers.values()), batch_size=64))
+    rewards = summarize_rewards(score_folder(folder, list(scorers.values()), batch_size=64, progress=False))
     measures = {"geneval": geneval, "rewards": {k: v["mean"] for k, v in rewards.items()},
                 "rewards_ci95": {k: v["ci95"] for k, v in rewards.items()}, "targets": targets}  # fmt: skip
     done.write_text(json.dumps(measures, indent=2))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from miro.data.images import BadImage, decode_image
 from miro.eval.geneval.layout import iter_prompt_folders
@@ -75,6 +76,7 @@ def evaluate_folder(
     results: str | Path | None = None,
     batch_size: int = 8,
     settings: dict | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """Evaluate every sample image; returns the rows of ``results`` (default ``image_dir/results.jsonl``).
 
@@ -99,12 +101,13 @@ def evaluate_folder(
     todo = [job for job in jobs if job[0] not in done]
     log.info("%d of %d images to evaluate", len(todo), len(jobs))
     floor = min(options.threshold, options.counting_threshold)  # no detection at or below it can count
-    with results.open("a", encoding="utf-8") as fp:
+    with results.open("a", encoding="utf-8") as fp, tqdm(total=len(todo), desc="geneval evaluate", unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             for row in _evaluate_batch(todo[start : start + batch_size], detector, colors, options, floor):
                 fp.write(json.dumps(row) + "\n")
                 done[row["filename"]] = row
             fp.flush()
+            bar.update(len(todo[start : start + batch_size]))
     rows = [done[filename] for filename, _, _ in jobs]
     write_jsonl(rows, results)
     return rows

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from miro.eval.geneval.layout import is_complete, write_prompt_folder
 
@@ -40,6 +41,7 @@ def generate_layout(
     grid: bool = True,
     shard_index: int = 0,
     num_shards: int = 1,
+    progress: bool = True,
 ) -> GenerationReport:
     """Write ``out_dir/NNNNN/{metadata.jsonl, samples/NNNN.png[, grid.png]}`` for this shard's prompts."""
     if n_samples < 1 or batch_size < 1:
@@ -49,7 +51,8 @@ def generate_layout(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = GenerationReport()
-    for index in range(shard_index, len(items), num_shards):
+    indices = range(shard_index, len(items), num_shards)
+    for index in tqdm(indices, desc="geneval generate", unit="prompt", disable=not progress):
         metadata = items[index]
         if is_complete(out_dir, index, metadata, n_samples):
             report.skipped += 1
@@ -57,7 +60,7 @@ def generate_layout(
         images = sample_prompt(generate, metadata["prompt"], n_samples, batch_size, seed)
         write_prompt_folder(out_dir, index, metadata, images, grid_columns=batch_size if grid else None)
         report.written += 1
-        log.info("prompt %d/%d written: %r", index + 1, len(items), metadata["prompt"])
+        log.debug("prompt %d/%d written: %r", index + 1, len(items), metadata["prompt"])
     return report
 
 
