@@ -36,3 +36,18 @@ def test_speedups_against_the_baselines_final_score():
 def test_steps_must_be_a_multiple_of_the_export_interval():
     with pytest.raises(SystemExit):
         rep.main(["report", "--steps", "1000", "--export-every", "300"])
+
+
+def test_tables_markdown_from_results():
+    def row(step, v):
+        return {"step": step, "geneval": v, "tasks": {"single_object": v, "position": v / 2}, **dict.fromkeys(rep.DEFAULT_REWARDS, v)}
+
+    curves = {"baseline": [row(100, 0.1), row(200, 0.2)], "miro": [row(100, 0.3), row(200, 0.4)]}
+    results = {"curves": curves, "speedups": rep.speedups(curves), "tradeoff": {},
+               "sliders": {"targets": [0.0, 1.0], "prompts": ["p"], "seeds": 2,
+                           "rewards": {"contrast": {"mean_per_target": [0.1, 0.3], "spearman": 0.9, "p": 1e-3}}}}
+    args = rep.argparse.Namespace(steps=200, export_every=100)
+    md = rep.tables_markdown(results, args)
+    assert "| geneval | 0.2 | 0.4 | 200 | 100 | >= 2.00x |" in md
+    assert "| position | 10.0% | 20.0% |" in md and "| **overall** | **20.0%** | **40.0%** |" in md
+    assert "| contrast | 0.1 | 0.3 | 0.900 | 1.0e-03 |" in md
