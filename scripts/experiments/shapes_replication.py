@@ -100,7 +100,7 @@ def load_pipe(path: Path):
     return pipe
 
 
-def render(pipe, prompts: list[str], seeds: list[int], targets: list[dict], args) -> list:
+def render(pipe, prompts: list[str], seeds: list[int], targets: list[dict], args, guidance: float | None = None) -> list:
     """One image per (prompt, seed, targets), batched; each image's noise comes from its own seed, so the
     same (prompt, seed) starts from the same noise in every run and at every target."""
     import torch
@@ -108,14 +108,18 @@ def render(pipe, prompts: list[str], seeds: list[int], targets: list[dict], args
     images = []
     for start in range(0, len(prompts), args.batch_size):
         sl = slice(start, start + args.batch_size)
+        # a free reward (target None) is free in the negative branch too, so guidance does not push it
+        negatives = [{r: None for r, v in t.items() if v is None} for t in targets[sl]]
         images += pipe(
-            prompts[sl], reward_targets=targets[sl], generator=[torch.Generator().manual_seed(s) for s in seeds[sl]],
-            guidance_scale=args.guidance_scale, num_inference_steps=args.sample_steps,
+            prompts[sl], reward_targets=targets[sl], negative_reward_targets=negatives,
+            generator=[torch.Generator().manual_seed(s) for s in seeds[sl]],
+            guidance_scale=args.guidance_scale if guidance is None else guidance, num_inference_steps=args.sample_steps,
         )  # fmt: skip
     return images
 
 
-def geneval_folder(pipe, items: list[dict], folder: Path, n_samples: int, targets: dict, args, scorers) -> dict:
+def geneval_folder(pipe, items: list[dict], folder: Path, n_samples: int, targets: dict, args, scorers,
+                   guidance: float | None = None) -> dict:
     """GenEval's layout for ``items`` x ``n_samples``, scored with the shapes detector and the rewards."""
     from miro.data.shapes.detector import default_detector
     from miro.eval.geneval.evaluate import PerImageDetector, evaluate_folder
@@ -129,14 +133,15 @@ def geneval_folder(pipe, items: list[dict], folder: Path, n_samples: int, target
     jobs = [(i, k) for i in range(len(items)) for k in range(n_samples)]
     known = [r for r in targets if r in pipe.reward_names]
     images = render(pipe, [items[i]["prompt"] for i, _ in jobs], [10_000 * k + i for i, k in jobs],
-                    [{r: targets[r] for r in known}] * len(jobs), args)  # fmt: skip
+                    [{r: targets[r] for r in known}] * len(jobs), args, guidance)  # fmt: skip
     for i in range(len(items)):
         write_prompt_folder(folder, i, items[i], images[i * n_samples : (i + 1) * n_samples])
     rows = evaluate_folder(folder, PerImageDetector(default_detector().detect), batch_size=64, progress=False)
     geneval = summarize(load_results(folder / "results.jsonl")) if rows else {}
     rewards = summarize_rewards(score_folder(folder, list(scorers.values()), batch_size=64, progress=False))
     measures = {"geneval": geneval, "rewards": {k: v["mean"] for k, v in rewards.items()},
-                "rewards_ci95": {k: v["ci95"] for k, v in rewards.items()}, "targets": targets}  # fmt: skip
+                "rewards_ci95": {k: v["ci95"] for k, v in rewards.items()}, "targets": targets,
+                "guidance_scale": args.guidance_scale if guidance is None else guidance}  # fmt: skip
     done.write_text(json.dumps(measures, indent=2))
     return measures
 
@@ -148,10 +153,14 @@ def build_scorers() -> dict:
 
 
 def exports(args, run: str) -> list[tuple[int, Path]]:
+    """The EMA exports of a run by step: ``pipelines/step-N`` every ``export_every`` steps and ``final`` at the
+    last step (training writes the last one only there)."""
     train = Path(args.out) / "train" / run
     found = sorted((int(p.name.split("-")[1]), p) for p in (train / "pipelines").glob("step-*") if (p / "model_index.json").exists())
+    if (train / "final" / "model_index.json").exists():
+        found.append((args.steps, train / "final"))
     if not found:
-        raise SystemExit(f"[curves] {run}: no export under {train / 'pipelines'}; run the train phase")
+        raise SystemExit(f"[curves] {run}: no export under {train}; run the train phase")
     if found[-1][0] != args.steps:  # still training: measure what exists, run the phase again later
         print(f"[curves] {run}: exports up to step {found[-1][0]} of {args.steps} so far")
     return found
@@ -203,6 +212,29 @@ def phase_tradeoff(args) -> None:
             name = "all-high" if t == 1.0 else f"{reward}-{t:g}"
             m = geneval_folder(pipe, items, Path(args.out) / "tradeoff" / name, args.tradeoff_samples, targets, args, scorers)
             print(f"[tradeoff] {name}: GenEval {m['geneval']['overall']:.3f} {reward} {m['rewards'][reward]:.3f}", flush=True)
+
+
+DIAGNOSES = {  # name -> (targets for the conditioned model; None = free, the reward's null token), guidance
+    "all-0.75": (dict.fromkeys(DEFAULT_REWARDS, 0.75), None),
+    "all-0.5": (dict.fromkeys(DEFAULT_REWARDS, 0.5), None),
+    "all-free": (dict.fromkeys(DEFAULT_REWARDS, None), None),
+    "quality-high-style-free": ({"sharpness": 1.0, "low_noise": 1.0, "alignment": 1.0, "colorfulness": None, "contrast": None}, None),
+    "alignment-high-others-free": ({**dict.fromkeys(DEFAULT_REWARDS, None), "alignment": 1.0}, None),
+    "all-high-w1": (dict.fromkeys(DEFAULT_REWARDS, 1.0), 1.0),
+}
+
+
+def phase_diagnose(args) -> None:
+    """Where the conditioned model does not beat the baseline on GenEval: other targets and guidance scales for
+    MIRO's final model, and the baseline without guidance, on the same held-out prompts and noise."""
+    items, scorers = heldout_items(args), build_scorers()
+    pipe = load_pipe(Path(args.out) / "train" / "miro" / "final")
+    for name, (targets, guidance) in DIAGNOSES.items():
+        m = geneval_folder(pipe, items, Path(args.out) / "diagnose" / name, args.tradeoff_samples, targets, args, scorers, guidance)
+        print(f"[diagnose] miro {name}: GenEval {m['geneval']['overall']:.3f} alignment {m['rewards']['alignment']:.3f}", flush=True)
+    base = load_pipe(Path(args.out) / "train" / "baseline" / "final")
+    m = geneval_folder(base, items, Path(args.out) / "diagnose" / "baseline-w1", args.tradeoff_samples, {}, args, scorers, 1.0)
+    print(f"[diagnose] baseline w=1: GenEval {m['geneval']['overall']:.3f} alignment {m['rewards']['alignment']:.3f}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -262,11 +294,9 @@ def phase_report(args) -> None:
     results = {"curves": curves, "speedups": speedups(curves)}
     if (out / "sliders.json").exists():
         results["sliders"] = json.loads((out / "sliders.json").read_text())
-    tradeoff = {}
-    for folder in sorted((out / "tradeoff").glob("*")):
-        if (folder / "measures.json").exists():
-            tradeoff[folder.name] = json.loads((folder / "measures.json").read_text())
-    results["tradeoff"] = tradeoff
+    for phase in ("tradeoff", "diagnose"):
+        results[phase] = {f.name: json.loads((f / "measures.json").read_text())
+                          for f in sorted((out / phase).glob("*")) if (f / "measures.json").exists()}  # fmt: skip
     results["settings"] = vars(args) | {"out": str(args.out), "docs": str(args.docs)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -294,9 +324,25 @@ def phase_report(args) -> None:
         fig.tight_layout()
         fig.savefig(figs / "sliders.png", dpi=80)
         plt.close(fig)
+    samples_figure(args, figs / "samples.png")
     (figs / "tables.md").write_text(tables_markdown(results, args))
     print((figs / "tables.md").read_text())
     print(f"results: {out / 'results.json'}; figures and tables: {figs}")
+
+
+def samples_figure(args, path: Path) -> None:
+    """Final models side by side: the same prompts (two seeds each) and noise in every row."""
+    from miro.demo.figures import GRID_PROMPTS, labelled_grid
+
+    prompts = [p for p in GRID_PROMPTS for _ in (0, 1)]
+    seeds = [1000 + s for _ in GRID_PROMPTS for s in (0, 1)]
+    base, miro = (load_pipe(Path(args.out) / "train" / run / "final") for run in RUNS)
+    rows, labels = [render(base, prompts, seeds, [{}] * len(prompts), args)], ["baseline"]
+    for name, targets in (("MIRO, all 1", dict.fromkeys(DEFAULT_REWARDS, 1.0)), ("MIRO, all 0.5", dict.fromkeys(DEFAULT_REWARDS, 0.5)),
+                          ("MIRO, quality 1", DIAGNOSES["quality-high-style-free"][0]), ("MIRO, all 0", dict.fromkeys(DEFAULT_REWARDS, 0.0))):  # fmt: skip
+        rows.append(render(miro, prompts, seeds, [targets] * len(prompts), args))
+        labels.append(name)
+    labelled_grid(rows, labels, cell=64, label_w=100).save(path)
 
 
 def _f(v, digits: int = 3) -> str:
@@ -326,16 +372,20 @@ def tables_markdown(results: dict, args) -> str:
                   "|---|" + "---:|" * (len(s["targets"]) + 2)]  # fmt: skip
         for reward, r in s["rewards"].items():
             lines.append(f"| {reward} | " + " | ".join(_f(v) for v in r["mean_per_target"]) + f" | {r['spearman']:.3f} | {r['p']:.1e} |")
-    if results["tradeoff"]:
-        lines += ["", "### Trade-off: one target lowered, the others at 1", "",
-                  "| setting | GenEval overall | " + " | ".join(DEFAULT_REWARDS) + " |", "|---|---:|" + "---:|" * len(DEFAULT_REWARDS)]  # fmt: skip
-        for name, m in sorted(results["tradeoff"].items(), key=lambda kv: kv[0] != "all-high"):
-            lines.append(f"| {name} | {100 * m['geneval']['overall']:.1f}% | " + " | ".join(_f(m["rewards"][r]) for r in DEFAULT_REWARDS) + " |")
+    for phase, title in (("tradeoff", "Trade-off: one target lowered, the others at 1"),
+                         ("diagnose", "Other targets and guidance scales (final models)")):  # fmt: skip
+        if not results.get(phase):
+            continue
+        lines += ["", f"### {title}", "", "| setting | guidance | GenEval overall | " + " | ".join(DEFAULT_REWARDS) + " |",
+                  "|---|---:|---:|" + "---:|" * len(DEFAULT_REWARDS)]  # fmt: skip
+        for name, m in sorted(results[phase].items(), key=lambda kv: kv[0] != "all-high"):
+            lines.append(f"| {name} | {_f(m.get('guidance_scale', args.guidance_scale))} | {100 * m['geneval']['overall']:.1f}% | "
+                         + " | ".join(_f(m["rewards"][r]) for r in DEFAULT_REWARDS) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 PHASES = {"data": phase_data, "train": phase_train, "curves": phase_curves, "sliders": phase_sliders,
-          "tradeoff": phase_tradeoff, "report": phase_report}  # fmt: skip
+          "tradeoff": phase_tradeoff, "diagnose": phase_diagnose, "report": phase_report}  # fmt: skip
 
 
 def main(argv=None) -> None:
