@@ -21,14 +21,14 @@ class DemoConfig:
     rewards: list[str] = field(default_factory=lambda: list(WEIGHT_FREE))
     num_bins: int = 64
     # training (the tiny preset of conf/model/tiny.yaml)
-    train_steps: int = 1000
+    train_steps: int = 900
     batch_size: int = 64
     warmup_steps: int = 100
     # sampling and evaluation
     sample_steps: int = 25
     guidance_scale: float = 3.0  # the joint scale w of (1 + w) v(c, s+) - w v(null, s-)
     sweep_seeds: int = 4
-    geneval_samples: int = 2  # images per held-out prompt (GenEval uses 4)
+    geneval_samples: int = 1  # images per held-out prompt (GenEval uses 4; the demo keeps within 20 minutes)
     # machine
     workers: int = 2  # processes for generation and annotation
     threads: int = 1  # torch threads per process (1 is fastest for the tiny model on 2 cores)
