@@ -187,7 +187,8 @@ def phase_sliders(args) -> None:
     if out.exists():
         return
     pipe, scorers = load_pipe(Path(args.out) / "train" / "miro" / "final"), build_scorers()
-    items = heldout_items(args)[:: max(1, len(heldout_items(args)) // args.slider_prompts)][: args.slider_prompts]
+    heldout = heldout_items(args)
+    items = heldout[:: max(1, len(heldout) // args.slider_prompts)][: args.slider_prompts]  # spread over the tasks
     targets = [0.0, 0.25, 0.5, 0.75, 1.0]
     result = {"targets": targets, "prompts": [it["prompt"] for it in items], "seeds": args.slider_seeds, "rewards": {}}
     for reward in DEFAULT_REWARDS:
