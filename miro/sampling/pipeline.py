@@ -37,6 +37,7 @@ from miro.sampling.guidance import Guidance
 from miro.sampling.sampler import Conditions, sample
 from miro.sampling.targets import Targets, canonical_keys, reward_tensors
 from miro.utils.config import to_typed
+from miro.utils.precision import precision_dtype, resolve_precision
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "numpy")
 # Scheduler options that would move its sigmas off ``miro.flow.flow_sigmas`` (the training convention).
@@ -249,6 +250,7 @@ class MiroPipeline(DiffusionPipeline):
         width: int | None = None,
         latents: torch.Tensor | None = None,
         return_dict: bool = False,
+        mixed_precision: str = "auto",
     ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor | MiroPipelineOutput:
         """Generate ``num_images_per_prompt`` images per prompt.
 
@@ -267,6 +269,9 @@ class MiroPipeline(DiffusionPipeline):
                 [0, 1]), "numpy" (uint8 [B, H, W, 3], the authors' "numpy") or "latent".
             latents: initial noise [B, C, h, w] instead of drawing it from ``generator``.
             return_dict: return a ``MiroPipelineOutput`` (diffusers style) instead of the images themselves.
+            mixed_precision: "auto" (bf16 autocast where the device has fast bf16 kernels, see
+                ``miro.utils.precision``), "no", "bf16" or "fp16".  Only for fp32 weights: a transformer
+                already cast to a lower dtype runs in that dtype.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self._check_call(prompts, num_images_per_prompt, num_inference_steps, output_type, sampler, generator)
@@ -296,6 +301,10 @@ class MiroPipeline(DiffusionPipeline):
             neg_rewards=neg.repeat_interleave(n, 0).to(device),
             neg_mask=neg_mask.repeat_interleave(n, 0).to(device),
         )
+        autocast = None
+        if self.transformer.dtype == torch.float32:
+            precision = resolve_precision(mixed_precision, device.type)
+            autocast = None if precision == "no" else precision_dtype(precision)
         self.scheduler.set_timesteps(num_inference_steps)
         sigmas = self.scheduler.sigmas.float().cpu()
         with self.progress_bar(total=num_inference_steps) as bar:
@@ -308,6 +317,7 @@ class MiroPipeline(DiffusionPipeline):
                 sampler,
                 dtype=self.transformer.dtype,
                 callback=lambda i, x: bar.update(),
+                autocast=autocast,
             )
         images = self._postprocess(out, output_type)
         self.maybe_free_model_hooks()

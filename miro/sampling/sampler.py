@@ -14,6 +14,7 @@ once per run; only x and t change per step.  The ODE state stays fp32 whatever t
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,7 @@ def guided_velocity(
     dtype: torch.dtype | None = None,
     batch_branches: bool = True,
     cache_condition: bool = True,
+    autocast: torch.dtype | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``velocity_fn(x, t)`` for ``miro.flow`` solvers: the guided velocity of ``Guidance`` at t.
 
@@ -110,7 +112,9 @@ def guided_velocity(
     A model with ``encode_condition(text, text_mask, rewards, reward_mask, drop_text) -> dict`` and
     ``velocity(x, t, **that dict)`` (``MiroTransformer``) has its condition, which depends on
     neither x nor t, computed once per run instead of once per step (``cache_condition=False``: call the
-    model's plain forward every time).
+    model's plain forward every time).  ``autocast`` (e.g. ``torch.bfloat16``) runs the network under
+    ``torch.autocast`` in that dtype, mixed precision with the fp32 weights; the state and the guidance sum
+    stay fp32.
     """
     split = cache_condition and all(callable(getattr(model, m, None)) for m in ("encode_condition", "velocity"))
     plans: dict[bool, tuple[list[float], list[dict]]] = {}
@@ -121,13 +125,15 @@ def guided_velocity(
             groups = [inputs] if batch_branches and inputs else [[inp] for inp in inputs]
             inputs = [_concat(group, dtype) for group in groups]
             if split:
-                inputs = [model.encode_condition(**inp) for inp in inputs]
+                with _autocast(inputs[0]["text"].device if inputs else None, autocast):
+                    inputs = [model.encode_condition(**inp) for inp in inputs]
             plans[active] = (coefs, inputs)
         return plans[active]
 
     def forward(x: torch.Tensor, t: torch.Tensor, inputs: dict) -> torch.Tensor:
         x = x if dtype is None else x.to(dtype)
-        return (model.velocity(x, t, **inputs) if split else model(x, t, **inputs)).float()
+        with _autocast(x.device, autocast):
+            return (model.velocity(x, t, **inputs) if split else model(x, t, **inputs)).float()
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         coefs, inputs = plan(guidance.active(float(t[0])))
@@ -144,6 +150,12 @@ def guided_velocity(
         return v
 
     return velocity
+
+
+def _autocast(device: torch.device | None, dtype: torch.dtype | None):
+    if dtype is None or device is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def total_nfe(guidance: Guidance, sigmas: torch.Tensor, method: str = "euler") -> int:
@@ -170,6 +182,7 @@ def sample(
     batch_branches: bool = True,
     cache_condition: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Integrate from ``noise`` (at sigmas[0]) along the decreasing grid ``sigmas`` with guided velocities.
 
@@ -178,5 +191,5 @@ def sample(
     """
     if noise.shape[0] != conds.batch_size:
         raise ValueError(f"noise has batch {noise.shape[0]} but the conditions have {conds.batch_size}")
-    velocity = guided_velocity(model, conds, guidance, dtype, batch_branches, cache_condition)
+    velocity = guided_velocity(model, conds, guidance, dtype, batch_branches, cache_condition, autocast)
     return integrate(velocity, noise.float(), sigmas, method, callback)

@@ -11,8 +11,8 @@ from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
 from miro.train.grids import SampleConfig
 from miro.train.optim import OptimConfig
 from miro.utils.config import require, require_choice
+from miro.utils.precision import PRECISIONS
 
-PRECISIONS = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb", "none")
 
 
@@ -58,7 +58,7 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 64  # global: per-process micro batch x processes x grad_accum
     grad_accum: int = 1
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # auto: bf16 where the device has fast bf16 kernels (miro.utils.precision)
     cpu: bool = False  # train on the CPU even when a GPU is present
     reward_dropout: float = 0.1  # each reward of each sample -> its learned null (at least one kept, as MIRO)
     text_dropout: float = 0.1  # the sample's text -> the learned null text (guidance's negative branch)

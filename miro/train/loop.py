@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from miro.train.launch import check_launch, use_cpu
 from miro.train.logging import Meter, batch_training_flops, peak_flops, setup_file_logging, status_line
 from miro.train.optim import build_optimizer, lr_at, set_lr
 from miro.utils.config import ConfigError
+from miro.utils.precision import resolve_precision
 
 log = logging.getLogger("miro.train")
 
@@ -118,16 +119,18 @@ def train(cfg: TrainConfig, components: Components | None = None) -> Path:
     """Train, checkpoint, and export ``<output_dir>/final``; returns the output folder.  ``components``
     defaults to ``build_components(cfg)``."""
     out = Path(cfg.output_dir or Path("runs") / cfg.name)
+    cpu = use_cpu(cfg.cpu)
+    precision = resolve_precision(cfg.mixed_precision, "cpu" if cpu or not torch.cuda.is_available() else "cuda")
     accelerator = Accelerator(
-        cpu=use_cpu(cfg.cpu),
-        mixed_precision=cfg.mixed_precision,
+        cpu=cpu,
+        mixed_precision=precision,
         log_with=None if cfg.log_with == "none" else cfg.log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     try:
         check_launch(accelerator.num_processes)
-        _train(accelerator, cfg, components, out)
+        _train(accelerator, replace(cfg, mixed_precision=precision), components, out)
     finally:
         accelerator.end_training()
         AcceleratorState._reset_state()  # the next run in this process (tests, hydra multirun) starts clean

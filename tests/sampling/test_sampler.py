@@ -163,6 +163,20 @@ def test_model_dtype_inputs_and_fp32_state():
     torch.testing.assert_close(low, ref, atol=0.15, rtol=0.05)
 
 
+@torch.no_grad()
+def test_bf16_autocast_keeps_fp32_weights_and_state():
+    model, conds, x1 = TinyNonlinearModel(), make_conditions(), noise()
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    ref = sample(model, x1, conds, Guidance.joint(2.0, R), flow_sigmas(4))
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    mixed = sample(model, x1, conds, Guidance.joint(2.0, R), flow_sigmas(4), autocast=torch.bfloat16)
+    assert set(seen) == {torch.bfloat16}  # the network ran under autocast...
+    assert mixed.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32  # ...nothing else
+    torch.testing.assert_close(mixed, ref, atol=0.15, rtol=0.05)
+
+
 def test_mismatched_shapes_are_rejected():
     conds = make_conditions()
     with pytest.raises(ValueError, match="batch 3 but the conditions have 4"):

@@ -124,6 +124,17 @@ def test_bf16_autocast_on_the_cpu(tmp_path, shards_root):
     assert np.isfinite(scalars(out)["train/loss"]).all()
 
 
+def test_auto_precision_is_resolved_and_recorded(tmp_path, shards_root):
+    from omegaconf import OmegaConf
+
+    from miro.utils.precision import resolve_precision
+
+    out = train(tiny_config(tmp_path / "auto", shards_root, max_steps=1, mixed_precision="auto", sample={"every": 0}),
+                tiny_components())
+    recorded = OmegaConf.load(out / "config.yaml").mixed_precision
+    assert recorded == resolve_precision("auto", "cpu") and recorded in ("no", "bf16")
+
+
 def test_config_errors_stop_early(tmp_path, shards_root):
     with pytest.raises(ConfigError, match=r"model.reward_names=\['sharpness'\]: the model conditions on"):
         train(tiny_config(tmp_path / "a", shards_root, rewards=["sharpness"]), tiny_components())
