@@ -9,6 +9,12 @@ the model's plain forward so the share of each optimisation is visible.
 
     PYTHONPATH=. python scripts/bench_sample.py         # tiny and small models, joint and decoupled guidance
     PYTHONPATH=. python scripts/bench_sample.py --models tiny --batch 1 4 16 --repeats 5 --threads 2
+    PYTHONPATH=. python scripts/bench_sample.py --precision --models tiny small   # bf16 autocast / fp32
+    PYTHONPATH=. python scripts/bench_sample.py --precision --device cuda
+
+``--precision`` instead times our sampler with fp32 weights in fp32 against the same call under bf16
+autocast (``MiroPipeline(mixed_precision=...)``), interleaved, and reports the images/s of each, their ratio,
+the largest pixel difference, and what ``mixed_precision=auto`` picks on this machine.
 """
 
 from __future__ import annotations
@@ -117,6 +123,44 @@ def bench(name: str, guidance_name: str, guidance: Guidance, batch: int, steps: 
     }
 
 
+def bench_precision(name: str, batch: int, steps: int, repeats: int, device: str = "cpu") -> dict:
+    """fp32 against bf16 autocast, same model (fp32 weights), noise, conditions and guidance."""
+    from miro.utils.precision import resolve_precision
+
+    cfg = MODELS[name]
+    torch.manual_seed(0)
+    model = MiroTransformer(text_dim=TEXT_DIM, reward_names=REWARDS, **cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+    model.to(device)
+    noise, conds = make_inputs(cfg, batch, device)
+    sigmas, guidance = flow_sigmas(steps), Guidance.joint(3.0, len(REWARDS))
+    runs = {"fp32": lambda: sample(model, noise, conds, guidance, sigmas),
+            "bf16": lambda: sample(model, noise, conds, guidance, sigmas, autocast=torch.bfloat16)}
+    with torch.inference_mode():
+        outs = {k: fn() for k, fn in runs.items()}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(repeats):
+            for k, fn in runs.items():
+                times[k].append(timed(fn, device)[0])
+    ips = {k: batch / statistics.median(v) for k, v in times.items()}
+    return {"model": name, "batch": batch, "steps": steps, "fp32 img/s": ips["fp32"], "bf16 img/s": ips["bf16"],
+            "bf16/fp32": ips["bf16"] / ips["fp32"],
+            "max |diff| (x in [-1, 1])": (outs["bf16"].clamp(-1, 1) - outs["fp32"].clamp(-1, 1)).abs().max().item(),
+            "auto picks": resolve_precision("auto", torch.device(device).type)}
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["tiny", "small"], choices=list(MODELS))
@@ -126,8 +170,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--precision", action="store_true", help="time bf16 autocast against fp32 instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.precision:
+        print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, joint guidance w=3, "
+              f"median of {args.repeats} interleaved repeats\n")
+        print_table([bench_precision(m, b, args.steps or DEFAULT_STEPS[m], args.repeats, args.device)
+                     for m in args.models for b in args.batch])
+        return
     r = len(REWARDS)
     guidances = {
         "joint w=7": Guidance.joint(7.0, r),
@@ -139,14 +190,9 @@ def main() -> None:
         for b in args.batch
         for g, guidance in guidances.items()
     ]
-    cols = list(rows[0])
     print(f"torch {torch.__version__}, {args.device} {args.dtype}, {args.threads} threads, "
           f"median of {args.repeats} interleaved repeats\n")
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for row in rows:
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
-        print("| " + " | ".join(cells) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -32,23 +32,40 @@ def upscale(img: Image.Image, size: int = 96) -> Image.Image:
     return img.resize((size, size), Image.Resampling.NEAREST)
 
 
-def labelled_grid(rows: list[list[Image.Image]], row_labels: list[str], cell: int = 96, label_w: int = 110) -> Image.Image:
-    gap = 2
+def labelled_grid(rows: list[list[Image.Image]], row_labels: list[str], cell: int = 96, label_w: int = 110,
+                  column_labels: list[str] | None = None) -> Image.Image:
+    gap, head = 2, (30 if column_labels else 0)
     w = label_w + len(rows[0]) * (cell + gap)
-    h = len(rows) * (cell + gap)
+    h = head + len(rows) * (cell + gap)
     canvas = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(canvas)
+    for c, label in enumerate(column_labels or []):
+        x = label_w + c * (cell + gap)
+        for i, line in enumerate(_wrap(label, max(8, cell // 6))[:2]):
+            draw.text((x + 2, 2 + 12 * i), line, fill="black")
     for r, (row, label) in enumerate(zip(rows, row_labels)):
-        y = r * (cell + gap)
+        y = head + r * (cell + gap)
         draw.text((4, y + cell // 2 - 6), label, fill="black")
         for c, img in enumerate(row):
             canvas.paste(upscale(img, cell), (label_w + c * (cell + gap), y))
     return canvas
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.removeprefix("a photo of ").split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines
+
+
 @torch.no_grad()
 def targets_grid(pipe, cfg: DemoConfig, path: Path) -> Path:
-    """Rows: every reward at the same target (0 .. 1); columns: prompts x 2 seeds, the same noise per column."""
+    """Rows: every reward at the same target (0 .. 1); columns: prompts x 2 seeds, the same noise per column.
+    The same call renders the shipped reference model's figure (``reference_grid``)."""
     jobs = [(p, s) for p in GRID_PROMPTS for s in (0, 1)]
     rows = []
     for target in TARGETS:
@@ -57,11 +74,26 @@ def targets_grid(pipe, cfg: DemoConfig, path: Path) -> Path:
             reward_targets={r: target for r in pipe.reward_names},
             generator=[torch.Generator().manual_seed(1000 + s) for _, s in jobs],
             num_inference_steps=cfg.sample_steps,
-            guidance_scale=cfg.guidance_scale,
+            **cfg.guidance(),
         )
         rows.append(images)
-    labelled_grid(rows, [f"rewards = {t:g}" for t in TARGETS]).save(path)
+    labelled_grid(rows, [f"rewards = {t:g}" for t in TARGETS], column_labels=[p for p, _ in jobs]).save(path)
     return path
+
+
+def reference_grid(cfg: DemoConfig, path: Path) -> Path | None:
+    """``targets_grid`` of the shipped reference model (``cfg.reference``), if it is there and has the demo's
+    rewards; None otherwise."""
+    from miro.sampling.pipeline import MiroPipeline
+
+    folder = Path(cfg.reference) if cfg.reference else None
+    if folder is None or not (folder / "model_index.json").is_file():
+        return None
+    pipe = MiroPipeline.from_pretrained(folder)
+    if list(pipe.reward_names) != list(cfg.rewards):
+        return None
+    pipe.set_progress_bar_config(disable=True)
+    return targets_grid(pipe, cfg, path)
 
 
 def sweeps(pipe, cfg: DemoConfig, out_dir: Path) -> dict[str, dict]:
@@ -75,7 +107,7 @@ def sweeps(pipe, cfg: DemoConfig, out_dir: Path) -> dict[str, dict]:
         result = reward_sweep(
             pipe, prompt, reward, targets=TARGETS, seeds=tuple(range(cfg.sweep_seeds)),
             scorers={reward: build_scorer(reward)}, batch_size=32,
-            num_inference_steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+            num_inference_steps=cfg.sample_steps, **cfg.guidance(),
         )
         paths = save_sweep(result, out_dir / reward)
         summary = result.summary()

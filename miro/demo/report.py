@@ -60,6 +60,21 @@ def last_status(train_dir: Path) -> str:
     return lines[-1].split("miro.train: ")[-1] if lines else ""
 
 
+def _reference_section(figures: dict, out: Path, cfg: DemoConfig) -> list[str]:
+    if not figures.get("reference"):
+        return []
+    readme = Path(cfg.reference) / "README.md"
+    return [
+        "### The same prompts and targets, from the shipped reference model",
+        "",
+        f"![reference model across reward targets]({_rel(figures['reference'], out)})",
+        "",
+        f"`{cfg.reference}`: the same recipe trained longer with the project's own commands "
+        f"(how, and its held-out GenEval: `{readme}`).",
+        "",
+    ]
+
+
 def write_report(cfg: DemoConfig, timings: dict, figures: dict, sweeps: dict[str, dict]) -> Path:
     out = Path(cfg.out)
     geneval = out / "geneval"
@@ -77,21 +92,24 @@ def write_report(cfg: DemoConfig, timings: dict, figures: dict, sweeps: dict[str
         f"wrong captions) was annotated with {len(cfg.rewards)} weight-free rewards ({', '.join(cfg.rewards)}), "
         f"binned into {cfg.num_bins} quantile buckets, and a tiny flow-matching transformer conditioned on text and "
         f"on one token per reward was trained for {cfg.train_steps} steps of {cfg.batch_size} images. "
-        f"Sampling uses {cfg.sample_steps} Euler steps and the joint reward guidance with w = {cfg.guidance_scale:g} "
-        f"(negative branch: null text, every reward at 0). Wall time of the steps below: {total / 60:.1f} min.",
+        f"Sampling uses {cfg.sample_steps} Euler steps with decoupled guidance: text scale {cfg.text_guidance_scale:g}, "
+        f"reward scale {cfg.reward_guidance_scale:g} (negative branch: null text, every reward at 0; with reward scale "
+        f"0 the rewards act through their targets alone). Wall time of the steps below: {total / 60:.1f} min.",
         "",
         "## Asking for a higher reward",
         "",
         f"![samples across reward targets]({_rel(figures['targets'], out)})",
         "",
-        "Each row asks for every reward at the same target; each column keeps its prompt and its initial noise. "
-        "Low targets ask for what the low buckets of the data look like (noise, blur, washed-out colours, "
-        "missing objects), high targets for the top buckets of every reward at once (clean, sharp, saturated, "
-        "high-contrast). At the demo's compute (a 2M-parameter model, about ten minutes of CPU training) the model "
-        "learns these reward axes long before it learns object shapes and follows prompts, so expect blobs of the "
-        "right quality rather than the right objects, and a GenEval near zero below; `docs/replication.md` "
-        "measures longer runs against the no-reward baseline.",
+        "Each row asks for every reward at the same target; each column keeps its prompt (two seeds each) and its "
+        "initial noise. Low targets ask for what the low buckets of the data look like (noise, blur, washed-out "
+        "colours, missing objects), high targets for the top buckets of every reward at once (clean, sharp, "
+        "saturated, high-contrast). At the demo's compute (a 2M-parameter model, about ten minutes of CPU "
+        "training) the model learns these reward axes long before it learns object shapes and follows prompts: "
+        "the caption's words can explain only about 3% of the pixel variance of this world, against most of it for "
+        "the degradations the rewards describe, so expect blobs of the right quality rather than the right objects, "
+        "and a low GenEval below (docs/text_conditioning.md measures why and how it grows with training).",
         "",
+        *_reference_section(figures, out, cfg),
         "## One slider at a time",
         "",
         "Each reward swept from 0 to 1 with the others at 1, "

@@ -29,6 +29,7 @@ def make_figures(cfg: DemoConfig, timings: dict) -> tuple[dict, dict]:
         "targets": figures.targets_grid(pipe, cfg, samples / "targets_grid.png"),
         "loss": figures.loss_curve(out / "train", samples / "loss_curve.png"),
         "data": figures.data_extremes(cfg, samples / "data_extremes.png"),
+        "reference": figures.reference_grid(cfg, samples / "reference_targets_grid.png"),
     }
     sweeps = figures.sweeps(pipe, cfg, samples / "sweeps")
     figures.write_json(samples / "sweeps.json", sweeps)

@@ -74,7 +74,7 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
             "miro.train", *train_common, "data.cache=true", f"max_steps={cfg.train_steps}",
             f"batch_size={cfg.batch_size}", f"optim.warmup_steps={cfg.warmup_steps}", "data.num_workers=1",
             f"checkpoint_every={cfg.train_steps}", f"sample.every={cfg.train_steps}", "log_every=50",
-            f"sample.guidance_scale={cfg.guidance_scale}", "name=demo", f"hydra.run.dir={train}",
+            "name=demo", f"hydra.run.dir={train}",
         ], lambda: (train / "final" / "model_index.json").exists(), one_thread),
     ]
     for level, value in (("high", 1.0), ("low", 0.0)):
@@ -83,7 +83,10 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
             "miro.eval", "geneval", f"image_dir={folder}", f"generate.pipeline={train / 'final'}",
             f"prompts.metadata={data / 'heldout' / 'evaluation_metadata.jsonl'}", "detector=shapes",
             f"generate.n_samples={cfg.geneval_samples}", f"generate.steps={cfg.sample_steps}",
-            f"generate.guidance_scale={cfg.guidance_scale}", targets_arg("generate.reward_targets", cfg, value),
+            f"generate.guidance_scale={cfg.text_guidance_scale}",
+            f"generate.pipeline_kwargs={{text_guidance_scale: {cfg.text_guidance_scale}, "
+            f"reward_guidance_scale: {cfg.reward_guidance_scale}}}",
+            targets_arg("generate.reward_targets", cfg, value),
             "generate.grid=false",
         ], lambda folder=folder: (folder / "summary.json").exists(), one_thread))
         steps.append(Step(f"rewards_{level}", f"Reward metrics of those images (targets {value})", [

@@ -1,0 +1,314 @@
+"""Why the embedded model ignored its prompts: the measurements behind docs/text_conditioning.md.
+
+Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; rerun to reproduce.
+
+    # what share of the pixel variance the caption can explain at all (no model involved)
+    python scripts/experiments/text_conditioning.py variance --data runs/demo/data
+
+    # a trained pipeline: loss with its own vs another sample's vs no text, per noise level
+    python scripts/experiments/text_conditioning.py gaps --data runs/demo/data --pipeline runs/demo/train/final
+
+    # 600-step in-memory ablations of the recipe (one process per variant; two fit 2 cores)
+    python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant rewards
+    python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant no_rewards
+    python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant time_mean_1
+    python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant clean_data
+
+    # held-out shapes GenEval of every export of a run, over text / reward guidance scales
+    python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
+        --scales 0,0 3,0 3,1 3,3
+
+The GenEval here is the project's (``miro.data.shapes.detector`` + ``miro.eval.geneval.rules`` + the
+summary's per-task mean), run in-process on the held-out ``evaluation_metadata.jsonl`` with ``--images``
+images per prompt; ``python -m miro.eval geneval`` gives the same numbers through image folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from miro.data.annotations import bucket_values, read_buckets, read_reward_stats  # noqa: E402
+from miro.data.cache import read_shard_cache  # noqa: E402
+from miro.data.shapes.vocab import CLASSES, COLORS  # noqa: E402
+from miro.data.transforms import pad_text  # noqa: E402
+from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
+from miro.models import MiroTransformer, sample_condition_dropout  # noqa: E402
+
+REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
+TINY = dict(in_channels=3, sample_size=32, patch_size=4, width=128, depth=4, num_heads=4, qk_norm=False,
+            text_dim=384, reward_fourier_dim=64, cond_refiner_depth=1, pooled_text=True)  # conf/model/tiny.yaml
+
+
+# ------------------------------------------------------------------------------------------- data
+class Cached:
+    """The feature cache of a world's training shards in memory: pixels, text tokens, captions, rewards."""
+
+    def __init__(self, data: Path):
+        train = data / "train"
+        caches = sorted(train.glob("*.cache-*.safetensors"))
+        if not caches:
+            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.cache) first")
+        stats = read_reward_stats(train / "reward_stats.json")
+        xs, self.text, self.captions, self.keys, vals, masks = [], [], [], [], [], []
+        for path in caches:
+            cache = read_shard_cache(path)
+            keys, buckets = read_buckets(path.with_name(path.name.split(".")[0] + ".buckets.parquet"), REWARDS)
+            values, mask = bucket_values(buckets, stats.num_bins)
+            row = {k: i for i, k in enumerate(keys)}
+            for i, key in enumerate(cache.keys):
+                self.keys.append(key)
+                xs.append(cache.latents[i])
+                self.text.append(cache.text_of(i))
+                self.captions.append(cache.captions[i])
+                vals.append(values[row[key]])
+                masks.append(mask[row[key]])
+        self.x = torch.stack(xs).float()
+        self.rewards, self.reward_mask = torch.from_numpy(np.stack(vals)), torch.from_numpy(np.stack(masks))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        text, mask = pad_text([self.text[i] for i in idx.tolist()])
+        return {"x": self.x[idx], "text": text.float(), "text_mask": mask, "rewards": self.rewards[idx],
+                "reward_mask": self.reward_mask[idx]}
+
+
+def clean_keys(data: Path) -> set[str]:
+    """Keys of the samples with no degradation and a correct caption (from the shards' json)."""
+    keys = set()
+    for shard in sorted((data / "train").glob("*.tar")):
+        with tarfile.open(shard) as tf:
+            for member in tf:
+                if member.name.endswith(".json"):
+                    meta = json.loads(tf.extractfile(member).read())
+                    if not meta["degradations"] and meta["caption_kind"] == "correct":
+                        keys.add(meta["key"])
+    return keys
+
+
+# ------------------------------------------------------------------------------------------- variance
+def explained_fraction(x: torch.Tensor, groups: list) -> float:
+    """Between-group share of the total per-pixel variance: what E[x | group] can remove from an MSE.
+
+    Adjusted for the number of groups G (as an adjusted R^2): with N samples, group means of pure noise
+    already "explain" about (G - 1) / N of the variance, which is subtracted."""
+    index: dict = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    mean = x.mean(0)
+    between = sum(len(ix) * ((x[ix].mean(0) - mean) ** 2).sum().item() for ix in index.values()) / len(x)
+    return between / (x.var(0, unbiased=False).sum().item()) - (len(index) - 1) / len(x)
+
+
+def cmd_variance(args) -> dict:
+    data = Cached(args.data)
+    words = [re.findall(r"[a-z]+", c.lower()) for c in data.captions]
+    colour = [tuple(w for w in ws if w in COLORS) for ws in words]
+    cls = [tuple(w for w in ws if w in CLASSES or w.rstrip("s") in CLASSES) for ws in words]
+    out = {
+        "samples": len(data),
+        "pixel_variance_explained_by_colour_words": explained_fraction(data.x, colour),
+        "pixel_variance_explained_by_class_words": explained_fraction(data.x, cls),
+        "pixel_variance_explained_by_colour_and_class_words": explained_fraction(data.x, list(zip(colour, cls))),
+        "image_mean_colour_variance_explained_by_colour_words": explained_fraction(data.x.mean((2, 3)), colour),
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------------------- gaps
+@torch.no_grad()
+def text_gaps(model: MiroTransformer, batch: dict, times=(0.1, 0.3, 0.5, 0.7, 0.9, 0.99), seed: int = 1) -> dict:
+    """Loss with the sample's own text, relative change with a neighbour's text (shuffled) and with none."""
+    model.eval()
+    n = batch["x"].shape[0]
+    noise = torch.randn(batch["x"].shape, generator=torch.Generator().manual_seed(seed))
+    kw = {"rewards": batch["rewards"], "reward_mask": batch["reward_mask"]} if model.num_rewards else {}
+    roll = torch.roll(torch.arange(n), 1)
+    out = {}
+    for tv in times:
+        t = torch.full((n,), tv)
+        s = LinearPath().sample(batch["x"], t, noise)
+
+        def loss(text, mask, drop=None, s=s, t=t):
+            return velocity_loss(model(s.x_t, t, text, mask, drop_text=drop, **kw), s.target).mean().item()
+
+        own = loss(batch["text"], batch["text_mask"])
+        shuffled = loss(batch["text"][roll], batch["text_mask"][roll])
+        dropped = loss(batch["text"], batch["text_mask"], torch.ones(n, dtype=torch.bool))
+        out[f"{tv:g}"] = {"loss": own, "shuffled_text_pct": 100 * (shuffled - own) / own,
+                          "no_text_pct": 100 * (dropped - own) / own}
+    return out
+
+
+def cmd_gaps(args) -> dict:
+    from miro.sampling.pipeline import MiroPipeline
+
+    data = Cached(args.data)
+    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
+    return text_gaps(model, data.batch(torch.arange(len(data) - 512, len(data))))
+
+
+# ------------------------------------------------------------------------------------------- ablate
+VARIANTS = {
+    "rewards": {},
+    "no_rewards": {"rewards": False},
+    "time_mean_1": {"time_mean": 1.0},
+    "clean_data": {"clean": True},
+    "no_pooled_text": {"model": {"pooled_text": False}},
+}
+
+
+def cmd_ablate(args) -> dict:
+    """The demo's recipe (tiny preset, AdamW 1e-3, 100 warm-up steps, cosine to 0.1, clip 2, EMA 0.999 with
+    warm-up, 10% text and reward dropout, logit-normal t) on in-memory cached data, one change per variant."""
+    spec = VARIANTS[args.variant]
+    torch.manual_seed(0)
+    data = Cached(args.data)
+    held = torch.arange(len(data) - 512, len(data))
+    pool = torch.arange(len(data) - 512)
+    if spec.get("clean"):
+        clean = clean_keys(args.data)
+        pool = pool[torch.tensor([data.keys[i] in clean for i in pool.tolist()])]
+    cfg = {**TINY, "reward_names": REWARDS if spec.get("rewards", True) else [], **spec.get("model", {})}
+    model = MiroTransformer(**cfg)
+    ema = MiroTransformer(**cfg)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr)
+    times = TimeSampler("logit_normal", mean=spec.get("time_mean", 0.0), std=1.0)
+    g = torch.Generator().manual_seed(0)
+    r = model.num_rewards
+    history = []
+    start = time.perf_counter()
+    for step in range(args.steps):
+        b = data.batch(pool[torch.randint(len(pool), (args.batch,), generator=g)])
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        t = times(args.batch, generator=g)
+        s = LinearPath().sample(b["x"], t, torch.randn(b["x"].shape, generator=g))
+        keep, drop = sample_condition_dropout(args.batch, r, 0.1, 0.1, g)
+        kw = {"rewards": b["rewards"], "reward_mask": b["reward_mask"] & keep} if r else {}
+        model.train()
+        loss = velocity_loss(model(s.x_t, t, b["text"], b["text_mask"], drop_text=drop, **kw), s.target).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        d = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(p, 1 - d)
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            gaps = text_gaps(ema, data.batch(held), times=(0.5, 0.9))
+            history.append({"step": step + 1, "seconds": round(time.perf_counter() - start), "loss": loss.item(), **gaps})
+            print(json.dumps(history[-1]), flush=True)
+    results = {"variant": args.variant, "history": history, "geneval": {}}
+    for text_scale, reward_scale in args.scales:
+        results["geneval"][f"text {text_scale:g} / reward {reward_scale:g}"] = geneval(
+            ema, args.data, text_scale, reward_scale, args.images)
+        print(json.dumps(results["geneval"]), flush=True)
+    return results
+
+
+# ------------------------------------------------------------------------------------------- geneval
+@torch.no_grad()
+def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
+            steps: int = 25, seed: int = 0, targets: float = 1.0) -> dict:
+    """Held-out shapes GenEval of a bare transformer (MiniLM text, pixel space), rewards at ``targets``,
+    negative targets 0, decoupled guidance scales.  Returns per-task accuracies and ``overall`` (in %)."""
+    from PIL import Image
+
+    from miro.data.shapes.detector import default_detector
+    from miro.eval.geneval.rules import result_row
+    from miro.eval.geneval.summary import summarize
+    from miro.flow import flow_sigmas
+    from miro.models.text_encoders import TextEncoder
+    from miro.sampling import Conditions, Guidance, sample
+
+    model.eval()
+    meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    emb, mask = TextEncoder().encode([m["prompt"] for m in meta])
+    n, r = len(meta) * images, model.num_rewards
+    emb, mask = emb.repeat_interleave(images, 0), mask.repeat_interleave(images, 0)
+    known = torch.ones(n, r, dtype=torch.bool)
+    conds = Conditions(text=emb, text_mask=mask, pos_rewards=torch.full((n, r), targets), pos_mask=known,
+                       neg_rewards=torch.zeros(n, r), neg_mask=known)
+    guidance = Guidance(float(text_scale), (float(reward_scale),) * r)
+    noise = torch.randn(n, model.config.in_channels, model.config.sample_size, model.config.sample_size,
+                        generator=torch.Generator().manual_seed(seed))
+    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0))
+    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    detector = default_detector()
+    rows = [result_row(str(i), meta[i // images], detector(Image.fromarray(p))) for i, p in enumerate(pixels)]
+    summary = summarize(rows)
+    return {**{k: round(100 * v["accuracy"], 1) for k, v in summary["tasks"].items()},
+            "overall": round(100 * summary["overall"], 1)}
+
+
+def cmd_curve(args) -> dict:
+    from miro.sampling.pipeline import MiroPipeline
+
+    run = Path(args.run)
+    folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
+    results = {}
+    for folder in folders:
+        meta = json.loads((folder / "miro_training.json").read_text()) if (folder / "miro_training.json").exists() else {}
+        step = int(folder.name.split("-")[1]) if folder.name.startswith("step-") else meta.get("max_steps", -1)
+        model = MiroPipeline.from_pretrained(folder).transformer.float()
+        results[str(step)] = {}
+        for text_scale, reward_scale in args.scales:
+            key = f"text {text_scale:g} / reward {reward_scale:g}"
+            results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images)
+            print(step, key, json.dumps(results[str(step)][key]), flush=True)
+    return results
+
+
+def scale_pair(text: str) -> tuple[float, float]:
+    a, b = text.split(",")
+    return float(a), float(b)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve"])
+    p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
+    p.add_argument("--pipeline", type=Path, help="gaps: a MiroPipeline folder")
+    p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--scales", type=scale_pair, nargs="+", default=[(0.0, 0.0), (3.0, 0.0), (3.0, 3.0)],
+                   help="text,reward guidance scale pairs (3,3 = the joint scale 3)")
+    p.add_argument("--images", type=int, default=1, help="images per held-out prompt")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, help="write the JSON result here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve}[args.command](args)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
