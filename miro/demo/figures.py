@@ -68,16 +68,19 @@ def targets_grid(pipe, cfg: DemoConfig, path: Path) -> Path:
     The same call renders the shipped reference model's figure (``reference_grid``)."""
     jobs = [(p, s) for p in GRID_PROMPTS for s in (0, 1)]
     rows = []
-    for target in TARGETS:
+    rows_targets = [{r: t for r in pipe.reward_names} for t in TARGETS]
+    rows_targets.append({r: cfg.high_targets.get(r, 1.0) for r in pipe.reward_names})
+    for targets in rows_targets:
         images = pipe(
             [p for p, _ in jobs],
-            reward_targets={r: target for r in pipe.reward_names},
+            reward_targets=targets,
             generator=[torch.Generator().manual_seed(1000 + s) for _, s in jobs],
             num_inference_steps=cfg.sample_steps,
             **cfg.guidance(),
         )
         rows.append(images)
-    labelled_grid(rows, [f"rewards = {t:g}" for t in TARGETS], column_labels=[p for p, _ in jobs]).save(path)
+    labels = [f"rewards = {t:g}" for t in TARGETS] + ["clean targets"]
+    labelled_grid(rows, labels, column_labels=[p for p, _ in jobs]).save(path)
     return path
 
 

@@ -43,7 +43,7 @@ def sweep_table(sweeps: dict[str, dict]) -> str:
 def geneval_table(high: dict | None, low: dict | None) -> str:
     if not high or not low:
         return "(GenEval did not run)"
-    lines = ["| task | all rewards at 0 | all rewards at 1 |", "|---|---:|---:|"]
+    lines = ["| task | all rewards at 0 | clean-image targets |", "|---|---:|---:|"]
     for tag in high["tasks"]:
         lo = low["tasks"].get(tag, {}).get("accuracy")
         lines.append(f"| {tag} | {lo:.1%} | {high['tasks'][tag]['accuracy']:.1%} |")
@@ -100,7 +100,9 @@ def write_report(cfg: DemoConfig, timings: dict, figures: dict, sweeps: dict[str
         "",
         f"![samples across reward targets]({_rel(figures['targets'], out)})",
         "",
-        "Each row asks for every reward at the same target; each column keeps its prompt (two seeds each) and its "
+        "Each row but the last asks for every reward at the same target, the last for the clean-image targets "
+        "(per reward the median of the clean, correctly captioned training images); each column keeps its prompt "
+        "(two seeds each) and its "
         "initial noise. Low targets ask for what the low buckets of the data look like (noise, blur, washed-out "
         "colours, missing objects), high targets for the top buckets of every reward at once (clean, sharp, "
         "saturated, high-contrast). At the demo's compute (a 2M-parameter model, about ten minutes of CPU "

@@ -40,8 +40,10 @@ def rewards_arg(cfg: DemoConfig) -> str:
     return "rewards=[" + ",".join(cfg.rewards) + "]"
 
 
-def targets_arg(key: str, cfg: DemoConfig, value: float) -> str:
-    return f"{key}={{" + ", ".join(f"{r}: {value}" for r in cfg.rewards) + "}"
+def targets_arg(key: str, cfg: DemoConfig, value: float | dict[str, float]) -> str:
+    """``value`` for every reward, or per reward from a mapping (rewards it leaves out: 1.0)."""
+    per = value if isinstance(value, dict) else {}
+    return f"{key}={{" + ", ".join(f"{r}: {per.get(r, 1.0) if per else value}" for r in cfg.rewards) + "}"
 
 
 def stage_steps(cfg: DemoConfig) -> list[Step]:
@@ -77,9 +79,10 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
             "name=demo", f"hydra.run.dir={train}",
         ], lambda: (train / "final" / "model_index.json").exists(), one_thread),
     ]
-    for level, value in (("high", 1.0), ("low", 0.0)):
+    for level, value in (("high", dict(cfg.high_targets)), ("low", 0.0)):
         folder = geneval / level
-        steps.append(Step(f"geneval_{level}", f"Shapes-world GenEval on the held-out prompts, all rewards at {value}", [
+        what = "clean-image reward targets" if isinstance(value, dict) else f"all rewards at {value}"
+        steps.append(Step(f"geneval_{level}", f"Shapes-world GenEval on the held-out prompts, {what}", [
             "miro.eval", "geneval", f"image_dir={folder}", f"generate.pipeline={train / 'final'}",
             f"prompts.metadata={data / 'heldout' / 'evaluation_metadata.jsonl'}", "detector=shapes",
             f"generate.n_samples={cfg.geneval_samples}", f"generate.steps={cfg.sample_steps}",
@@ -89,12 +92,12 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
             targets_arg("generate.reward_targets", cfg, value),
             "generate.grid=false",
         ], lambda folder=folder: (folder / "summary.json").exists(), one_thread))
-        steps.append(Step(f"rewards_{level}", f"Reward metrics of those images (targets {value})", [
+        steps.append(Step(f"rewards_{level}", f"Reward metrics of those images ({what})", [
             "miro.eval", "rewards", f"image_dir={folder}", rewards_arg(cfg),
         ], lambda folder=folder: (folder / "rewards_summary.json").exists(), one_thread))
     steps.append(Step("compare", "Compare the rewards measured at low and high targets", [
         "miro.eval", "compare", f"compare.runs=[{geneval / 'low'},{geneval / 'high'}]",
-        "compare.labels=[targets 0,targets 1]", f"compare.out_dir={geneval / 'comparison'}",
+        "compare.labels=[targets 0,clean targets]", f"compare.out_dir={geneval / 'comparison'}",
     ], lambda: (geneval / "comparison" / "comparison.md").exists(), one_thread))
     return steps
 

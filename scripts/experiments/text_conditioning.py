@@ -16,7 +16,7 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
 
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
-        --scales 0,0 3,0 3,1 3,3
+        --scales 0,0 3,0 3,1 3,3 --targets clean
 
 The GenEval here is the project's (``miro.data.shapes.detector`` + ``miro.eval.geneval.rules`` + the
 summary's per-task mean), run in-process on the held-out ``evaluation_metadata.jsonl`` with ``--images``
@@ -220,9 +220,10 @@ def cmd_ablate(args) -> dict:
             history.append({"step": step + 1, "seconds": round(time.perf_counter() - start), "loss": loss.item(), **gaps})
             print(json.dumps(history[-1]), flush=True)
     results = {"variant": args.variant, "history": history, "geneval": {}}
+    targets = resolve_targets(args)
     for text_scale, reward_scale in args.scales:
         results["geneval"][f"text {text_scale:g} / reward {reward_scale:g}"] = geneval(
-            ema, args.data, text_scale, reward_scale, args.images)
+            ema, args.data, text_scale, reward_scale, args.images, targets=targets if r else 1.0)
         print(json.dumps(results["geneval"]), flush=True)
     return results
 
@@ -230,9 +231,10 @@ def cmd_ablate(args) -> dict:
 # ------------------------------------------------------------------------------------------- geneval
 @torch.no_grad()
 def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
-            steps: int = 25, seed: int = 0, targets: float = 1.0) -> dict:
-    """Held-out shapes GenEval of a bare transformer (MiniLM text, pixel space), rewards at ``targets``,
-    negative targets 0, decoupled guidance scales.  Returns per-task accuracies and ``overall`` (in %)."""
+            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0) -> dict:
+    """Held-out shapes GenEval of a bare transformer (MiniLM text, pixel space), rewards at ``targets`` (one
+    value, or one per reward in model order), negative targets 0, decoupled guidance scales.  Returns
+    per-task accuracies and ``overall`` (in %)."""
     from PIL import Image
 
     from miro.data.shapes.detector import default_detector
@@ -248,7 +250,8 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
     n, r = len(meta) * images, model.num_rewards
     emb, mask = emb.repeat_interleave(images, 0), mask.repeat_interleave(images, 0)
     known = torch.ones(n, r, dtype=torch.bool)
-    conds = Conditions(text=emb, text_mask=mask, pos_rewards=torch.full((n, r), targets), pos_mask=known,
+    pos = torch.tensor(targets, dtype=torch.float32).expand(n, r) if r else torch.zeros(n, 0)
+    conds = Conditions(text=emb, text_mask=mask, pos_rewards=pos, pos_mask=known,
                        neg_rewards=torch.zeros(n, r), neg_mask=known)
     guidance = Guidance(float(text_scale), (float(reward_scale),) * r)
     noise = torch.randn(n, model.config.in_channels, model.config.sample_size, model.config.sample_size,
@@ -262,12 +265,26 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
             "overall": round(100 * summary["overall"], 1)}
 
 
+def clean_targets(data: Path) -> list[float]:
+    """Per reward, the median value of the clean, correctly captioned training samples: the targets that ask
+    for what a clean image of this world looks like (every reward at 1 is a corner no image occupies)."""
+    cached = Cached(data)
+    clean = clean_keys(data)
+    rows = torch.tensor([k in clean for k in cached.keys])
+    return [round(float(cached.rewards[rows, i].median()), 3) for i in range(len(REWARDS))]
+
+
+def resolve_targets(args) -> float | list[float]:
+    return clean_targets(args.data) if args.targets == "clean" else float(args.targets)
+
+
 def cmd_curve(args) -> dict:
     from miro.sampling.pipeline import MiroPipeline
 
     run = Path(args.run)
     folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
-    results = {}
+    targets = resolve_targets(args)
+    results = {"targets": targets}
     for folder in folders:
         meta = json.loads((folder / "miro_training.json").read_text()) if (folder / "miro_training.json").exists() else {}
         step = int(folder.name.split("-")[1]) if folder.name.startswith("step-") else meta.get("max_steps", -1)
@@ -275,7 +292,8 @@ def cmd_curve(args) -> dict:
         results[str(step)] = {}
         for text_scale, reward_scale in args.scales:
             key = f"text {text_scale:g} / reward {reward_scale:g}"
-            results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images)
+            results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images,
+                                              targets=targets if model.num_rewards else 1.0)
             print(step, key, json.dumps(results[str(step)][key]), flush=True)
     return results
 
@@ -298,6 +316,8 @@ def main(argv=None) -> None:
     p.add_argument("--scales", type=scale_pair, nargs="+", default=[(0.0, 0.0), (3.0, 0.0), (3.0, 3.0)],
                    help="text,reward guidance scale pairs (3,3 = the joint scale 3)")
     p.add_argument("--images", type=int, default=1, help="images per held-out prompt")
+    p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, or 'clean' "
+                   "(per reward the median of the clean, correctly captioned training samples)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args(argv)

@@ -251,8 +251,8 @@ def test_job_with_model_scorers_matches_the_api(tmp_path, clip_l_dir, aesthetic_
     expect = {}
     for s in build_scorers(rewards, settings):
         expect.update(s.score_dict(imgs, caps))
-    for r in rewards:
-        np.testing.assert_allclose(d[r], expect[r], rtol=1e-6, atol=1e-6)
+    for r in rewards:  # fp32 batched forwards: the job's batches differ from the API's (seen: 1.3e-6 relative on AVX2)
+        np.testing.assert_allclose(d[r], expect[r], rtol=1e-5, atol=1e-5)
     assert meta["rewards"]["hpsv2"]["version"] == "v2.1" and meta["rewards"]["aesthetic"]["weights"][-1]["role"] == "aesthetic_head"
     assert meta["rewards"]["clip_score"]["config"]["model"] == str(clip_l_dir)
     run_scoring(cfg(tmp_path / "shards", rewards=settings, dtype="bfloat16", out_dir=str(tmp_path / "bf16"), device="cpu"))

@@ -22,6 +22,8 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
         assert (out / fig).exists(), fig
         assert fig in report, fig
     assert "| **overall** (mean of tasks) |" in report and "Spearman" in report
+    if (ROOT / "models" / "shapes_reference" / "model_index.json").exists():  # the shipped model beside it
+        assert (out / "samples/reference_targets_grid.png").exists() and "reference_targets_grid.png" in report
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings) >= {"world", "annotate", "stats", "cache", "train", "figures", "geneval_high", "compare"}
     # a second run resumes: the finished steps are skipped
