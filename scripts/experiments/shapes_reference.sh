@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The shipped reference model, end to end with the project's own commands (models/shapes_reference/README.md).
+#   bash scripts/experiments/shapes_reference.sh            # data -> train (resumable) -> curve -> export
+#   OUT=runs/ref bash scripts/experiments/shapes_reference.sh
+# Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
+# the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+OUT="${OUT:-runs/shapes_reference}"
+DATA="${DATA:-runs/demo/data}"                  # the demo's world: 12,000 images at 32 px, seed 0
+REWARDS="[sharpness,low_noise,colorfulness,contrast,alignment]"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+
+[ -f "$DATA/world.json" ] || python -m miro.data.shapes out="$DATA" num_samples=12000 resolution=32 shard_size=1000 \
+    seed=0 workers=2 hydra.run.dir="$OUT/logs/world"
+python -m annotate data.shards="$DATA/train" rewards="$REWARDS" workers=2 hydra.run.dir="$OUT/logs/annotate"
+python -m annotate stage=stats data.shards="$DATA/train" stats.num_bins=64 hydra.run.dir="$OUT/logs/stats"
+python -m miro.cache data.shards="$DATA/train" data.resolution=32 model.reward_names="$REWARDS" \
+    hydra.run.dir="$OUT/logs/cache"
+python -m miro.train experiment=shapes_reference data.shards="$DATA/train" seed=0 resume=latest \
+    progress_bar=false hydra.run.dir="$OUT"
+python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 0,0 3,0 3,1 3,3 \
+    --targets clean --out "$OUT/curve.json"
+if [ -d "$OUT/final" ]; then
+    python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 3,1 --targets clean \
+        --images 4 --out "$OUT/geneval_4images.json"
+fi
