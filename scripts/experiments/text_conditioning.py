@@ -259,10 +259,27 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
     out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0))
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
-    rows = [result_row(str(i), meta[i // images], detector(Image.fromarray(p))) for i, p in enumerate(pixels)]
+    detections = [detector(Image.fromarray(p)) for p in pixels]
+    rows = [result_row(str(i), meta[i // images], dets) for i, dets in enumerate(detections)]
     summary = summarize(rows)
+    # colour alone: of the images whose prompt names colours, the share where the detector finds an object of
+    # every named colour (any class, any count) - prompt following before the shapes are drawn well
+    # (``colour_only_chance``: the same images scored against the colours of the next colour prompt, i.e.
+    # how often an image holds some unrelated prompt's colours)
+    coloured = [i for i in range(len(meta)) if any("color" in clause for clause in meta[i]["include"])]
+
+    def colour_hits(shift: int) -> float:
+        hits = []
+        for i, dets in enumerate(detections):
+            if i // images in coloured:
+                target = coloured[(coloured.index(i // images) + shift) % len(coloured)]
+                found = {d["color"] for d in dets}
+                hits.append(all(c["color"] in found for c in meta[target]["include"] if "color" in c))
+        return round(100 * sum(hits) / max(1, len(hits)), 1)
+
     return {**{k: round(100 * v["accuracy"], 1) for k, v in summary["tasks"].items()},
-            "overall": round(100 * summary["overall"], 1)}
+            "overall": round(100 * summary["overall"], 1),
+            "colour_only": colour_hits(0), "colour_only_chance": colour_hits(1)}
 
 
 def clean_targets(data: Path) -> list[float]:
