@@ -43,11 +43,6 @@ class DemoConfig:
     # machine
     workers: int = 2  # processes for generation and annotation
     threads: int = 1  # torch threads per process (1 is fastest for the tiny model on 2 cores)
-
-    def guidance(self) -> dict:
-        """The guidance arguments of every pipeline call of the demo."""
-        return {"guidance_scale": self.text_guidance_scale, "text_guidance_scale": self.text_guidance_scale,
-                "reward_guidance_scale": self.reward_guidance_scale}
     fresh: bool = False  # redo every step even if its output exists
 
     def __post_init__(self):
@@ -68,3 +63,7 @@ class DemoConfig:
         require(self.sweep_seeds >= 2, "sweep_seeds", self.sweep_seeds, "must be >= 2 (the plot shows a spread)")
         require(self.geneval_samples >= 1, "geneval_samples", self.geneval_samples, "must be >= 1")
         require(self.workers >= 1 and self.threads >= 1, "workers/threads", (self.workers, self.threads), "must be >= 1")
+
+    def guidance(self) -> dict:
+        """The decoupled guidance arguments of every pipeline call of the demo."""
+        return {"text_guidance_scale": self.text_guidance_scale, "reward_guidance_scale": self.reward_guidance_scale}

@@ -42,8 +42,8 @@ def rewards_arg(cfg: DemoConfig) -> str:
 
 def targets_arg(key: str, cfg: DemoConfig, value: float | dict[str, float]) -> str:
     """``value`` for every reward, or per reward from a mapping (rewards it leaves out: 1.0)."""
-    per = value if isinstance(value, dict) else {}
-    return f"{key}={{" + ", ".join(f"{r}: {per.get(r, 1.0) if per else value}" for r in cfg.rewards) + "}"
+    per = value if isinstance(value, dict) else {r: value for r in cfg.rewards}
+    return f"{key}={{" + ", ".join(f"{r}: {per.get(r, 1.0)}" for r in cfg.rewards) + "}"
 
 
 def stage_steps(cfg: DemoConfig) -> list[Step]:

@@ -39,3 +39,14 @@ def test_bad_value_stops_with_a_message(tmp_path):
     assert proc.returncode != 0
     assert "resolution=48: must be 32, 64, 128 or 256" in proc.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "train").exists()
+
+
+def test_geneval_steps_ask_for_clean_targets_and_decoupled_guidance():
+    from miro.demo.config import CLEAN_TARGETS, DemoConfig
+    from miro.demo.steps import stage_steps
+
+    commands = {s.name: s.command() for s in stage_steps(DemoConfig())}
+    high, low = commands["geneval_high"], commands["geneval_low"]
+    assert "generate.reward_targets={" + ", ".join(f"{r}: {v}" for r, v in CLEAN_TARGETS.items()) + "}" in high
+    assert "colorfulness: 0.0, contrast: 0.0" in low
+    assert "text_guidance_scale: 3.0, reward_guidance_scale: 1.0" in high
