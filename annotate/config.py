@@ -8,7 +8,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from annotate.scorers.registry import DTYPES, REWARD_NAMES
+from annotate.scorers.registry import DTYPES
+from miro.contracts.rewards import REWARD_NAMES
 from miro.utils.config import require, require_choice
 
 STAGES = ("score", "stats")

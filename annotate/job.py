@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from annotate import sidecar
 from annotate.config import AnnotateConfig
 from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
 from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
-from miro.data.shards import list_shards
+from miro.contracts import sidecar
+from miro.contracts.shards import list_shards, shards_root
 
 log = logging.getLogger("annotate")
 
@@ -68,12 +68,6 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
-def shards_root(spec, shards: list[Path], root: str | None) -> Path:
-    if root is not None:
-        return Path(root)
-    if isinstance(spec, str) and os.path.isdir(spec):
-        return Path(spec)
-    return Path(os.path.commonpath([str(p.parent.resolve()) for p in shards])) if shards else Path(".")
 
 
 @dataclass

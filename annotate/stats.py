@@ -24,26 +24,24 @@ sidecars concatenated in shard order; count, mean, std (population), min and max
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotate import sidecar
 from annotate.scorers.registry import comparable_settings
-from miro.data.shards import list_shards
+from miro.contracts import sidecar
+from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
+from miro.contracts.shards import list_shards, shards_root
 
 log = logging.getLogger("annotate.stats")
 
-STATS_FILE = "reward_stats.json"
-FORMAT_VERSION = 1
 BINNING_RULE = "mid-rank quantile edges, ties never split (annotate/stats.py, docs/annotate.md)"
 
 
@@ -68,21 +66,6 @@ def quantile_edges(values: np.ndarray, num_bins: int) -> np.ndarray:
     edges[0], edges[-1] = u[0], u[-1]
     edges[1:-1] = np.where(half > lo, half, hi)  # adjacent floats: the midpoint may round down onto lo
     return edges
-
-
-def bucketize(raw: np.ndarray, edges) -> np.ndarray:
-    """int16 buckets 0..B-1 of raw scores (``B = len(edges) - 1``); -1 where the score is NaN."""
-    edges = np.asarray(edges, dtype=np.float64)
-    raw = np.asarray(raw, dtype=np.float64)
-    b = np.searchsorted(edges[1:-1], raw, side="right")
-    return np.where(np.isnan(raw), -1, b).astype(np.int16)
-
-
-def bucket_values(buckets: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """What the network is fed: (``bucket / (B - 1)`` as float32 with 0 where unknown, mask True where known)."""
-    b = np.asarray(buckets)
-    known = b >= 0
-    return np.where(known, b / (num_bins - 1), 0.0).astype(np.float32), known
 
 
 # --- streaming moments --------------------------------------------------------------------------------------------
@@ -124,47 +107,6 @@ class Moments:
 
 
 # --- reading stats and buckets (what training imports) ---------------------------------------------------------
-@dataclass
-class RewardStats:
-    num_bins: int
-    rewards: dict[str, dict]
-    path: Path | None = None
-    sha256: str | None = None
-    raw: dict = field(default_factory=dict)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.rewards)
-
-    def edges(self, name: str) -> np.ndarray:
-        return np.asarray(self.rewards[name]["edges"], dtype=np.float64)
-
-    def bucketize(self, name: str, raw: np.ndarray) -> np.ndarray:
-        return bucketize(raw, self.edges(name))
-
-
-def load_reward_stats(path: str | Path) -> RewardStats:
-    """``reward_stats.json`` (a file, or the annotation folder holding it)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / STATS_FILE
-    data = p.read_bytes()
-    obj = json.loads(data)
-    if obj.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{p}: stats format {obj.get('format')!r}, expected {FORMAT_VERSION}")
-    for name, r in obj["rewards"].items():
-        if len(r["edges"]) != obj["num_bins"] + 1:
-            raise ValueError(f"{p}: reward {name} has {len(r['edges'])} edges for {obj['num_bins']} bins")
-    return RewardStats(int(obj["num_bins"]), obj["rewards"], p, hashlib.sha256(data).hexdigest(), obj)
-
-
-def read_buckets(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], dict]:
-    """(keys, {reward: int16 buckets}, metadata) of a ``.buckets.parquet`` file."""
-    t = pq.read_table(path)
-    cols = {n: t.column(n).to_numpy() for n in t.column_names if n != "key"}
-    return t.column("key").to_pylist(), cols, sidecar.read_meta(path)
-
-
 # --- the stats stage ----------------------------------------------------------------------------------------------
 def _identity(prov: dict) -> str:
     """What must agree across shards for scores to be comparable: model, version, weight hashes, scoring config."""
@@ -271,7 +213,7 @@ def write_buckets(rewards_file: Path, stats: RewardStats, overwrite: bool = Fals
 
 def run_stats(cfg) -> dict:
     """The stats stage of ``python -m annotate stage=stats`` (``cfg`` an ``AnnotateConfig``)."""
-    from annotate.job import process_rank, shards_root
+    from annotate.job import process_rank
 
     rank, world, _ = process_rank()
     if rank != 0:

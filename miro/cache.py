@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from miro.contracts.shards import list_shards
 from miro.data.cache import cache_shards
-from miro.data.shards import list_shards
 from miro.train.config import TrainConfig
 from miro.utils.config import register_schema, to_typed
 
@@ -28,7 +28,7 @@ log = logging.getLogger("miro.cache")
 def run(cfg: TrainConfig) -> dict:
     from accelerate import PartialState
 
-    from annotate.job import shards_root
+    from miro.contracts.shards import shards_root
     from miro.models.config import build_autoencoder, build_text_encoder
     from miro.train.launch import export_slurm_env, use_cpu
 

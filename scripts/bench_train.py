@@ -320,8 +320,9 @@ def _scene(rng: random.Random, size: tuple[int, int], fmt: str) -> tuple[bytes, 
 
 def _write_dataset(folder: Path, n_shards: int, per_shard: int, size: tuple[int, int], fmt: str) -> None:
     """Shards plus annotations written by the annotation stage's own writers (random scores)."""
-    from annotate.sidecar import rewards_path, write_rewards
-    from annotate.stats import STATS_FILE, compute_stats, load_reward_stats, write_buckets
+    from annotate.stats import compute_stats, write_buckets
+    from miro.contracts.buckets import STATS_FILE, load_reward_stats
+    from miro.contracts.sidecar import rewards_path, write_rewards
     from miro.data.shards import ShardWriter
 
     rng, ext = random.Random(0), ("jpg" if fmt == "JPEG" else "png")

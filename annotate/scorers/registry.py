@@ -1,4 +1,5 @@
-"""Reward names and how to build their scorers: ``build_scorer(name, **cfg)`` and the job's ``build_scorers``."""
+"""How to build the scorer of each reward (the names are ``miro.contracts.rewards``): ``build_scorer(name, **cfg)``
+and the job's ``build_scorers``.  Reward ``name`` is scored by the module ``annotate.scorers.<name>``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from annotate.scorers.base import Scorer
+from miro.contracts.rewards import REWARD_NAMES, WEIGHT_FREE_REWARDS
 from miro.utils.config import ConfigError
 
-MODEL_REWARDS = ("pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic")
-WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "alignment")
-REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
 SHARED_PIXELS = WEIGHT_FREE_REWARDS  # computed in the preprocessing from one set of working copies per image

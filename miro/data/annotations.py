@@ -1,7 +1,7 @@
 """What training needs from the annotation stage, and the checks that make a mismatch a clear error.
 
-The formats and the one implementation of reading them are in ``annotate`` (``annotate/stats.py``,
-``annotate/sidecar.py``; docs/contracts.md): ``reward_stats.json`` and per shard a ``.buckets.parquet``
+The formats and the one implementation of reading them are in the contract layer (``miro/contracts/buckets.py``,
+``miro/contracts/sidecar.py``; docs/contracts.md): ``reward_stats.json`` and per shard a ``.buckets.parquet``
 with ``key`` and one int16 bucket column per reward.  The model is fed ``bucket / (num_bins - 1)``;
 ``bucket == -1`` means "unknown" (the reward's learned null).
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from annotate.sidecar import BUCKETS_SUFFIX, read_meta
-from annotate.stats import STATS_FILE, RewardStats, bucket_values, load_reward_stats
-from annotate.stats import read_buckets as _read_buckets
+from miro.contracts.buckets import STATS_FILE, RewardStats, bucket_values, load_reward_stats
+from miro.contracts.buckets import read_buckets as _read_buckets
+from miro.contracts.sidecar import BUCKETS_SUFFIX, read_meta
 
 __all__ = ["BUCKETS_SUFFIX", "STATS_FILE", "DataError", "RewardStats", "bucket_values", "check_buckets_file",
            "read_bucket_keys", "read_buckets", "read_reward_stats"]

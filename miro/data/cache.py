@@ -33,8 +33,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from miro.contracts.shards import shard_stem, sidecar_path
 from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
-from miro.data.shards import ShardError, iter_shard, shard_stem, sidecar_path
+from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
 
 FORMAT = "miro-feature-cache/1"

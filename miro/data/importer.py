@@ -28,8 +28,9 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from miro.contracts.shards import SHARD_RE
 from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
-from miro.data.shards import SHARD_RE, ShardWriter
+from miro.data.shards import ShardWriter
 from miro.utils.config import ConfigError, register_schema, require, require_choice, run_typed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")

@@ -34,7 +34,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from annotate.job import shards_root
+from miro.contracts.shards import list_shards, shards_root, sidecar_path
 from miro.data.annotations import (
     BUCKETS_SUFFIX,
     STATS_FILE,
@@ -48,7 +48,7 @@ from miro.data.annotations import (
 )
 from miro.data.cache import CacheError, cache_path, check_identity, read_cache_metadata, read_shard_cache
 from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
-from miro.data.shards import ShardError, iter_shard, list_shards, sidecar_path
+from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, pad_text, trim_text, uint8_to_unit
 from miro.utils.config import require, require_choice
 

@@ -148,10 +148,11 @@ def loss_curve(train_dir: Path, path: Path) -> Path | None:
 
 def data_extremes(cfg: DemoConfig, path: Path, n: int = 10) -> Path:
     """Training images with the lowest and the highest mean reward bucket (what the rewards see)."""
-    from annotate import sidecar
-    from annotate.stats import read_buckets
+    from miro.contracts import sidecar
+    from miro.contracts.buckets import read_buckets
+    from miro.contracts.shards import list_shards
     from miro.data.images import decode_image
-    from miro.data.shards import iter_shard, list_shards
+    from miro.data.shards import iter_shard
 
     shard = list_shards(Path(cfg.out) / "data" / "train")[0]
     keys, columns, _ = read_buckets(sidecar.buckets_path(sidecar.rewards_path(shard)))

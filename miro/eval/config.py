@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from miro.eval.geneval.rules import DEFAULT_OPTIONS, RuleOptions
+from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions
 from miro.utils.config import ConfigError, register_schema, require, require_choice
 
 COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid")

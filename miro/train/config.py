@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from annotate.scorers.registry import REWARD_NAMES
+from miro.contracts.rewards import REWARD_NAMES
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig

@@ -237,8 +237,8 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
     per-task accuracies and ``overall`` (in %)."""
     from PIL import Image
 
+    from miro.contracts.geneval_rules import result_row
     from miro.data.shapes.detector import default_detector
-    from miro.eval.geneval.rules import result_row
     from miro.eval.geneval.summary import summarize
     from miro.flow import flow_sigmas
     from miro.models.text_encoders import TextEncoder

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotate import sidecar
 from annotate.config import AnnotateConfig, DataConfig
 from annotate.job import process_rank, run_scoring, select_shards
-from annotate.scorers import REWARD_NAMES, build_scorer, build_scorers
+from annotate.scorers import build_scorer, build_scorers
+from miro.contracts import sidecar
+from miro.contracts.rewards import REWARD_NAMES
 from miro.data.images import decode_image
 from miro.data.shards import ShardError, ShardWriter, iter_shard
 from miro.utils.config import ConfigError, to_typed

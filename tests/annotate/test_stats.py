@@ -5,18 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from annotate import sidecar
 from annotate.config import AnnotateConfig, DataConfig, StatsConfig
-from annotate.stats import (
-    Moments,
-    bucket_values,
-    bucketize,
-    compute_stats,
-    load_reward_stats,
-    quantile_edges,
-    read_buckets,
-    run_stats,
-)
+from annotate.stats import Moments, compute_stats, quantile_edges, run_stats
+from miro.contracts import sidecar
+from miro.contracts.buckets import bucket_values, bucketize, load_reward_stats, read_buckets
 
 B = 64
 
@@ -151,9 +143,3 @@ def test_run_stats_missing_sidecars(tmp_path):
     out = run_stats(_cfg(tmp_path, allow_missing=True))
     assert out["missing_shards"] == [str(tmp_path / "ds-000007.tar")]
     assert json.loads((tmp_path / "reward_stats.json").read_text())["missing_shards"] == out["missing_shards"]
-
-
-def test_load_reward_stats_validates(tmp_path):
-    (tmp_path / "reward_stats.json").write_text(json.dumps({"format": 1, "num_bins": 4, "rewards": {"a": {"edges": [0, 1]}}}))
-    with pytest.raises(ValueError, match="2 edges for 4 bins"):
-        load_reward_stats(tmp_path)

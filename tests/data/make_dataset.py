@@ -1,7 +1,7 @@
 """Tiny on-the-fly datasets for the pipeline, cache and training tests.
 
 Shards are written with ``ShardWriter``; the annotation files with the annotation stage's own functions
-(``annotate.sidecar.write_rewards``, ``annotate.stats.compute_stats`` / ``write_buckets``), from raw scores
+(``miro.contracts.sidecar.write_rewards``, ``annotate.stats.compute_stats`` / ``write_buckets``), from raw scores
 that are a deterministic function of the key (about one in nine NaN, i.e. bucket -1).
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from annotate.sidecar import rewards_path, write_rewards
-from annotate.stats import STATS_FILE, compute_stats, load_reward_stats, read_buckets, write_buckets
+from annotate.stats import compute_stats, write_buckets
+from miro.contracts.buckets import STATS_FILE, load_reward_stats, read_buckets
+from miro.contracts.sidecar import rewards_path, write_rewards
 from miro.data.pipeline import tar_keys
 from miro.data.shards import ShardWriter
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from miro.contracts.shards import list_shards
 from miro.data.images import decode_image, decode_text
 from miro.data.importer import ImportConfig, run_import
-from miro.data.shards import iter_shard, list_shards
+from miro.data.shards import iter_shard
 from miro.utils.config import ConfigError, to_typed
 
 ROOT = Path(__file__).resolve().parents[2]

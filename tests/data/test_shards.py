@@ -2,7 +2,8 @@ import hashlib
 
 import pytest
 
-from miro.data.shards import ShardError, ShardWriter, iter_shard, list_shards, shard_stem, sidecar_path
+from miro.contracts.shards import list_shards
+from miro.data.shards import ShardError, ShardWriter, iter_shard
 
 
 def _write(tmp_path, n=7, maxcount=3):
@@ -50,17 +51,3 @@ def test_truncated_shard_yields_prefix_then_errors(tmp_path):
             got.append(k)
     assert got[:1] == ["00000"]
     assert [k for k, _ in iter_shard(path, strict=False)][:1] == ["00000"]
-
-
-def test_listing_and_names(tmp_path):
-    _write(tmp_path)
-    assert len(list_shards(str(tmp_path / "toy-{000000..000002}.tar"))) == 3
-    assert len(list_shards(str(tmp_path / "*.tar"))) == 3
-    with pytest.raises(FileNotFoundError):
-        list_shards(str(tmp_path / "toy-{000000..000009}.tar"))
-    assert shard_stem(tmp_path / "toy-000001.tar") == "toy-000001"
-    with pytest.raises(ValueError):
-        shard_stem("toy.tar")
-    s = tmp_path / "sub" / "toy-000001.tar"
-    assert sidecar_path(s, ".rewards.parquet") == tmp_path / "sub" / "toy-000001.rewards.parquet"
-    assert sidecar_path(s, ".rewards.parquet", out_dir=tmp_path / "ann", root=tmp_path) == tmp_path / "ann" / "sub" / "toy-000001.rewards.parquet"

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
+from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions, filter_detections, relative_position
 from miro.data.shapes.captions import (
     CONNECTORS,
     COPULAS,
@@ -25,7 +26,6 @@ from miro.data.shapes.captions import (
 )
 from miro.data.shapes.detector import default_detector
 from miro.data.shapes.vocab import CLASSES, COLORS, NUMBER_WORDS, RELATION_PHRASES, SYNONYMS, make_plural
-from miro.eval.geneval.rules import DEFAULT_OPTIONS, RuleOptions, filter_detections, relative_position
 
 _NOUNS: dict[str, tuple[str, bool]] = {}  # noun form -> (class, plural)
 for _cls in CLASSES:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from miro.contracts.shards import shard_name
 from miro.data.shapes.config import ShapesConfig
 from miro.data.shapes.heldout import write_heldout
 from miro.data.shapes.vocab import PALETTE
 from miro.data.shapes.world import WORLD_VERSION, ShapesWorld
-from miro.data.shards import ShardWriter, shard_name
+from miro.data.shards import ShardWriter
 from miro.utils.config import ConfigError
 
 _WORLD: ShapesWorld | None = None  # per worker process

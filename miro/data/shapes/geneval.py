@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions, detection_colors, result_row
 from miro.data.shapes.detector import default_detector
-from miro.eval.geneval.rules import DEFAULT_OPTIONS, RuleOptions, detection_colors, result_row
 
 
 def evaluate_image(image, metadata: Mapping, filename: str = "", detector=None, options: RuleOptions = DEFAULT_OPTIONS) -> dict:

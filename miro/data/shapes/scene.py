@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from miro.contracts.geneval_rules import relative_position
 from miro.data.shapes.captions import clause, counting_metadata, metadata, position_metadata
 from miro.data.shapes.config import ShapesConfig
 from miro.data.shapes.geometry import MAX_ROTATION, Placed, half_extent
 from miro.data.shapes.vocab import OPPOSITE, RELATIONS
-from miro.eval.geneval.rules import relative_position
 
 _REL_ANGLE = {"left of": np.pi, "right of": 0.0, "above": -np.pi / 2, "below": np.pi / 2}  # A relative to B, y down
 

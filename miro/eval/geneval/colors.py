@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from miro.eval.geneval.rules import COLORS
+from miro.contracts.geneval_rules import COLORS
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Protocol
 from PIL import Image
 from tqdm.auto import tqdm
 
+from miro.contracts.geneval_rules import RuleOptions, detection_colors, result_row
 from miro.data.images import BadImage, decode_image
 from miro.eval.geneval.layout import iter_prompt_folders
-from miro.eval.geneval.rules import RuleOptions, detection_colors, result_row
 from miro.eval.jsonl import read_jsonl, write_jsonl
 from miro.eval.provenance import record_settings
 

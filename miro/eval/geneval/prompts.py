@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miro.eval.geneval.rules import COLORS, RELATIONS  # GenEval's colour and relation vocabularies
+from miro.contracts.geneval_rules import COLORS, RELATIONS  # GenEval's colour and relation vocabularies
 from miro.eval.jsonl import read_jsonl, write_jsonl
 
 # The 80 COCO classes in detector label order, with GenEval's names (``evaluation/object_names.txt``):

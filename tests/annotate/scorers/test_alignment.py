@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotate import sidecar
 from annotate.config import AnnotateConfig, DataConfig
 from annotate.job import run_scoring
 from annotate.scorers import build_scorer, build_scorers
+from miro.contracts import sidecar
 from miro.data.shapes.alignment import caption_alignment
 from miro.data.shapes.config import CaptionConfig, ShapesConfig
 from miro.data.shapes.world import ShapesWorld

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from miro.contracts.geneval_rules import relative_position
+from miro.contracts.shards import list_shards
 from miro.data.images import decode_image, decode_text
 from miro.data.shapes.alignment import parse_caption
 from miro.data.shapes.config import DEGRADATIONS, TASKS, WRONG_KINDS, ShapesConfig
 from miro.data.shapes.generate import generate
 from miro.data.shapes.scene import Vocabulary
 from miro.data.shapes.world import ShapesWorld, sample_key
-from miro.data.shards import iter_shard, list_shards
-from miro.eval.geneval.rules import relative_position
+from miro.data.shards import iter_shard
 from miro.utils.config import ConfigError, to_typed
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from miro.contracts.geneval_rules import COLORS
 from miro.eval.geneval.colors import (
     BACKGROUND,
     ColorClassifier,
@@ -11,7 +12,6 @@ from miro.eval.geneval.colors import (
     color_templates,
     composite_crop,
 )
-from miro.eval.geneval.rules import COLORS
 from tests.eval.tiny_models import save_tiny_clip
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from miro.contracts.geneval_rules import RuleOptions
 from miro.eval.geneval.evaluate import EvaluationError, LazyColors, evaluate_folder, settings_path
 from miro.eval.geneval.layout import write_prompt_folder
-from miro.eval.geneval.rules import RuleOptions
 from miro.eval.provenance import SettingsMismatch
 
 ITEMS = [

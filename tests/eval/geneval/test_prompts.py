@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from miro.contracts.geneval_rules import COLORS
 from miro.eval.geneval.prompts import (
     GENEVAL_CLASSES,
     TASKS,
@@ -16,7 +17,6 @@ from miro.eval.geneval.prompts import (
     with_article,
     write_metadata,
 )
-from miro.eval.geneval.rules import COLORS
 
 # GenEval's official files are read from outside the repo when present (MIRO_GENEVAL_DATA overrides).
 OFFICIAL = Path(os.environ.get("MIRO_GENEVAL_DATA", "/work/shared/data/geneval"))

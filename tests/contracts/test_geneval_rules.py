@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from miro.eval.geneval.rules import (
+from miro.contracts.geneval_rules import (
     RuleOptions,
     compute_iou,
     evaluate,

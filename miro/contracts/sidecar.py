@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miro.data.shards import sidecar_path
+from miro.contracts.shards import sidecar_path
 
 REWARDS_SUFFIX = ".rewards.parquet"
 BUCKETS_SUFFIX = ".buckets.parquet"

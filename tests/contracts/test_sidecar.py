@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from annotate import sidecar
+from miro.contracts import sidecar
 
 
 def test_round_trip_and_metadata(tmp_path):

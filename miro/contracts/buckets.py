@@ -1,0 +1,86 @@
+"""The reward statistics file, the bucket files and the bucket-to-value encoding (docs/contracts.md).
+
+``reward_stats.json`` (at the annotation root) holds per reward the ``num_bins + 1`` bin edges with count,
+mean, std and provenance; ``NAME-NNNNNN.buckets.parquet`` (beside each rewards sidecar) holds ``key`` and one
+int16 bucket column per reward, -1 where the raw score is NaN.  How the edges are chosen is the annotation
+stage's business (``annotate/stats.py``); how a raw score becomes a bucket and a bucket becomes the value the
+network is fed is fixed here, once:
+
+- ``bucketize(raw, edges) = searchsorted(edges[1:-1], raw, side="right")``, so buckets are 0..B-1 and a value
+  outside the edges (new data) goes to 0 or B-1;
+- the network is fed ``bucket / (B - 1)`` in [0, 1], and bucket -1 means "unknown": the reward's learned null
+  embedding, never a magic number.  A reward target given at sampling time is on the same [0, 1] scale.
+
+Re-binning (new ``num_bins``, new sample) rewrites only these files, never the raw scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from miro.contracts import sidecar
+
+STATS_FILE = "reward_stats.json"
+FORMAT_VERSION = 1
+
+
+def bucketize(raw: np.ndarray, edges) -> np.ndarray:
+    """int16 buckets 0..B-1 of raw scores (``B = len(edges) - 1``); -1 where the score is NaN."""
+    edges = np.asarray(edges, dtype=np.float64)
+    raw = np.asarray(raw, dtype=np.float64)
+    b = np.searchsorted(edges[1:-1], raw, side="right")
+    return np.where(np.isnan(raw), -1, b).astype(np.int16)
+
+
+def bucket_values(buckets: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the network is fed: (``bucket / (B - 1)`` as float32 with 0 where unknown, mask True where known)."""
+    b = np.asarray(buckets)
+    known = b >= 0
+    return np.where(known, b / (num_bins - 1), 0.0).astype(np.float32), known
+
+
+@dataclass
+class RewardStats:
+    num_bins: int
+    rewards: dict[str, dict]
+    path: Path | None = None
+    sha256: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.rewards)
+
+    def edges(self, name: str) -> np.ndarray:
+        return np.asarray(self.rewards[name]["edges"], dtype=np.float64)
+
+    def bucketize(self, name: str, raw: np.ndarray) -> np.ndarray:
+        return bucketize(raw, self.edges(name))
+
+
+def load_reward_stats(path: str | Path) -> RewardStats:
+    """``reward_stats.json`` (a file, or the annotation folder holding it)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / STATS_FILE
+    data = p.read_bytes()
+    obj = json.loads(data)
+    if obj.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{p}: stats format {obj.get('format')!r}, expected {FORMAT_VERSION}")
+    for name, r in obj["rewards"].items():
+        if len(r["edges"]) != obj["num_bins"] + 1:
+            raise ValueError(f"{p}: reward {name} has {len(r['edges'])} edges for {obj['num_bins']} bins")
+    return RewardStats(int(obj["num_bins"]), obj["rewards"], p, hashlib.sha256(data).hexdigest(), obj)
+
+
+def read_buckets(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], dict]:
+    """(keys, {reward: int16 buckets}, metadata) of a ``.buckets.parquet`` file."""
+    t = pq.read_table(path)
+    cols = {n: t.column(n).to_numpy() for n in t.column_names if n != "key"}
+    return t.column("key").to_pylist(), cols, sidecar.read_meta(path)

@@ -1,0 +1,44 @@
+"""Shard names, listing and the paths of per-shard files."""
+
+import pytest
+
+from miro.contracts.shards import list_shards, shard_name, shard_stem, shards_root, sidecar_path
+from miro.data.shards import ShardWriter
+
+
+def _write(tmp_path, n=7, maxcount=3):
+    with ShardWriter(tmp_path, "toy", maxcount=maxcount) as w:
+        for i in range(n):
+            w.write(f"{i:05d}", {"txt": f"caption {i}", "png": bytes([i]) * 10, "json": "{}"})
+    return w.written
+
+
+def test_listing_and_names(tmp_path):
+    _write(tmp_path)
+    assert len(list_shards(str(tmp_path / "toy-{000000..000002}.tar"))) == 3
+    assert len(list_shards(str(tmp_path / "*.tar"))) == 3
+    with pytest.raises(FileNotFoundError):
+        list_shards(str(tmp_path / "toy-{000000..000009}.tar"))
+    assert shard_stem(tmp_path / "toy-000001.tar") == "toy-000001"
+    with pytest.raises(ValueError):
+        shard_stem("toy.tar")
+    s = tmp_path / "sub" / "toy-000001.tar"
+    assert sidecar_path(s, ".rewards.parquet") == tmp_path / "sub" / "toy-000001.rewards.parquet"
+    assert sidecar_path(s, ".rewards.parquet", out_dir=tmp_path / "ann", root=tmp_path) == tmp_path / "ann" / "sub" / "toy-000001.rewards.parquet"
+
+
+def test_shard_name_range():
+    assert shard_name("cc12m", 7) == "cc12m-000007.tar"
+    for bad in (-1, 1_000_000):
+        with pytest.raises(ValueError, match="outside 0..999999"):
+            shard_name("cc12m", bad)
+
+
+def test_shards_root_is_the_given_root_the_folder_or_the_common_parent(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shards = [tmp_path / "a" / "x-000000.tar", tmp_path / "b" / "x-000001.tar"]
+    assert shards_root("ignored", shards, "/data/ann") == tmp_path.__class__("/data/ann")
+    assert shards_root(str(tmp_path), shards, None) == tmp_path
+    assert shards_root([str(s) for s in shards], shards, None) == tmp_path.resolve()
+    assert shards_root(str(tmp_path / "a" / "x-{000000..000000}.tar"), shards[:1], None) == (tmp_path / "a").resolve()
