@@ -179,19 +179,6 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     def num_rewards(self) -> int:
         return len(self.reward_names)
 
-    def rewards_from_dict(self, values: dict[str, torch.Tensor | float], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``{name: value or [B] tensor}`` -> (rewards [B, R], reward_mask [B, R]); absent names are masked."""
-        unknown = sorted(set(values) - set(self.reward_names))
-        _require(not unknown, f"unknown reward names {unknown}; this model knows {self.reward_names}")
-        device = self.device
-        rewards = torch.zeros(batch, self.num_rewards, device=device)
-        mask = torch.zeros(batch, self.num_rewards, dtype=torch.bool, device=device)
-        for i, name in enumerate(self.reward_names):
-            if name in values:
-                rewards[:, i] = torch.as_tensor(values[name], dtype=torch.float32, device=device)
-                mask[:, i] = True
-        return rewards, mask
-
     def _positions(self, grid_h: int, grid_w: int, device, dtype) -> torch.Tensor:
         key = (grid_h, grid_w, str(device))
         if key not in self._pos_cache:

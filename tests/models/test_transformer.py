@@ -132,14 +132,6 @@ def test_rewards_none_means_all_rewards_null(model):
     torch.testing.assert_close(model(x, t, text, tm), model(x, t, text, tm, r, all_null), rtol=0, atol=0)
 
 
-def test_rewards_from_dict(model):
-    rewards, mask = model.rewards_from_dict({"alignment": 0.25, "sharpness": torch.tensor([1.0, 0.0])}, batch=2)
-    assert torch.equal(mask, torch.tensor([[True, True, False]] * 2))
-    assert torch.equal(rewards, torch.tensor([[1.0, 0.25, 0.0], [0.0, 0.25, 0.0]]))
-    with pytest.raises(ValueError, match="unknown reward names"):
-        model.rewards_from_dict({"pickscore": 1.0}, batch=2)
-
-
 # ---------------------------------------------------------------- text conditioning semantics
 def test_text_dropout_ignores_text_and_is_per_sample(model):
     x, t, text, tm, r, rm, dt = inputs(model)
