@@ -3,14 +3,7 @@
 import pytest
 
 from miro.contracts.shards import list_shards, shard_name, shard_stem, shards_root, sidecar_path
-from miro.data.shards import ShardWriter
-
-
-def _write(tmp_path, n=7, maxcount=3):
-    with ShardWriter(tmp_path, "toy", maxcount=maxcount) as w:
-        for i in range(n):
-            w.write(f"{i:05d}", {"txt": f"caption {i}", "png": bytes([i]) * 10, "json": "{}"})
-    return w.written
+from tests.data.test_shards import _write
 
 
 def test_listing_and_names(tmp_path):
