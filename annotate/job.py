@@ -25,7 +25,7 @@ from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
 from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
 from miro.contracts import sidecar
-from miro.contracts.shards import list_shards, shards_root
+from miro.contracts.shards import find_shards
 
 log = logging.getLogger("annotate")
 
@@ -239,10 +239,7 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     """Score this process's shards; returns a summary (shards written / skipped, images, seconds)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers are used in forked workers
     rank, world, local_rank = process_rank()
-    all_shards = list_shards(cfg.data.shards)
-    if not all_shards:
-        raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
-    root = shards_root(cfg.data.shards, all_shards, cfg.data.root)
+    all_shards, root = find_shards(cfg.data.shards, cfg.data.root)
     mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
     settings = {r: reward_settings(r, c) for r, c in cfg.rewards.items()}
     plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings))]

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from annotate.scorers.base import Preprocessor, default_collate
-from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
+from miro.data.images import BadCaption, BadImage, decode_image, decode_text, image_member
 from miro.data.shards import ShardError, iter_shard
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,10 @@ def decode_sample(members: dict[str, bytes], max_pixels: int):
     """(RGB image or None, caption or None, reasons)."""
     reasons: list[str] = []
     image = None
-    ext = next((e for e in IMAGE_EXTS if e in members), None)
-    if ext is None:
-        reasons.append("missing_image")
-    else:
-        try:
-            image = decode_image(members[ext], max_pixels=max_pixels)
-        except BadImage as err:
-            reasons.append(err.reason)
+    try:
+        image = decode_image(image_member(members), max_pixels=max_pixels)
+    except BadImage as err:
+        reasons.append(err.reason)
     try:
         caption = decode_text(members.get("txt"))
     except BadCaption as err:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from annotate.scorers.registry import comparable_settings
 from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
-from miro.contracts.shards import list_shards, shards_root
+from miro.contracts.shards import find_shards
 
 log = logging.getLogger("annotate.stats")
 
@@ -219,10 +219,7 @@ def run_stats(cfg) -> dict:
     if rank != 0:
         log.info("stats run in one process; rank %d/%d has nothing to do", rank, world)
         return {}
-    shards = list_shards(cfg.data.shards)
-    if not shards:
-        raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shards found")
-    root = shards_root(cfg.data.shards, shards, cfg.data.root)
+    shards, root = find_shards(cfg.data.shards, cfg.data.root)
     paths = [sidecar.rewards_path(s, cfg.out_dir, root) for s in shards]
     missing = [str(s) for s, p in zip(shards, paths) if not p.exists()]
     if missing and not cfg.stats.allow_missing:

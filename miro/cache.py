@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from miro.contracts.shards import list_shards
+from miro.contracts.shards import find_shards
 from miro.data.cache import cache_shards
 from miro.train.config import TrainConfig
 from miro.utils.config import register_schema, to_typed
@@ -28,7 +28,6 @@ log = logging.getLogger("miro.cache")
 def run(cfg: TrainConfig) -> dict:
     from accelerate import PartialState
 
-    from miro.contracts.shards import shards_root
     from miro.models.config import build_autoencoder, build_text_encoder
     from miro.train.launch import export_slurm_env, use_cpu
 
@@ -36,10 +35,7 @@ def run(cfg: TrainConfig) -> dict:
     export_slurm_env()
     state = PartialState(cpu=use_cpu(cfg.cpu))
     rank, world = (job.rank, job.world_size) if job.world_size is not None else (state.process_index, state.num_processes)
-    shards = [p.resolve() for p in list_shards(cfg.data.shards)]
-    if not shards:
-        raise FileNotFoundError(f"data.shards={cfg.data.shards!r}: no NAME-NNNNNN.tar shard found")
-    root = shards_root(cfg.data.shards, shards, cfg.data.root).resolve()
+    shards, root = find_shards(cfg.data.shards, cfg.data.root, resolve=True)
     te = build_text_encoder(cfg.text_encoder).to(state.device)
     ae = build_autoencoder(cfg.autoencoder).to(state.device)
     summary = cache_shards(shards, te, ae, cfg.data.resolution, cfg.data.cache_dir, root, job.batch_size, state.device,

@@ -85,3 +85,15 @@ def shards_root(spec, shards: list[Path], root: str | Path | None) -> Path:
     if isinstance(spec, str) and os.path.isdir(spec):
         return Path(spec)
     return Path(os.path.commonpath([str(p.parent.resolve()) for p in shards])) if shards else Path(".")
+
+
+def find_shards(spec, root: str | Path | None = None, resolve: bool = False) -> tuple[list[Path], Path]:
+    """The shards of a ``data.shards`` setting and the root their per-shard files mirror
+    (``FileNotFoundError`` when there is none); ``resolve`` makes both absolute."""
+    shards = list_shards(spec)
+    if not shards:
+        raise FileNotFoundError(f"data.shards={spec!r}: no NAME-NNNNNN.tar shards found")
+    if resolve:
+        shards = [p.resolve() for p in shards]
+    found = shards_root(spec, shards, root)
+    return shards, (found.resolve() if resolve else found)

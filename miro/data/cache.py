@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from miro.contracts.shards import shard_stem, sidecar_path
-from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
+from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
 
@@ -146,12 +146,8 @@ def _decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], orde
 def _decode_all(samples, resolution: int, skipped: dict[str, str], order: list[str]) -> Iterator[tuple[str, str, torch.Tensor]]:
     for key, members in samples:
         order.append(key)
-        ext = next((e for e in IMAGE_EXTS if e in members), None)
         try:
-            if ext is None:
-                raise BadImage("missing_image", "no image member")
-            img = decode_image(members[ext])
-            caption = decode_text(members.get("txt"))
+            img, caption = decode_sample(members)
         except (BadImage, BadCaption) as err:
             skipped[key] = err.reason
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -95,3 +96,17 @@ def decode_text(data: bytes | None) -> str:
     if not text:
         raise BadCaption("empty_caption", "the .txt member is empty")
     return text
+
+
+def image_member(members: Mapping[str, bytes]) -> bytes:
+    """The bytes of a sample's image member (the first extension of ``IMAGE_EXTS`` present);
+    ``BadImage("missing_image")`` when the sample has none."""
+    ext = next((e for e in IMAGE_EXTS if e in members), None)
+    if ext is None:
+        raise BadImage("missing_image", "no image member")
+    return members[ext]
+
+
+def decode_sample(members: Mapping[str, bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
+    """(RGB image, caption) of a sample's members; ``BadImage`` / ``BadCaption`` name what is unusable."""
+    return decode_image(image_member(members), max_pixels), decode_text(members.get("txt"))

@@ -47,7 +47,7 @@ from miro.data.annotations import (
     read_reward_stats,
 )
 from miro.data.cache import CacheError, cache_path, check_identity, read_cache_metadata, read_shard_cache
-from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
+from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, pad_text, trim_text, uint8_to_unit
 from miro.utils.config import require, require_choice
@@ -393,12 +393,8 @@ class MiroDataset(IterableDataset):
                 yield s
                 continue
             members = s.pop("members")
-            ext = next((e for e in IMAGE_EXTS if e in members), None)
             try:
-                if ext is None:
-                    raise BadImage("missing_image", "no image member")
-                img = decode_image(members[ext])
-                s["caption"] = decode_text(members.get("txt"))
+                img, s["caption"] = decode_sample(members)
             except (BadImage, BadCaption) as err:
                 skips.add(s["shard"], s["key"], err.reason)
                 continue

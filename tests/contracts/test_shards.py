@@ -2,7 +2,7 @@
 
 import pytest
 
-from miro.contracts.shards import list_shards, shard_name, shard_stem, shards_root, sidecar_path
+from miro.contracts.shards import find_shards, list_shards, shard_name, shard_stem, shards_root, sidecar_path
 from tests.data.test_shards import _write
 
 
@@ -35,3 +35,14 @@ def test_shards_root_is_the_given_root_the_folder_or_the_common_parent(tmp_path)
     assert shards_root(str(tmp_path), shards, None) == tmp_path
     assert shards_root([str(s) for s in shards], shards, None) == tmp_path.resolve()
     assert shards_root(str(tmp_path / "a" / "x-{000000..000000}.tar"), shards[:1], None) == (tmp_path / "a").resolve()
+
+
+def test_find_shards_gives_the_shards_and_their_root_or_a_clear_error(tmp_path):
+    _write(tmp_path / "ds")
+    shards, root = find_shards(str(tmp_path / "ds"))
+    assert [p.name for p in shards] == ["toy-000000.tar", "toy-000001.tar", "toy-000002.tar"] and root == tmp_path / "ds"
+    shards, root = find_shards(str(tmp_path / "ds" / "*.tar"), root="/ann", resolve=True)
+    assert all(p.is_absolute() for p in shards) and root == tmp_path.__class__("/ann")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"data.shards='.*empty': no NAME-NNNNNN.tar shards found"):
+        find_shards(str(tmp_path / "empty"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from miro.data.images import BadCaption, BadImage, decode_image, decode_text
+from miro.data.images import BadCaption, BadImage, decode_image, decode_sample, decode_text
 
 
 def _encode(img, fmt="PNG", **kw):
@@ -76,3 +76,14 @@ def test_captions():
         with pytest.raises(BadCaption) as e:
             decode_text(data)
         assert e.value.reason == reason
+
+
+def test_decode_sample_takes_the_first_image_extension_and_the_caption():
+    red, blue = _encode(Image.new("RGB", (2, 2), (255, 0, 0))), _encode(Image.new("RGB", (2, 2), (0, 0, 255)))
+    img, caption = decode_sample({"txt": b"a red square", "jpeg": blue, "png": red})
+    assert img.getpixel((0, 0)) == (255, 0, 0) and caption == "a red square"
+    with pytest.raises(BadImage) as err:
+        decode_sample({"txt": b"no image", "json": b"{}"})
+    assert err.value.reason == "missing_image"
+    with pytest.raises(BadCaption):
+        decode_sample({"png": red})
