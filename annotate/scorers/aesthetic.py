@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from annotate.scorers.heads import MLPHead
-from annotate.scorers.weights import file_record, load_checked, resolve_file
 from miro.utils.config import require
+from miro.utils.weights import file_record, load_checked, resolve_file
 
 log = logging.getLogger(__name__)
 

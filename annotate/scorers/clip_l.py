@@ -23,8 +23,8 @@ from annotate.scorers.hf_clip import (
     load_image_processor,
     load_tokenizer,
 )
-from annotate.scorers.weights import package_versions, resolve_dir
 from miro.utils.config import ConfigError, to_typed
+from miro.utils.weights import package_versions, resolve_dir
 
 CLIP_SOURCE = "the Hugging Face repo openai/clip-vit-large-patch14"
 
