@@ -2,7 +2,8 @@
 
 The two rewards use the same image embedding (A6 of the reward notes), so when both are requested one scorer
 fills both columns: image tower once, text tower only for ``clip_score``, the aesthetic MLP on the normalised
-embedding (in float32, as the original).
+embedding (in float32, as the original).  The reward modules ``clip_score`` and ``aesthetic`` import this one; it
+imports only their settings (``clip_l_config``) and the head loader (``aesthetic_head``), never them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from annotate.scorers.aesthetic import AestheticConfig, load_aesthetic_head, resolve_head
+from annotate.scorers.aesthetic_head import load_aesthetic_head, resolve_head
 from annotate.scorers.base import Scorer, as_float64, text_mask_nan
-from annotate.scorers.clip_score import ClipScoreConfig
+from annotate.scorers.clip_l_config import AestheticConfig, ClipScoreConfig
 from annotate.scorers.heads import MLPHead
 from annotate.scorers.hf_clip import (
     ClipPrep,
@@ -23,8 +24,8 @@ from annotate.scorers.hf_clip import (
     load_image_processor,
     load_tokenizer,
 )
-from annotate.scorers.weights import package_versions, resolve_dir
 from miro.utils.config import ConfigError, to_typed
+from miro.utils.weights import package_versions, resolve_dir
 
 CLIP_SOURCE = "the Hugging Face repo openai/clip-vit-large-patch14"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from annotate.scorers.base import Item
-from annotate.scorers.weights import check_keys, file_record, hf_weight_files
+from miro.utils.weights import check_keys, file_record, hf_weight_files
 
 log = logging.getLogger(__name__)
 

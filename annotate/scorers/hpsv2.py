@@ -17,8 +17,8 @@ import torch
 
 from annotate.scorers.base import Item, Scorer, as_float64, text_mask_nan
 from annotate.scorers.transforms import HPSPadSquare
-from annotate.scorers.weights import check_keys, file_record, package_versions, resolve_file
 from miro.utils.config import require, require_choice, to_typed
+from miro.utils.weights import check_keys, file_record, package_versions, resolve_file
 
 CHECKPOINTS = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
 SOURCE = "the Hugging Face repo xswu/HPSv2"

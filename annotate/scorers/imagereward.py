@@ -22,8 +22,15 @@ from PIL import Image
 from annotate.scorers.base import Item, Scorer, as_float64, text_mask_nan
 from annotate.scorers.heads import MLPHead
 from annotate.scorers.transforms import center_crop_transform
-from annotate.scorers.weights import check_keys, file_record, load_checked, package_versions, resolve_file
 from miro.utils.config import require, to_typed
+from miro.utils.weights import (
+    check_keys,
+    file_record,
+    load_checked,
+    package_versions,
+    read_checkpoint,
+    resolve_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +245,7 @@ def from_config(cfg: ImageRewardConfig) -> ImageRewardScorer:
     ckpt = resolve_file(cfg.checkpoint, what="ImageReward checkpoint", source=SOURCE, download=cfg.download, key="rewards.imagereward.checkpoint")
     med, med_files = load_med_config(cfg.med_config, cfg.download)
     vocab = default_vocab() if cfg.vocab is None else resolve_file(cfg.vocab, what="BERT vocab.txt", source="the HF repo bert-base-uncased", download=cfg.download)
-    sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+    sd = read_checkpoint(ckpt)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}

@@ -20,8 +20,8 @@ from annotate.scorers.hf_clip import (
     load_image_processor,
     load_tokenizer,
 )
-from annotate.scorers.weights import package_versions, resolve_dir
 from miro.utils.config import require, to_typed
+from miro.utils.weights import package_versions, resolve_dir
 
 MODEL_SOURCE = "the Hugging Face repo yuvalkirstain/PickScore_v1"
 PROCESSOR_SOURCE = "the Hugging Face repo laion/CLIP-ViT-H-14-laion2B-s32B-b79K (processor and tokenizer files)"

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from annotate.scorers.base import Item, Scorer, as_float64
-from annotate.scorers.weights import package_versions
 from miro.utils.config import require
+from miro.utils.weights import package_versions
 
 
 @dataclass

@@ -13,7 +13,7 @@ from miro.models.config import (
 from miro.models.flops import estimate_mfu, forward_flops, measure_matmul_flops, training_flops
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
-from miro.models.weights import WeightsNotFoundError
+from miro.utils.weights import WeightsNotFoundError
 
 __all__ = [
     "Autoencoder",

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from miro.models.weights import load_pretrained, local_folder, parse_dtype, weights_fingerprint
+from miro.models.weights import parse_dtype
+from miro.utils.weights import load_pretrained, local_folder, weights_fingerprint
 
 KINDS = ("identity", "kl")
 NORMALIZATIONS = ("auto", "scale", "shift_scale", "per_channel")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from miro.models.autoencoders import IdentityAutoencoder, KLAutoencoder
-from miro.models.weights import WeightsNotFoundError
+from miro.utils.weights import WeightsNotFoundError
 from tests.models.helpers import save_tiny_vae
 
 

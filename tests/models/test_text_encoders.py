@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from miro.models.text_encoders import TextEncoder
-from miro.models.weights import WeightsNotFoundError
+from miro.utils.weights import WeightsNotFoundError
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from miro.contracts.geneval_rules import COLORS
+from miro.utils.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ MISSING_WEIGHTS_HELP = (
 )
 
 
-class ColorModelUnavailable(FileNotFoundError):
+class ColorModelUnavailable(WeightsNotFoundError):
     """The CLIP weights for the colour classifier are not on disk."""
 
 

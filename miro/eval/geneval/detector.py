@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from miro.eval.geneval.prompts import GENEVAL_CLASSES
+from miro.utils.weights import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ MISSING_CHECKPOINT_HELP = (
 )
 
 
-class DetectorUnavailable(FileNotFoundError):
+class DetectorUnavailable(WeightsNotFoundError):
     """The detector's checkpoint is not on disk."""
 
 

@@ -11,8 +11,8 @@ from annotate.scorers import build_scorer, build_scorers
 from annotate.scorers.aesthetic import KNOWN_HEADS, load_aesthetic_head
 from annotate.scorers.clip_score import torchmetrics_convention
 from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD
-from annotate.scorers.weights import WeightsNotFound, sha256_file
 from miro.utils.config import ConfigError
+from miro.utils.weights import WeightsNotFoundError, sha256_file
 
 REAL_HEAD = Path(__file__).resolve().parents[4] / "shared/weights/laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth"
 REAL_HEAD = REAL_HEAD if REAL_HEAD.exists() else Path("/work/shared/weights/laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth")
@@ -71,9 +71,9 @@ def test_backbones_must_agree(clip_l_dir, aesthetic_head_file, tmp_path):
 
 
 def test_missing_head_names_the_source(clip_l_dir, tmp_path):
-    with pytest.raises(WeightsNotFound, match=r"improved-aesthetic-predictor.*rewards\.aesthetic\.head"):
+    with pytest.raises(WeightsNotFoundError, match=r"improved-aesthetic-predictor.*rewards\.aesthetic\.head"):
         build_scorer("aesthetic", clip_model=str(clip_l_dir), head=str(tmp_path / "head.pth"))
-    with pytest.raises(WeightsNotFound, match="openai/clip-vit-large-patch14"):
+    with pytest.raises(WeightsNotFoundError, match="openai/clip-vit-large-patch14"):
         build_scorer("clip_score")
 
 

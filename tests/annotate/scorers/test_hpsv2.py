@@ -8,8 +8,8 @@ from PIL import Image
 
 from annotate.scorers import build_scorer
 from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD, HPSPadSquare
-from annotate.scorers.weights import WeightsMismatch, WeightsNotFound, sha256_file
 from miro.utils.config import ConfigError
+from miro.utils.weights import WeightsMismatch, WeightsNotFoundError, sha256_file
 
 
 def reference_hps_preprocess(img: Image.Image, size: int = 224) -> torch.Tensor:
@@ -65,9 +65,9 @@ def test_version_and_provenance(hps_checkpoint, tiny_open_clip_arch):
 
 
 def test_default_checkpoint_per_version_and_missing_file():
-    with pytest.raises(WeightsNotFound, match=r"HPS_v2\.1_compressed\.pt.*xswu/HPSv2"):
+    with pytest.raises(WeightsNotFoundError, match=r"HPS_v2\.1_compressed\.pt.*xswu/HPSv2"):
         build_scorer("hpsv2")
-    with pytest.raises(WeightsNotFound, match=r"hf://xswu/HPSv2/HPS_v2_compressed\.pt"):
+    with pytest.raises(WeightsNotFoundError, match=r"hf://xswu/HPSv2/HPS_v2_compressed\.pt"):
         build_scorer("hpsv2", version="v2.0")
 
 

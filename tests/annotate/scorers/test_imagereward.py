@@ -17,7 +17,7 @@ from annotate.scorers.imagereward import (
     default_vocab,
 )
 from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD
-from annotate.scorers.weights import WeightsMismatch, WeightsNotFound, sha256_file
+from miro.utils.weights import WeightsMismatch, WeightsNotFoundError, sha256_file
 from tests.annotate.conftest import TINY_BLIP, TINY_MED
 
 
@@ -140,9 +140,9 @@ def test_provenance(imagereward_files):
 
 
 def test_missing_checkpoint_names_file_and_source(tmp_path):
-    with pytest.raises(WeightsNotFound, match=r"ImageReward\.pt.*THUDM/ImageReward"):
+    with pytest.raises(WeightsNotFoundError, match=r"ImageReward\.pt.*THUDM/ImageReward"):
         build_scorer("imagereward", checkpoint=str(tmp_path / "ImageReward.pt"))
-    with pytest.raises(WeightsNotFound, match="THUDM/ImageReward"):
+    with pytest.raises(WeightsNotFoundError, match="THUDM/ImageReward"):
         build_scorer("imagereward", checkpoint="hf://THUDM/ImageReward/ImageReward.pt")
 
 

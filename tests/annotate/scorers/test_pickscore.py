@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from annotate.scorers import build_scorer
 from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD
-from annotate.scorers.weights import WeightsMismatch, WeightsNotFound, sha256_file
+from miro.utils.weights import WeightsMismatch, WeightsNotFoundError, sha256_file
 
 
 def test_score_is_logit_scale_times_cosine(pickscore_dir, images, prompts):
@@ -38,9 +38,9 @@ def test_provenance_and_missing_prompt(pickscore_dir, images):
 
 
 def test_missing_weights_name_the_repo(tmp_path):
-    with pytest.raises(WeightsNotFound, match="yuvalkirstain/PickScore_v1"):
+    with pytest.raises(WeightsNotFoundError, match="yuvalkirstain/PickScore_v1"):
         build_scorer("pickscore")
-    with pytest.raises(WeightsNotFound, match="does not exist"):
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
         build_scorer("pickscore", model=str(tmp_path / "nope"))
 
 
