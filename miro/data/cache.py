@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from miro.data.images import IMAGE_EXTS, BadCaption, BadImage, decode_image, decode_text
 from miro.data.shards import ShardError, iter_shard, shard_stem, sidecar_path
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
+from miro.utils.atomic import atomic_path
 
 FORMAT = "miro-feature-cache/1"
 
@@ -111,7 +111,6 @@ def read_shard_cache(path: str | Path, identity: dict | None = None) -> ShardCac
 def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     meta = {"format": FORMAT}
     for k in ("identity", "shard", "keys", "captions", "skipped", "order", "damaged"):
         meta[k] = json.dumps(getattr(cache, k))
@@ -119,11 +118,8 @@ def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
                "text_offsets": cache.text_offsets.contiguous()}
     if cache.latent_std is not None:
         tensors["latent_std"] = cache.latent_std.contiguous()
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def is_complete(path: Path, identity: dict) -> bool:
