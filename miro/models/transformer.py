@@ -10,7 +10,9 @@ velocity eps - x_0.  Architecture and conditioning semantics are described in do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
 from miro.models.layers import MLP_TYPES, Attention, Mlp, key_padding_mask, modulate
+from miro.utils.config import require, require_choice
 
 
 class MiroBlock(nn.Module):
@@ -65,6 +68,46 @@ class ConditionBlock(nn.Module):
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
+    """The one check of MiroTransformer's arguments; raises ``ConfigError`` ("<prefix><key>=<value>: <allowed>").
+
+    Only the keys present in ``args`` are checked (a config leaves the derived sizes out until they are known);
+    ``prefix`` names where they come from (``"model."`` for the hydra config).
+    """
+
+    def check(key: str, ok, allowed: str) -> None:
+        if key in args:
+            require(bool(ok(args[key])), prefix + key, args[key], allowed)
+
+    def at_least(key: str, low: int) -> None:
+        check(key, lambda v: _is_int(v) and v >= low, f"must be an integer >= {low}")
+
+    for key in ("in_channels", "sample_size", "patch_size", "depth", "num_heads", "text_dim"):
+        at_least(key, 1)
+    for key in ("num_registers", "cond_refiner_depth"):
+        at_least(key, 0)
+    at_least("time_frequency_dim", 2)
+    check("out_channels", lambda v: v is None or (_is_int(v) and v >= 1), "must be an integer >= 1 or null (= in_channels)")
+    heads = args.get("num_heads")
+    check("width", lambda v: _is_int(v) and v > 0 and (not _is_int(heads) or heads < 1 or v % heads == 0),
+          f"must be divisible by num_heads={heads}")
+    check("width", lambda v: v % 4 == 0, "must be a multiple of 4 (2D sin-cos positions)")
+    check("mlp_ratio", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
+    if "mlp_type" in args:
+        require_choice(prefix + "mlp_type", args["mlp_type"], MLP_TYPES)
+    check("reward_names", lambda v: not isinstance(v, str) and len(set(v)) == len(v) and all(isinstance(n, str) and n for n in v),
+          "must be distinct non-empty names ([] = the no-reward baseline)")
+    check("reward_fourier_dim", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
+    check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
+    patch = args.get("patch_size")
+    if _is_int(patch) and patch >= 1:
+        check("sample_size", lambda v: v % patch == 0, f"must be a multiple of patch_size={patch}")
 
 
 class MiroTransformer(ModelMixin, ConfigMixin):
@@ -113,16 +156,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         reward_names = list(reward_names)
-        _require(in_channels >= 1, f"in_channels={in_channels}: must be >= 1")
-        _require(patch_size >= 1 and sample_size % patch_size == 0,
-                 f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
-        _require(depth >= 1, f"depth={depth}: must be >= 1")
-        _require(num_heads >= 1 and width % num_heads == 0, f"width={width} must be divisible by num_heads={num_heads}")
-        _require(width % 4 == 0, f"width={width}: must be a multiple of 4 (2D sin-cos positions)")
-        _require(mlp_type in MLP_TYPES, f"mlp_type={mlp_type!r}: must be one of {list(MLP_TYPES)}")
-        _require(len(set(reward_names)) == len(reward_names) and all(isinstance(n, str) and n for n in reward_names),
-                 f"reward_names={reward_names}: must be distinct non-empty strings")
-        _require(num_registers >= 0 and cond_refiner_depth >= 0, "num_registers and cond_refiner_depth must be >= 0")
+        check_arguments({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.reward_names = reward_names
         self.out_channels = out_channels or in_channels
         self.gradient_checkpointing = False
