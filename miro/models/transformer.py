@@ -11,6 +11,7 @@ velocity eps - x_0.  Architecture and conditioning semantics are described in do
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,11 @@ class ConditionBlock(nn.Module):
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    return None if not value else value not in ("0", "false", "no", "off")
 
 
 def _is_int(value) -> bool:
@@ -129,6 +135,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             reaches every block directly, which small models learn much sooner than cross-attention.
     """
 
+    #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
+    #: CPU, where the check reads host memory; True = on every device (debugging: one host sync per call on an
+    #: accelerator, which stalls the training loop); False = never.  The environment variable
+    #: ``MIRO_CHECK_VALUES=1`` (or ``0``) sets the default.  Training data is checked where it is produced, on the
+    #: CPU (the data pipeline rejects a bucket outside 0..num_bins-1), and the sampler builds t and the targets.
+    check_values: bool | None = _env_flag("MIRO_CHECK_VALUES")
     _supports_gradient_checkpointing = True
     _no_split_modules = ["MiroBlock", "ConditionBlock"]
 
@@ -278,9 +290,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             _require(rewards is not None, "reward_mask given without rewards")
 
     def _check_values(self, t: torch.Tensor, rewards: torch.Tensor | None, reward_mask: torch.Tensor | None) -> None:
-        """One host sync for all range checks (skipped under torch.compile)."""
-        if torch.compiler.is_compiling():
+        """Range checks of t and the rewards, as ``check_values`` asks (never under torch.compile)."""
+        if torch.compiler.is_compiling() or self.check_values is False:
             return
+        on_cpu = t.device.type == "cpu" and (rewards is None or rewards.device.type == "cpu")
+        if not (on_cpu or self.check_values):
+            return  # no host sync per forward on an accelerator
         bad_t = (t < 0) | (t > 1) | torch.isnan(t)
         checks = [bad_t.any()]
         if rewards is not None and rewards.numel():
