@@ -6,7 +6,7 @@ resolution), so caches for different encoders coexist and a stale one is never r
 
 Tensors:
     latents       fp16 [N, C, h, w]   the autoencoder's normalised latents of the centre-cropped image, or,
-                                      for autoencoders with a posterior (``encode_moments``), its raw mean
+                                      for autoencoders with a posterior (``has_posterior``; ``encode_moments``), its raw mean
     latent_std    fp16 [N, C, h, w]   the raw posterior std (posterior autoencoders only), so training can
                                       draw a fresh latent sample every time, as without the cache
     text          fp16 [T, D]         all samples' token embeddings, each trimmed to its mask length
@@ -163,7 +163,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     captions: list[str] = []
     latents: list[torch.Tensor] = []
     stds: list[torch.Tensor] = []
-    moments = hasattr(autoencoder, "encode_moments")
+    moments = autoencoder.has_posterior
     texts: list[torch.Tensor] = []
     lengths: list[int] = []
     skipped: dict[str, str] = {}

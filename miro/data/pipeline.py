@@ -463,9 +463,9 @@ def model_inputs(batch: dict, device: torch.device, text_encoder=None, autoencod
     or are computed here."""
     if "latent" in batch:
         x = batch["latent"].to(device, torch.float32, non_blocking=True)
-        if "latent_std" in batch:
+        if "latent_std" in batch:  # raw posterior moments (autoencoders with ``has_posterior``)
             std = batch["latent_std"].to(device, torch.float32, non_blocking=True)
-            x = autoencoder.sample_moments(x, std, generator) if sample_latents else autoencoder.normalize(x)
+            x = autoencoder.from_moments(x, std, sample_latents, generator)
         text = batch["text"].to(device, torch.float32, non_blocking=True)
         text_mask = batch["text_mask"].to(device, non_blocking=True)
     else:
