@@ -38,8 +38,3 @@ class LinearPath:
     def velocity_to_data(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The data estimate x_0 = x_t - t v implied by a velocity prediction."""
         return x_t - _expand(t, x_t) * v
-
-    @staticmethod
-    def velocity_to_noise(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The noise estimate eps = x_t + (1 - t) v implied by a velocity prediction."""
-        return x_t + (1 - _expand(t, x_t)) * v
