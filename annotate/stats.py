@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from annotate.scorers.registry import comparable_settings
 from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
 from miro.contracts.shards import find_shards
+from miro.utils.atomic import atomic_write_json
 
 log = logging.getLogger("annotate.stats")
 
@@ -116,13 +115,8 @@ def _identity(prov: dict) -> str:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> bytes:
-    data = (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return data
+    return atomic_write_json(path, obj, indent=1)
 
 
 def compute_stats(

@@ -9,8 +9,6 @@ same folder and renamed, so a sidecar is either complete or absent.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miro.contracts.shards import sidecar_path
+from miro.utils.atomic import atomic_path
 
 REWARDS_SUFFIX = ".rewards.parquet"
 BUCKETS_SUFFIX = ".buckets.parquet"
@@ -41,14 +40,8 @@ def write_parquet_atomic(path: str | Path, table: pa.Table, meta: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

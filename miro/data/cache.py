@@ -6,7 +6,7 @@ resolution), so caches for different encoders coexist and a stale one is never r
 
 Tensors:
     latents       fp16 [N, C, h, w]   the autoencoder's normalised latents of the centre-cropped image, or,
-                                      for autoencoders with a posterior (``encode_moments``), its raw mean
+                                      for autoencoders with a posterior (``has_posterior``; ``encode_moments``), its raw mean
     latent_std    fp16 [N, C, h, w]   the raw posterior std (posterior autoencoders only), so training can
                                       draw a fresh latent sample every time, as without the cache
     text          fp16 [T, D]         all samples' token embeddings, each trimmed to its mask length
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from miro.contracts.shards import shard_stem, sidecar_path
 from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
+from miro.utils.atomic import atomic_path
 
 FORMAT = "miro-feature-cache/1"
 
@@ -112,7 +112,6 @@ def read_shard_cache(path: str | Path, identity: dict | None = None) -> ShardCac
 def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     meta = {"format": FORMAT}
     for k in ("identity", "shard", "keys", "captions", "skipped", "order", "damaged"):
         meta[k] = json.dumps(getattr(cache, k))
@@ -120,11 +119,8 @@ def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
                "text_offsets": cache.text_offsets.contiguous()}
     if cache.latent_std is not None:
         tensors["latent_std"] = cache.latent_std.contiguous()
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def is_complete(path: Path, identity: dict) -> bool:
@@ -164,7 +160,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     captions: list[str] = []
     latents: list[torch.Tensor] = []
     stds: list[torch.Tensor] = []
-    moments = hasattr(autoencoder, "encode_moments")
+    moments = autoencoder.has_posterior
     texts: list[torch.Tensor] = []
     lengths: list[int] = []
     skipped: dict[str, str] = {}

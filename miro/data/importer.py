@@ -31,6 +31,7 @@ from tqdm import tqdm
 from miro.contracts.shards import SHARD_RE
 from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
 from miro.data.shards import ShardWriter
+from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, register_schema, require, require_choice, run_typed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -271,9 +272,7 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
         "skipped_files": [{"path": o.source, "reason": o.reason, "detail": o.detail} for o in skipped],
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("src", "out", "workers", "overwrite")},
     }
-    tmp = out / (REPORT_NAME + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, out / REPORT_NAME)
+    atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     return report
 
 

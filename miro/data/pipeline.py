@@ -342,6 +342,7 @@ class MiroDataset(IterableDataset):
             values = mask = None
             if self.info.rewards:
                 keys, buckets = read_buckets(self.info.bucket_paths[shard], self.info.rewards)
+                _check_buckets(buckets, num_bins, keys, self.info.rewards, self.info.bucket_paths[shard])
                 values, mask = bucket_values(buckets, num_bins)
                 rows = {k: i for i, k in enumerate(keys)}
             samples = self._cached(shard) if self.cfg.cache else self._raw(shard, skips)
@@ -406,6 +407,19 @@ class MiroDataset(IterableDataset):
             yield s
 
 
+def _check_buckets(buckets: np.ndarray, num_bins: int, keys: list[str], rewards: list[str], path: Path) -> None:
+    """The one check of the reward values training feeds the model (on the CPU, once per shard, so the model's
+    forward needs no host sync for it): a bucket is -1 (unscored) or 0..num_bins-1, i.e. a value in [0, 1]."""
+    bad = (buckets < -1) | (buckets >= num_bins)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(
+            f"{path}: bucket {int(buckets[i, j])} of reward {rewards[j]!r} at key {keys[i]!r} is outside -1 (unscored) "
+            f"and 0..{num_bins - 1} (num_bins={num_bins}), so its value bucket/(num_bins-1) is not in [0, 1]: "
+            "re-run the bucketize step (python -m annotate stage=stats)"
+        )
+
+
 def collate(samples: list[dict], skipped: int = 0) -> dict:
     """One batch: ``keys``, ``captions``, ``image`` uint8 [B,3,H,W] or cached ``latent`` fp16 (+ ``latent_std``
     for posterior autoencoders) with ``text``/``text_mask``, ``rewards`` [B,R] float32, ``reward_mask`` [B,R]
@@ -445,9 +459,9 @@ def model_inputs(batch: dict, device: torch.device, text_encoder=None, autoencod
     or are computed here."""
     if "latent" in batch:
         x = batch["latent"].to(device, torch.float32, non_blocking=True)
-        if "latent_std" in batch:
+        if "latent_std" in batch:  # raw posterior moments (autoencoders with ``has_posterior``)
             std = batch["latent_std"].to(device, torch.float32, non_blocking=True)
-            x = autoencoder.sample_moments(x, std, generator) if sample_latents else autoencoder.normalize(x)
+            x = autoencoder.from_moments(x, std, sample_latents, generator)
         text = batch["text"].to(device, torch.float32, non_blocking=True)
         text_mask = batch["text_mask"].to(device, non_blocking=True)
     else:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from miro.contracts.shards import shard_name
+from miro.utils.atomic import atomic_path
 
 
 class ShardError(RuntimeError):
@@ -68,19 +69,18 @@ class ShardWriter:
         self.count = 0
         self.written: list[Path] = []
         self._tar: tarfile.TarFile | None = None
-        self._tmp: Path | None = None
+        self._tmp: atomic_path | None = None
 
     def _open(self) -> None:
         final = self.out_dir / shard_name(self.name, self.index)
-        self._tmp = final.with_suffix(".tar.tmp")
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._tmp = atomic_path(final)
+        self._tar = tarfile.open(self._tmp.tmp, "w", format=tarfile.USTAR_FORMAT)
 
     def _close(self) -> None:
         if self._tar is None:
             return
         self._tar.close()
-        final = self.out_dir / shard_name(self.name, self.index)
-        os.replace(self._tmp, final)
+        final = self._tmp.commit()
         self.written.append(final)
         self._tar, self._tmp = None, None
         self.index += 1
@@ -113,7 +113,7 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and self._tar is not None:  # never leave a half shard under the final name
             self._tar.close()
-            self._tmp.unlink(missing_ok=True)
+            self._tmp.discard()
             self._tar = None
             return
         self.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from miro.utils.atomic import atomic_path
 
 
 def read_jsonl(
@@ -35,9 +36,7 @@ def write_jsonl(rows: Iterable[object], path: str | Path) -> Path:
     """One ``json.dumps`` per line, via a temp file renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fp:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fp:
         for row in rows:
             fp.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
     return path

@@ -33,13 +33,3 @@ class LinearPath:
         te = _expand(t, x_0)
         x_t = (1 - te) * x_0 + te * noise
         return PathSample(x_t=x_t, t=t, target=noise - x_0, x_0=x_0, noise=noise)
-
-    @staticmethod
-    def velocity_to_data(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The data estimate x_0 = x_t - t v implied by a velocity prediction."""
-        return x_t - _expand(t, x_t) * v
-
-    @staticmethod
-    def velocity_to_noise(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The noise estimate eps = x_t + (1 - t) v implied by a velocity prediction."""
-        return x_t + (1 - _expand(t, x_t)) * v

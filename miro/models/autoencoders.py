@@ -31,10 +31,38 @@ def _check_images(images: torch.Tensor, downsample: int) -> None:
 
 
 class Autoencoder(nn.Module):
-    """Interface: ``encode(images) -> latents``, ``decode(latents) -> images``, ``latent_channels``, ``downsample``."""
+    """Interface: ``encode(images) -> latents``, ``decode(latents) -> images``, ``latent_channels``, ``downsample``,
+    and for feature caches ``has_posterior`` / ``encode_moments`` / ``from_moments``.
+
+    Latents come in two spaces: raw (what the encoder produces) and normalised (what the model sees);
+    ``normalize`` / ``denormalize`` map between them (the identity unless a subclass normalises).
+    """
 
     latent_channels: int
     downsample: int
+    #: True when ``encode_moments`` gives a posterior std worth caching, so training can draw a fresh sample per
+    #: step from cached moments; False for a deterministic encoder (a cache then stores ``encode``'s latents).
+    has_posterior: bool = False
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> the model's normalised latents (fp32)."""
+        return z.float()
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """The model's normalised latents -> raw latents (fp32)."""
+        return z.float()
+
+    def from_moments(
+        self, mean: torch.Tensor, std: torch.Tensor | None = None, sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Normalised latents from raw posterior moments: the mean, or with ``sample`` (and a ``std``) the draw
+        mean + std * noise from ``generator`` (so cached moments train exactly like ``encode(sample=True)``)."""
+        z = mean.float()
+        if sample and std is not None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+            z = z + std.float() * noise
+        return self.normalize(z)
 
     def encode(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -137,6 +165,8 @@ class KLAutoencoder(Autoencoder):
         self.register_buffer("scale", scale.view(1, c, 1, 1), persistent=False)
         self._identifier: str | None = None
 
+    has_posterior = True
+
     def train(self, mode: bool = True) -> KLAutoencoder:
         super().train(mode)
         self.vae.eval()
@@ -158,13 +188,12 @@ class KLAutoencoder(Autoencoder):
     def sample_moments(
         self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Normalised latents from raw moments: mean + std * noise (so cached moments train like ``sample=True``)."""
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
-        return self.normalize(mean.float() + std.float() * noise)
+        """Normalised latents from raw moments: mean + std * noise (``from_moments(..., sample=True)``)."""
+        return self.from_moments(mean, std, sample=True, generator=generator)
 
     def encode(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         mean, std = self.encode_moments(images)
-        return self.sample_moments(mean, std, generator) if sample else self.normalize(mean)
+        return self.from_moments(mean, std, sample, generator)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

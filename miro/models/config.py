@@ -6,65 +6,56 @@ the checks below.  Sizes live in the yaml presets (conf/model/{tiny,small,base,m
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 
 from miro.models.autoencoders import KINDS as AE_KINDS
 from miro.models.autoencoders import NORMALIZATIONS, Autoencoder, IdentityAutoencoder, KLAutoencoder
-from miro.models.layers import MLP_TYPES
 from miro.models.text_encoders import KINDS as TE_KINDS
 from miro.models.text_encoders import LAYERS, TextEncoder
-from miro.models.transformer import MiroTransformer
+from miro.models.transformer import MiroTransformer, check_arguments
 from miro.models.weights import DTYPES
 from miro.utils.config import ConfigError, require, require_choice
+
+_MODEL_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroTransformer.__init__).parameters.items() if k != "self"}
+DERIVED = ("in_channels", "sample_size", "text_dim")  # null in a config: taken from the encoders / image size
+
+
+def _default(name: str):
+    """MiroTransformer's own default for ``name`` (the class owns its defaults; the schema repeats none)."""
+    return _MODEL_DEFAULTS[name]
 
 
 @dataclass
 class ModelConfig:
-    """MiroTransformer hyper-parameters.  ``in_channels``, ``sample_size`` and ``text_dim`` left at None are
-    taken from the autoencoder, the image size and the text encoder when the model is built."""
+    """MiroTransformer hyper-parameters, with the class's defaults.  ``in_channels``, ``sample_size`` and
+    ``text_dim`` left at None are taken from the autoencoder, the image size and the text encoder when the
+    model is built.  The values are checked by ``MiroTransformer``'s own ``check_arguments``; this schema only
+    adds what belongs to a config: the derived (null) sizes and ``gradient_checkpointing``."""
 
-    patch_size: int = 4
-    width: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    mlp_type: str = "gelu"
-    qk_norm: bool = True
-    reward_names: list[str] = field(default_factory=list)
-    reward_fourier_dim: int = 256
-    reward_fourier_scale: float = 1.0
-    num_registers: int = 0
-    cond_refiner_depth: int = 0
-    time_frequency_dim: int = 256
-    pooled_text: bool = False
+    patch_size: int = _default("patch_size")
+    width: int = _default("width")
+    depth: int = _default("depth")
+    num_heads: int = _default("num_heads")
+    mlp_ratio: float = _default("mlp_ratio")
+    mlp_type: str = _default("mlp_type")
+    qk_norm: bool = _default("qk_norm")
+    reward_names: list[str] = field(default_factory=lambda: list(_default("reward_names")))
+    reward_fourier_dim: int = _default("reward_fourier_dim")
+    reward_fourier_scale: float = _default("reward_fourier_scale")
+    num_registers: int = _default("num_registers")
+    cond_refiner_depth: int = _default("cond_refiner_depth")
+    time_frequency_dim: int = _default("time_frequency_dim")
+    pooled_text: bool = _default("pooled_text")
     gradient_checkpointing: bool = False
     in_channels: int | None = None
     sample_size: int | None = None
     text_dim: int | None = None
 
     def __post_init__(self):
-        require(self.patch_size >= 1, "model.patch_size", self.patch_size, "must be >= 1")
-        require(self.depth >= 1, "model.depth", self.depth, "must be >= 1")
-        require(self.num_heads >= 1, "model.num_heads", self.num_heads, "must be >= 1")
-        require(self.width % self.num_heads == 0 and self.width % 4 == 0 and self.width > 0,
-                "model.width", self.width, f"must be a multiple of 4 and of num_heads={self.num_heads}")
-        require(self.mlp_ratio > 0, "model.mlp_ratio", self.mlp_ratio, "must be > 0")
-        require_choice("model.mlp_type", self.mlp_type, MLP_TYPES)
-        names = list(self.reward_names)
-        require(len(set(names)) == len(names) and all(isinstance(n, str) and n for n in names),
-                "model.reward_names", names, "must be distinct non-empty names ([] = the no-reward baseline)")
-        require(self.reward_fourier_dim >= 2 and self.reward_fourier_dim % 2 == 0,
-                "model.reward_fourier_dim", self.reward_fourier_dim, "must be an even integer >= 2")
-        require(self.reward_fourier_scale > 0, "model.reward_fourier_scale", self.reward_fourier_scale, "must be > 0")
-        require(self.num_registers >= 0, "model.num_registers", self.num_registers, "must be >= 0")
-        require(self.cond_refiner_depth >= 0, "model.cond_refiner_depth", self.cond_refiner_depth, "must be >= 0")
-        require(self.time_frequency_dim >= 2, "model.time_frequency_dim", self.time_frequency_dim, "must be >= 2")
-        for key in ("in_channels", "sample_size", "text_dim"):
-            value = getattr(self, key)
-            require(value is None or value >= 1, f"model.{key}", value, "must be >= 1 or null (derived)")
-        if self.sample_size is not None:
-            require(self.sample_size % self.patch_size == 0, "model.sample_size", self.sample_size,
-                    f"must be a multiple of patch_size={self.patch_size}")
+        args = {k: v for k, v in asdict(self).items()
+                if k != "gradient_checkpointing" and not (k in DERIVED and v is None)}
+        check_arguments(args, prefix="model.")
 
 
 @dataclass

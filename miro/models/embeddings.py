@@ -45,11 +45,7 @@ class RewardEmbedder(nn.Module):
     """
 
     def __init__(self, num_rewards: int, dim: int, fourier_dim: int = 256, fourier_scale: float = 1.0, seed: int = 0):
-        super().__init__()
-        if num_rewards < 1:
-            raise ValueError("RewardEmbedder needs at least one reward")
-        if fourier_dim < 2 or fourier_dim % 2:
-            raise ValueError(f"reward_fourier_dim={fourier_dim}: must be an even integer >= 2")
+        super().__init__()  # the arguments are checked where they are given: MiroTransformer.check_arguments
         gen = torch.Generator().manual_seed(seed)
         freqs = torch.randn(num_rewards, fourier_dim // 2, generator=gen, device="cpu") * fourier_scale
         self.register_buffer("freqs", freqs)

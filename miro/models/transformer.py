@@ -10,7 +10,10 @@ velocity eps - x_0.  Architecture and conditioning semantics are described in do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,7 @@ from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
 from miro.models.layers import MLP_TYPES, Attention, Mlp, key_padding_mask, modulate
+from miro.utils.config import require, require_choice
 
 
 class MiroBlock(nn.Module):
@@ -67,6 +71,51 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    return None if not value else value not in ("0", "false", "no", "off")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
+    """The one check of MiroTransformer's arguments; raises ``ConfigError`` ("<prefix><key>=<value>: <allowed>").
+
+    Only the keys present in ``args`` are checked (a config leaves the derived sizes out until they are known);
+    ``prefix`` names where they come from (``"model."`` for the hydra config).
+    """
+
+    def check(key: str, ok, allowed: str) -> None:
+        if key in args:
+            require(bool(ok(args[key])), prefix + key, args[key], allowed)
+
+    def at_least(key: str, low: int) -> None:
+        check(key, lambda v: _is_int(v) and v >= low, f"must be an integer >= {low}")
+
+    for key in ("in_channels", "sample_size", "patch_size", "depth", "num_heads", "text_dim"):
+        at_least(key, 1)
+    for key in ("num_registers", "cond_refiner_depth"):
+        at_least(key, 0)
+    at_least("time_frequency_dim", 2)
+    check("out_channels", lambda v: v is None or (_is_int(v) and v >= 1), "must be an integer >= 1 or null (= in_channels)")
+    heads = args.get("num_heads")
+    check("width", lambda v: _is_int(v) and v > 0 and (not _is_int(heads) or heads < 1 or v % heads == 0),
+          f"must be divisible by num_heads={heads}")
+    check("width", lambda v: v % 4 == 0, "must be a multiple of 4 (2D sin-cos positions)")
+    check("mlp_ratio", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
+    if "mlp_type" in args:
+        require_choice(prefix + "mlp_type", args["mlp_type"], MLP_TYPES)
+    check("reward_names", lambda v: not isinstance(v, str) and len(set(v)) == len(v) and all(isinstance(n, str) and n for n in v),
+          "must be distinct non-empty names ([] = the no-reward baseline)")
+    check("reward_fourier_dim", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
+    check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
+    patch = args.get("patch_size")
+    if _is_int(patch) and patch >= 1:
+        check("sample_size", lambda v: v % patch == 0, f"must be a multiple of patch_size={patch}")
+
+
 class MiroTransformer(ModelMixin, ConfigMixin):
     """Reward- and text-conditioned flow-matching transformer for pixels or latents.
 
@@ -86,6 +135,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             reaches every block directly, which small models learn much sooner than cross-attention.
     """
 
+    #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
+    #: CPU, where the check reads host memory; True = on every device (debugging: one host sync per call on an
+    #: accelerator, which stalls the training loop); False = never.  The environment variable
+    #: ``MIRO_CHECK_VALUES=1`` (or ``0``) sets the default.  Training data is checked where it is produced, on the
+    #: CPU (the data pipeline rejects a bucket outside 0..num_bins-1), and the sampler builds t and the targets.
+    check_values: bool | None = _env_flag("MIRO_CHECK_VALUES")
     _supports_gradient_checkpointing = True
     _no_split_modules = ["MiroBlock", "ConditionBlock"]
 
@@ -113,16 +168,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         reward_names = list(reward_names)
-        _require(in_channels >= 1, f"in_channels={in_channels}: must be >= 1")
-        _require(patch_size >= 1 and sample_size % patch_size == 0,
-                 f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
-        _require(depth >= 1, f"depth={depth}: must be >= 1")
-        _require(num_heads >= 1 and width % num_heads == 0, f"width={width} must be divisible by num_heads={num_heads}")
-        _require(width % 4 == 0, f"width={width}: must be a multiple of 4 (2D sin-cos positions)")
-        _require(mlp_type in MLP_TYPES, f"mlp_type={mlp_type!r}: must be one of {list(MLP_TYPES)}")
-        _require(len(set(reward_names)) == len(reward_names) and all(isinstance(n, str) and n for n in reward_names),
-                 f"reward_names={reward_names}: must be distinct non-empty strings")
-        _require(num_registers >= 0 and cond_refiner_depth >= 0, "num_registers and cond_refiner_depth must be >= 0")
+        check_arguments({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.reward_names = reward_names
         self.out_channels = out_channels or in_channels
         self.gradient_checkpointing = False
@@ -231,9 +277,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             _require(rewards is not None, "reward_mask given without rewards")
 
     def _check_values(self, t: torch.Tensor, rewards: torch.Tensor | None, reward_mask: torch.Tensor | None) -> None:
-        """One host sync for all range checks (skipped under torch.compile)."""
-        if torch.compiler.is_compiling():
+        """Range checks of t and the rewards, as ``check_values`` asks (never under torch.compile)."""
+        if torch.compiler.is_compiling() or self.check_values is False:
             return
+        on_cpu = t.device.type == "cpu" and (rewards is None or rewards.device.type == "cpu")
+        if not (on_cpu or self.check_values):
+            return  # no host sync per forward on an accelerator
         bad_t = (t < 0) | (t > 1) | torch.isnan(t)
         checks = [bad_t.any()]
         if rewards is not None and rewards.numel():

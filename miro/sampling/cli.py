@@ -12,7 +12,6 @@ kept, so a killed job resumes.  Sweep mode writes one folder per prompt (``miro.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,9 +131,10 @@ def _resolved(targets: dict, names: list[str], default: float, arg: str) -> dict
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    from miro.utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:

@@ -16,6 +16,7 @@ from miro.data.cache import (
     write_shard_cache,
 )
 from miro.data.pipeline import DataConfig, MiroDataset, inspect_dataset, make_loader, model_inputs
+from miro.data.transforms import uint8_to_unit
 from miro.models.autoencoders import IdentityAutoencoder
 from tests.data.make_dataset import REWARDS, make_dataset
 from tests.train.tiny import TinyTextEncoder, tiny_kl_autoencoder
@@ -193,3 +194,36 @@ def test_every_sample_keeps_its_own_image_caption_and_rewards_through_cache_shuf
             assert torch.equal(inputs["rewards"][i][known], values[known])
     assert len(seen) >= 12  # the check saw many distinct samples, from several shards
     assert len({k[:4] for k in seen}) >= 2
+
+
+@pytest.mark.parametrize("kind", ["identity", "kl"])
+def test_model_inputs_works_through_the_autoencoder_interface(kind, vae_folder):
+    """``model_inputs`` uses only what every ``Autoencoder`` has (``has_posterior``, ``from_moments``), so a cached
+    batch, with or without moments, gives the latents ``encode`` gives, for each autoencoder class."""
+    from miro.models.autoencoders import Autoencoder, KLAutoencoder
+
+    ae = IdentityAutoencoder() if kind == "identity" else tiny_kl_autoencoder(vae_folder)
+    assert isinstance(ae, Autoencoder) and ae.has_posterior == isinstance(ae, KLAutoencoder)
+    te = TinyTextEncoder()
+    images = torch.randint(0, 256, (2, 3, RES, RES), dtype=torch.uint8)
+    raw = {"image": images, "captions": ["a red circle", "two blue stars"]}
+    x = uint8_to_unit(images)
+    emb, mask = te.encode(raw["captions"])
+    cached = {"text": emb, "text_mask": mask.bool()}
+    if ae.has_posterior:
+        mean, std = ae.encode_moments(x)
+        cached |= {"latent": mean, "latent_std": std}
+    else:
+        cached["latent"] = ae.encode(x)
+    for sample in (False, True):
+        a = model_inputs(raw, torch.device("cpu"), te, ae, torch.Generator().manual_seed(3), sample_latents=sample)
+        b = model_inputs(cached, torch.device("cpu"), te, ae, torch.Generator().manual_seed(3), sample_latents=sample)
+        torch.testing.assert_close(a["x"], b["x"])
+        assert a["x"].shape == (2, ae.latent_channels, RES // ae.downsample, RES // ae.downsample)
+    # the interface itself, on every autoencoder: moments -> normalised latents, a draw only with a std
+    z = torch.randn(2, ae.latent_channels, 4, 4)
+    torch.testing.assert_close(ae.from_moments(z), ae.normalize(z))
+    torch.testing.assert_close(ae.denormalize(ae.normalize(z)), z, rtol=1e-6, atol=1e-5)
+    drawn = ae.from_moments(z, torch.ones_like(z), sample=True, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(drawn, ae.normalize(z + noise))

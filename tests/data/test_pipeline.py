@@ -252,6 +252,25 @@ def test_key_mismatch_is_caught_at_runtime_without_the_upfront_check(tmp_path):
         next(iter(MiroDataset(cfg, info, batch_size=2, seed=0)))
 
 
+def test_out_of_range_bucket_is_rejected_when_loaded(tmp_path):
+    """The reward values are checked on the CPU where the pipeline makes them (the model's forward does not
+    sync an accelerator for it): a bucket >= num_bins would feed a value above 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = make_dataset(tmp_path, n_shards=1, per_shard=4)
+    path = shards[0].with_name(shards[0].name.replace(".tar", ".buckets.parquet"))
+    table = pq.read_table(path)
+    col = table.column("contrast").to_numpy().copy()
+    col[2] = NUM_BINS
+    table = table.set_column(table.schema.get_field_index("contrast"), "contrast", pa.array(col))
+    pq.write_table(table, path)
+    cfg = cfg_for(tmp_path)
+    info = inspect_dataset(cfg, REWARDS)
+    with pytest.raises(DataError, match=rf"bucket {NUM_BINS} of reward 'contrast' at key 's000i0002' .* not in \[0, 1\]"):
+        next(iter(MiroDataset(cfg, info, batch_size=2, seed=0)))
+
+
 def test_too_few_shards_for_epoch_mode(data):
     with pytest.raises(DataError, match="at least one shard per rank and worker"):
         inspect_dataset(cfg_for(data, sampling="epoch", num_workers=3), REWARDS, world_size=2)

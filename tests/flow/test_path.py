@@ -23,15 +23,6 @@ def test_target_is_time_derivative():
     torch.testing.assert_close(fd, path.sample(x0, t, eps).target)
 
 
-def test_velocity_inversions():
-    g = torch.Generator().manual_seed(2)
-    x0, eps = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
-    t = torch.tensor([0.1, 0.5, 0.9])
-    s = LinearPath().sample(x0, t, eps)
-    torch.testing.assert_close(LinearPath.velocity_to_data(s.x_t, s.target, t), x0)
-    torch.testing.assert_close(LinearPath.velocity_to_noise(s.x_t, s.target, t), eps)
-
-
 def test_bad_time_shape():
     import pytest
 

@@ -82,6 +82,48 @@ def test_bad_values_name_the_key(schema, values, match):
         to_typed(values, schema)
 
 
+def test_schema_defaults_are_the_model_defaults():
+    """One default per argument: the schema takes MiroTransformer's (patch_size 2, not a second value)."""
+    import dataclasses
+    import inspect
+
+    from miro.models import MiroTransformer
+
+    params = inspect.signature(MiroTransformer.__init__).parameters
+    cfg = ModelConfig()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in ("gradient_checkpointing", "in_channels", "sample_size", "text_dim"):
+            continue  # config-only, or null = derived when the model is built
+        default = params[f.name].default
+        assert getattr(cfg, f.name) == (list(default) if f.name == "reward_names" else default), f.name
+    assert cfg.patch_size == 2
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"width": 30}, "width=30: must be divisible by num_heads=4"),
+    ({"width": 30, "num_heads": 3}, "width=30: must be a multiple of 4"),
+    ({"reward_fourier_dim": 3}, "reward_fourier_dim=3: must be an even integer >= 2"),
+    ({"reward_fourier_scale": 0.0}, "reward_fourier_scale=0.0: must be > 0"),
+    ({"sample_size": 10, "patch_size": 4}, "sample_size=10: must be a multiple of patch_size=4"),
+    ({"num_registers": -1}, "num_registers=-1: must be an integer >= 0"),
+])
+def test_model_and_schema_share_one_check(values, message):
+    """The model checks its own arguments; the schema runs the same check, naming the key ``model.<key>``."""
+    from miro.models import MiroTransformer
+
+    with pytest.raises(ConfigError, match="^" + message):
+        MiroTransformer(**values)
+    with pytest.raises(ConfigError, match="^model." + message):
+        to_typed(values, ModelConfig)
+
+
+def test_schema_leaves_derived_sizes_to_the_builder():
+    cfg = to_typed({"patch_size": 4}, ModelConfig)  # sample_size null: no multiple-of check yet
+    assert cfg.sample_size is None
+    with pytest.raises(ConfigError, match="model.text_dim=0"):
+        to_typed({"text_dim": 0}, ModelConfig)
+
+
 @pytest.mark.parametrize("path", sorted((CONF / "text_encoder").glob("*.yaml")) + sorted((CONF / "autoencoder").glob("*.yaml")))
 def test_every_shipped_yaml_validates(path):
     schema = TextEncoderConfig if path.parent.name == "text_encoder" else AutoencoderConfig

@@ -206,6 +206,24 @@ def test_bad_inputs_raise_clear_errors(model, change, match):
         model(**args)
 
 
+def test_value_checks_never_sync_an_accelerator_unless_asked():
+    """t and rewards are range-checked where that is free (CPU tensors); off the host the forward reads no value
+    back (a meta tensor stands for an accelerator: reading it raises), unless ``check_values=True`` (debugging)."""
+    m = tiny_model()
+    x, t, text, tm, r, rm, dt = inputs(m)
+    r = torch.full_like(r, 2.0)  # out of range
+    with pytest.raises(ValueError, match=r"rewards must lie in \[0, 1\]"):
+        m(x, t, text, tm, r, rm, dt)
+    m.check_values = False
+    m(x, t, text, tm, r, rm, dt)  # no check at all
+    meta = tiny_model().to("meta")
+    args = [a.to("meta") for a in (x, t, text, tm, r, rm, dt)]
+    assert meta(*args).shape == x.shape  # no host read on the forward
+    meta.check_values = True
+    with pytest.raises(RuntimeError, match="meta"):
+        meta(*args)  # the debug check reads the values back
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

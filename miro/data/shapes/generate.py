@@ -22,6 +22,7 @@ from miro.data.shapes.heldout import write_heldout
 from miro.data.shapes.vocab import PALETTE
 from miro.data.shapes.world import WORLD_VERSION, ShapesWorld
 from miro.data.shards import ShardWriter
+from miro.utils.atomic import atomic_write_text, stale_temps
 from miro.utils.config import ConfigError
 
 _WORLD: ShapesWorld | None = None  # per worker process
@@ -43,9 +44,7 @@ def world_description(cfg: ShapesConfig) -> dict:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _init_worker(cfg: ShapesConfig) -> None:
@@ -92,7 +91,7 @@ def generate(cfg: ShapesConfig, progress: bool = True) -> dict:
                 shutil.rmtree(d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     train.mkdir(exist_ok=True)
-    for stale in train.glob("*.tar.tmp"):  # left by a killed run
+    for stale in [*train.glob("*.tar.tmp"), *stale_temps(train, "*.tar")]:  # left by a killed run
         stale.unlink()
     _write_atomic(meta_path, json.dumps(desc, indent=1) + "\n")
     write_heldout(cfg, heldout)

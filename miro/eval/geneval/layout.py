@@ -16,9 +16,7 @@ hidden ``.NNNNN.partial`` folder that the next run replaces.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from miro.eval.geneval.prompts import MetadataError, validate_item
+from miro.utils.atomic import atomic_path
 
 METADATA_FILE = "metadata.jsonl"
 SAMPLES_DIR = "samples"
@@ -123,18 +122,14 @@ def write_prompt_folder(
     """Write one prompt folder atomically; with ``grid_columns`` also ``grid.png`` (GenEval's grid)."""
     root = Path(root)
     final = prompt_dir(root, index)
-    tmp = root / f".{final.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / SAMPLES_DIR).mkdir(parents=True)
-    (tmp / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
-    for i, image in enumerate(images):
-        image.save(tmp / SAMPLES_DIR / sample_name(i))
-    if grid_columns:
-        make_grid(images, grid_columns).save(tmp / GRID_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(final, directory=True, tmp=root / f".{final.name}.partial") as tmp:
+        (tmp / SAMPLES_DIR).mkdir()
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
+        for i, image in enumerate(images):
+            image.save(tmp / SAMPLES_DIR / sample_name(i))
+        if grid_columns:
+            make_grid(images, grid_columns).save(tmp / GRID_FILE)
     return final
 
 
