@@ -117,7 +117,8 @@ def time_contenders(
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
                p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None,
                noise_seed: int = 0) -> Contender:
-    """Our model from conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch."""
+    """Our model from conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
+    conditioned on five rewards (as every run of the project: the demo's and the paper's)."""
     from omegaconf import OmegaConf
 
     from miro.models import sample_condition_dropout
@@ -128,7 +129,7 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
     raw = OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{preset}.yaml"), OmegaConf.from_dotlist(overrides))
     cfg = to_typed(raw, ModelConfig)
     torch.manual_seed(0)
-    model = build_model(cfg, text_dim=text_dim, in_channels=in_channels, sample_size=image_size).train()
+    model = build_model(cfg, reward_names=[f"reward{i}" for i in range(5)], text_dim=text_dim, in_channels=in_channels, sample_size=image_size).train()
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(batch, in_channels, image_size, image_size, generator=gen)
     text = torch.randn(batch, text_len, text_dim, generator=gen)

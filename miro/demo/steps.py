@@ -54,7 +54,7 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
     one_thread = {"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
     train_common = [
         f"data.shards={shards}", f"seed={cfg.seed}", f"data.resolution={cfg.resolution}",
-        f"model.reward_names=[{','.join(cfg.rewards)}]",
+        f"reward_names=[{','.join(cfg.rewards)}]",
     ]
     steps = [
         Step("world", "Build the shapes world", [

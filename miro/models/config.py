@@ -7,7 +7,8 @@ the checks below.  Sizes live in the yaml presets (conf/model/{tiny,small,base,m
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 from miro.models.autoencoders import KINDS as AE_KINDS
 from miro.models.autoencoders import NORMALIZATIONS, Autoencoder, IdentityAutoencoder, KLAutoencoder
@@ -31,7 +32,8 @@ class ModelConfig:
     """MiroTransformer hyper-parameters, with the class's defaults.  ``in_channels``, ``sample_size`` and
     ``text_dim`` left at None are taken from the autoencoder, the image size and the text encoder when the
     model is built.  The values are checked by ``MiroTransformer``'s own ``check_arguments``; this schema only
-    adds what belongs to a config: the derived (null) sizes and ``gradient_checkpointing``."""
+    adds what belongs to a config: the derived (null) sizes and ``gradient_checkpointing``.  The rewards are not
+    part of a model preset: they belong to the run (``TrainConfig.rewards``) and reach ``build_model``."""
 
     patch_size: int = _default("patch_size")
     width: int = _default("width")
@@ -40,7 +42,6 @@ class ModelConfig:
     mlp_ratio: float = _default("mlp_ratio")
     mlp_type: str = _default("mlp_type")
     qk_norm: bool = _default("qk_norm")
-    reward_names: list[str] = field(default_factory=lambda: list(_default("reward_names")))
     reward_fourier_dim: int = _default("reward_fourier_dim")
     reward_fourier_scale: float = _default("reward_fourier_scale")
     num_registers: int = _default("num_registers")
@@ -124,9 +125,11 @@ def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
 
 
 def build_model(
-    cfg: ModelConfig, *, text_dim: int | None = None, in_channels: int | None = None, sample_size: int | None = None
+    cfg: ModelConfig, *, reward_names: Sequence[str] = (), text_dim: int | None = None,
+    in_channels: int | None = None, sample_size: int | None = None,
 ) -> MiroTransformer:
-    """A fresh MiroTransformer; values not set in ``cfg`` come from the text encoder / autoencoder / image size."""
+    """A fresh MiroTransformer conditioned on ``reward_names`` (in that order; () = the no-reward baseline);
+    values not set in ``cfg`` come from the text encoder / autoencoder / image size."""
     derived = {"text_dim": text_dim, "in_channels": in_channels, "sample_size": sample_size}
     resolved = {}
     for key, value in derived.items():
@@ -139,7 +142,7 @@ def build_model(
     kwargs = asdict(cfg)
     checkpointing = kwargs.pop("gradient_checkpointing")
     kwargs.update(resolved)
-    model = MiroTransformer(**kwargs)
+    model = MiroTransformer(reward_names=list(reward_names), **kwargs)
     if checkpointing:
         model.enable_gradient_checkpointing()
     return model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from miro.contracts.rewards import REWARD_NAMES
+from miro.contracts.rewards import REWARD_NAMES, unknown_rewards
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
@@ -79,7 +79,8 @@ class TrainConfig:
     allow_tf32: bool = True
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
     progress_bar: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)  # model.reward_names: the conditioned rewards
+    reward_names: list[str] = field(default_factory=list)  # the conditioned rewards, in token order; [] = the baseline
+    model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
@@ -90,9 +91,10 @@ class TrainConfig:
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
-        unknown = [r for r in self.model.reward_names if r not in REWARD_NAMES]
-        require(not unknown, "model.reward_names", list(self.model.reward_names),
+        unknown = unknown_rewards(self.reward_names)
+        require(not unknown, "reward_names", list(self.reward_names),
                 f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")
+        require(len(set(self.reward_names)) == len(self.reward_names), "reward_names", list(self.reward_names), "lists a reward twice")
         require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
@@ -112,7 +114,3 @@ class TrainConfig:
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         require_choice("log_with", self.log_with, TRACKERS)
         require(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")
-
-    @property
-    def rewards(self) -> list[str]:
-        return list(self.model.reward_names)

@@ -66,7 +66,7 @@ def build_components(cfg: TrainConfig) -> Components:
     if cfg.data.resolution % step:
         raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
                           f"model.patch_size = {ae.downsample} x {cfg.model.patch_size}")
-    model = build_model(cfg.model, text_dim=te.dim, in_channels=ae.latent_channels,
+    model = build_model(cfg.model, reward_names=cfg.reward_names, text_dim=te.dim, in_channels=ae.latent_channels,
                         sample_size=cfg.data.resolution // ae.downsample)
     return Components(model=model, text_encoder=te, autoencoder=ae)
 
@@ -79,7 +79,7 @@ def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generato
     t = time_sampler(b, generator=generator, device=device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
     sample = LinearPath().sample(x0, t, noise)
-    r = len(cfg.rewards)
+    r = len(cfg.reward_names)
     keep, drop_text = sample_condition_dropout(b, r, cfg.reward_dropout, cfg.text_dropout, generator, device=device)
     kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep} if r else {}
     v = model(sample.x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, **kwargs)
@@ -105,7 +105,7 @@ def _inspect_on_main(accelerator: Accelerator, cfg: TrainConfig, identity: dict 
     result: list = [None]
     if accelerator.is_main_process:
         try:
-            result = [inspect_dataset(cfg.data, cfg.rewards, identity, accelerator.num_processes)]
+            result = [inspect_dataset(cfg.data, cfg.reward_names, identity, accelerator.num_processes)]
         except (DataError, CacheError, FileNotFoundError) as err:
             result = [str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"]
     if accelerator.num_processes > 1:
@@ -149,8 +149,8 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     comps = comps or build_components(cfg)
     model = comps.model
     model_rewards = list(getattr(model.config, "reward_names", []))
-    if model_rewards != cfg.rewards:
-        raise ConfigError(f"model.reward_names={cfg.rewards}: the model conditions on {model_rewards} (same names, same order)")
+    if model_rewards != cfg.reward_names:
+        raise ConfigError(f"reward_names={cfg.reward_names}: the model conditions on {model_rewards} (same names, same order)")
     te, ae = _frozen(comps.text_encoder, device), _frozen(comps.autoencoder, device)
     identity = cache_identity(te.identifier(), ae.identifier(), cfg.data.resolution) if cfg.data.cache else None
     info = _inspect_on_main(accelerator, cfg, identity)
@@ -180,7 +180,7 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
         accelerator.init_trackers(cfg.name)
 
     latent_shape = (ae.latent_channels, cfg.data.resolution // ae.downsample, cfg.data.resolution // ae.downsample)
-    grid = SampleGrid(cfg.sample, cfg.rewards, te, latent_shape, device) if main and cfg.sample.every else None
+    grid = SampleGrid(cfg.sample, cfg.reward_names, te, latent_shape, device) if main and cfg.sample.every else None
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
     meter = Meter(device, peak_flops(device, cfg.peak_tflops, compute_dtype) if main else None)
     time_sampler = TimeSampler(**asdict(cfg.time))
@@ -283,7 +283,7 @@ def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: 
                         text_encoder_config=cfg.text_encoder, autoencoder_config=cfg.autoencoder,
                         num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae)
     pipe.save_pretrained(folder)
-    meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.rewards,
+    meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.reward_names,
             "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
             "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
     (folder / "miro_training.json").write_text(json.dumps(meta, indent=1))

@@ -59,7 +59,7 @@ def train_command(args, run: str) -> list[str]:
     rewards = "[" + ",".join(DEFAULT_REWARDS) + "]" if run == "miro" else "[]"
     return [
         sys.executable, "-m", "miro.train", f"data.shards={out / 'data' / 'train'}", "seed=0", "data.resolution=32",
-        f"model.reward_names={rewards}", "data.cache=true", f"max_steps={args.steps}", "batch_size=64",
+        f"reward_names={rewards}", "data.cache=true", f"max_steps={args.steps}", "batch_size=64",
         "optim.warmup_steps=100", "data.num_workers=1", f"checkpoint_every={args.steps}", f"sample.every={args.steps}",
         "log_every=50", f"export_every={args.export_every}", f"name={run}", f"hydra.run.dir={out / 'train' / run}",
     ]  # fmt: skip

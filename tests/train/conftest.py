@@ -29,8 +29,8 @@ def tiny_config(out, shards_root, **overrides) -> TrainConfig:
     data = {"shards": str(shards_root), "resolution": 16, "num_workers": 0, "shuffle_buffer": 8, "shuffle_initial": 4}
     data.update(overrides.pop("data", {}))
     rewards = overrides.pop("rewards", REWARDS)
-    model = ModelConfig(reward_names=list(rewards), patch_size=2, width=32, depth=2, num_heads=2)
-    kw = {"name": "tiny", "output_dir": str(out), "model": model, "max_steps": 6, "batch_size": 4,
+    model = ModelConfig(patch_size=2, width=32, depth=2, num_heads=2)
+    kw = {"name": "tiny", "output_dir": str(out), "reward_names": list(rewards), "model": model, "max_steps": 6, "batch_size": 4,
           "text_encoder": TextEncoderConfig(max_length=TinyTextEncoder().max_length),  # describes TinyTextEncoder
           "autoencoder": AutoencoderConfig(),
           "checkpoint_every": 3, "log_every": 2, "progress_bar": False, "peak_tflops": 0.05,  # skip the CPU probe

@@ -21,16 +21,16 @@ def typed(*overrides: str) -> TrainConfig:
 
 def test_default_is_the_shapes_demo():
     cfg = typed()
-    assert cfg.rewards == ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
+    assert cfg.reward_names == ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
     assert (cfg.data.resolution, cfg.autoencoder.kind, cfg.text_encoder.kind) == (32, "identity", "minilm")
     assert cfg.optim.betas == (0.9, 0.999) or list(cfg.optim.betas) == [0.9, 0.999]
 
 
 def test_baseline_differs_from_the_reward_run_only_by_rewards_and_name():
     miro, base = typed("experiment=shapes_miro"), typed("experiment=shapes_baseline")
-    assert base.rewards == [] and miro.rewards
+    assert base.reward_names == [] and miro.reward_names
     for cfg in (miro, base):
-        cfg.model.reward_names, cfg.name = [], "x"
+        cfg.reward_names, cfg.name = [], "x"
     assert miro == base
 
 
@@ -48,7 +48,8 @@ def test_paper_recipe_composes():
     ("time.kind=beta", "time.kind='beta'"),
     ("text_dropout=2", "text_dropout=2"),
     ("cache_job.rank=3", "cache_job.rank=3"),
-    ("model.reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),
+    ("reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),
+    ("reward_names=[sharpness,sharpness]", "reward_names=['sharpness', 'sharpness']: lists a reward twice"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -33,7 +33,7 @@ def run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 def overrides(shards: Path, out: Path) -> list[str]:
     return [f"data.shards={shards}", "data.resolution=16", "data.num_workers=0", "data.sampling=epoch",
-            "data.shuffle_buffer=4", "data.shuffle_initial=2", "model.reward_names=[sharpness,contrast,alignment]",
+            "data.shuffle_buffer=4", "data.shuffle_initial=2", "reward_names=[sharpness,contrast,alignment]",
             "model.width=32", "model.depth=2", "model.num_heads=2", "model.patch_size=4", "model.cond_refiner_depth=0",
             "max_steps=4", "batch_size=8", "checkpoint_every=2", "log_every=2", "optim.warmup_steps=2",
             "sample.every=4", "sample.steps=2", "sample.prompts=[a red circle,two blue squares]",

@@ -136,7 +136,7 @@ def test_auto_precision_is_resolved_and_recorded(tmp_path, shards_root):
 
 
 def test_config_errors_stop_early(tmp_path, shards_root):
-    with pytest.raises(ConfigError, match=r"model.reward_names=\['sharpness'\]: the model conditions on"):
+    with pytest.raises(ConfigError, match=r"reward_names=\['sharpness'\]: the model conditions on"):
         train(tiny_config(tmp_path / "a", shards_root, rewards=["sharpness"]), tiny_components())
     with pytest.raises(ConfigError, match="fp16"):
         train(tiny_config(tmp_path / "b", shards_root, mixed_precision="fp16"), tiny_components())
