@@ -9,11 +9,11 @@ import torch
 
 from annotate.scorers.base import Scorer
 from miro.utils.config import ConfigError
+from miro.utils.device import DTYPES
 
 MODEL_REWARDS = ("pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic")
 WEIGHT_FREE_REWARDS = ("sharpness", "low_noise", "colorfulness", "contrast", "alignment")
 REWARD_NAMES = MODEL_REWARDS + WEIGHT_FREE_REWARDS
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
 SHARED_PIXELS = WEIGHT_FREE_REWARDS  # computed in the preprocessing from one set of working copies per image
 

@@ -14,8 +14,8 @@ from miro.models.layers import MLP_TYPES
 from miro.models.text_encoders import KINDS as TE_KINDS
 from miro.models.text_encoders import LAYERS, TextEncoder
 from miro.models.transformer import MiroTransformer
-from miro.models.weights import DTYPES
 from miro.utils.config import ConfigError, require, require_choice
+from miro.utils.device import DTYPES
 
 
 @dataclass

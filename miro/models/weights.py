@@ -9,11 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import torch
+from miro.utils.device import DTYPES, parse_dtype  # noqa: F401  (re-exported: the one table)
 
 T = TypeVar("T")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -21,12 +20,6 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights could not be found locally (and could not or may not be downloaded)."""
-
-
-def parse_dtype(name: str, key: str = "dtype") -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"{key}={name!r}: must be one of {list(DTYPES)}")
-    return DTYPES[name]
 
 
 def is_local(source: str) -> bool:
