@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from annotate.scorers.registry import DTYPES
 from miro.contracts.rewards import REWARD_NAMES
 from miro.utils.config import require, require_choice
+from miro.utils.device import DTYPES
 
 STAGES = ("score", "stats")
 DEFAULT_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast"]

@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader
 from annotate.config import AnnotateConfig
 from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
-from annotate.scorers.registry import DTYPES, build_scorers, comparable_settings, reward_settings
+from annotate.scorers.registry import build_scorers, comparable_settings, reward_settings
 from miro.contracts import sidecar
 from miro.contracts.shards import find_shards
+from miro.utils.device import DTYPES, resolve_device
 
 log = logging.getLogger("annotate")
 
@@ -58,14 +59,6 @@ def select_shards(
     if array_count:
         out = out[array_index::array_count]
     return out[rank::world]
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if device == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(device)
 
 
 
@@ -251,7 +244,7 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
         return summary
     if scorers is None:
         needed = [r for r in cfg.reward_names if any(r in p.missing for p in plans)]
-        device = resolve_device(cfg.device, local_rank)
+        device = torch.device(resolve_device(cfg.device, local_rank))
         scorers = build_scorers(needed, cfg.rewards, device, DTYPES[cfg.dtype])
     config_dict = config_dict if config_dict is not None else asdict(cfg)
     groups: dict[tuple[str, ...], list[ShardPlan]] = defaultdict(list)

@@ -11,8 +11,8 @@ import torch
 from annotate.scorers.base import Scorer
 from miro.contracts.rewards import REWARD_NAMES, WEIGHT_FREE_REWARDS
 from miro.utils.config import ConfigError
+from miro.utils.device import DTYPES
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHARED_CLIP_L = ("clip_score", "aesthetic")  # one ViT-L/14 image forward feeds both
 SHARED_PIXELS = WEIGHT_FREE_REWARDS  # computed in the preprocessing from one set of working copies per image
 

@@ -102,18 +102,20 @@ def reference_grid(cfg: DemoConfig, path: Path) -> Path | None:
 def sweeps(pipe, cfg: DemoConfig, out_dir: Path) -> dict[str, dict]:
     """One slider sweep per reward (the others at 1.0), measured with that reward's own scorer."""
     from annotate.scorers import build_scorer
+    from miro.eval.sliders import save_scores, score_sweep
     from miro.sampling.sliders import reward_sweep, save_sweep
 
     results = {}
     for reward in pipe.reward_names:
         prompt = SWEEP_PROMPTS.get(reward, DEFAULT_SWEEP_PROMPT)
         result = reward_sweep(
-            pipe, prompt, reward, targets=TARGETS, seeds=tuple(range(cfg.sweep_seeds)),
-            scorers={reward: build_scorer(reward)}, batch_size=32,
+            pipe, prompt, reward, targets=TARGETS, seeds=tuple(range(cfg.sweep_seeds)), batch_size=32,
             num_inference_steps=cfg.sample_steps, **cfg.guidance(),
         )
-        paths = save_sweep(result, out_dir / reward)
-        summary = result.summary()
+        scored = score_sweep(result, {reward: build_scorer(reward)}, batch_size=32)
+        paths = {**save_sweep(result, out_dir / reward), **save_scores(scored, out_dir / reward)}
+        paths.pop("images")
+        summary = scored.summary()
         results[reward] = {"prompt": prompt, "paths": {k: str(v) for k, v in paths.items()}, "summary": summary}
     return results
 

@@ -85,11 +85,11 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
         steps.append(Step(f"geneval_{level}", f"Shapes-world GenEval on the held-out prompts, {what}", [
             "miro.eval", "geneval", f"image_dir={folder}", f"generate.pipeline={train / 'final'}",
             f"prompts.metadata={data / 'heldout' / 'evaluation_metadata.jsonl'}", "detector=shapes",
-            f"generate.n_samples={cfg.geneval_samples}", f"generate.steps={cfg.sample_steps}",
-            f"generate.guidance_scale={cfg.text_guidance_scale}",
-            f"generate.pipeline_kwargs={{text_guidance_scale: {cfg.text_guidance_scale}, "
-            f"reward_guidance_scale: {cfg.reward_guidance_scale}}}",
-            targets_arg("generate.reward_targets", cfg, value),
+            f"generate.n_samples={cfg.geneval_samples}", f"generate.settings.steps={cfg.sample_steps}",
+            f"generate.settings.guidance_scale={cfg.text_guidance_scale}",
+            f"generate.settings.text_guidance_scale={cfg.text_guidance_scale}",
+            f"generate.settings.reward_guidance_scale={cfg.reward_guidance_scale}",
+            targets_arg("generate.settings.reward_targets", cfg, value),
             "generate.grid=false",
         ], lambda folder=folder: (folder / "summary.json").exists(), one_thread))
         steps.append(Step(f"rewards_{level}", f"Reward metrics of those images ({what})", [

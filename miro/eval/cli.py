@@ -9,6 +9,7 @@
     python -m miro.eval rewards image_dir=runs/geneval rewards=[pickscore,hpsv2,sharpness]
     python -m miro.eval compare 'compare.runs=[runs/base,runs/miro]' compare.out_dir=runs/cmp
     python -m miro.eval fid image_dir=runs/geneval fid.reference=data/ref_images
+    python -m miro.eval sliders image_dir=samples   (the sweeps of `python -m miro.sample mode=sweep`)
 
 The first argument names the command (or pass ``command=...``).  Configuration: ``conf/eval.yaml``.
 """
@@ -20,8 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
-from miro.eval.config import EvalConfig, resolve_device
+from miro.eval.config import EvalConfig
 from miro.utils.config import ConfigError, to_typed
+from miro.utils.device import parse_dtype, resolve_device
 
 log = logging.getLogger("miro.eval")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -46,29 +48,18 @@ def run_prompts(cfg: EvalConfig) -> Path:
 
 
 def load_pipeline(cfg: EvalConfig):
-    import torch
-
-    from miro.sampling.pipeline import MiroPipeline
+    from miro.sampling.pipeline import load_pipeline as load
 
     g = cfg.generate
-    pipe = MiroPipeline.from_pretrained(g.pipeline, torch_dtype=getattr(torch, g.dtype), device=resolve_device(g.device))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load(g.pipeline, g.device, g.dtype)
 
 
 def pipeline_generate_fn(pipe, cfg: EvalConfig):
     """The ``generate(prompt, n, generator)`` callable of ``generate_layout`` on a MiroPipeline."""
-    g = cfg.generate
-    kwargs = dict(g.pipeline_kwargs or {})
-    kwargs.update(
-        reward_targets=dict(g.reward_targets or {}),
-        negative_reward_targets=dict(g.negative_reward_targets or {}),
-        guidance_scale=g.guidance_scale,
-        num_inference_steps=g.steps,
-    )
+    settings = cfg.generate.settings
 
     def generate(prompt, n, generator):
-        return pipe(prompt, num_images_per_prompt=n, generator=generator, output_type="pil", **kwargs)
+        return pipe(prompt, num_images_per_prompt=n, generator=generator, output_type="pil", settings=settings)
 
     return generate
 
@@ -114,12 +105,10 @@ def build_detector(cfg: EvalConfig):
         from miro.eval.geneval.evaluate import PerImageDetector
 
         return PerImageDetector(default_detector().detect)
-    import torch
-
     from miro.eval.geneval.detector import Mask2FormerDetector
 
     return Mask2FormerDetector.from_pretrained(
-        d.checkpoint, device=resolve_device(d.device), dtype=getattr(torch, d.dtype), batch_size=d.batch_size,
+        d.checkpoint, device=resolve_device(d.device), dtype=parse_dtype(d.dtype, "detector.dtype"), batch_size=d.batch_size,
         test_scale=tuple(d.test_scale),
     )
 
@@ -228,6 +217,38 @@ def run_fid(cfg: EvalConfig) -> float:
     return value
 
 
+def run_sliders(cfg: EvalConfig, scorers=None) -> list[dict]:
+    """Measure every reward-slider sweep under ``image_dir`` (scores, Spearman, plot.png into each folder)."""
+    from miro.eval.sliders import score_sweep_folder, sweep_folders
+
+    folders = sweep_folders(cfg.image_dir)
+    if not folders:
+        raise FileNotFoundError(f"image_dir={cfg.image_dir!r}: no sweep.json there nor in sweep_* folders "
+                                "(written by `python -m miro.sample mode=sweep`)")  # fmt: skip
+    s = cfg.sliders
+    summaries = []
+    for folder in folders:
+        own = scorers if scorers is not None else build_slider_scorers(s.scorers, folder, s.device)
+        scored = score_sweep_folder(folder, own, s.batch_size)
+        summary = scored.summary()
+        rho = ", ".join(f"{k} {'n/a' if v['spearman'] is None else format(v['spearman'], '.3f')}" for k, v in summary.items())
+        print(f"{folder}: {scored.sweep.reward} swept, Spearman {rho}")
+        summaries.append(summary)
+    return summaries
+
+
+def build_slider_scorers(names: list[str] | None, folder: Path, device: str) -> dict:
+    """annotate's scorers by name; by default the swept reward's own scorer."""
+    from miro.sampling.sliders import SWEEP_FILE
+
+    try:
+        from annotate.scorers import build_scorer
+    except ImportError as err:
+        raise ConfigError(f"sliders.scorers={names}: the annotate package (reward scorers) is not importable: {err}") from err
+    names = list(names) if names is not None else [json.loads((folder / SWEEP_FILE).read_text())["reward"]]
+    return {name: build_scorer(name, device=resolve_device(device)) for name in names}
+
+
 def run(cfg: EvalConfig):
     cfg.require_for(cfg.command)
     commands = {
@@ -239,6 +260,7 @@ def run(cfg: EvalConfig):
         "rewards": run_rewards,
         "compare": run_compare,
         "fid": run_fid,
+        "sliders": run_sliders,
     }
     return commands[cfg.command](cfg)
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions
+from miro.sampling.settings import SamplingSettings
 from miro.utils.config import ConfigError, register_schema, require, require_choice
+from miro.utils.device import DTYPES
 
-COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid")
+COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid", "sliders")
 DETECTORS = ("mask2former", "shapes")
-DTYPES = ("float32", "bfloat16", "float16")
 SOURCES = ("pipeline", "shapes_oracle")
 WEIGHT_FREE_DEFAULT = ("sharpness", "low_noise", "colorfulness", "contrast")  # as annotate: they run offline
 
@@ -38,13 +39,7 @@ class GenerateConfig:
     n_samples: int = 4
     batch_size: int = 4
     seed: int = 42  # every prompt restarts from this seed (GenEval's convention)
-    steps: int = 50
-    guidance_scale: float = 7.0
-    # Mappings default to null so that `generate.reward_targets={aesthetic: 0.6}` sets them without hydra's `+`.
-    # (typed Any: hydra can then set a whole mapping; the pipeline checks names and values)
-    reward_targets: Any = None  # {reward: target in [0, 1] or null}; missing = 1.0
-    negative_reward_targets: Any = None  # missing = 0.0
-    pipeline_kwargs: Any = None  # any other MiroPipeline.__call__ argument
+    settings: SamplingSettings = field(default_factory=SamplingSettings)  # the pipeline call (targets, guidance, steps, ...)
     grid: bool = True
     device: str = "auto"
     dtype: str = "float32"
@@ -54,12 +49,8 @@ class GenerateConfig:
     def __post_init__(self):
         require_choice("generate.source", self.source, SOURCES)
         require(self.n_samples >= 1, "generate.n_samples", self.n_samples, "must be >= 1")
-        for key in ("reward_targets", "negative_reward_targets", "pipeline_kwargs"):
-            value = getattr(self, key)
-            require(value is None or isinstance(value, dict), f"generate.{key}", value, "must be a mapping (or null)")
         require(self.batch_size >= 1, "generate.batch_size", self.batch_size, "must be >= 1")
-        require(self.steps >= 1, "generate.steps", self.steps, "must be >= 1")
-        require_choice("generate.dtype", self.dtype, DTYPES)
+        require_choice("generate.dtype", self.dtype, tuple(DTYPES))
         require(self.num_shards >= 1, "generate.num_shards", self.num_shards, "must be >= 1")
         require(0 <= self.shard_index < self.num_shards, "generate.shard_index", self.shard_index,
                 f"must be in 0..num_shards-1 (num_shards={self.num_shards})")  # fmt: skip
@@ -79,7 +70,7 @@ class DetectorConfig:
         require(len(self.test_scale) == 2 and min(self.test_scale) >= 32, "detector.test_scale", self.test_scale,
                 "must be [long edge, short edge], each >= 32")  # fmt: skip
         require(self.batch_size >= 1, "detector.batch_size", self.batch_size, "must be >= 1")
-        require_choice("detector.dtype", self.dtype, DTYPES)
+        require_choice("detector.dtype", self.dtype, tuple(DTYPES))
 
 
 @dataclass
@@ -148,6 +139,20 @@ class CompareConfig:
 
 
 @dataclass
+class SlidersConfig:
+    """`sliders`: measure the reward-slider sweeps written by ``python -m miro.sample mode=sweep``."""
+
+    scorers: list[str] | None = None  # annotate scorer names; null = each sweep's swept reward's own scorer
+    batch_size: int = 16
+    device: str = "auto"
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "sliders.batch_size", self.batch_size, "must be >= 1")
+        require(self.scorers is None or len(self.scorers) >= 1, "sliders.scorers", self.scorers,
+                "name at least one scorer, or null (the swept reward's own)")  # fmt: skip
+
+
+@dataclass
 class FIDConfig:
     reference: str | None = None  # folder of reference images, or a saved .npz of statistics
     save_reference_stats: str | None = None  # write the reference statistics here (.npz)
@@ -173,6 +178,7 @@ class EvalConfig:
     reward_metrics: RewardMetricsConfig = field(default_factory=RewardMetricsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
+    sliders: SlidersConfig = field(default_factory=SlidersConfig)
 
     def __post_init__(self):
         require_choice("command", self.command, COMMANDS)
@@ -186,7 +192,7 @@ class EvalConfig:
 
     def require_for(self, command: str) -> None:
         """The keys ``command`` cannot run without."""
-        if command in ("generate", "evaluate", "summary", "geneval", "rewards", "fid"):
+        if command in ("generate", "evaluate", "summary", "geneval", "rewards", "fid", "sliders"):
             require(bool(self.image_dir), "image_dir", self.image_dir, f"is required by `{command}`: the image folder")
         if command in ("generate", "geneval") and self.generate.source == "pipeline":
             require(bool(self.generate.pipeline), "generate.pipeline", self.generate.pipeline,
@@ -202,15 +208,6 @@ class EvalConfig:
             require(bool(self.prompts.out), "prompts.out", self.prompts.out, "is required: where to write the set")
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` = CUDA when available, else CPU."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 register_schema("eval_schema", EvalConfig)
 
-__all__ = ["COMMANDS", "ConfigError", "EvalConfig", "resolve_device"]
+__all__ = ["COMMANDS", "ConfigError", "EvalConfig"]

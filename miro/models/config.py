@@ -15,8 +15,8 @@ from miro.models.autoencoders import NORMALIZATIONS, Autoencoder, IdentityAutoen
 from miro.models.text_encoders import KINDS as TE_KINDS
 from miro.models.text_encoders import LAYERS, TextEncoder
 from miro.models.transformer import MiroTransformer, check_arguments
-from miro.models.weights import DTYPES
 from miro.utils.config import ConfigError, require, require_choice
+from miro.utils.device import DTYPES
 
 _MODEL_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroTransformer.__init__).parameters.items() if k != "self"}
 DERIVED = ("in_channels", "sample_size", "text_dim")  # null in a config: taken from the encoders / image size

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from miro.models.weights import parse_dtype
+from miro.utils.device import parse_dtype
 from miro.utils.weights import load_pretrained, local_folder, weights_fingerprint
 
 KINDS = ("minilm", "t5", "clip")

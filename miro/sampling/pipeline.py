@@ -10,7 +10,9 @@ T5 / CLIP / VAE weights come from their path or the Hugging Face cache, like the
 Call arguments and defaults follow the MIRO authors' pipeline (targets 1.0, negatives 0.0, one joint
 guidance scale 7.0, 50 Euler steps; the negative branch uses the null text and s-), so their code runs
 unchanged; the extensions (decoupled and per-reward guidance, a guidance interval, Heun) are keyword
-arguments.  The guidance formulas and their costs are in ``miro.sampling.guidance``.
+arguments.  The prompt-independent arguments are one schema, ``miro.sampling.settings.SamplingSettings``
+(``settings=``; keyword arguments override its fields), and ``return_dict=True`` returns the resolved
+targets and guidance with the images.  The guidance formulas and their costs are in ``miro.sampling.guidance``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from miro.flow.solvers import METHODS
 from miro.models.autoencoders import Autoencoder
 from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
 from miro.sampling.guidance import Guidance
-from miro.sampling.sampler import Conditions, sample
-from miro.sampling.targets import Targets, canonical_keys, reward_tensors
+from miro.sampling.sampler import Conditions, sample, total_nfe
+from miro.sampling.settings import SamplingSettings
+from miro.sampling.targets import Targets, reward_tensors, target_dicts
 from miro.utils.config import to_typed
+from miro.utils.device import parse_dtype, resolve_device
 from miro.utils.precision import precision_dtype, resolve_precision
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "numpy")
@@ -54,9 +57,20 @@ _UNSUPPORTED_SCHEDULER_OPTIONS = (
 
 @dataclass
 class MiroPipelineOutput(BaseOutput):
-    """``images``: a list of PIL images, an array [B, H, W, 3] or a tensor, as ``output_type`` asked."""
+    """``images``: a list of PIL images, an array [B, H, W, 3] or a tensor, as ``output_type`` asked.
+
+    With them, what the call resolved (so that no caller recomputes it): ``reward_targets`` and
+    ``negative_reward_targets``, one {reward: target, None = free} per image in model order (defaults
+    filled in, the authors' aliases resolved); ``guidance`` (text scale, one scale per reward, interval);
+    ``nfe``, network evaluations per image; ``settings``, the effective ``SamplingSettings`` (its targets
+    those of the call when they were one mapping for every prompt)."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    reward_targets: list[dict[str, float | None]] | None = None
+    negative_reward_targets: list[dict[str, float | None]] | None = None
+    guidance: Guidance | None = None
+    nfe: int | None = None
+    settings: SamplingSettings | None = None
 
 
 def _config_dict(cfg: Any, schema: type) -> dict:
@@ -195,17 +209,13 @@ class MiroPipeline(DiffusionPipeline):
         return self
 
     # ------------------------------------------------------------------ inputs
-    def _check_call(self, prompts, num_images_per_prompt, num_inference_steps, output_type, sampler, generator):
+    def _check_call(self, prompts, num_images_per_prompt, output_type, generator):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompt must be a string or a non-empty list of strings")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt={num_images_per_prompt}: must be >= 1")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps={num_inference_steps}: must be >= 1")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: must be one of {list(OUTPUT_TYPES)}")
-        if sampler not in METHODS:
-            raise ValueError(f"sampler={sampler!r}: must be one of {list(METHODS)}")
         batch = len(prompts) * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(
@@ -235,17 +245,18 @@ class MiroPipeline(DiffusionPipeline):
         prompt: str | Sequence[str],
         reward_targets: Targets | Sequence[Targets | None] | None = None,
         negative_reward_targets: Targets | Sequence[Targets | None] | None = None,
-        guidance_scale: float = 7.0,
-        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         *,
+        settings: SamplingSettings | None = None,
         text_guidance_scale: float | None = None,
         reward_guidance_scale: float | None = None,
         reward_guidance_weights: Mapping[str, float] | None = None,
         guidance_interval: Sequence[float] | None = None,
-        sampler: str = "euler",
+        sampler: str | None = None,
         height: int | None = None,
         width: int | None = None,
         latents: torch.Tensor | None = None,
@@ -254,38 +265,61 @@ class MiroPipeline(DiffusionPipeline):
     ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor | MiroPipelineOutput:
         """Generate ``num_images_per_prompt`` images per prompt.
 
+        The sampling settings come from ``settings`` (a ``SamplingSettings``; default its defaults) and the
+        keyword arguments of the same name override them (``num_inference_steps`` is its ``steps``); a
+        keyword argument left at None keeps the settings' value.
+
         Args:
             prompt: a prompt or a list of prompts.
             reward_targets: {reward: target in [0, 1] or None (free)}, one mapping for all prompts or a list
                 with one per prompt; missing rewards default to 1.0.  The authors' key names are accepted.
             negative_reward_targets: the same for the negative branch; missing rewards default to 0.0.
-            guidance_scale: w in (1 + w) v(c, s+) - w v(null, s-); 0 = no guidance.
+            guidance_scale: w in (1 + w) v(c, s+) - w v(null, s-); 0 = no guidance (default 7.0).
+            num_inference_steps: sampling steps (default 50).
+            settings: the prompt-independent settings as one object (``miro.sampling.settings``).
             text_guidance_scale / reward_guidance_scale: decoupled scales (default ``guidance_scale``).
             reward_guidance_weights: {reward: scale}, per-reward scales (default the reward scale).
             guidance_interval: (t_lo, t_hi) noise levels where guidance applies (default all of [0, 1]).
-            sampler: "euler" (1 evaluation per step) or "heun" (2).
+            sampler: "euler" (1 evaluation per step) or "heun" (2); default "euler".
             generator: one generator, or one per image (prompt-major: the images of prompt 0 first).
             output_type: "pil" (list), "np" (float [B, H, W, 3] in [0, 1]), "pt" (float [B, 3, H, W] in
                 [0, 1]), "numpy" (uint8 [B, H, W, 3], the authors' "numpy") or "latent".
             latents: initial noise [B, C, h, w] instead of drawing it from ``generator``.
-            return_dict: return a ``MiroPipelineOutput`` (diffusers style) instead of the images themselves.
+            return_dict: return a ``MiroPipelineOutput`` (diffusers style: the images with the resolved
+                targets, guidance and NFE) instead of the images themselves.
             mixed_precision: "auto" (bf16 autocast where the device has fast bf16 kernels, see
                 ``miro.utils.precision``), "no", "bf16" or "fp16".  Only for fp32 weights: a transformer
                 already cast to a lower dtype runs in that dtype.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self._check_call(prompts, num_images_per_prompt, num_inference_steps, output_type, sampler, generator)
+        self._check_call(prompts, num_images_per_prompt, output_type, generator)
+        overrides = {
+            "guidance_scale": guidance_scale, "steps": num_inference_steps, "text_guidance_scale": text_guidance_scale,
+            "reward_guidance_scale": reward_guidance_scale, "reward_guidance_weights": reward_guidance_weights,
+            "guidance_interval": guidance_interval, "sampler": sampler, "height": height, "width": width,
+        }  # fmt: skip
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("reward_guidance_weights", "guidance_interval"):
+            if key in overrides:
+                overrides[key] = (dict if key == "reward_guidance_weights" else list)(overrides[key])
+        # targets: one mapping for every prompt is a setting; a per-prompt list is this call's own
+        for key, value in (("reward_targets", reward_targets), ("negative_reward_targets", negative_reward_targets)):
+            if isinstance(value, Mapping) and all(v is None or isinstance(v, (int, float)) for v in value.values()):
+                overrides[key] = dict(value)
+        settings = (settings if settings is not None else SamplingSettings()).updated(**overrides)
+        if reward_targets is None or "reward_targets" in overrides:
+            reward_targets = settings.reward_targets
+        if negative_reward_targets is None or "negative_reward_targets" in overrides:
+            negative_reward_targets = settings.negative_reward_targets
         names, n = self.reward_names, num_images_per_prompt
         batch = len(prompts) * n
         device = self.transformer.device
 
         pos, pos_mask = reward_tensors(reward_targets, names, len(prompts), 1.0, "reward_targets")
         neg, neg_mask = reward_tensors(negative_reward_targets, names, len(prompts), 0.0, "negative_reward_targets")
-        weights = canonical_keys(reward_guidance_weights, names, "reward_guidance_weights")
-        guidance = Guidance.resolve(
-            names, guidance_scale, text_guidance_scale, reward_guidance_scale, weights, guidance_interval
-        )
-        h, w = self._image_shape(height, width)
+        guidance = settings.guidance(names)
+        num_inference_steps, sampler = settings.steps, settings.sampler
+        h, w = self._image_shape(settings.height, settings.width)
         shape = (batch, self.transformer.config.in_channels, h, w)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -321,7 +355,16 @@ class MiroPipeline(DiffusionPipeline):
             )
         images = self._postprocess(out, output_type)
         self.maybe_free_model_hooks()
-        return MiroPipelineOutput(images=images) if return_dict else images
+        if not return_dict:
+            return images
+        return MiroPipelineOutput(
+            images=images,
+            reward_targets=target_dicts(pos.repeat_interleave(n, 0), pos_mask.repeat_interleave(n, 0), names),
+            negative_reward_targets=target_dicts(neg.repeat_interleave(n, 0), neg_mask.repeat_interleave(n, 0), names),
+            guidance=guidance,
+            nfe=total_nfe(guidance, sigmas, sampler),
+            settings=settings,
+        )
 
     def _postprocess(self, latents: torch.Tensor, output_type: str):
         if output_type == "latent":
@@ -331,3 +374,11 @@ class MiroPipeline(DiffusionPipeline):
         if output_type == "numpy":  # the authors' uint8 [B, H, W, 3]
             return (self.image_processor.postprocess(images, "np") * 255).round().astype(np.uint8)
         return self.image_processor.postprocess(images, output_type)
+
+
+def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32", progress: bool = False) -> MiroPipeline:
+    """THE loader of the commands: a saved pipeline (folder or repo id in the HF cache) on ``device``
+    (``auto`` = CUDA if available, else the CPU) with its transformer in ``dtype`` (a config name)."""
+    pipe = MiroPipeline.from_pretrained(path, torch_dtype=parse_dtype(dtype), device=resolve_device(device))
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe

@@ -1,28 +1,28 @@
-"""Reward sliders for people: vary one reward's target, measure what the images really score.
+"""Reward sliders for people: vary one reward's target over a grid of seeds (the images and what made them).
 
-``reward_sweep`` renders a grid (targets along rows, seeds along columns, the other rewards fixed), scores
-every image with the reward scorers (``annotate.scorers`` API: ``score(images, prompts) -> float64``) and
-``save_sweep`` writes ``grid.png``, ``plot.png`` (measured reward against target, mean ± std over seeds)
-and ``sweep.json`` (every number, with Spearman's rank correlation between target and measured value).
+``reward_sweep`` renders the images (targets along rows, seeds along columns, the other rewards fixed) and
+``save_sweep`` writes ``grid.png``, every image under ``images/`` and ``sweep.json`` (prompt, reward,
+targets, seeds, fixed targets, the resolved settings of the pipeline call).  Measuring what the images
+really score (reward scorers, Spearman's rank correlation, ``plot.png``) is evaluation:
+``miro.eval.sliders`` reads such a folder (``python -m miro.eval sliders image_dir=...``).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import warnings
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from miro.sampling.settings import SamplingSettings
 
-class Scorer(Protocol):
-    def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray: ...
+SWEEP_FILE = "sweep.json"
+IMAGE_DIR = "images"
 
 
 @dataclass
@@ -33,32 +33,11 @@ class SweepResult:
     seeds: list[int]
     fixed_targets: dict[str, float | None]
     images: list[list[Image.Image]]  # [target][seed]
-    scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer name -> [target, seed]
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        """Per scorer: mean and std over seeds per target, and Spearman's rho between target and score
-        over all images (NaN scores left out; None when undefined, e.g. constant scores)."""
-        from scipy.stats import spearmanr
-
-        out = {}
-        for name, s in self.scores.items():
-            x = np.repeat(np.asarray(self.targets, dtype=np.float64), len(self.seeds))
-            y = s.reshape(-1)
-            ok = np.isfinite(y)
-            defined = ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0
-            rho, p = spearmanr(x[ok], y[ok]) if defined else (math.nan, math.nan)
-            with warnings.catch_warnings():  # a target whose every score is NaN has mean and std NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, std = np.nanmean(s, axis=1), np.nanstd(s, axis=1)
-            out[name] = {
-                "mean": _json_floats(mean),
-                "std": _json_floats(std),
-                "spearman": _json_float(rho),
-                "spearman_p": _json_float(p),
-                "num_nan": int((~ok).sum()),
-            }
-        return out
+    def image_names(self) -> list[list[str]]:
+        """File names of the images under ``images/``, [target][seed]."""
+        return [[f"{IMAGE_DIR}/t{i:02d}_s{seed}.png" for seed in self.seeds] for i in range(len(self.targets))]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,17 +47,8 @@ class SweepResult:
             "seeds": self.seeds,
             "fixed_targets": self.fixed_targets,
             "settings": self.settings,
-            "scores": {k: [_json_floats(row) for row in v] for k, v in self.scores.items()},
-            "summary": self.summary(),
+            "images": self.image_names(),
         }
-
-
-def _json_float(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
-def _json_floats(values) -> list[float | None]:
-    return [_json_float(float(v)) for v in values]
 
 
 def reward_sweep(
@@ -87,17 +57,17 @@ def reward_sweep(
     reward: str,
     targets: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     seeds: Sequence[int] = (0, 1, 2, 3),
-    scorers: Mapping[str, Scorer] | None = None,
     fixed_targets: Mapping[str, float | None] | None = None,
     batch_size: int = 16,
+    settings: SamplingSettings | None = None,
     **pipe_kwargs,
 ) -> SweepResult:
     """Render ``prompt`` for every (target, seed) with ``reward`` set to the target and the other rewards
-    at ``fixed_targets`` (default 1.0), then score every image.
+    at ``fixed_targets`` (default 1.0).
 
     Each image has its own CPU generator seeded with its seed, so a column shares its initial noise and the
-    images do not depend on ``batch_size``.  ``pipe_kwargs`` go to the pipeline call (guidance scales,
-    steps, sampler, ...).
+    images do not depend on ``batch_size``.  ``settings`` and ``pipe_kwargs`` go to the pipeline call
+    (guidance scales, steps, sampler, ...); the settings it resolved are recorded in the result.
     """
     from miro.sampling.targets import canonical_keys, canonical_reward
 
@@ -112,22 +82,22 @@ def reward_sweep(
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
     jobs = [(float(t), int(s)) for t in targets for s in seeds]
     flat: list[Image.Image] = []
+    resolved: dict[str, Any] = {}
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        flat += pipe(
+        out = pipe(
             [prompt] * len(chunk),
             reward_targets=[{**fixed, reward: t} for t, _ in chunk],
             generator=[torch.Generator().manual_seed(s) for _, s in chunk],
             output_type="pil",
+            settings=settings,
+            return_dict=True,
             **pipe_kwargs,
         )
-    shape = (len(targets), len(seeds))
-    scores = {}
-    for name, scorer in (scorers or {}).items():
-        measured = _score_all(scorer, flat, prompt, batch_size)
-        if measured.shape != (len(flat),):
-            raise ValueError(f"scorer {name!r} returned shape {measured.shape} for {len(flat)} images")
-        scores[name] = measured.reshape(shape)
+        flat += out.images
+        resolved = out.settings.to_dict()
+        resolved.pop("reward_targets")  # the sweep's own: fixed_targets and the swept reward's targets
+        resolved["nfe"] = out.nfe
     return SweepResult(
         prompt=prompt,
         reward=reward,
@@ -135,17 +105,8 @@ def reward_sweep(
         seeds=[int(s) for s in seeds],
         fixed_targets={n: fixed.get(n, 1.0) for n in names if n != reward},
         images=[flat[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(targets))],
-        scores=scores,
-        settings={k: v for k, v in pipe_kwargs.items() if isinstance(v, (int, float, str, bool, type(None), list, tuple))},
+        settings=resolved,
     )
-
-
-def _score_all(scorer: Scorer, images: list[Image.Image], prompt: str, batch_size: int) -> np.ndarray:
-    parts = []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i : i + batch_size]
-        parts.append(np.asarray(scorer.score(chunk, [prompt] * len(chunk)), dtype=np.float64).reshape(-1))
-    return np.concatenate(parts)
 
 
 def grid_image(result: SweepResult, label_width: int = 64, label_height: int = 20) -> Image.Image:
@@ -162,41 +123,29 @@ def grid_image(result: SweepResult, label_width: int = 64, label_height: int = 2
     return grid
 
 
-def plot_sweep(result: SweepResult, path: str | Path) -> None:
-    """Measured score against target (mean ± std over seeds), one panel per scorer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = result.summary()
-    names = list(result.scores)
-    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        mean = np.array([np.nan if v is None else v for v in summary[name]["mean"]])
-        std = np.array([np.nan if v is None else v for v in summary[name]["std"]])
-        ax.errorbar(result.targets, mean, yerr=std, marker="o", capsize=3)
-        rho = summary[name]["spearman"]
-        ax.set_title(f"{name}  (Spearman {'n/a' if rho is None else f'{rho:.2f}'})", fontsize=9)
-        ax.set_xlabel(f"target {result.reward}")
-        ax.set_ylabel("measured")
-        ax.grid(alpha=0.3)
-    if not names:
-        axes[0][0].set_axis_off()
-    fig.suptitle(result.prompt[:80], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def save_sweep(result: SweepResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write grid.png, plot.png and sweep.json into ``out_dir``; returns their paths."""
+    """Write grid.png, images/*.png and sweep.json into ``out_dir``; returns their paths ("grid", "images",
+    "json")."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"grid": out / "grid.png", "plot": out / "plot.png", "json": out / "sweep.json"}
+    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    paths = {"grid": out / "grid.png", "images": out / IMAGE_DIR, "json": out / SWEEP_FILE}
     grid_image(result).save(paths["grid"])
-    plot_sweep(result, paths["plot"])
+    for row, names in zip(result.images, result.image_names()):
+        for image, name in zip(row, names):
+            image.save(out / name, format="PNG")
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result.to_json(), indent=2))
-    tmp.replace(paths["json"])
+    os.replace(tmp, paths["json"])
     return paths
+
+
+def load_sweep(folder: str | Path) -> SweepResult:
+    """A sweep written by ``save_sweep`` (its images read back: PNG, so the pixels are those rendered)."""
+    folder = Path(folder)
+    path = folder / SWEEP_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sweep here (written by `python -m miro.sample mode=sweep`)")
+    data = json.loads(path.read_text())
+    images = [[Image.open(folder / name).convert("RGB") for name in row] for row in data["images"]]
+    return SweepResult(data["prompt"], data["reward"], data["targets"], data["seeds"], data["fixed_targets"], images,
+                       data.get("settings", {}))  # fmt: skip

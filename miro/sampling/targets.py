@@ -96,3 +96,11 @@ def reward_tensors(
             else:
                 values[i, k] = v
     return values, mask
+
+
+def target_dicts(values: torch.Tensor, mask: torch.Tensor, reward_names: Sequence[str]) -> list[dict[str, float | None]]:
+    """Rows of ``reward_tensors`` as {reward: target, or None where free}, in model order."""
+    return [
+        {n: (float(values[i, k]) if mask[i, k] else None) for k, n in enumerate(reward_names)}
+        for i in range(values.shape[0])
+    ]

@@ -8,7 +8,7 @@ from miro.contracts.rewards import REWARD_NAMES, unknown_rewards
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
-from miro.train.grids import SampleConfig
+from miro.train.grids import GridConfig
 from miro.train.optim import OptimConfig
 from miro.utils.config import require, require_choice
 from miro.utils.precision import PRECISIONS
@@ -86,7 +86,7 @@ class TrainConfig:
     time: TimeConfig = field(default_factory=TimeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    sample: GridConfig = field(default_factory=GridConfig)
     cache_job: CacheJobConfig = field(default_factory=CacheJobConfig)
 
     def __post_init__(self):

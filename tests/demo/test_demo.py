@@ -47,6 +47,6 @@ def test_geneval_steps_ask_for_clean_targets_and_decoupled_guidance():
 
     commands = {s.name: s.command() for s in stage_steps(DemoConfig())}
     high, low = commands["geneval_high"], commands["geneval_low"]
-    assert "generate.reward_targets={" + ", ".join(f"{r}: {v}" for r, v in CLEAN_TARGETS.items()) + "}" in high
+    assert "generate.settings.reward_targets={" + ", ".join(f"{r}: {v}" for r, v in CLEAN_TARGETS.items()) + "}" in high
     assert "colorfulness: 0.0, contrast: 0.0" in low
-    assert "text_guidance_scale: 3.0, reward_guidance_scale: 1.0" in high
+    assert "generate.settings.text_guidance_scale=3.0 generate.settings.reward_guidance_scale=1.0" in high

@@ -65,8 +65,9 @@ class FakePipeline:
 def test_generate_passes_the_settings_to_the_pipeline(tmp_path):
     cfg = to_typed(
         {"command": "generate", "image_dir": str(tmp_path), "prompts": {"per_task": 1},
-         "generate": {"pipeline": "unused", "n_samples": 3, "batch_size": 2, "steps": 7, "guidance_scale": 2.5,
-                      "reward_targets": {"aesthetic": 0.625}, "pipeline_kwargs": {"sampler": "heun"}}},
+         "generate": {"pipeline": "unused", "n_samples": 3, "batch_size": 2,
+                      "settings": {"steps": 7, "guidance_scale": 2.5, "reward_targets": {"aesthetic": 0.625},
+                                   "sampler": "heun"}}},
         EvalConfig,
     )  # fmt: skip
     pipe = FakePipeline()
@@ -74,8 +75,9 @@ def test_generate_passes_the_settings_to_the_pipeline(tmp_path):
     assert report.written == len(generate_suite(per_task=1))
     first = pipe.calls[0]
     assert first["n"] == 2 and pipe.calls[1]["n"] == 1
-    assert first["reward_targets"] == {"aesthetic": 0.625} and first["num_inference_steps"] == 7
-    assert first["guidance_scale"] == 2.5 and first["sampler"] == "heun" and first["output_type"] == "pil"
+    settings = first["settings"]  # the one schema, passed whole
+    assert settings.reward_targets == {"aesthetic": 0.625} and settings.steps == 7
+    assert settings.guidance_scale == 2.5 and settings.sampler == "heun" and first["output_type"] == "pil"
     assert all(len(f.samples) == 3 for f in iter_prompt_folders(tmp_path))
 
 
@@ -197,8 +199,9 @@ def test_geneval_command_with_a_saved_pipeline(saved_pipeline, tmp_path, capsys)
     """The real generation path: MiroPipeline.from_pretrained, then generate, evaluate (shapes), summary."""
     prompts = _shapes_prompts(tmp_path)
     common = [f"generate.pipeline={saved_pipeline}", f"prompts.metadata={prompts}", "detector=shapes",
-              "generate.steps=2", "generate.n_samples=3", "generate.batch_size=2",
-              "generate.pipeline_kwargs={height: 16, width: 16}", "generate.reward_targets={aesthetic: 0.25}"]  # fmt: skip
+              "generate.settings.steps=2", "generate.n_samples=3", "generate.batch_size=2",
+              "generate.settings.height=16", "generate.settings.width=16",
+              "generate.settings.reward_targets={aesthetic: 0.25}"]  # fmt: skip
     main(["geneval", f"image_dir={tmp_path / 'a'}", *common])
     rows = [json.loads(line) for line in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and {r["tag"] for r in rows} == {"single_object", "colors", "counting"}
@@ -209,6 +212,6 @@ def test_geneval_command_with_a_saved_pipeline(saved_pipeline, tmp_path, capsys)
     main(["generate", f"image_dir={tmp_path / 'b'}", *common])
     again = sorted((tmp_path / "b").glob("*/samples/*.png"))
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in samples]
-    main(["generate", f"image_dir={tmp_path / 'c'}", *common, "generate.reward_targets={aesthetic: 1.0}"])
+    main(["generate", f"image_dir={tmp_path / 'c'}", *common, "generate.settings.reward_targets={aesthetic: 1.0}"])
     other = sorted((tmp_path / "c").glob("*/samples/*.png"))
     assert [p.read_bytes() for p in other] != [p.read_bytes() for p in samples]

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from miro.sampling.cli import SampleConfig, run_images, run_sweep
+from miro.sampling.pipeline import MiroPipelineOutput
 from miro.utils.config import ConfigError, to_typed
-from tests.sampling.test_sliders import MeanBrightness
 
 ROOT = Path(__file__).absolute().parents[2]
 
@@ -24,8 +24,9 @@ def config(**kw) -> SampleConfig:
 def test_images_with_metadata_and_resume(tiny_pipe, saved_pipe, tmp_path):
     (tmp_path / "prompts.txt").write_text("two blue squares\n\n  a star  \n")
     cfg = config(pipeline=str(saved_pipe), prompts=["a red circle"], prompts_file=str(tmp_path / "prompts.txt"),
-                 seeds=[3, 4], steps=3, batch_size=4, out_dir=str(tmp_path / "out"),
-                 reward_targets={"aesthetic_score": 0.625, "pickscore": None}, text_guidance_scale=2.0)
+                 seeds=[3, 4], batch_size=4, out_dir=str(tmp_path / "out"),
+                 settings={"steps": 3, "reward_targets": {"aesthetic_score": 0.625, "pickscore": None},
+                           "text_guidance_scale": 2.0})
     paths = run_images(cfg, pipe=tiny_pipe)
     assert [p.name for p in paths] == ["00000_s3.png", "00000_s4.png", "00001_s3.png", "00001_s4.png",
                                        "00002_s3.png", "00002_s4.png"]
@@ -56,33 +57,37 @@ def test_images_with_metadata_and_resume(tiny_pipe, saved_pipe, tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
+def test_metadata_is_what_the_pipeline_returned(tiny_pipe, saved_pipe, tmp_path):
+    """The metadata written per image is the pipeline's own resolution of the settings (not recomputed)."""
+    cfg = config(pipeline=str(saved_pipe), prompts=["a red circle"], seeds=[5], out_dir=str(tmp_path),
+                 settings={"steps": 2, "reward_targets": {"pick_a_score_score": 0.3}, "negative_reward_targets": {"sharpness": None},
+                           "text_guidance_scale": 1.5, "reward_guidance_weights": {"aesthetic": 0.0},
+                           "guidance_interval": [0.2, 0.9], "sampler": "heun"})
+    [path] = run_images(cfg, pipe=tiny_pipe)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    out = tiny_pipe("a red circle", settings=cfg.settings, generator=torch.Generator().manual_seed(5), return_dict=True)
+    assert isinstance(out, MiroPipelineOutput)
+    assert meta["reward_targets"] == out.reward_targets[0] and meta["negative_reward_targets"] == out.negative_reward_targets[0]
+    assert meta["reward_targets"] == {"sharpness": 1.0, "aesthetic": 1.0, "pickscore": pytest.approx(0.3)}
+    assert meta["negative_reward_targets"] == {"sharpness": None, "aesthetic": 0.0, "pickscore": 0.0}
+    assert meta["text_guidance_scale"] == out.guidance.text_scale == 1.5
+    assert meta["reward_guidance_scales"] == dict(zip(tiny_pipe.reward_names, out.guidance.reward_scales)) == {
+        "sharpness": 7.0, "aesthetic": 0.0, "pickscore": 7.0}
+    assert meta["guidance_interval"] == list(out.guidance.interval) == [0.2, 0.9]
+    assert meta["nfe"] == out.nfe and meta["sampler"] == "heun" and meta["steps"] == 2
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(out.images[0]))
+
+
 def test_sweep_mode_writes_one_folder_per_prompt(tiny_pipe, saved_pipe, tmp_path):
-    cfg = config(pipeline=str(saved_pipe), mode="sweep", prompts=["a red circle", "a star"], steps=2,
+    """Sweeps are rendered here (grid, images, settings); measuring them is eval's (tests/eval/test_sliders.py)."""
+    cfg = config(pipeline=str(saved_pipe), mode="sweep", prompts=["a red circle", "a star"], settings={"steps": 2},
                  out_dir=str(tmp_path), sweep={"reward": "sharpness", "targets": [0.0, 1.0], "seeds": [0, 1]})
-    folders = run_sweep(cfg, pipe=tiny_pipe, scorers={"brightness": MeanBrightness()})
+    folders = run_sweep(cfg, pipe=tiny_pipe)
     assert [f.name for f in folders] == ["sweep_000", "sweep_001"]
     data = json.loads((folders[1] / "sweep.json").read_text())
     assert data["prompt"] == "a star" and data["settings"]["pipeline"] == str(saved_pipe)
-    assert len(data["scores"]["brightness"]) == 2 and (folders[1] / "grid.png").is_file()
-
-
-def test_sweep_measures_with_the_annotate_scorers(tiny_pipe, saved_pipe, tmp_path):
-    """By default the swept reward's own scorer (a real weight-free one here), else the listed ones."""
-    from annotate.scorers import build_scorer
-
-    base = dict(pipeline=str(saved_pipe), mode="sweep", prompts=["a red circle"], steps=2, device="cpu")
-    sweep = {"reward": "sharpness", "targets": [0.0, 1.0], "seeds": [0, 1]}
-    [own] = run_sweep(config(**base, out_dir=str(tmp_path / "own"), sweep=sweep), pipe=tiny_pipe)
-    data = json.loads((own / "sweep.json").read_text())
-    assert list(data["scores"]) == ["sharpness"]
-    assert (own / "grid.png").is_file() and (own / "plot.png").is_file()
-    image = tiny_pipe("a red circle", reward_targets={"sharpness": 1.0}, num_inference_steps=2,
-                      generator=torch.Generator().manual_seed(1))[0]
-    expected = build_scorer("sharpness").score([image], ["a red circle"])[0]
-    assert data["scores"]["sharpness"][1][1] == pytest.approx(expected, rel=1e-3, abs=1e-6)
-    [listed] = run_sweep(config(**base, out_dir=str(tmp_path / "listed"), sweep={**sweep, "scorers": ["contrast", "colorfulness"]}),
-                         pipe=tiny_pipe)
-    assert list(json.loads((listed / "sweep.json").read_text())["scores"]) == ["contrast", "colorfulness"]
+    assert data["settings"]["steps"] == 2 and (folders[1] / "grid.png").is_file()
+    assert len(list((folders[1] / "images").glob("*.png"))) == 4
 
 
 @pytest.mark.parametrize(
@@ -90,11 +95,14 @@ def test_sweep_measures_with_the_annotate_scorers(tiny_pipe, saved_pipe, tmp_pat
     [
         ({}, "pipeline=''"),
         ({"pipeline": "p"}, "prompts"),
-        ({"pipeline": "p", "prompts": ["a"], "sampler": "rk4"}, "sampler='rk4'"),
-        ({"pipeline": "p", "prompts": ["a"], "steps": 0}, "steps=0"),
+        ({"pipeline": "p", "prompts": ["a"], "settings": {"sampler": "rk4"}}, "settings.sampler='rk4'"),
+        ({"pipeline": "p", "prompts": ["a"], "settings": {"steps": 0}}, "settings.steps=0"),
         ({"pipeline": "p", "prompts": ["a"], "mode": "sweep"}, "sweep.reward"),
         ({"pipeline": "p", "prompts": ["a"], "sweep": {"targets": [0.5, 1.5]}}, r"sweep.targets.*\[0, 1\]"),
-        ({"pipeline": "p", "prompts": ["a"], "guidance_interval": [0.1]}, "guidance_interval"),
+        ({"pipeline": "p", "prompts": ["a"], "settings": {"guidance_interval": [0.1]}}, "settings.guidance_interval"),
+        ({"pipeline": "p", "prompts": ["a"], "settings": {"reward_targets": {"aesthetic": 1.5}}},
+         r"settings.reward_targets.aesthetic=1.5: must be in \[0, 1\]"),
+        ({"pipeline": "p", "prompts": ["a"], "steps": 3}, "steps"),  # the old top-level key is gone
         ({"pipeline": "p", "prompts": ["a"], "dtype": "int8"}, "dtype='int8'"),
         ({"pipeline": "p", "prompts": ["a"], "stepz": 3}, "stepz"),
     ],
@@ -108,7 +116,7 @@ def test_command_line(saved_pipe, tmp_path):
     """`python -m miro.sample` end to end through hydra, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "miro.sample", f"pipeline={saved_pipe}", "prompts=[a red circle]",
-            "seeds=[0,1]", "steps=2", "device=cpu", f"out_dir={tmp_path}", "+reward_targets.sharpness=0.5"]
+            "seeds=[0,1]", "settings.steps=2", "device=cpu", f"out_dir={tmp_path}", "+settings.reward_targets.sharpness=0.5"]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 images in" in proc.stdout

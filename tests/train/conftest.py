@@ -3,8 +3,9 @@ import pytest
 from miro.data.pipeline import DataConfig
 from miro.models.autoencoders import IdentityAutoencoder
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
+from miro.sampling.settings import SamplingSettings
 from miro.train.config import TrainConfig
-from miro.train.grids import SampleConfig
+from miro.train.grids import GridConfig
 from miro.train.loop import Components
 from miro.train.optim import OptimConfig
 from tests.data.make_dataset import REWARDS, make_dataset
@@ -35,9 +36,11 @@ def tiny_config(out, shards_root, **overrides) -> TrainConfig:
           "autoencoder": AutoencoderConfig(),
           "checkpoint_every": 3, "log_every": 2, "progress_bar": False, "peak_tflops": 0.05,  # skip the CPU probe
           "optim": OptimConfig(lr=5e-3, warmup_steps=2), "data": DataConfig(**data),
-          "sample": SampleConfig(every=3, steps=2, prompts=["a red circle", "two blue squares"])}
+          "sample": GridConfig(every=3, settings=SamplingSettings(steps=2, guidance_scale=0.0),
+                               prompts=["a red circle", "two blue squares"])}
     sample = overrides.pop("sample", {})
     kw.update(overrides)
     if sample:
-        kw["sample"] = SampleConfig(**{"steps": 2, "prompts": ["a red circle", "two blue squares"], **sample})
+        settings = SamplingSettings(**{"steps": 2, "guidance_scale": 0.0, **sample.pop("settings", {})})
+        kw["sample"] = GridConfig(**{"prompts": ["a red circle", "two blue squares"], **sample, "settings": settings})
     return TrainConfig(**kw)

@@ -39,6 +39,16 @@ def test_paper_recipe_composes():
     assert (cfg.batch_size, cfg.max_steps, cfg.ema_decay, cfg.mixed_precision) == (1024, 500000, 0.9999, "bf16")
     assert (cfg.model.width, cfg.text_encoder.kind, cfg.autoencoder.normalization) == (1024, "t5", "per_channel")
     assert cfg.data.cache and cfg.optim.warmup_steps == 5000
+    assert (cfg.sample.every, cfg.sample.settings.steps, cfg.sample.settings.guidance_scale) == (5000, 50, 0.0)
+
+
+def test_sample_grids_use_the_sampling_settings_schema():
+    from miro.sampling.settings import SamplingSettings
+
+    cfg = typed()
+    assert cfg.sample.settings == SamplingSettings(steps=20, guidance_scale=0.0)
+    cfg = typed("experiment=shapes_reference", "sample.settings.sampler=heun", "sample.settings.text_guidance_scale=1.0")
+    assert (cfg.sample.settings.guidance_scale, cfg.sample.settings.sampler, cfg.sample.settings.text_guidance_scale) == (3.0, "heun", 1.0)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -50,6 +60,11 @@ def test_paper_recipe_composes():
     ("cache_job.rank=3", "cache_job.rank=3"),
     ("reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),
     ("reward_names=[sharpness,sharpness]", "reward_names=['sharpness', 'sharpness']: lists a reward twice"),
+    ("sample.settings.steps=0", "settings.steps=0: must be >= 1"),
+    ("sample.settings.guidance_scale=-1", "sample.settings.guidance_scale=-1.0: must be >= 0"),
+    ("sample.settings.sampler=rk4", "settings.sampler='rk4'"),
+    ("sample.settings.height=64", "sample.settings.height/width=(64, None): must be null"),
+    ("+sample.settings.reward_targets.sharpness=0.5", "sample.settings.reward_targets={'sharpness': 0.5}: must be empty"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

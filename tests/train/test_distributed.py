@@ -36,7 +36,7 @@ def overrides(shards: Path, out: Path) -> list[str]:
             "data.shuffle_buffer=4", "data.shuffle_initial=2", "reward_names=[sharpness,contrast,alignment]",
             "model.width=32", "model.depth=2", "model.num_heads=2", "model.patch_size=4", "model.cond_refiner_depth=0",
             "max_steps=4", "batch_size=8", "checkpoint_every=2", "log_every=2", "optim.warmup_steps=2",
-            "sample.every=4", "sample.steps=2", "sample.prompts=[a red circle,two blue squares]",
+            "sample.every=4", "sample.settings.steps=2", "sample.prompts=[a red circle,two blue squares]",
             "log_keys=true", "progress_bar=false", f"hydra.run.dir={out}"]
 
 

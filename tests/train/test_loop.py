@@ -105,7 +105,7 @@ def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
     runs = {}
     for cached in (False, True):
         cfg = tiny_config(tmp_path / f"run{cached}", tmp_path / "d", max_steps=3, data={"cache": cached},
-                          sample={"every": 3, "guidance_scale": 2.0},
+                          sample={"every": 3, "settings": {"guidance_scale": 2.0}},
                           autoencoder=AutoencoderConfig(kind="kl", path=str(vae)))
         comps = tiny_components(autoencoder=tiny_kl_autoencoder(vae))
         out = train(cfg, comps)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from miro.models.weights import parse_dtype
+from miro.utils.device import parse_dtype
 from miro.utils.weights import (
     Location,
     WeightsNotFoundError,
