@@ -12,12 +12,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from annotate.config import AnnotateConfig
-from miro.utils.config import register_schema, to_typed
+from miro.utils.config import CONFIG_PATH, register_schema, to_typed
 
 register_schema("annotate_schema", AnnotateConfig)
 
 
-@hydra.main(config_path="../conf", config_name="annotate", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="annotate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     typed = to_typed(cfg, AnnotateConfig)
     if typed.stage == "score":

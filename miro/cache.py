@@ -1,6 +1,6 @@
 """``python -m miro.cache [the training overrides]``: precompute the feature cache for ``data.shards``.
 
-It reads the training config (conf/train.yaml), so the text encoder, the autoencoder and the resolution
+It reads the training config (miro/conf/train.yaml), so the text encoder, the autoencoder and the resolution
 are exactly those training will ask for; then train with the same overrides plus ``data.cache=true``.
 Split over processes like training (``torchrun`` / ``accelerate launch``), or over a SLURM array with
 ``cache_job.rank=$SLURM_ARRAY_TASK_ID cache_job.world_size=$SLURM_ARRAY_TASK_COUNT``.  Re-running skips
@@ -13,14 +13,12 @@ shards whose cache is complete, so a killed job resumes.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from miro.data.cache import cache_shards
 from miro.data.shards import list_shards
 from miro.train.config import TrainConfig
-from miro.utils.config import register_schema, to_typed
+from miro.utils.config import CONFIG_PATH, register_schema, to_typed
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register_schema("train_schema", TrainConfig)
 log = logging.getLogger("miro.cache")
 
@@ -52,7 +50,7 @@ def run(cfg: TrainConfig) -> dict:
 def main() -> None:
     import hydra
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+    @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
     def _app(hcfg) -> None:
         summary = run(to_typed(hcfg, TrainConfig))
         print(f"cache: {summary['written']} shard(s) written, {summary['skipped_complete']} already complete")

@@ -54,7 +54,7 @@ def resolve_head(cfg: AestheticConfig) -> Path:
     return resolve_file(cfg.head, what="LAION aesthetic head", source=f"{HEAD_URL} (sha256 21dd590f...f1e0)", download=cfg.download, key="rewards.aesthetic.head")
 
 
-SETTINGS = AestheticConfig  # the schema of conf/rewards/aesthetic.yaml
+SETTINGS = AestheticConfig  # the schema of miro/conf/rewards/aesthetic.yaml
 
 
 def build(**cfg):

@@ -10,7 +10,7 @@
     python -m miro.eval compare 'compare.runs=[runs/base,runs/miro]' compare.out_dir=runs/cmp
     python -m miro.eval fid image_dir=runs/geneval fid.reference=data/ref_images
 
-The first argument names the command (or pass ``command=...``).  Configuration: ``conf/eval.yaml``.
+The first argument names the command (or pass ``command=...``).  Configuration: ``miro/conf/eval.yaml``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 from miro.eval.config import EvalConfig, resolve_device
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, to_typed
 
 log = logging.getLogger("miro.eval")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def load_items(cfg: EvalConfig) -> list[dict]:
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     saved = sys.argv
     sys.argv = [saved[0], *_argv_with_command(list(saved[1:] if argv is None else argv))]
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
+    @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
     def _app(hcfg) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:

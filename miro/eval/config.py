@@ -1,4 +1,4 @@
-"""Typed configuration of ``python -m miro.eval`` (yaml: ``conf/eval.yaml``, ``conf/detector/*.yaml``).
+"""Typed configuration of ``python -m miro.eval`` (yaml: ``miro/conf/eval.yaml``, ``miro/conf/detector/*.yaml``).
 
 One schema for every command; each command checks the keys it needs (``require_for``), so a value that
 only one command uses is never demanded by another.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro.utils.config import ConfigError, register_schema, require, require_choice, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, to_typed
 
 MODES = ("images", "sweep")
 SAMPLERS = ("euler", "heun")
@@ -233,13 +233,12 @@ def run(cfg: SampleConfig) -> list[Path]:
 
 
 register_schema("sample_schema", SampleConfig)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def main() -> None:
     import hydra
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="sample", version_base="1.3")
+    @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
     def _app(hcfg) -> None:
         cfg = to_typed(hcfg, SampleConfig)
         written = run(cfg)

@@ -1,4 +1,4 @@
-"""The typed schema of ``conf/train.yaml`` (every key is documented in docs/train.md)."""
+"""The typed schema of ``miro/conf/train.yaml`` (every key is documented in docs/train.md)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from miro.utils.config import ConfigError
+from miro.utils.config import ConfigError, config_file
 
 _WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -49,5 +49,5 @@ def check_launch(num_processes: int) -> None:
         raise ConfigError(
             "`accelerate launch --cpu --num_processes N` starts ONE process unless mpirun is used "
             "(--mpirun_hostfile). For N CPU processes use `accelerate launch --config_file "
-            "conf/accelerate/cpu_ddp.yaml --num_processes N -m miro.train ...` or "
+            f"{config_file('accelerate', 'cpu_ddp.yaml')} --num_processes N -m miro.train ...` or "
             "`torchrun --nproc_per_node N -m miro.train ...` (docs/train.md)")

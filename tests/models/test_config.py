@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,9 @@ from miro.models.config import (
     build_model,
     build_text_encoder,
 )
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONFIG_DIR
 
 
 def _preset(name: str) -> ModelConfig:

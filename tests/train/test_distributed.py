@@ -13,6 +13,7 @@ import pytest
 
 from miro.sampling.pipeline import MiroPipeline
 from miro.train.checkpoint import list_checkpoints
+from miro.utils.config import config_file
 from tests.data.make_dataset import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,7 @@ def test_cache_then_two_process_training_from_the_command_line(tmp_path):
     args = overrides(shards, out)
     run([sys.executable, "-m", "miro.cache", *args], tmp_path)
     assert len(list(shards.glob("*.cache-*.safetensors"))) == 4
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/cpu_ddp.yaml"),
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file("accelerate", "cpu_ddp.yaml")),
               "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "miro.train"]
     run([*launch, *args, "data.cache=true"], tmp_path)
 
