@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from miro.eval.config import EvalConfig, resolve_device
-from miro.utils.config import CONFIG_PATH, ConfigError, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, run_typed
 
 log = logging.getLogger("miro.eval")
 
@@ -274,14 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
     def _app(hcfg) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        try:
-            cfg = to_typed(hcfg, EvalConfig)
-        except ConfigError as err:
-            raise SystemExit(f"config error: {err}") from None
-        try:
-            run(cfg)
-        except user_errors() as err:  # bad input or missing weights: the message says what to do
-            raise SystemExit(f"error ({type(err).__name__}): {err}") from None
+        # bad values, bad input or missing weights: one "error: ..." line that says what to do
+        run_typed(hcfg, EvalConfig, run, errors=user_errors())
 
     try:
         _app()

@@ -1,8 +1,8 @@
-"""``python -m miro.sample``: images with their metadata, or a reward-slider sweep (hydra, typed schema).
+"""``python -m miro.sampling``: images with their metadata, or a reward-slider sweep (hydra, typed schema).
 
-    python -m miro.sample pipeline=runs/tiny/pipeline prompts='["a red circle"]' seeds='[0,1,2]'
-    python -m miro.sample pipeline=... prompts_file=prompts.txt '+reward_targets.aesthetic=0.625' steps=30
-    python -m miro.sample pipeline=... mode=sweep prompts='["a red circle"]' sweep.reward=sharpness
+    python -m miro.sampling pipeline=runs/tiny/pipeline prompts='["a red circle"]' seeds='[0,1,2]'
+    python -m miro.sampling pipeline=... prompts_file=prompts.txt '+reward_targets.aesthetic=0.625' steps=30
+    python -m miro.sampling pipeline=... mode=sweep prompts='["a red circle"]' sweep.reward=sharpness
 
 Images mode writes ``NNNNN_sSEED.png`` and ``NNNNN_sSEED.json`` (prompt, resolved targets, negative targets,
 seed, steps, scales, sampler, pipeline path, NFE) per image into ``out_dir``; images already written are
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, run_typed
 
 MODES = ("images", "sweep")
 SAMPLERS = ("euler", "heun")
@@ -235,14 +235,19 @@ def run(cfg: SampleConfig) -> list[Path]:
 register_schema("sample_schema", SampleConfig)
 
 
+def run_and_report(cfg: SampleConfig) -> list[Path]:
+    written = run(cfg)
+    what = "images" if cfg.mode == "images" else "sweeps"
+    print(f"{len(written)} {what} in {cfg.out_dir}")
+    return written
+
+
 def main() -> None:
+    """``python -m miro.sampling``: a bad value or a missing pipeline / weight file ends in one ``error:`` line."""
     import hydra
 
     @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
     def _app(hcfg) -> None:
-        cfg = to_typed(hcfg, SampleConfig)
-        written = run(cfg)
-        what = "images" if cfg.mode == "images" else "sweeps"
-        print(f"{len(written)} {what} in {cfg.out_dir}")
+        run_typed(hcfg, SampleConfig, run_and_report, errors=(FileNotFoundError,))
 
     _app()

@@ -34,7 +34,7 @@ class TimeConfig:
 
 @dataclass
 class CacheJobConfig:
-    """``python -m miro.cache`` reads the training config, so caches always match what training expects."""
+    """``python -m miro.train.cache`` reads the training config, so caches always match what training expects."""
 
     batch_size: int = 64
     overwrite: bool = False

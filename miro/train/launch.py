@@ -13,6 +13,17 @@ import torch
 
 from miro.utils.config import ConfigError, config_file
 
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What stops training and the feature cache on bad input (a missing shard, cache, statistics or weight
+    file): ``python -m miro.train`` and ``python -m miro.train.cache`` show these as one ``error:`` line."""
+    from miro.data.annotations import DataError
+    from miro.data.cache import CacheError
+    from miro.data.shards import ShardError
+
+    return (DataError, CacheError, ShardError, FileNotFoundError)
+
+
 _WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 

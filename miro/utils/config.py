@@ -75,7 +75,8 @@ def to_typed(cfg: DictConfig | dict, schema: type[T]) -> T:
         raise
     except OmegaConfBaseException as err:  # type errors, unknown keys, missing values
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+        msg = (str(err.msg if hasattr(err, "msg") else err).strip().splitlines() or [""])[0]  # one line
+        raise ConfigError(f"{key}: {msg}") from None
     if not isinstance(obj, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
     return obj

@@ -59,7 +59,7 @@ class Cached:
         train = data / "train"
         caches = sorted(train.glob("*.cache-*.safetensors"))
         if not caches:
-            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.cache) first")
+            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.train.cache) first")
         stats = read_reward_stats(train / "reward_stats.json")
         xs, self.text, self.captions, self.keys, vals, masks = [], [], [], [], [], []
         for path in caches:
