@@ -12,22 +12,26 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from annotate.config import AnnotateConfig
-from miro.utils.config import register_schema, to_typed
+from miro.utils.config import CONFIG_PATH, register_schema, run_typed
 
 register_schema("annotate_schema", AnnotateConfig)
 
 
-@hydra.main(config_path="../conf", config_name="annotate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    typed = to_typed(cfg, AnnotateConfig)
+def run(typed: AnnotateConfig, hcfg: DictConfig) -> None:
     if typed.stage == "score":
         from annotate.job import run_scoring
 
-        run_scoring(typed, config_dict=OmegaConf.to_container(cfg, resolve=True))
+        run_scoring(typed, config_dict=OmegaConf.to_container(hcfg, resolve=True))
     else:
         from annotate.stats import run_stats
 
         run_stats(typed)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="annotate", version_base="1.3")
+def main(hcfg: DictConfig) -> None:
+    # a missing shard folder, sidecar or weight file (the scorers' WeightsNotFound is a FileNotFoundError)
+    run_typed(hcfg, AnnotateConfig, lambda typed: run(typed, hcfg), errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Typed configuration of ``python -m annotate`` (yaml in ``conf/annotate.yaml``, reward groups in ``conf/rewards``)."""
+"""Typed configuration of ``python -m annotate`` (yaml in ``miro/conf/annotate.yaml``, reward groups in ``miro/conf/rewards``)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class AnnotateConfig:
     stage: str = "score"
     data: DataConfig = field(default_factory=DataConfig)
     out_dir: str | None = None  # null: sidecars beside the shards; else a folder mirroring the shard layout
-    # {reward name: its settings} (hydra: the multi-select group conf/rewards, ``rewards=[pickscore,hpsv2]``,
+    # {reward name: its settings} (hydra: the multi-select group miro/conf/rewards, ``rewards=[pickscore,hpsv2]``,
     # ``rewards.hpsv2.version=v2.0``); a list of names means default settings; null: the weight-free default set
     rewards: Any = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK if available, else cpu)

@@ -31,7 +31,7 @@ from miro.models.transformer import MiroTransformer
 from miro.sampling import Conditions, Guidance, sample
 
 REWARDS = ["pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic"]
-# The project's model presets (conf/model/tiny.yaml, conf/model/small.yaml) at their usual inputs.
+# The project's model presets (miro/conf/model/tiny.yaml, miro/conf/model/small.yaml) at their usual inputs.
 MODELS = {
     "tiny": dict(in_channels=3, sample_size=32, patch_size=4, width=128, depth=4, num_heads=4,
                  reward_fourier_dim=64, cond_refiner_depth=1),

@@ -53,8 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
 from miro.models.flops import counted_flops, measure_matmul_flops, training_flops  # noqa: E402
+from miro.utils.config import CONFIG_DIR  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONFIG_DIR  # the shipped hydra configs (miro/conf)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -117,7 +118,7 @@ def time_contenders(
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
                p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None,
                noise_seed: int = 0) -> Contender:
-    """Our model from conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
+    """Our model from miro/conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
     conditioned on five rewards (as every run of the project: the demo's and the paper's)."""
     from omegaconf import OmegaConf
 
@@ -456,7 +457,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--part", choices=sorted(PARTS), action="append", help="what to run (repeatable; default all)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     g = p.add_argument_group("model part")
-    g.add_argument("--preset", default="tiny", help="conf/model/<preset>.yaml")
+    g.add_argument("--preset", default="tiny", help="miro/conf/model/<preset>.yaml")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the model preset, e.g. --set qk_norm=true (repeatable)")
     g.add_argument("--image-size", type=int, default=32, help="spatial size of the model input")

@@ -3,7 +3,7 @@
 # (shapes world -> weight-free annotation -> statistics -> cache -> training -> samples, slider sweeps,
 # shapes-world GenEval, reward metrics) and writes runs/demo/report.md.
 #   bash scripts/demo.sh                       # about 15 minutes on 2 CPU cores (plus 2 for the first set-up)
-#   bash scripts/demo.sh train_steps=3000      # any key of conf/demo.yaml
+#   bash scripts/demo.sh train_steps=3000      # any key of miro/conf/demo.yaml
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"

@@ -14,7 +14,7 @@ from annotate.scorers.clip_l_config import AestheticConfig
 
 __all__ = ["HEAD_URL", "KNOWN_HEADS", "SETTINGS", "AestheticConfig", "build", "load_aesthetic_head", "resolve_head"]
 
-SETTINGS = AestheticConfig  # the schema of conf/rewards/aesthetic.yaml
+SETTINGS = AestheticConfig  # the schema of miro/conf/rewards/aesthetic.yaml
 
 
 def build(**cfg):

@@ -25,7 +25,7 @@ def measure(views: PixelViews, prompt: str | None, cfg: AlignmentConfig) -> floa
     return caption_alignment(views.native(), prompt)
 
 
-SETTINGS = AlignmentConfig  # the schema of conf/rewards/alignment.yaml
+SETTINGS = AlignmentConfig  # the schema of miro/conf/rewards/alignment.yaml
 
 
 def build(**cfg) -> PixelScorer:

@@ -21,7 +21,7 @@ def torchmetrics_convention(raw_cosine: np.ndarray) -> np.ndarray:
     return np.maximum(100.0 * np.asarray(raw_cosine, dtype=np.float64), 0.0)
 
 
-SETTINGS = ClipScoreConfig  # the schema of conf/rewards/clip_score.yaml
+SETTINGS = ClipScoreConfig  # the schema of miro/conf/rewards/clip_score.yaml
 
 
 def build(**cfg):

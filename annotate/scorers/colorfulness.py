@@ -27,7 +27,7 @@ def measure(views: PixelViews, prompt: str | None, cfg: CoarseConfig) -> float:
     return hasler_susstrunk(views.area(cfg.size))
 
 
-SETTINGS = CoarseConfig  # the schema of conf/rewards/colorfulness.yaml
+SETTINGS = CoarseConfig  # the schema of miro/conf/rewards/colorfulness.yaml
 
 
 def build(**cfg) -> PixelScorer:

@@ -18,7 +18,7 @@ def measure(views: PixelViews, prompt: str | None, cfg: CoarseConfig) -> float:
     return float((views.area(cfg.size) @ np.array([0.299, 0.587, 0.114]) / 255.0).std())
 
 
-SETTINGS = CoarseConfig  # the schema of conf/rewards/contrast.yaml
+SETTINGS = CoarseConfig  # the schema of miro/conf/rewards/contrast.yaml
 
 
 def build(**cfg) -> PixelScorer:

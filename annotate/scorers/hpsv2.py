@@ -113,7 +113,7 @@ def from_config(cfg: HPSv2Config) -> HPSv2Scorer:
     return HPSv2Scorer(model, open_clip.get_tokenizer(cfg.arch), cfg, [file_record(ckpt, "checkpoint")])
 
 
-SETTINGS = HPSv2Config  # the schema of conf/rewards/hpsv2.yaml
+SETTINGS = HPSv2Config  # the schema of miro/conf/rewards/hpsv2.yaml
 
 
 def build(**cfg) -> HPSv2Scorer:

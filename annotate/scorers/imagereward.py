@@ -260,7 +260,7 @@ def from_config(cfg: ImageRewardConfig) -> ImageRewardScorer:
     return ImageRewardScorer(vision, text, mlp, build_tokenizer(vocab), cfg, files)
 
 
-SETTINGS = ImageRewardConfig  # the schema of conf/rewards/imagereward.yaml
+SETTINGS = ImageRewardConfig  # the schema of miro/conf/rewards/imagereward.yaml
 
 
 def build(**cfg) -> ImageRewardScorer:

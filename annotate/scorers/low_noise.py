@@ -55,7 +55,7 @@ def measure(views: PixelViews, prompt: str | None, cfg: LowNoiseConfig) -> float
     return -noise_sigma(centre_crop(views.native(), cfg.max_side)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-SETTINGS = LowNoiseConfig  # the schema of conf/rewards/low_noise.yaml
+SETTINGS = LowNoiseConfig  # the schema of miro/conf/rewards/low_noise.yaml
 
 
 def build(**cfg) -> PixelScorer:

@@ -84,7 +84,7 @@ def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
     return PickScoreScorer(model, image_processor, tokenizer, cfg, files, tok_source)
 
 
-SETTINGS = PickScoreConfig  # the schema of conf/rewards/pickscore.yaml
+SETTINGS = PickScoreConfig  # the schema of miro/conf/rewards/pickscore.yaml
 
 
 def build(**cfg) -> PickScoreScorer:

@@ -47,7 +47,7 @@ def _place(scorer: Scorer, device, dtype) -> Scorer:
 
 
 def build_scorer(name: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, **cfg) -> Scorer:
-    """The scorer of reward ``name`` with its config keys (``conf/rewards/<name>.yaml``), on ``device``/``dtype``."""
+    """The scorer of reward ``name`` with its config keys (``miro/conf/rewards/<name>.yaml``), on ``device``/``dtype``."""
     return _place(_module(name).build(**cfg), device, dtype)
 
 

@@ -57,7 +57,7 @@ def measure(views: PixelViews, prompt: str | None, cfg: SharpnessConfig) -> floa
     return laplacian_log_variance(denoised_luma(views, cfg))
 
 
-SETTINGS = SharpnessConfig  # the schema of conf/rewards/sharpness.yaml
+SETTINGS = SharpnessConfig  # the schema of miro/conf/rewards/sharpness.yaml
 
 
 def build(**cfg) -> PixelScorer:

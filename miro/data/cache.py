@@ -84,9 +84,9 @@ def read_cache_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except FileNotFoundError:
-        raise CacheError(f"feature cache {path} not found: run python -m miro.cache for these shards") from None
+        raise CacheError(f"feature cache {path} not found: run python -m miro.train.cache for these shards") from None
     except Exception as err:  # noqa: BLE001 - any unreadable header means a broken file
-        raise CacheError(f"feature cache {path} is unreadable ({type(err).__name__}: {err}); delete it and re-run python -m miro.cache") from None
+        raise CacheError(f"feature cache {path} is unreadable ({type(err).__name__}: {err}); delete it and re-run python -m miro.train.cache") from None
     if meta.get("format") != FORMAT:
         raise CacheError(f"{path}: not a {FORMAT} file (format={meta.get('format')!r})")
     return {k: (v if k == "format" else json.loads(v)) for k, v in meta.items()}

@@ -32,7 +32,7 @@ from miro.contracts.shards import SHARD_RE
 from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
-from miro.utils.config import ConfigError, register_schema, require, require_choice, run_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, run_typed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -279,7 +279,7 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
 register_schema("import_schema", ImportConfig)
 
 
-@hydra.main(config_path="../../conf", config_name="import", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="import", version_base="1.3")
 def main(hcfg: DictConfig) -> None:
     report = run_typed(hcfg, ImportConfig, run_import)
     print(f"imported {report['imported']} of {report['candidates']} images into {len(report['shards'])} shards "

@@ -69,7 +69,7 @@ class DataConfig:
     root: str | None = None  # shard root for mirrored sidecar folders; default: ``shards`` or their common parent
     annotations: str | None = None  # folder mirroring the shard names with .buckets.parquet; None = beside shards
     stats: str | None = None  # reward_stats.json; default: <annotations or root>/reward_stats.json
-    cache: bool = False  # read text embeddings + latents from the feature cache (python -m miro.cache)
+    cache: bool = False  # read text embeddings + latents from the feature cache (python -m miro.train.cache)
     cache_dir: str | None = None  # where the cache files are (mirrors the shard names); None = beside shards
     resolution: int = 32
     num_workers: int = 2

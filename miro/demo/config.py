@@ -1,4 +1,4 @@
-"""Typed configuration of the end-to-end demo (``python -m miro.demo``, yaml: ``conf/demo.yaml``)."""
+"""Typed configuration of the end-to-end demo (``python -m miro.demo``, yaml: ``miro/conf/demo.yaml``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class DemoConfig:
     # annotation (weight-free rewards: nothing to download)
     rewards: list[str] = field(default_factory=lambda: list(WEIGHT_FREE))
     num_bins: int = 64
-    # training (the tiny preset of conf/model/tiny.yaml)
+    # training (the tiny preset of miro/conf/model/tiny.yaml)
     train_steps: int = 900
     batch_size: int = 64
     warmup_steps: int = 100

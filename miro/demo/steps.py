@@ -70,7 +70,7 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
             f"hydra.run.dir={logs}/stats",
         ], lambda: False, one_thread),  # cheap, and rewrites only stale bucket files
         Step("cache", "Precompute text embeddings and pixels beside the shards", [
-            "miro.cache", *train_common, f"hydra.run.dir={logs}/cache",
+            "miro.train.cache", *train_common, f"hydra.run.dir={logs}/cache",
         ], lambda: False, one_thread),  # skips complete shards
         Step("train", "Train the reward-conditioned tiny model", [
             "miro.train", *train_common, "data.cache=true", f"max_steps={cfg.train_steps}",

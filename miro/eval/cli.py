@@ -9,9 +9,9 @@
     python -m miro.eval rewards image_dir=runs/geneval rewards=[pickscore,hpsv2,sharpness]
     python -m miro.eval compare 'compare.runs=[runs/base,runs/miro]' compare.out_dir=runs/cmp
     python -m miro.eval fid image_dir=runs/geneval fid.reference=data/ref_images
-    python -m miro.eval sliders image_dir=samples   (the sweeps of `python -m miro.sample mode=sweep`)
+    python -m miro.eval sliders image_dir=samples   (the sweeps of `python -m miro.sampling mode=sweep`)
 
-The first argument names the command (or pass ``command=...``).  Configuration: ``conf/eval.yaml``.
+The first argument names the command (or pass ``command=...``).  Configuration: ``miro/conf/eval.yaml``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 
 from miro.eval.config import EvalConfig
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, run_typed
 from miro.utils.device import parse_dtype, resolve_device
 
 log = logging.getLogger("miro.eval")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def load_items(cfg: EvalConfig) -> list[dict]:
@@ -224,7 +223,7 @@ def run_sliders(cfg: EvalConfig, scorers=None) -> list[dict]:
     folders = sweep_folders(cfg.image_dir)
     if not folders:
         raise FileNotFoundError(f"image_dir={cfg.image_dir!r}: no sweep.json there nor in sweep_* folders "
-                                "(written by `python -m miro.sample mode=sweep`)")  # fmt: skip
+                                "(written by `python -m miro.sampling mode=sweep`)")  # fmt: skip
     s = cfg.sliders
     summaries = []
     for folder in folders:
@@ -294,17 +293,11 @@ def main(argv: list[str] | None = None) -> None:
     saved = sys.argv
     sys.argv = [saved[0], *_argv_with_command(list(saved[1:] if argv is None else argv))]
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
+    @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
     def _app(hcfg) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        try:
-            cfg = to_typed(hcfg, EvalConfig)
-        except ConfigError as err:
-            raise SystemExit(f"config error: {err}") from None
-        try:
-            run(cfg)
-        except user_errors() as err:  # bad input or missing weights: the message says what to do
-            raise SystemExit(f"error ({type(err).__name__}): {err}") from None
+        # bad values, bad input or missing weights: one "error: ..." line that says what to do
+        run_typed(hcfg, EvalConfig, run, errors=user_errors())
 
     try:
         _app()

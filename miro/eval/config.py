@@ -1,4 +1,4 @@
-"""Typed configuration of ``python -m miro.eval`` (yaml: ``conf/eval.yaml``, ``conf/detector/*.yaml``).
+"""Typed configuration of ``python -m miro.eval`` (yaml: ``miro/conf/eval.yaml``, ``miro/conf/detector/*.yaml``).
 
 One schema for every command; each command checks the keys it needs (``require_for``), so a value that
 only one command uses is never demanded by another.
@@ -140,7 +140,7 @@ class CompareConfig:
 
 @dataclass
 class SlidersConfig:
-    """`sliders`: measure the reward-slider sweeps written by ``python -m miro.sample mode=sweep``."""
+    """`sliders`: measure the reward-slider sweeps written by ``python -m miro.sampling mode=sweep``."""
 
     scorers: list[str] | None = None  # annotate scorer names; null = each sweep's swept reward's own scorer
     batch_size: int = 16

@@ -2,7 +2,7 @@
 and the plot (the sweep itself, images and settings, is rendered by ``miro.sampling.sliders``).
 
 ``score_sweep_folder`` reads a folder written by ``miro.sampling.sliders.save_sweep`` (``python -m
-miro.sample mode=sweep``), scores every image with the reward scorers (``Scorer``: ``score(images,
+miro.sampling mode=sweep``), scores every image with the reward scorers (``Scorer``: ``score(images,
 prompts) -> float64``) and adds ``scores`` and ``summary`` to its ``sweep.json`` and ``plot.png`` (measured
 reward against target, mean ± std over seeds) beside it.  ``python -m miro.eval sliders image_dir=...``.
 """
@@ -141,7 +141,7 @@ def score_sweep_folder(folder: str | Path, scorers: Mapping[str, Scorer], batch_
 
 
 def sweep_folders(image_dir: str | Path) -> list[Path]:
-    """``image_dir`` itself when it holds a sweep, else its ``sweep_*`` folders (``python -m miro.sample
+    """``image_dir`` itself when it holds a sweep, else its ``sweep_*`` folders (``python -m miro.sampling
     mode=sweep`` writes one per prompt)."""
     root = Path(image_dir)
     if (root / SWEEP_FILE).is_file():

@@ -1,7 +1,7 @@
-"""Typed config schemas (conf/model, conf/text_encoder, conf/autoencoder) and the builders that use them.
+"""Typed config schemas (miro/conf/model, miro/conf/text_encoder, miro/conf/autoencoder) and the builders that use them.
 
 A training or sampling schema embeds these as fields (``model: ModelConfig``...); ``to_typed`` then runs
-the checks below.  Sizes live in the yaml presets (conf/model/{tiny,small,base,miro_xl}.yaml).
+the checks below.  Sizes live in the yaml presets (miro/conf/model/{tiny,small,base,miro_xl}.yaml).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``python -m miro.sampling`` (the same command as ``python -m miro.sample``)."""
+"""``python -m miro.sampling [key=value ...]``: sample images or sweep reward sliders (``miro.sampling.cli``,
+miro/conf/sample.yaml, docs/sampling.md)."""
 
 from miro.sampling.cli import main
 

@@ -1,8 +1,8 @@
-"""``python -m miro.sample``: images with their metadata, or a reward-slider sweep (hydra, typed schema).
+"""``python -m miro.sampling``: images with their metadata, or a reward-slider sweep (hydra, typed schema).
 
-    python -m miro.sample pipeline=runs/tiny/pipeline prompts='["a red circle"]' seeds='[0,1,2]'
-    python -m miro.sample pipeline=... prompts_file=prompts.txt '+settings.reward_targets.aesthetic=0.625' settings.steps=30
-    python -m miro.sample pipeline=... mode=sweep prompts='["a red circle"]' sweep.reward=sharpness
+    python -m miro.sampling pipeline=runs/tiny/pipeline prompts='["a red circle"]' seeds='[0,1,2]'
+    python -m miro.sampling pipeline=... prompts_file=prompts.txt '+settings.reward_targets.aesthetic=0.625' settings.steps=30
+    python -m miro.sampling pipeline=... mode=sweep prompts='["a red circle"]' sweep.reward=sharpness
 
 The pipeline-call settings are one schema, ``settings.*`` (``miro.sampling.settings.SamplingSettings``).
 Images mode writes ``NNNNN_sSEED.png`` and ``NNNNN_sSEED.json`` (prompt, resolved targets, negative targets,
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from miro.sampling.settings import SamplingSettings
-from miro.utils.config import ConfigError, register_schema, require, require_choice, to_typed
+from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, run_typed
 from miro.utils.device import DTYPES
 
 MODES = ("images", "sweep")
@@ -160,19 +160,23 @@ def run(cfg: SampleConfig) -> list[Path]:
 
 
 register_schema("sample_schema", SampleConfig)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def run_and_report(cfg: SampleConfig) -> list[Path]:
+    written = run(cfg)
+    if cfg.mode == "images":
+        print(f"{len(written)} images in {cfg.out_dir}")
+    else:
+        print(f"{len(written)} sweeps in {cfg.out_dir}; measure them: python -m miro.eval sliders image_dir={cfg.out_dir}")
+    return written
 
 
 def main() -> None:
+    """``python -m miro.sampling``: a bad value or a missing pipeline / weight file ends in one ``error:`` line."""
     import hydra
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="sample", version_base="1.3")
+    @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
     def _app(hcfg) -> None:
-        cfg = to_typed(hcfg, SampleConfig)
-        written = run(cfg)
-        if cfg.mode == "images":
-            print(f"{len(written)} images in {cfg.out_dir}")
-        else:
-            print(f"{len(written)} sweeps in {cfg.out_dir}; measure them: python -m miro.eval sliders image_dir={cfg.out_dir}")
+        run_typed(hcfg, SampleConfig, run_and_report, errors=(FileNotFoundError,))
 
     _app()

@@ -1,8 +1,8 @@
 """THE sampling settings: the prompt-independent arguments of one ``MiroPipeline`` call, as one schema.
 
 ``MiroPipeline.__call__`` takes them (``settings=`` or the same values as keyword arguments), and so do
-the sampling command (``settings.*`` in ``conf/sample.yaml``), eval's generate step (``generate.settings.*``
-in ``conf/eval.yaml``) and the training grids (``sample.settings.*`` in ``conf/train.yaml``).  The values
+the sampling command (``settings.*`` in ``miro/conf/sample.yaml``), eval's generate step (``generate.settings.*``
+in ``miro/conf/eval.yaml``) and the training grids (``sample.settings.*`` in ``miro/conf/train.yaml``).  The values
 are checked here as far as they can be without a model; the reward names and the image size are checked
 against the model by the pipeline, which returns the resolved targets and guidance with its images
 (``MiroPipelineOutput``), so no caller recomputes them.

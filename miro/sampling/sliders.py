@@ -144,7 +144,7 @@ def load_sweep(folder: str | Path) -> SweepResult:
     folder = Path(folder)
     path = folder / SWEEP_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no sweep here (written by `python -m miro.sample mode=sweep`)")
+        raise FileNotFoundError(f"{path}: no sweep here (written by `python -m miro.sampling mode=sweep`)")
     data = json.loads(path.read_text())
     images = [[Image.open(folder / name).convert("RGB") for name in row] for row in data["images"]]
     return SweepResult(data["prompt"], data["reward"], data["targets"], data["seeds"], data["fixed_targets"], images,

@@ -1,4 +1,4 @@
-"""``python -m miro.train [overrides]`` (hydra + accelerate); see conf/train.yaml and docs/train.md.
+"""``python -m miro.train [overrides]`` (hydra + accelerate); see miro/conf/train.yaml and docs/train.md.
 
     python -m miro.train                                  # the shapes-world demo
     python -m miro.train experiment=shapes_baseline       # the no-reward baseline
@@ -8,29 +8,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig
 
 from miro.train.config import TrainConfig
-from miro.utils.config import register_schema, to_typed
+from miro.train.launch import user_errors
+from miro.utils.config import CONFIG_PATH, register_schema, run_typed
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_schema("train_schema", TrainConfig)
 
 
-def main() -> None:
-    import hydra
+def run(cfg: TrainConfig) -> None:
+    from miro.train.launch import export_slurm_env
+    from miro.train.loop import train
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-    def _app(hcfg) -> None:
-        from miro.train.launch import export_slurm_env
-        from miro.train.loop import train
+    export_slurm_env()
+    out = train(cfg)
+    print(f"run folder: {out}")
 
-        export_slurm_env()
-        cfg = to_typed(hcfg, TrainConfig)
-        out = train(cfg)
-        print(f"run folder: {out}")
 
-    _app()
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
+def main(hcfg: DictConfig) -> None:
+    run_typed(hcfg, TrainConfig, run, errors=user_errors())
 
 
 if __name__ == "__main__":

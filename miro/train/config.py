@@ -1,4 +1,4 @@
-"""The typed schema of ``conf/train.yaml`` (every key is documented in docs/train.md)."""
+"""The typed schema of ``miro/conf/train.yaml`` (every key is documented in docs/train.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class TimeConfig:
 
 @dataclass
 class CacheJobConfig:
-    """``python -m miro.cache`` reads the training config, so caches always match what training expects."""
+    """``python -m miro.train.cache`` reads the training config, so caches always match what training expects."""
 
     batch_size: int = 64
     overwrite: bool = False

@@ -11,7 +11,18 @@ import os
 
 import torch
 
-from miro.utils.config import ConfigError
+from miro.utils.config import ConfigError, config_file
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What stops training and the feature cache on bad input (a missing shard, cache, statistics or weight
+    file): ``python -m miro.train`` and ``python -m miro.train.cache`` show these as one ``error:`` line."""
+    from miro.data.annotations import DataError
+    from miro.data.cache import CacheError
+    from miro.data.shards import ShardError
+
+    return (DataError, CacheError, ShardError, FileNotFoundError)
+
 
 _WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -49,5 +60,5 @@ def check_launch(num_processes: int) -> None:
         raise ConfigError(
             "`accelerate launch --cpu --num_processes N` starts ONE process unless mpirun is used "
             "(--mpirun_hostfile). For N CPU processes use `accelerate launch --config_file "
-            "conf/accelerate/cpu_ddp.yaml --num_processes N -m miro.train ...` or "
+            f"{config_file('accelerate', 'cpu_ddp.yaml')} --num_processes N -m miro.train ...` or "
             "`torchrun --nproc_per_node N -m miro.train ...` (docs/train.md)")

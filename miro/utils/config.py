@@ -1,6 +1,8 @@
-"""Typed hydra configs: dataclass schemas whose ``__post_init__`` rejects bad values with a clear message.
+"""Typed hydra configs: dataclass schemas whose ``__post_init__`` rejects bad values with a clear message,
+the folder of the shipped configs, and the runner every entry point goes through.
 
-Every entry point follows the same pattern::
+Every entry point (``python -m miro.train``, ``python -m annotate``, ... ; the list is in docs/configs.md)
+follows the same pattern::
 
     @dataclass
     class SampleConfig:
@@ -9,8 +11,10 @@ Every entry point follows the same pattern::
             require(self.steps > 0, "steps", self.steps, "must be a positive integer")
 
     register_schema("sample_schema", SampleConfig)      # before @hydra.main
-    ...
-    cfg = to_typed(hydra_cfg, SampleConfig)             # raises ConfigError naming the bad key
+
+    @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
+    def main(hcfg):
+        run_typed(hcfg, SampleConfig, run, errors=(StageError,))   # "error: <message>", exit code 1
 
 OmegaConf checks types when the yaml is merged onto the schema; ``to_typed`` then builds the dataclass
 objects so the value checks in ``__post_init__`` run, and turns both kinds of failure into one
@@ -21,12 +25,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
+
+CONFIG_PACKAGE = "miro.conf"
+# The hydra configs ship inside the package (miro/conf), so an installed wheel finds them from any folder.
+CONFIG_DIR = Path(str(files(CONFIG_PACKAGE)))
+CONFIG_PATH = str(CONFIG_DIR)  # ``@hydra.main(config_path=CONFIG_PATH, ...)``
+
+
+def config_file(*parts: str) -> Path:
+    """A shipped config file, e.g. ``config_file("accelerate", "cpu_ddp.yaml")`` (for ``accelerate launch``)."""
+    return CONFIG_DIR.joinpath(*parts)
 
 
 class ConfigError(ValueError):
@@ -59,7 +75,8 @@ def to_typed(cfg: DictConfig | dict, schema: type[T]) -> T:
         raise
     except OmegaConfBaseException as err:  # type errors, unknown keys, missing values
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+        msg = (str(err.msg if hasattr(err, "msg") else err).strip().splitlines() or [""])[0]  # one line
+        raise ConfigError(f"{key}: {msg}") from None
     if not isinstance(obj, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
     return obj

@@ -17,7 +17,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
     seed=0 workers=2 hydra.run.dir="$OUT/logs/world"
 python -m annotate data.shards="$DATA/train" rewards="$REWARDS" workers=2 hydra.run.dir="$OUT/logs/annotate"
 python -m annotate stage=stats data.shards="$DATA/train" stats.num_bins=64 hydra.run.dir="$OUT/logs/stats"
-python -m miro.cache data.shards="$DATA/train" data.resolution=32 reward_names="$REWARDS" \
+python -m miro.train.cache data.shards="$DATA/train" data.resolution=32 reward_names="$REWARDS" \
     hydra.run.dir="$OUT/logs/cache"
 python -m miro.train experiment=shapes_reference data.shards="$DATA/train" seed=0 resume=latest \
     progress_bar=false hydra.run.dir="$OUT"

@@ -10,7 +10,7 @@ compositions and the five rewards for every export of both runs), ``sliders`` (S
 target and its measured value), ``tradeoff`` (one target swept, the others high, against GenEval), ``report``
 (``results.json``, PNGs and ``docs/replication.md``).
 
-Protocol choices are the demo's (``conf/demo.yaml``) unless given here; the conditioned model is sampled with
+Protocol choices are the demo's (``miro/conf/demo.yaml``) unless given here; the conditioned model is sampled with
 every target at 1 and the joint guidance of the MIRO authors (negatives 0), the baseline with plain text
 guidance at the same scale, the same noise per image and the same number of steps.
 """

@@ -48,7 +48,7 @@ from miro.models import MiroTransformer, sample_condition_dropout  # noqa: E402
 
 REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 TINY = dict(in_channels=3, sample_size=32, patch_size=4, width=128, depth=4, num_heads=4, qk_norm=False,
-            text_dim=384, reward_fourier_dim=64, cond_refiner_depth=1, pooled_text=True)  # conf/model/tiny.yaml
+            text_dim=384, reward_fourier_dim=64, cond_refiner_depth=1, pooled_text=True)  # miro/conf/model/tiny.yaml
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -59,7 +59,7 @@ class Cached:
         train = data / "train"
         caches = sorted(train.glob("*.cache-*.safetensors"))
         if not caches:
-            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.cache) first")
+            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.train.cache) first")
         stats = read_reward_stats(train / "reward_stats.json")
         xs, self.text, self.captions, self.keys, vals, masks = [], [], [], [], [], []
         for path in caches:

@@ -16,7 +16,7 @@ from miro.contracts import sidecar
 from miro.contracts.rewards import REWARD_NAMES
 from miro.data.images import decode_image
 from miro.data.shards import ShardError, ShardWriter, iter_shard
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 from tests.annotate.conftest import bad_samples, write_good_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_hydra_config_composes_with_reward_groups():
 
     import annotate.__main__  # noqa: F401 - registers the schema
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         default = to_typed(compose("annotate", overrides=["data.shards=/x"]), AnnotateConfig)
         c = compose("annotate", overrides=["data.shards=/x", "rewards=[hpsv2,contrast,imagereward]", "rewards.hpsv2.version=v2.0"])
         everything = compose("annotate", overrides=["data.shards=/x", f"rewards=[{','.join(REWARD_NAMES)}]"])
@@ -102,7 +102,7 @@ def test_slurm_launcher_config_composes():
 
     import annotate.__main__  # noqa: F401
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         c = compose("annotate", overrides=["data.shards=/x", "hydra/launcher=slurm"], return_hydra_config=True)
     assert c.hydra.launcher.array_parallelism == 32 and "SlurmLauncher" in c.hydra.launcher._target_
 

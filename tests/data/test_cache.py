@@ -116,7 +116,7 @@ def test_training_refuses_a_missing_or_stale_cache(tmp_path, encoders):
     te, ae = encoders
     make_dataset(tmp_path, n_shards=2, per_shard=3)
     cfg = DataConfig(shards=str(tmp_path), resolution=RES, num_workers=0, cache=True)
-    with pytest.raises(CacheError, match=r"toy-000000\.cache-.*not found: run python -m miro.cache"):
+    with pytest.raises(CacheError, match=r"toy-000000\.cache-.*not found: run python -m miro.train.cache"):
         inspect_dataset(cfg, REWARDS, cache_identity=identity_of(te, ae))
     cache_shards(sorted(tmp_path.glob("*.tar")), te, ae, RES)
     other = cache_identity(te.identifier(), ae.identifier(), RES * 2)

@@ -6,8 +6,10 @@ from PIL import Image
 
 from miro.eval.cli import main, run_generate
 from miro.eval.config import EvalConfig
+from miro.eval.geneval.detector import DetectorUnavailable
 from miro.eval.geneval.layout import iter_prompt_folders
-from miro.eval.geneval.prompts import generate_suite, load_metadata
+from miro.eval.geneval.prompts import MetadataError, generate_suite, load_metadata
+from miro.eval.provenance import SettingsMismatch
 from miro.eval.rewards import score_folder
 from miro.utils.config import ConfigError, to_typed
 from tests.eval.test_rewards import Brightness, make_run
@@ -32,10 +34,12 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         main(["summary", f"image_dir={tmp_path}", "generate.shard_index=3", "generate.num_shards=2"])
     with pytest.raises(SystemExit, match="compare.runs"):
         main(["compare", "compare.runs=[a]"])
-    with pytest.raises(SystemExit, match=r"DetectorUnavailable.*facebook/mask2former-swin-small-coco-instance"):
+    with pytest.raises(SystemExit, match=r"^error: .*facebook/mask2former-swin-small-coco-instance") as stop:
         main(["evaluate", f"image_dir={tmp_path}", f"detector.checkpoint={tmp_path / 'no_such_folder'}"])
-    with pytest.raises(SystemExit, match=r"MetadataError.*line|FileNotFoundError.*prompt metadata file not found"):
+    assert isinstance(stop.value.__context__, DetectorUnavailable)  # the one-line error names its cause
+    with pytest.raises(SystemExit, match=r"^error: .*(line|prompt metadata file not found)") as stop:
         main(["prompts", f"prompts.out={tmp_path / 'x.jsonl'}", f"prompts.metadata={tmp_path / 'none.jsonl'}"])
+    assert isinstance(stop.value.__context__, MetadataError | FileNotFoundError)
 
 
 def test_summary_command_prints_genevals_text_and_writes_files(tmp_path, capsys):
@@ -143,9 +147,10 @@ def test_rewards_command_with_the_real_weight_free_scorers(tmp_path, capsys):
     for row in rows:
         assert row["status"] == "ok"
         assert all(isinstance(row[k], float) and np.isfinite(row[k]) for k in ("sharpness", "colorfulness", "contrast"))
-    with pytest.raises(SystemExit, match=r"SettingsMismatch.*changed: \['oracle_resolution'\]"):
+    with pytest.raises(SystemExit, match=r"^error: .*changed: \['oracle_resolution'\]") as stop:
         main(["generate", f"image_dir={run}", "generate.source=shapes_oracle", "generate.n_samples=2",
               "generate.oracle_resolution=32", "prompts.metadata=" + str(_shapes_prompts(tmp_path))])  # fmt: skip
+    assert isinstance(stop.value.__context__, SettingsMismatch)
     summary = json.loads((run / "rewards_summary.json").read_text())
     assert set(summary) == {"sharpness", "colorfulness", "contrast"} and summary["sharpness"]["prompts"] == 3
     provenance = json.dumps(json.loads((run / "rewards_provenance.json").read_text()))

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,16 +12,16 @@ from miro.models.config import (
     build_model,
     build_text_encoder,
 )
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONFIG_DIR
 
 
 def _preset(name: str) -> ModelConfig:
     return to_typed(OmegaConf.load(CONF / "model" / f"{name}.yaml"), ModelConfig)
 
 
-TINY_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]  # conf/train.yaml's rewards
+TINY_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]  # miro/conf/train.yaml's reward_names
 PAPER_REWARDS = ["pickscore", "imagereward", "hpsv2", "clip_score", "aesthetic"]  # experiment/miro_paper.yaml's
 
 

@@ -113,9 +113,9 @@ def test_config_errors_name_the_key(kw, match):
 
 
 def test_command_line(saved_pipe, tmp_path):
-    """`python -m miro.sample` end to end through hydra, in a fresh process."""
+    """`python -m miro.sampling` end to end through hydra, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "miro.sample", f"pipeline={saved_pipe}", "prompts=[a red circle]",
+    args = [sys.executable, "-m", "miro.sampling", f"pipeline={saved_pipe}", "prompts=[a red circle]",
             "seeds=[0,1]", "settings.steps=2", "device=cpu", f"out_dir={tmp_path}", "+settings.reward_targets.sharpness=0.5"]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

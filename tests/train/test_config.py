@@ -1,16 +1,15 @@
-"""The yaml under conf/ composes onto the typed schema, and bad values stop with the key's name."""
+"""The yaml under miro/conf/ composes onto the typed schema, and bad values stop with the key's name."""
 
 import re
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 import miro.train.__main__  # noqa: F401  (registers train_schema)
 from miro.train.config import TrainConfig
-from miro.utils.config import ConfigError, to_typed
+from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(CONFIG_DIR)
 
 
 def typed(*overrides: str) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""The commands end to end: ``python -m miro.cache`` then ``accelerate launch ... -m miro.train`` on two CPU
+"""The commands end to end: ``python -m miro.train.cache`` then ``accelerate launch ... -m miro.train`` on two CPU
 processes, with the real MiniLM text encoder, the real tiny-preset transformer class and pixel space."""
 
 import json
@@ -13,6 +13,7 @@ import pytest
 
 from miro.sampling.pipeline import MiroPipeline
 from miro.train.checkpoint import list_checkpoints
+from miro.utils.config import config_file
 from tests.data.make_dataset import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +46,9 @@ def test_cache_then_two_process_training_from_the_command_line(tmp_path):
     shards, out = tmp_path / "shards", tmp_path / "run"
     make_dataset(shards, n_shards=4, per_shard=12)
     args = overrides(shards, out)
-    run([sys.executable, "-m", "miro.cache", *args], tmp_path)
+    run([sys.executable, "-m", "miro.train.cache", *args], tmp_path)
     assert len(list(shards.glob("*.cache-*.safetensors"))) == 4
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/cpu_ddp.yaml"),
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file("accelerate", "cpu_ddp.yaml")),
               "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "miro.train"]
     run([*launch, *args, "data.cache=true"], tmp_path)
 

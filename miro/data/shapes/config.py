@@ -1,4 +1,4 @@
-"""Typed configuration of the shapes world (the schema behind ``conf/shapes.yaml``).
+"""Typed configuration of the shapes world (the schema behind ``miro/conf/shapes.yaml``).
 
 Everything that changes the generated content lives here; ``out``, ``workers`` and ``overwrite`` do not, so
 they are left out of ``world.json`` and of the determinism guarantee.

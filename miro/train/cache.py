@@ -1,28 +1,30 @@
-"""``python -m miro.cache [the training overrides]``: precompute the feature cache for ``data.shards``.
+"""``python -m miro.train.cache [the training overrides]``: precompute the feature cache for ``data.shards``.
 
-It reads the training config (conf/train.yaml), so the text encoder, the autoencoder and the resolution
+It reads the training config (miro/conf/train.yaml), so the text encoder, the autoencoder and the resolution
 are exactly those training will ask for; then train with the same overrides plus ``data.cache=true``.
 Split over processes like training (``torchrun`` / ``accelerate launch``), or over a SLURM array with
 ``cache_job.rank=$SLURM_ARRAY_TASK_ID cache_job.world_size=$SLURM_ARRAY_TASK_COUNT``.  Re-running skips
 shards whose cache is complete, so a killed job resumes.
 
-    python -m miro.cache                                  # the shapes-world demo
-    python -m miro.cache experiment=miro_paper data.shards=/data/cc12m-{000000..002175}.tar
+    python -m miro.train.cache                            # the shapes-world demo
+    python -m miro.train.cache experiment=miro_paper data.shards=/data/cc12m-{000000..002175}.tar
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
 
 from miro.contracts.shards import find_shards
 from miro.data.cache import cache_shards
 from miro.train.config import TrainConfig
-from miro.utils.config import register_schema, to_typed
+from miro.train.launch import user_errors
+from miro.utils.config import CONFIG_PATH, register_schema, run_typed
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register_schema("train_schema", TrainConfig)
-log = logging.getLogger("miro.cache")
+log = logging.getLogger("miro.train.cache")
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -45,15 +47,15 @@ def run(cfg: TrainConfig) -> dict:
     return summary
 
 
-def main() -> None:
-    import hydra
+def run_and_report(cfg: TrainConfig) -> dict:
+    summary = run(cfg)
+    print(f"cache: {summary['written']} shard(s) written, {summary['skipped_complete']} already complete")
+    return summary
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-    def _app(hcfg) -> None:
-        summary = run(to_typed(hcfg, TrainConfig))
-        print(f"cache: {summary['written']} shard(s) written, {summary['skipped_complete']} already complete")
 
-    _app()
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
+def main(hcfg: DictConfig) -> None:
+    run_typed(hcfg, TrainConfig, run_and_report, errors=user_errors())
 
 
 if __name__ == "__main__":
