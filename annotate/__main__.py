@@ -8,30 +8,25 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from annotate.config import AnnotateConfig
-from miro.utils.config import CONFIG_PATH, register_schema, run_typed
-
-register_schema("annotate_schema", AnnotateConfig)
+from miro.utils.config import entry_point
 
 
-def run(typed: AnnotateConfig, hcfg: DictConfig) -> None:
+def run(typed: AnnotateConfig) -> None:
     if typed.stage == "score":
         from annotate.job import run_scoring
 
-        run_scoring(typed, config_dict=OmegaConf.to_container(hcfg, resolve=True))
+        run_scoring(typed, config_dict=OmegaConf.to_container(OmegaConf.structured(typed), resolve=True))
     else:
         from annotate.stats import run_stats
 
         run_stats(typed)
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="annotate", version_base="1.3")
-def main(hcfg: DictConfig) -> None:
-    # a missing shard folder, sidecar or weight file (the scorers' WeightsNotFound is a FileNotFoundError)
-    run_typed(hcfg, AnnotateConfig, lambda typed: run(typed, hcfg), errors=(FileNotFoundError,))
+# a missing shard folder, sidecar or weight file (the weight finder's WeightsNotFoundError is a FileNotFoundError)
+main = entry_point("annotate", AnnotateConfig, run, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

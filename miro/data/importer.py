@@ -23,8 +23,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
@@ -32,7 +30,7 @@ from miro.contracts.shards import SHARD_RE
 from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
-from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, run_typed
+from miro.utils.config import ConfigError, entry_point, require, require_choice
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -276,14 +274,14 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
     return report
 
 
-register_schema("import_schema", ImportConfig)
-
-
-@hydra.main(config_path=CONFIG_PATH, config_name="import", version_base="1.3")
-def main(hcfg: DictConfig) -> None:
-    report = run_typed(hcfg, ImportConfig, run_import)
+def import_and_report(cfg: ImportConfig) -> dict:
+    report = run_import(cfg)
     print(f"imported {report['imported']} of {report['candidates']} images into {len(report['shards'])} shards "
-          f"in {hcfg.out}; skipped {report['skipped']} {report['reasons']} (see {REPORT_NAME})")
+          f"in {cfg.out}; skipped {report['skipped']} {report['reasons']} (see {REPORT_NAME})")
+    return report
+
+
+main = entry_point("import", ImportConfig, import_and_report)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from miro.eval.config import EvalConfig
-from miro.utils.config import CONFIG_PATH, ConfigError, run_typed
+from miro.utils.config import ConfigError, entry_point
 from miro.utils.device import parse_dtype, resolve_device
 
 log = logging.getLogger("miro.eval")
@@ -287,19 +286,11 @@ def _argv_with_command(argv: list[str]) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None) -> None:
-    import hydra
+def run_logged(cfg: EvalConfig):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(cfg)
 
-    saved = sys.argv
-    sys.argv = [saved[0], *_argv_with_command(list(saved[1:] if argv is None else argv))]
 
-    @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
-    def _app(hcfg) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        # bad values, bad input or missing weights: one "error: ..." line that says what to do
-        run_typed(hcfg, EvalConfig, run, errors=user_errors())
-
-    try:
-        _app()
-    finally:
-        sys.argv = saved
+# ``main(["evaluate", "image_dir=..."])`` or ``python -m miro.eval evaluate image_dir=...``: bad values, bad input
+# or missing weights end in one "error: ..." line that says what to do
+main = entry_point("eval", EvalConfig, run_logged, errors=user_errors, argv=_argv_with_command)

@@ -11,7 +11,7 @@ from typing import Any
 
 from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions
 from miro.sampling.settings import SamplingSettings
-from miro.utils.config import ConfigError, register_schema, require, require_choice
+from miro.utils.config import ConfigError, require, require_choice
 from miro.utils.device import DTYPES
 
 COMMANDS = ("prompts", "generate", "evaluate", "summary", "geneval", "rewards", "compare", "fid", "sliders")
@@ -207,7 +207,5 @@ class EvalConfig:
         if command == "prompts":
             require(bool(self.prompts.out), "prompts.out", self.prompts.out, "is required: where to write the set")
 
-
-register_schema("eval_schema", EvalConfig)
 
 __all__ = ["COMMANDS", "ConfigError", "EvalConfig"]

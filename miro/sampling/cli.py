@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from miro.sampling.settings import SamplingSettings
-from miro.utils.config import CONFIG_PATH, ConfigError, register_schema, require, require_choice, run_typed
+from miro.utils.config import ConfigError, entry_point, require, require_choice
 from miro.utils.device import DTYPES
 
 MODES = ("images", "sweep")
@@ -159,9 +159,6 @@ def run(cfg: SampleConfig) -> list[Path]:
     return run_images(cfg) if cfg.mode == "images" else run_sweep(cfg)
 
 
-register_schema("sample_schema", SampleConfig)
-
-
 def run_and_report(cfg: SampleConfig) -> list[Path]:
     written = run(cfg)
     if cfg.mode == "images":
@@ -171,12 +168,5 @@ def run_and_report(cfg: SampleConfig) -> list[Path]:
     return written
 
 
-def main() -> None:
-    """``python -m miro.sampling``: a bad value or a missing pipeline / weight file ends in one ``error:`` line."""
-    import hydra
-
-    @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
-    def _app(hcfg) -> None:
-        run_typed(hcfg, SampleConfig, run_and_report, errors=(FileNotFoundError,))
-
-    _app()
+# ``python -m miro.sampling``: a bad value or a missing pipeline / weight file ends in one ``error:`` line
+main = entry_point("sample", SampleConfig, run_and_report, errors=(FileNotFoundError,))

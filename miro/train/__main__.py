@@ -8,14 +8,9 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
-
 from miro.train.config import TrainConfig
 from miro.train.launch import user_errors
-from miro.utils.config import CONFIG_PATH, register_schema, run_typed
-
-register_schema("train_schema", TrainConfig)
+from miro.utils.config import entry_point
 
 
 def run(cfg: TrainConfig) -> None:
@@ -27,9 +22,7 @@ def run(cfg: TrainConfig) -> None:
     print(f"run folder: {out}")
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
-def main(hcfg: DictConfig) -> None:
-    run_typed(hcfg, TrainConfig, run, errors=user_errors())
+main = entry_point("train", TrainConfig, run, errors=user_errors)
 
 
 if __name__ == "__main__":

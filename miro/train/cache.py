@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import logging
 
-import hydra
-from omegaconf import DictConfig
-
 from miro.contracts.shards import find_shards
 from miro.data.cache import cache_shards
 from miro.train.config import TrainConfig
 from miro.train.launch import user_errors
-from miro.utils.config import CONFIG_PATH, register_schema, run_typed
+from miro.utils.config import entry_point
 
-register_schema("train_schema", TrainConfig)
 log = logging.getLogger("miro.train.cache")
 
 
@@ -53,9 +49,7 @@ def run_and_report(cfg: TrainConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
-def main(hcfg: DictConfig) -> None:
-    run_typed(hcfg, TrainConfig, run_and_report, errors=user_errors())
+main = entry_point("train", TrainConfig, run_and_report, errors=user_errors)
 
 
 if __name__ == "__main__":

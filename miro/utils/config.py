@@ -10,11 +10,13 @@ follows the same pattern::
         def __post_init__(self):
             require(self.steps > 0, "steps", self.steps, "must be a positive integer")
 
-    register_schema("sample_schema", SampleConfig)      # before @hydra.main
+    main = entry_point("sample", SampleConfig, run, errors=(StageError,))   # "error: <message>", exit code 1
+    if __name__ == "__main__":
+        main()
 
-    @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
-    def main(hcfg):
-        run_typed(hcfg, SampleConfig, run, errors=(StageError,))   # "error: <message>", exit code 1
+``entry_point`` registers the schema as ``<config>_schema`` (the name the yaml's defaults list starts with),
+composes ``miro/conf/<config>.yaml`` with hydra (overrides, multirun, ``--config-dir``) and hands the result
+to ``run_typed``.
 
 OmegaConf checks types when the yaml is merged onto the schema; ``to_typed`` then builds the dataclass
 objects so the value checks in ``__post_init__`` run, and turns both kinds of failure into one
@@ -89,3 +91,34 @@ def run_typed(cfg: DictConfig | dict, schema: type[T], run: Callable[[T], Any], 
         return run(to_typed(cfg, schema))
     except (ConfigError, *errors) as err:
         sys.exit(f"error: {err}")
+
+
+def entry_point(config_name: str, schema: type[T], run: Callable[[T], Any],
+                errors: tuple | Callable[[], tuple] = (),
+                argv: Callable[[list[str]], list[str]] | None = None) -> Callable[..., None]:
+    """The ``main`` of a stage's ``python -m`` command: hydra composes ``miro/conf/<config_name>.yaml`` with the
+    command line, ``run_typed`` types it against ``schema`` and runs ``run`` (errors: one ``error:`` line).
+
+    ``errors`` (the stage's user errors, or a function returning them so that heavy modules load only when the
+    command runs) are reported like a ``ConfigError``.  ``argv`` rewrites the command-line arguments first (``python -m miro.eval evaluate k=v`` takes a
+    command word that hydra would not); ``main(args)`` runs with ``args`` instead of ``sys.argv[1:]``.
+    hydra's job name is ``config_name`` (its log file and ``${hydra:job.name}``), whichever file runs it.
+    """
+    register_schema(f"{config_name}_schema", schema)
+
+    def main(args: list[str] | None = None) -> None:
+        import hydra
+
+        def app(hcfg: DictConfig) -> None:
+            run_typed(hcfg, schema, run, errors() if callable(errors) else errors)
+
+        app.__module__ = config_name  # hydra names the job after the task function's module
+        saved = sys.argv
+        given = list(saved[1:] if args is None else args)
+        sys.argv = [saved[0], *(argv(given) if argv else given)]
+        try:
+            hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")(app)()
+        finally:
+            sys.argv = saved
+
+    return main

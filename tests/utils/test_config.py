@@ -60,3 +60,28 @@ def test_run_typed_runs_the_typed_config_and_ends_user_errors_with_their_message
         run_typed({}, Outer, fails, errors=(StageFailure,))
     with pytest.raises(StageFailure):  # not declared as a user error: a traceback, as for a bug
         run_typed({}, Outer, fails)
+
+
+def test_entry_point_composes_the_shipped_config_types_it_and_names_the_job(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    from miro.data.shapes.config import ShapesConfig
+    from miro.utils.config import entry_point
+
+    seen = {}
+
+    def run(cfg):
+        seen.update(cfg=cfg, job=HydraConfig.get().job.name)
+
+    monkeypatch.chdir(tmp_path)
+    main = entry_point("shapes", ShapesConfig, run, argv=lambda args: [a for a in args if a != "please"])
+    main(["please", "seed=7", f"out={tmp_path / 'w'}", f"hydra.run.dir={tmp_path / 'logs'}"])
+    assert isinstance(seen["cfg"], ShapesConfig) and seen["cfg"].seed == 7 and seen["job"] == "shapes"
+    with pytest.raises(SystemExit, match=r"^error: num_samples=0"):
+        main(["num_samples=0", f"out={tmp_path}", f"hydra.run.dir={tmp_path / 'logs'}"])
+
+    def stage_error(cfg):
+        raise LookupError("no such shard")
+
+    with pytest.raises(SystemExit, match="^error: no such shard$"):
+        entry_point("shapes", ShapesConfig, stage_error, errors=lambda: (LookupError,))([f"out={tmp_path}", f"hydra.run.dir={tmp_path}"])
