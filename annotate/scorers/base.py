@@ -128,3 +128,16 @@ def text_mask_nan(scores: np.ndarray, has_prompt: torch.Tensor | None) -> np.nda
         return scores
     keep = has_prompt.cpu().numpy().astype(bool)
     return np.where(keep, scores, np.nan)
+
+
+class MultiOutputScorer(Scorer):
+    """A scorer that fills several reward columns from one pass (CLIP-L: clip_score and aesthetic; the
+    weight-free rewards): ``output_provenance`` describes one column, ``provenance`` all of them."""
+
+    def output_provenance(self, output: str) -> dict:
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        if len(self.outputs) == 1:
+            return self.output_provenance(self.outputs[0])
+        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}

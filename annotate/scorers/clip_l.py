@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from annotate.scorers.aesthetic_head import load_aesthetic_head, resolve_head
-from annotate.scorers.base import Scorer, as_float64, text_mask_nan
+from annotate.scorers.base import MultiOutputScorer, as_float64, text_mask_nan
 from annotate.scorers.clip_l_config import AestheticConfig, ClipScoreConfig
 from annotate.scorers.heads import MLPHead
 from annotate.scorers.hf_clip import (
@@ -30,7 +30,7 @@ from miro.utils.weights import package_versions, resolve_dir
 CLIP_SOURCE = "the Hugging Face repo openai/clip-vit-large-patch14"
 
 
-class ClipLScorer(Scorer):
+class ClipLScorer(MultiOutputScorer):
     text_outputs = frozenset({"clip_score"})
 
     def __init__(
@@ -89,11 +89,6 @@ class ClipLScorer(Scorer):
             prov["model"] = "LAION improved-aesthetic-predictor on openai/clip-vit-large-patch14"
             prov["weights"] = self.files
         return prov
-
-    def provenance(self) -> dict:
-        if len(self.outputs) == 1:
-            return self.output_provenance(self.outputs[0])
-        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}
 
 
 def build_clip_l(clip_score: dict | ClipScoreConfig | None = None, aesthetic: dict | AestheticConfig | None = None) -> ClipLScorer:

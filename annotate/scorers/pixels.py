@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from annotate.scorers.base import Item, Scorer, as_float64
+from annotate.scorers.base import Item, MultiOutputScorer, as_float64
 from miro.utils.config import require
 from miro.utils.weights import package_versions
 
@@ -64,7 +64,7 @@ class Measure:
     needs_prompt: bool = False
 
 
-class PixelScorer(Scorer):
+class PixelScorer(MultiOutputScorer):
     """Weight-free rewards computed in the preprocessing: ``{name: Measure}``."""
 
     def __init__(self, measures: dict[str, Measure]):
@@ -103,8 +103,3 @@ class PixelScorer(Scorer):
             "packages": package_versions("numpy", "scipy", "pillow"),
             "config": asdict(m.config),
         }
-
-    def provenance(self) -> dict:
-        if len(self.outputs) == 1:
-            return self.output_provenance(self.outputs[0])
-        return {"outputs": {o: self.output_provenance(o) for o in self.outputs}}

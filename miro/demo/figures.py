@@ -11,13 +11,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from miro.demo.config import DemoConfig
+from miro.train.grids import DEFAULT_PROMPTS
 
 TARGETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_PROMPTS = (
-    "a photo of a red circle",
-    "a photo of two blue squares",
-    "a photo of a green triangle left of a yellow star",
-    "a photo of a purple square above an orange circle",
+    *DEFAULT_PROMPTS,  # the training grids' prompts, then two more
     "a photo of three pink hearts",
     "a photo of a white diamond",
 )

@@ -368,6 +368,15 @@ def _fmt_ci(mean: float, ci: Sequence[float], signed: bool = False) -> str:
 # ----------------------------------------------------------------------------------------------- plots
 
 
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_bars(summaries: Mapping[str, Mapping[str, dict]], names: Sequence[str], path: str | Path) -> Path:
     """One panel per reward (their scales differ), one bar per run with its 95% CI."""
     import matplotlib
@@ -394,10 +403,7 @@ def plot_bars(summaries: Mapping[str, Mapping[str, dict]], names: Sequence[str],
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle("mean reward per run (error bars: 95% CI over prompts)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_radar(summaries: Mapping[str, Mapping[str, dict]], names: Sequence[str], path: str | Path) -> Path:
@@ -426,7 +432,4 @@ def plot_radar(summaries: Mapping[str, Mapping[str, dict]], names: Sequence[str]
     ax.set_yticks([])
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -9,9 +9,7 @@ reward against target, mean ± std over seeds) beside it.  ``python -m miro.eval
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from PIL import Image
 
 from miro.eval.rewards import Scorer
 from miro.sampling.sliders import SWEEP_FILE, SweepResult, load_sweep
+from miro.utils.atomic import atomic_write_json
 
 
 @dataclass
@@ -127,9 +126,7 @@ def save_scores(scored: ScoredSweep, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"plot": out / "plot.png", "json": out / SWEEP_FILE}
     plot_sweep(scored, paths["plot"])
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(scored.to_json(), indent=2))
-    os.replace(tmp, paths["json"])
+    atomic_write_json(paths["json"], scored.to_json(), indent=2)
     return paths
 
 

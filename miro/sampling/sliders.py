@@ -10,7 +10,6 @@ really score (reward scorers, Spearman's rank correlation, ``plot.png``) is eval
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from miro.sampling.settings import SamplingSettings
+from miro.utils.atomic import atomic_write_json
 
 SWEEP_FILE = "sweep.json"
 IMAGE_DIR = "images"
@@ -133,9 +133,7 @@ def save_sweep(result: SweepResult, out_dir: str | Path) -> dict[str, Path]:
     for row, names in zip(result.images, result.image_names()):
         for image, name in zip(row, names):
             image.save(out / name, format="PNG")
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2))
-    os.replace(tmp, paths["json"])
+    atomic_write_json(paths["json"], result.to_json(), indent=2)
     return paths
 
 
