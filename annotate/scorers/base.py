@@ -93,7 +93,11 @@ class Scorer:
         return self
 
     def _move(self) -> None:
-        """Move model weights to ``self.device``/``self.dtype`` (weight-free scorers have none)."""
+        """Move model weights to ``self.device``/``self.dtype``: ``self.model`` when the scorer has one (weight-free
+        scorers have none; scorers with several parts or an fp32 head override this)."""
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.to(self.device, self.dtype)
 
     def score_dict(self, images: Sequence[Image.Image], prompts: Sequence[str | None] | None = None) -> dict[str, np.ndarray]:
         n = len(images)

@@ -69,9 +69,6 @@ class HPSv2Scorer(Scorer):
     def preprocessor(self) -> HPSPrep:
         return HPSPrep(self.tokenizer, self.image_size)
 
-    def _move(self) -> None:
-        self.model.to(self.device, self.dtype)
-
     @torch.inference_mode()
     def forward(self, batch) -> dict[str, np.ndarray]:
         img = self.model.encode_image(batch["pixel_values"].to(self.device, self.dtype))

@@ -53,9 +53,6 @@ class PickScoreScorer(Scorer):
     def preprocessor(self) -> ClipPrep:
         return ClipPrep(self.image_processor, self.tokenizer, self.config.max_length)
 
-    def _move(self) -> None:
-        self.model.to(self.device, self.dtype)
-
     @torch.inference_mode()
     def forward(self, batch) -> dict[str, np.ndarray]:
         img, txt = clip_embeddings(self.model, batch, self.device, self.dtype)
