@@ -18,7 +18,7 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
 
-The GenEval here is the project's (``miro.data.shapes.detector`` + ``miro.eval.geneval.rules`` + the
+The GenEval here is the project's (``miro.data.shapes.detector`` + ``miro.contracts.geneval_rules`` + the
 summary's per-task mean), run in-process on the held-out ``evaluation_metadata.jsonl`` with ``--images``
 images per prompt; ``python -m miro.eval geneval`` gives the same numbers through image folders.
 """
