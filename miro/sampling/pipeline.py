@@ -30,6 +30,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from miro.contracts.buckets import bucket_values
 from miro.models.autoencoders import Autoencoder
 from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
 from miro.models.text_encoders import TextEncoder
@@ -162,6 +163,16 @@ class MiroPipeline(DiffusionPipeline):
     @property
     def num_bins(self) -> int | None:
         return self.config.num_bins
+
+    @property
+    def trained_targets(self) -> list[float] | None:
+        """The reward values training fed the model (bucket ``k`` of ``num_bins`` as ``miro.contracts.buckets``
+        encodes it, ``k / (num_bins - 1)``); any target in [0, 1] is accepted, these are the ones it saw.
+        None when the pipeline does not record ``num_bins``."""
+        if self.num_bins is None:
+            return None
+        values, _ = bucket_values(np.arange(self.num_bins), self.num_bins)
+        return [float(v) for v in values]
 
     @property
     def default_image_size(self) -> int:

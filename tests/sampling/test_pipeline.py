@@ -23,6 +23,7 @@ def test_save_load_sample_bit_identically(tiny_pipe, saved_pipe):
     loaded = MiroPipeline.from_pretrained(saved_pipe)
     loaded.set_progress_bar_config(disable=True)
     assert loaded.reward_names == REWARDS and loaded.coherence_keys == tuple(REWARDS) and loaded.num_bins == 8
+    assert loaded.trained_targets == pytest.approx([k / 7 for k in range(8)])  # the contract's bucket / (B - 1)
     assert loaded.scheduler.config.shift == 2.0
     assert (saved_pipe / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     for (k, a), (_, b) in zip(tiny_pipe.transformer.state_dict().items(), loaded.transformer.state_dict().items()):
