@@ -74,7 +74,8 @@ def test_entry_point_composes_the_shipped_config_types_it_and_names_the_job(tmp_
         seen.update(cfg=cfg, job=HydraConfig.get().job.name)
 
     monkeypatch.chdir(tmp_path)
-    main = entry_point("shapes", ShapesConfig, run, argv=lambda args: [a for a in args if a != "please"])
+    quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave this process's logging alone
+    main = entry_point("shapes", ShapesConfig, run, argv=lambda args: [a for a in args if a != "please"] + quiet)
     main(["please", "seed=7", f"out={tmp_path / 'w'}", f"hydra.run.dir={tmp_path / 'logs'}"])
     assert isinstance(seen["cfg"], ShapesConfig) and seen["cfg"].seed == 7 and seen["job"] == "shapes"
     with pytest.raises(SystemExit, match=r"^error: num_samples=0"):
@@ -84,4 +85,5 @@ def test_entry_point_composes_the_shipped_config_types_it_and_names_the_job(tmp_
         raise LookupError("no such shard")
 
     with pytest.raises(SystemExit, match="^error: no such shard$"):
-        entry_point("shapes", ShapesConfig, stage_error, errors=lambda: (LookupError,))([f"out={tmp_path}", f"hydra.run.dir={tmp_path}"])
+        entry_point("shapes", ShapesConfig, stage_error, errors=lambda: (LookupError,))(
+            [f"out={tmp_path}", f"hydra.run.dir={tmp_path}", *quiet])
