@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from annotate.scorers.base import Preprocessor, default_collate
-from miro.data.images import BadCaption, BadImage, decode_image, decode_text, image_member
+from miro.data.images import BadCaption, BadImage, decode_image, decode_text, has_alpha, image_member
 from miro.data.shards import ShardError, iter_shard
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,28 @@ class PrepSpec:
     image_only_outputs: bool
 
 
+ALPHA = "alpha"  # a status reason that explains no NaN: the image had transparency, each scorer did its own rule
+
+
 def decode_sample(members: dict[str, bytes], max_pixels: int):
-    """(RGB image or None, caption or None, reasons)."""
+    """(image as opened or None, caption or None, reasons).
+
+    The image keeps its own mode (``decode_image(keep_mode=True)``): each scorer's preprocessor applies its
+    official package's order of operations to it (docs/annotate.md).  An image with transparency adds the reason
+    ``alpha``.  An empty caption is scored as ``""``, as the official scorers do, and keeps its reason
+    ``empty_caption``; a missing or undecodable caption is ``None`` (no text score)."""
     reasons: list[str] = []
     image = None
     try:
-        image = decode_image(image_member(members), max_pixels=max_pixels)
+        image = decode_image(image_member(members), max_pixels=max_pixels, keep_mode=True)
+        if has_alpha(image):
+            reasons.append(ALPHA)
     except BadImage as err:
         reasons.append(err.reason)
     try:
         caption = decode_text(members.get("txt"))
     except BadCaption as err:
-        caption = None
+        caption = "" if err.reason == "empty_caption" else None
         reasons.append(err.reason)
     return image, caption, reasons
 

@@ -25,6 +25,7 @@ Preprocessor = Callable[[Image.Image, "str | None"], Item]
 
 
 def ensure_rgb(image: Image.Image) -> Image.Image:
+    """PIL's plain ``convert("RGB")`` (alpha dropped, not composited), a no-op on RGB images."""
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -60,7 +61,9 @@ class Scorer:
 
     # --- the split API -------------------------------------------------------------------------------
     def preprocessor(self) -> Preprocessor:
-        """A picklable callable ``(RGB image, prompt or None) -> item`` holding no model weights."""
+        """A picklable callable ``(image, prompt or None) -> item`` holding no model weights.  The image comes in
+        any PIL mode, as opened: each scorer applies its official package's order of operations (resize, crop
+        and RGB conversion) to it; see the table in docs/annotate.md."""
         raise NotImplementedError
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -110,7 +113,7 @@ class Scorer:
         rows = [i for i in range(n) if self.accepts(prompts[i] is not None)]
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
-            items = [prep(ensure_rgb(images[i]), prompts[i]) for i in chunk]
+            items = [prep(images[i], prompts[i]) for i in chunk]
             res = self.forward(default_collate(items))
             for o in self.outputs:
                 out[o][chunk] = res[o]

@@ -2,7 +2,8 @@
 
 The two rewards use the same image embedding (A6 of the reward notes), so when both are requested one scorer
 fills both columns: image tower once, text tower only for ``clip_score``, the aesthetic MLP on the normalised
-embedding (in float32, as the original).  The reward modules ``clip_score`` and ``aesthetic`` import this one; it
+embedding (in float32, as the original).  Images follow ``clip.load``'s order (the OpenAI CLIP package, and the
+aesthetic predictor's ``simple_inference.py``): resize and crop in the image's own mode, RGB last.  The reward modules ``clip_score`` and ``aesthetic`` import this one; it
 imports only their settings (``clip_l_config``) and the head loader (``aesthetic_head``), never them.
 """
 
@@ -23,6 +24,7 @@ from annotate.scorers.hf_clip import (
     load_clip_model,
     load_image_processor,
     load_tokenizer,
+    openai_geometry,
 )
 from miro.utils.config import ConfigError, to_typed
 from miro.utils.weights import package_versions, resolve_dir
@@ -59,7 +61,7 @@ class ClipLScorer(MultiOutputScorer):
         return "clip_score" in self.outputs
 
     def preprocessor(self) -> ClipPrep:
-        return ClipPrep(self.image_processor, self.tokenizer, self.max_length, with_text=self.with_text)
+        return ClipPrep(self.image_processor, self.tokenizer, self.max_length, with_text=self.with_text, pre=openai_geometry(self.image_processor))
 
     def _move(self) -> None:
         self.model.to(self.device, self.dtype)

@@ -3,6 +3,12 @@
 Images go through the folder's ``CLIPImageProcessor`` settings on the PIL backend, which is what the original
 scorers ran (transformers 4.x's CLIP processor, ``clip.load``'s torchvision-on-PIL transform); transformers 5's
 default torchvision-tensor backend differs by up to 0.015 in normalised pixels.
+
+What comes before the processor is the official order of each model (``ClipPrep.pre``): PickScore's processor
+(transformers 4.27.3) converts to RGB first with PIL's plain ``convert("RGB")`` (transformers 5 composites
+transparency on white instead, so the conversion is done here, before it); OpenAI CLIP's ``clip.load`` (CLIP
+score, the aesthetic predictor) resizes and crops in the image's own mode and converts last
+(``openai_geometry``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 import torch
 
 from annotate.scorers.base import Item
+from annotate.scorers.transforms import convert_rgb
 from miro.utils.weights import check_keys, file_record, hf_weight_files
 
 log = logging.getLogger(__name__)
@@ -59,15 +66,27 @@ def pooled(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
-class ClipPrep:
-    """Picklable CLIP preprocessing: the folder's image processor (PIL backend) and the tokenizer."""
+def openai_geometry(image_processor):
+    """``clip.load``'s resize and centre crop in the image's own mode, then RGB, with the processor's sizes (the
+    processor then finds a ``crop`` x ``crop`` RGB image and only rescales and normalises it)."""
+    from annotate.scorers.transforms import center_crop_geometry
 
-    def __init__(self, image_processor, tokenizer, max_length: int, with_text: bool = True):
+    size = image_processor.size
+    crop = image_processor.crop_size
+    short = size["shortest_edge"] if "shortest_edge" in size else min(size["height"], size["width"])
+    return center_crop_geometry(int(short), int(crop["height"]) if crop else None)
+
+
+class ClipPrep:
+    """Picklable CLIP preprocessing: ``pre`` (the official order's RGB conversion, and for OpenAI CLIP its resize
+    and crop), the folder's image processor (PIL backend) and the tokenizer."""
+
+    def __init__(self, image_processor, tokenizer, max_length: int, with_text: bool = True, pre=convert_rgb):
         self.image_processor, self.tokenizer = image_processor, tokenizer
-        self.max_length, self.with_text = max_length, with_text
+        self.max_length, self.with_text, self.pre = max_length, with_text, pre
 
     def __call__(self, image, prompt: str | None) -> Item:
-        item: Item = {"pixel_values": self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]}
+        item: Item = {"pixel_values": self.image_processor(images=self.pre(image), return_tensors="pt")["pixel_values"][0]}
         if self.with_text:
             tok = self.tokenizer(prompt or "", padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
             item["input_ids"] = tok["input_ids"][0]

@@ -3,6 +3,10 @@
 Each score is computed in the preprocessing (so in the DataLoader workers, in parallel) and the "forward" only
 hands the numbers back.  Several weight-free rewards requested together share one scorer and one set of working
 copies (one resize, one luma conversion per image).  Pixel values are on the 0..255 scale throughout.
+
+They have no official package to follow, so they measure the image training sees: ``miro.data.images.to_rgb``
+of the image as opened (transparency composited on white, 16-bit images rescaled to 8 bits, every other mode
+through PIL's ``convert("RGB")``), at its own size.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from PIL import Image
 
 from annotate.scorers.base import Item, MultiOutputScorer, as_float64
+from miro.data.images import to_rgb
 from miro.utils.config import require
 from miro.utils.weights import package_versions
 
@@ -31,7 +36,7 @@ class PixelViews:
     """Working copies of one image, made on first use and shared by every weight-free measure."""
 
     def __init__(self, image: Image.Image):
-        self.image = image if image.mode == "RGB" else image.convert("RGB")
+        self.image = image if image.mode == "RGB" else to_rgb(image)
         self._cache: dict = {}
 
     def native(self) -> np.ndarray:

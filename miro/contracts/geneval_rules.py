@@ -88,18 +88,27 @@ def confidence_threshold(tag: str, options: RuleOptions = DEFAULT_OPTIONS) -> fl
     return options.counting_threshold if tag == "counting" else options.threshold
 
 
+def score_array(dets: Sequence[Detection]) -> np.ndarray:
+    """The detections' scores in the dtype the detector handed over (numpy or torch scalars keep theirs; Python
+    floats are float64), so the threshold is compared in that dtype as GenEval's numpy comparison does: mmdet's
+    float32 scores against ``float32(0.3)``, where a box scoring exactly ``float32(0.3)`` is not kept."""
+    scores = np.stack([np.asarray(d["score"].detach().cpu() if hasattr(d["score"], "detach") else d["score"]) for d in dets])
+    return scores if np.issubdtype(scores.dtype, np.floating) else scores.astype(np.float64)
+
+
 def filter_detections(detections: Sequence[Detection], tag: str, options: RuleOptions = DEFAULT_OPTIONS) -> dict[str, list[Detection]]:
-    """Per class: most confident first, keep scores above the tag's threshold, at most ``max_objects``, then
-    the greedy overlap filter when ``max_overlap < 1``.  Classes left empty are absent from the result."""
+    """Per class: most confident first, keep scores above the tag's threshold (compared in the scores' own
+    dtype, ``score_array``), at most ``max_objects``, then the greedy overlap filter when ``max_overlap < 1``.
+    Classes left empty are absent from the result."""
     thr = confidence_threshold(tag, options)
     by_class: dict[str, list[Detection]] = {}
     for det in detections:
         by_class.setdefault(det["class"], []).append(det)
     out: dict[str, list[Detection]] = {}
     for cls, dets in by_class.items():
-        scores = np.array([float(d["score"]) for d in dets])
+        scores = score_array(dets)
         order = np.argsort(scores)[::-1]  # GenEval's own ordering, ties included
-        order = order[scores[order] > thr][: options.max_objects].tolist()
+        order = order[scores[order] > np.asarray(thr, dtype=scores.dtype)][: options.max_objects].tolist()
         kept: list[Detection] = []
         while order:
             best = order.pop(0)

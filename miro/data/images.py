@@ -25,7 +25,18 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def _to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """Whether the image carries transparency: an alpha band, or a ``transparency`` entry (a palette or an RGB/L
+    PNG with a ``tRNS`` chunk), the test transformers' ``convert_to_rgb`` uses."""
+    return "A" in img.getbands() or "a" in img.getbands() or img.info.get("transparency") is not None
+
+
+def to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """The RGB image training sees: transparency composited on ``background``, 16-bit and float images rescaled
+    to 8 bits, anything else through PIL's ``convert("RGB")``."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -37,7 +48,7 @@ def _to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if img.mode in ALPHA_MODES:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, background)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
@@ -45,10 +56,12 @@ def _to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, keep_mode: bool = False) -> Image.Image:
     """RGB ``PIL.Image`` from encoded bytes; raises ``BadImage`` (reasons: empty, not_an_image, too_large,
-    truncated, decode_error).  Transparent images are composited on white, 16-bit and float images rescaled,
-    EXIF orientation applied."""
+    truncated, decode_error).  Transparent images are composited on white, 16-bit and float images rescaled
+    (``to_rgb``), EXIF orientation applied.  ``keep_mode=True`` returns the image as opened (its own mode, palette
+    and ``transparency`` info; EXIF orientation applied) for consumers with their own conversion rules: the
+    reward scorers, which follow each official package's order of operations."""
     if not data:
         raise BadImage("empty", "zero-byte file")
     try:
@@ -76,7 +89,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
-    return _to_rgb(img)
+    return img if keep_mode else to_rgb(img)
 
 
 class BadCaption(ValueError):

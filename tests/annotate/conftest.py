@@ -208,7 +208,7 @@ def bad_samples() -> dict[str, tuple[dict, str]]:
         "a03zero": ({"png": b"", "txt": b"zero bytes"}, "empty"),
         "a04text": ({"png": b"this is not a picture at all", "txt": b"not an image"}, "not_an_image"),
         "a05cmyk": ({"jpg": encode(good.convert("CMYK"), "JPEG", quality=95), "txt": b"cmyk"}, "ok"),
-        "a06la": ({"png": encode(good.convert("LA")), "txt": b"grey alpha"}, "ok"),
+        "a06la": ({"png": encode(good.convert("LA")), "txt": b"grey alpha"}, "alpha"),
         "a07p": ({"png": encode(pal), "txt": b"palette"}, "ok"),
         "a08i16": ({"png": encode(Image.fromarray(arr16)), "txt": b"16 bit"}, "ok"),
         "a09bomb": ({"png": png_bomb(), "txt": b"huge"}, "too_large"),

@@ -118,7 +118,7 @@ def test_bad_inputs_are_reported_and_nothing_is_lost(tmp_path):
     assert d["key"] == list(samples)
     assert dict(zip(d["key"], d["status"])) == {k: s for k, (_, s) in samples.items()}
     counts = meta["report"]["status_counts"]
-    assert counts["ok"] == 6 and counts["truncated"] == 2 and counts["too_large"] == 1 and counts["missing_caption"] == 2
+    assert counts["ok"] == 5 and counts["alpha"] == 1 and counts["truncated"] == 2 and counts["too_large"] == 1 and counts["missing_caption"] == 2
     assert meta["report"]["samples"] == 15 and meta["report"]["tar_error"] is None
     for r in FREE:
         col = np.array(d[r])
@@ -127,7 +127,7 @@ def test_bad_inputs_are_reported_and_nothing_is_lost(tmp_path):
             assert np.isfinite(col[d["key"].index(k)]) == image_ok, (r, k, st)  # image-only rewards survive a bad caption
     # the job's numbers are exactly the scorer API's on the decoded images
     members = dict(iter_shard(next((tmp_path / "shards").glob("*.tar"))))
-    ok = [k for k, st in zip(d["key"], d["status"]) if st == "ok"]
+    ok = [k for k, st in zip(d["key"], d["status"]) if st in ("ok", "alpha")]  # weight-free rewards: the training view
     imgs = [decode_image(members[k].get("png") or members[k].get("jpg")) for k in ok]
     for r in FREE:
         np.testing.assert_array_equal(np.array(d[r])[[d["key"].index(k) for k in ok]], build_scorer(r).score(imgs))

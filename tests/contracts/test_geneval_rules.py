@@ -244,3 +244,37 @@ def test_ties_follow_numpy_argsort_like_geneval():
     kept = filter_detections(dets, "single_object")["star"]
     order = np.argsort(np.array([0.5, 0.5, 0.7]))[::-1]
     assert [d["box"][0] for d in kept] == [dets[i]["box"][0] for i in order]
+
+
+# --- the threshold in the detector's dtype (issue #12) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag, thr", [("single_object", 0.3), ("counting", 0.9)])
+def test_threshold_is_compared_in_the_detectors_dtype(tag, thr):
+    """GenEval compares mmdet's float32 scores with the threshold in float32 (numpy keeps the array's dtype), so a
+    box scoring exactly float32(thr) is dropped; float64 scores are compared in float64, where it is kept."""
+    f32 = np.float32(thr)
+    assert float(f32) != thr  # the float32 neighbour of the threshold is a different float64 number
+    below, above = np.nextafter(f32, np.float32(0)), np.nextafter(f32, np.float32(1))
+    dets32 = [det("dog", s, (0, 0, 9, 9)) for s in (below, f32, above)]
+    kept32 = filter_detections(dets32, tag)["dog"]
+    assert [d["score"] for d in kept32] == [above]  # exactly float32(thr) is not above float32(thr)
+    # the official comparison itself, for the record: a float32 array against the Python float threshold
+    assert list(np.array([below, f32, above], dtype=np.float32) > thr) == [False, False, True]
+    # the same numbers handed over as float64 (or Python floats): compared in float64, float32(thr) > thr
+    for cast in (np.float64, float):
+        kept64 = filter_detections([det("dog", cast(s), (0, 0, 9, 9)) for s in (below, f32, above)], tag)["dog"]
+        want = [float(above), float(f32)] if float(f32) > thr else [float(above)]  # 0.3 rounds up in float32, 0.9 down
+        assert [float(d["score"]) for d in kept64] == want
+    # float64 scores just either side of the float64 threshold
+    kept = filter_detections([det("dog", s, (0, 0, 9, 9)) for s in (thr, np.nextafter(thr, 1.0))], tag)
+    assert [d["score"] for d in kept["dog"]] == [np.nextafter(thr, 1.0)]
+
+
+def test_threshold_dtype_from_torch_scalars_and_mixed_lists():
+    import torch
+
+    f32 = torch.tensor(0.3, dtype=torch.float32)
+    assert "dog" not in filter_detections([det("dog", f32, (0, 0, 9, 9))], "single_object")
+    assert "dog" in filter_detections([det("dog", f32.double(), (0, 0, 9, 9))], "single_object")
+    assert "dog" in filter_detections([det("dog", 1, (0, 0, 9, 9))], "single_object")  # an int score

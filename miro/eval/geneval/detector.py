@@ -219,7 +219,7 @@ class Mask2FormerDetector:
     def _to_detections(self, pred: dict[str, torch.Tensor]) -> list[dict]:
         order = pred["scores"].argsort(descending=True, stable=True).cpu()
         labels = pred["labels"].cpu()[order].tolist()
-        scores = pred["scores"].cpu()[order].tolist()
+        scores = list(pred["scores"].cpu()[order].numpy())  # numpy float32 scalars: the rules compare in float32
         boxes = pred["boxes"].cpu()[order].tolist()
         masks = pred["masks"].cpu()[order].numpy()
         return [
