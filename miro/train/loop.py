@@ -105,6 +105,8 @@ def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
 def _frozen(module: Any, device: torch.device) -> Any:
     if isinstance(module, nn.Module):
         module.to(device).eval().requires_grad_(False)
+    if getattr(module, "truncation_warnings", None) == "call":
+        module.truncation_warnings = "once"  # long captions: one warning per run, not one per step
     return module
 
 
