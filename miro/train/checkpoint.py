@@ -132,6 +132,14 @@ def resolve_resume(resume: str, folder: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------ writing
+def remove_stale_temps(folder: Path) -> None:
+    """Remove ``checkpoint-<step>.tmp`` folders left by a killed save (call before training starts; one
+    training run per run folder at a time)."""
+    for tmp in sorted(folder.glob("checkpoint-*.tmp")) if folder.is_dir() else []:
+        log.info("removing %s, left by an interrupted save", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     np_state = np.random.get_state()
     tensors = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64))}
@@ -211,29 +219,34 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, state: di
             except OSError as err:
                 error = str(OutputError.from_os(err, f"checkpoint {final}"))
 
-    if main:
-        def start():
-            nonlocal writer
-            folder.mkdir(parents=True, exist_ok=True)
-            writer = atomic_path(final, directory=True, tmp=tmp)
-        attempt(start)
-    error = _agree(accelerator, error)
-    if error is None:
-        def write_rank():
-            tensors, meta = _rng_state()
-            save_file(tensors, str(tmp / rng_file(rank)), metadata={"miro": json.dumps(meta)})
-        attempt(write_rank)
+    try:
         if main:
-            def write_shared():
-                save_model(accelerator.unwrap_model(model), str(tmp / MODEL_FILE))
-                _save_optimizer(optimizer, tmp / OPTIMIZER_FILE)
-                ema_meta = {"decay": ema.decay, "warmup": ema.warmup, "num_updates": ema.num_updates}
-                save_model(ema.model, str(tmp / EMA_FILE), metadata={"miro": json.dumps(ema_meta)})
-                if accelerator.scaler is not None:
-                    atomic_write_json(tmp / SCALER_FILE, accelerator.scaler.state_dict())
-                atomic_write_json(tmp / STATE_FILE, {**state, "step": step}, indent=1)
-            attempt(write_shared)
+            def start():
+                nonlocal writer
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = atomic_path(final, directory=True, tmp=tmp)
+            attempt(start)
         error = _agree(accelerator, error)
+        if error is None:
+            def write_rank():
+                tensors, meta = _rng_state()
+                save_file(tensors, str(tmp / rng_file(rank)), metadata={"miro": json.dumps(meta)})
+            attempt(write_rank)
+            if main:
+                def write_shared():
+                    save_model(accelerator.unwrap_model(model), str(tmp / MODEL_FILE))
+                    _save_optimizer(optimizer, tmp / OPTIMIZER_FILE)
+                    ema_meta = {"decay": ema.decay, "warmup": ema.warmup, "num_updates": ema.num_updates}
+                    save_model(ema.model, str(tmp / EMA_FILE), metadata={"miro": json.dumps(ema_meta)})
+                    if accelerator.scaler is not None:
+                        atomic_write_json(tmp / SCALER_FILE, accelerator.scaler.state_dict())
+                    atomic_write_json(tmp / STATE_FILE, {**state, "step": step}, indent=1)
+                attempt(write_shared)
+            error = _agree(accelerator, error)
+    except BaseException:  # interrupted (Ctrl-C, a failing rank): no temporary folder is left behind
+        if main and writer is not None:
+            writer.discard()
+        raise
     if main and error is None:
         def finish():
             files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}

@@ -41,6 +41,7 @@ from miro.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_state,
+    remove_stale_temps,
     resolve_resume,
     save_checkpoint,
 )
@@ -281,6 +282,7 @@ def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path
     """The main process picks (and verifies) the checkpoint and shares the choice, or the error, with all."""
     result: list = [None]
     if accelerator.is_main_process:
+        remove_stale_temps(folder)
         try:
             result = [str(p) if (p := resolve_resume(resume, folder)) is not None else None]
         except (CheckpointError, ConfigError) as err:
