@@ -49,7 +49,14 @@ from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
 from miro.train.launch import check_launch, use_cpu
-from miro.train.logging import Meter, batch_training_flops, peak_flops, setup_file_logging, status_line
+from miro.train.logging import (
+    Meter,
+    batch_training_flops,
+    close_file_logging,
+    peak_flops,
+    setup_file_logging,
+    status_line,
+)
 from miro.train.optim import build_optimizer, lr_at, set_lr
 from miro.utils.atomic import atomic_path, atomic_write_text
 from miro.utils.config import ConfigError
@@ -153,12 +160,20 @@ def train(cfg: TrainConfig, components: Components | None = None) -> Path:
 
 
 def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path) -> None:
-    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device, world, main = accelerator.device, accelerator.num_processes, accelerator.is_main_process
     if cfg.mixed_precision == "fp16" and device.type != "cuda":
         raise ConfigError("mixed_precision='fp16': needs a CUDA device (loss scaling); use bf16 or no on the CPU")
     micro = micro_batch_size(cfg, world)
     check_writable(out, "output_dir")  # before any work: a read-only run folder stops here
-    setup_file_logging(out / "logs", main)
+    file_log = setup_file_logging(out / "logs", main)
+    try:
+        _run(accelerator, cfg, comps, out, micro)
+    finally:
+        close_file_logging(file_log)
+
+
+def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path, micro: int) -> None:
+    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if device.type == "cuda" and cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 

@@ -327,3 +327,10 @@ def test_train_config_errors_print_no_traceback(tmp_path, override):
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_two_runs_in_one_process_each_log_into_their_own_folder(tmp_path, shards):
+    a = train(cfg(tmp_path / "a", shards, max_steps=3), tiny_components())
+    b = train(cfg(tmp_path / "b", shards, max_steps=3), tiny_components())
+    assert "step 2/3" in (a / "logs" / "train.log").read_text() and "step 2/3" in (b / "logs" / "train.log").read_text()
+    assert (a / "logs" / "train.log").read_text().count("step 2/3") == 1
