@@ -5,11 +5,15 @@
 - ``clip``: a CLIP text tower, ``last_hidden_state`` or the penultimate layer (SDXL's choice).
 
 Every prompt is padded (and truncated) to ``max_length`` tokens; the mask is True on real tokens and the
-embedding is exactly zero on padding, so cached embeddings are deterministic and compress well.
+embedding is exactly zero on padding, so cached embeddings are deterministic and compress well.  Prompts
+longer than ``max_length`` are cut with a ``PromptTruncationWarning`` saying how many tokens were dropped:
+once per ``encode`` call (sampling), or only on the first call that cuts with ``truncation_warnings="once"``
+(what training sets: captions are cut at every step).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +24,21 @@ from miro.utils.weights import load_pretrained, local_folder, weights_fingerprin
 
 KINDS = ("minilm", "t5", "clip")
 LAYERS = ("last", "penultimate")
+
+
+class PromptTruncationWarning(UserWarning):
+    """Prompts were longer than the text encoder's ``max_length``: their last tokens were dropped."""
+
+
+def truncation_message(prompts: Sequence[str], lengths: Sequence[int], max_length: int) -> str | None:
+    """The warning for prompts of ``lengths`` tokens (special tokens included) cut to ``max_length``, or None."""
+    over = [(n - max_length, p) for n, p in zip(lengths, prompts, strict=True) if n > max_length]
+    if not over:
+        return None
+    dropped, longest = max(over)
+    short = longest if len(longest) <= 60 else longest[:57] + "..."
+    return (f"{len(over)} of {len(prompts)} prompts are longer than the text encoder's max_length={max_length} tokens "
+            f"and were cut: {sum(d for d, _ in over)} tokens dropped in all, up to {dropped} from {short!r}")
 
 
 def minilm_path() -> str:
@@ -99,6 +118,7 @@ class TextEncoder(nn.Module):
         if limit is not None and max_length > limit:
             raise ValueError(f"text_encoder.max_length={max_length}: this {kind} encoder has {limit} positions")
         self.max_length = max_length
+        self.truncation_warnings = "call"  # "call": warn on every encode() that cuts; "once": the first; "never"
         self.dim = int(self.model.config.hidden_size if kind != "t5" else self.model.config.d_model)
         self._identifier: str | None = None
 
@@ -138,6 +158,16 @@ class TextEncoder(nn.Module):
         )
         return tok["input_ids"], tok["attention_mask"].bool()
 
+    def _warn_truncation(self, prompts: list[str]) -> None:
+        if self.truncation_warnings == "never":
+            return
+        lengths = [len(i) for i in self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]]
+        message = truncation_message(prompts, lengths, self.max_length)
+        if message is not None:
+            warnings.warn(message, PromptTruncationWarning, stacklevel=4)  # the caller of encode()
+            if self.truncation_warnings == "once":
+                self.truncation_warnings = "never"
+
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """prompts -> (emb [B, max_length, dim] in ``output_dtype``, mask [B, max_length] bool), on the encoder's device."""
@@ -150,6 +180,7 @@ class TextEncoder(nn.Module):
         unique = list(dict.fromkeys(prompts))
         index = {p: i for i, p in enumerate(unique)}
         ids, mask = self.tokenize(unique)
+        self._warn_truncation(unique)
         ids, mask = ids.to(device), mask.to(device)
         chunks = []
         for start in range(0, len(ids), self.batch_size):

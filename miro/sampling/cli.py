@@ -21,6 +21,7 @@ from pathlib import Path
 from miro.sampling.settings import SamplingSettings
 from miro.utils.config import ConfigError, entry_point, require, require_choice
 from miro.utils.device import DTYPES
+from miro.utils.storage import check_writable
 
 MODES = ("images", "sweep")
 
@@ -113,9 +114,8 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
     import torch
 
     prompts = load_prompts(cfg)
+    out_dir = check_writable(cfg.out_dir, "out_dir")  # before the pipeline is loaded or an image is made
     pipe = pipe or load_pipeline(cfg)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in cfg.seeds]
     paths = [out_dir / f"{i:05d}_s{s}.png" for i, _, s in jobs]
     todo = [(job, path) for job, path in zip(jobs, paths) if not (path.is_file() and path.with_suffix(".json").is_file())]
@@ -141,6 +141,7 @@ def run_sweep(cfg: SampleConfig, pipe=None) -> list[Path]:
     from miro.sampling.sliders import reward_sweep, save_sweep
 
     prompts = load_prompts(cfg)
+    check_writable(cfg.out_dir, "out_dir")
     pipe = pipe or load_pipeline(cfg)
     folders = []
     for i, prompt in enumerate(prompts):
@@ -168,5 +169,13 @@ def run_and_report(cfg: SampleConfig) -> list[Path]:
     return written
 
 
-# ``python -m miro.sampling``: a bad value or a missing pipeline / weight file ends in one ``error:`` line
-main = entry_point("sample", SampleConfig, run_and_report, errors=(FileNotFoundError,))
+# ``python -m miro.sampling``: a bad value, a missing or damaged pipeline / weight file, an unwritable out_dir
+# end in one ``error:`` line
+def _errors() -> tuple:
+    from miro.sampling.pipeline import PipelineFolderError
+    from miro.utils.storage import OutputError
+
+    return (FileNotFoundError, PipelineFolderError, OutputError)
+
+
+main = entry_point("sample", SampleConfig, run_and_report, errors=_errors)

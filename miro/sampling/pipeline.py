@@ -44,6 +44,46 @@ from miro.utils.device import parse_dtype, resolve_device
 from miro.utils.precision import precision_dtype, resolve_precision
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "numpy")
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' name; the project never reads a pickled .bin
+
+
+class PipelineFolderError(ValueError):
+    """A saved pipeline folder is damaged (a truncated or foreign weight file, an unreadable model_index.json)."""
+
+
+def check_pipeline_folder(root: Path, variant: str | None = None) -> None:
+    """Before diffusers reads a local pipeline folder: ``model_index.json`` and each model component's
+    safetensors file must be there and readable, else a ``FileNotFoundError`` / ``PipelineFolderError`` naming
+    the file expected (diffusers would name a ``.bin`` it then falls back to, or fail deep in a library)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = root / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{root}: not a saved MiroPipeline folder (no model_index.json; "
+                                "MiroPipeline.save_pretrained and training's final/ write one)")
+    try:
+        components = json.loads(index.read_text())
+    except (OSError, ValueError) as err:
+        raise PipelineFolderError(f"{index}: unreadable ({err})") from None
+    weights = WEIGHTS_NAME if not variant else WEIGHTS_NAME.replace(".safetensors", f".{variant}.safetensors")
+    for name, spec in components.items():
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[1] in {"MiroTransformer"}):
+            continue
+        folder = root / name
+        file = folder / weights
+        if (folder / f"{weights}.index.json").is_file():  # sharded: diffusers checks the shards
+            continue
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: missing; the {name} of a saved pipeline is stored there "
+                                    "(safetensors only: .bin pickles are not loaded)")
+        try:
+            with safe_open(str(file), "pt"):  # checks the header against the file's size: a cut file fails here
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own types; name the file
+            raise PipelineFolderError(f"{file}: not a readable safetensors file ({err}); the folder is damaged, "
+                                      "export it again") from None
 # Scheduler options that would move its sigmas off ``miro.flow.flow_sigmas`` (the training convention).
 _UNSUPPORTED_SCHEDULER_OPTIONS = (
     "use_dynamic_shifting",
@@ -196,7 +236,10 @@ class MiroPipeline(DiffusionPipeline):
         or a path/id for the saved kind)."""
         root = Path(pretrained_model_name_or_path)
         if variant and (root / variant / "model_index.json").is_file():
-            pretrained_model_name_or_path, variant = str(root / variant), None
+            pretrained_model_name_or_path, variant, root = str(root / variant), None, root / variant
+        if root.is_dir():
+            check_pipeline_folder(root, variant)
+        kwargs.setdefault("use_safetensors", True)  # never fall back to unpickling a .bin
         if text_encoder is not None:
             kwargs["text_encoder"] = text_encoder
         pipe = super().from_pretrained(pretrained_model_name_or_path, variant=variant, **kwargs)

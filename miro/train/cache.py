@@ -35,6 +35,7 @@ def run(cfg: TrainConfig) -> dict:
     rank, world = (job.rank, job.world_size) if job.world_size is not None else (state.process_index, state.num_processes)
     shards, root = find_shards(cfg.data.shards, cfg.data.root, resolve=True)
     te = build_text_encoder(cfg.text_encoder).to(state.device)
+    te.truncation_warnings = "once"  # long captions: one warning for the job, not one per batch
     ae = build_autoencoder(cfg.autoencoder).to(state.device)
     summary = cache_shards(shards, te, ae, cfg.data.resolution, cfg.data.cache_dir, root, job.batch_size, state.device,
                            rank, world, job.overwrite, progress=state.is_local_main_process)

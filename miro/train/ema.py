@@ -13,7 +13,7 @@ class EMA:
     micro-steps).  With ``warmup`` the decay is ``min(decay, (1 + n) / (10 + n))`` after n updates, so
     short runs are not dominated by the initial weights.  Buffers are copied, not averaged.
 
-    Register it with ``accelerator.register_for_checkpointing`` so checkpoints hold it.
+    Checkpoints hold it as ``ema.safetensors`` (``miro.train.checkpoint``; never pickled).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = False):

@@ -16,12 +16,14 @@ from miro.utils.config import ConfigError, config_file
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """What stops training and the feature cache on bad input (a missing shard, cache, statistics or weight
-    file): ``python -m miro.train`` and ``python -m miro.train.cache`` show these as one ``error:`` line."""
+    file, an unusable checkpoint, a full disk or read-only run folder): ``python -m miro.train`` and ``python -m miro.train.cache`` show these as one ``error:`` line."""
     from miro.data.annotations import DataError
     from miro.data.cache import CacheError
     from miro.data.shards import ShardError
+    from miro.train.checkpoint import CheckpointError
+    from miro.utils.storage import OutputError
 
-    return (DataError, CacheError, ShardError, FileNotFoundError)
+    return (DataError, CacheError, ShardError, CheckpointError, OutputError, FileNotFoundError)
 
 
 _WORLD_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

@@ -47,16 +47,26 @@ def batch_training_flops(model: torch.nn.Module, x: torch.Tensor, text: torch.Te
     return float(training_flops(config, x.shape[-2], x.shape[-1], text.shape[1]) * x.shape[0])
 
 
-def setup_file_logging(logs: Path, main: bool) -> None:
-    """Mirror the ``miro`` loggers into ``logs/train.log`` on the main process."""
+def setup_file_logging(logs: Path, main: bool) -> logging.Handler | None:
+    """Mirror the ``miro`` loggers into ``logs/train.log`` on the main process; returns the handler, which
+    the caller removes when the run ends (``close_file_logging``), so a second run in the same process logs
+    into its own folder, not the first run's."""
     root = logging.getLogger("miro")
     root.setLevel(logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-file "saved ..." lines at every checkpoint
-    if main and not any(isinstance(h, logging.FileHandler) for h in root.handlers):
-        logs.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logs / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    if not main:
+        return None
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    return handler
+
+
+def close_file_logging(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger("miro").removeHandler(handler)
+        handler.close()
 
 
 class Meter:

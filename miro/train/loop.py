@@ -37,15 +37,31 @@ from miro.data.pipeline import (
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import build_autoencoder, build_model, build_text_encoder
-from miro.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from miro.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_state,
+    remove_stale_temps,
+    resolve_resume,
+    save_checkpoint,
+)
 from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
 from miro.train.launch import check_launch, use_cpu
-from miro.train.logging import Meter, batch_training_flops, peak_flops, setup_file_logging, status_line
+from miro.train.logging import (
+    Meter,
+    batch_training_flops,
+    close_file_logging,
+    peak_flops,
+    setup_file_logging,
+    status_line,
+)
 from miro.train.optim import build_optimizer, lr_at, set_lr
+from miro.utils.atomic import atomic_path, atomic_write_text
 from miro.utils.config import ConfigError
 from miro.utils.precision import resolve_precision
+from miro.utils.storage import STORAGE_ERRNOS, OutputError, check_writable
 
 log = logging.getLogger("miro.train")
 
@@ -97,6 +113,8 @@ def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
 def _frozen(module: Any, device: torch.device) -> Any:
     if isinstance(module, nn.Module):
         module.to(device).eval().requires_grad_(False)
+    if getattr(module, "truncation_warnings", None) == "call":
+        module.truncation_warnings = "once"  # long captions: one warning per run, not one per step
     return module
 
 
@@ -131,6 +149,10 @@ def train(cfg: TrainConfig, components: Components | None = None) -> Path:
     try:
         check_launch(accelerator.num_processes)
         _train(accelerator, replace(cfg, mixed_precision=precision), components, out)
+    except OSError as err:  # a full disk or a folder that became read-only while training: one line
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        raise OutputError.from_os(err, f"run folder {out}") from err
     finally:
         accelerator.end_training()
         AcceleratorState._reset_state()  # the next run in this process (tests, hydra multirun) starts clean
@@ -138,11 +160,20 @@ def train(cfg: TrainConfig, components: Components | None = None) -> Path:
 
 
 def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path) -> None:
-    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device, world, main = accelerator.device, accelerator.num_processes, accelerator.is_main_process
     if cfg.mixed_precision == "fp16" and device.type != "cuda":
         raise ConfigError("mixed_precision='fp16': needs a CUDA device (loss scaling); use bf16 or no on the CPU")
     micro = micro_batch_size(cfg, world)
-    setup_file_logging(out / "logs", main)
+    check_writable(out, "output_dir")  # before any work: a read-only run folder stops here
+    file_log = setup_file_logging(out / "logs", main)
+    try:
+        _run(accelerator, cfg, comps, out, micro)
+    finally:
+        close_file_logging(file_log)
+
+
+def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, out: Path, micro: int) -> None:
+    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if device.type == "cuda" and cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
@@ -161,21 +192,20 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     if cfg.compile:
         model.compile()
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(ema)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the EMA is saved by save_checkpoint itself
 
     start, samples_seen = 0, 0
-    resume_from = resolve_resume(cfg.resume, out / "checkpoints")
+    resume_from = _resume_on_main(accelerator, cfg.resume, out / "checkpoints")
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
+        check_resume_config(read_state(resume_from).get("config"), cfg, resume_from)  # before loading anything
+        state = load_checkpoint(accelerator, resume_from, model=model, optimizer=optimizer, ema=ema)
         start, samples_seen = state["step"], state["samples_seen"]
         if (state["world_size"], state["micro_batch"], state["checkpoint_every"]) != (world, micro, cfg.checkpoint_every):
             log.warning("resuming with a different world size, micro batch or checkpoint interval than %s: the data "
                         "stream will not match the original run's", resume_from)
         log.info("resumed from %s at step %d", resume_from, start)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     if cfg.log_with != "none":
         accelerator.init_trackers(cfg.name)
 
@@ -241,8 +271,10 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
         if done % cfg.checkpoint_every == 0 or done == end:
             tic = time.perf_counter()
             state = {"samples_seen": samples_seen, "seed": cfg.seed, "world_size": world, "micro_batch": micro,
-                     "grad_accum": cfg.grad_accum, "checkpoint_every": cfg.checkpoint_every, "data_segment": done}
-            save_checkpoint(accelerator, out / "checkpoints", done, state, cfg.checkpoints_total_limit)
+                     "grad_accum": cfg.grad_accum, "checkpoint_every": cfg.checkpoint_every, "data_segment": done,
+                     "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
+            save_checkpoint(accelerator, out / "checkpoints", done, state, cfg.checkpoints_total_limit,
+                            model=model, optimizer=optimizer, ema=ema)
             meter.pause(time.perf_counter() - tic)
         if main and cfg.export_every and done % cfg.export_every == 0 and done != cfg.max_steps:
             tic = time.perf_counter()  # a pipeline per stage of training, for learning curves
@@ -259,6 +291,53 @@ def _train(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None,
     if main and end == cfg.max_steps:
         export_final(ema.model, out / "final", cfg, te, ae, info)
     accelerator.wait_for_everyone()
+
+
+def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path | None:
+    """The main process picks (and verifies) the checkpoint and shares the choice, or the error, with all."""
+    result: list = [None]
+    if accelerator.is_main_process:
+        remove_stale_temps(folder)
+        try:
+            result = [str(p) if (p := resolve_resume(resume, folder)) is not None else None]
+        except (CheckpointError, ConfigError) as err:
+            result = [err]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(result)
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return Path(result[0]) if result[0] is not None else None
+
+
+# settings a checkpoint cannot be resumed with when they changed (the network and what it is fed)
+_MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution")
+_FREE = ("resume", "stop_after", "progress_bar", "output_dir", "name", "log_every", "log_with", "sample", "export_every",
+         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        return {k: v for key, sub in d.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: d}
+
+
+def check_resume_config(saved: dict | None, cfg: TrainConfig, checkpoint: Path) -> None:
+    """Resuming into the same run folder with changed settings: a changed network (or what it is fed) stops
+    with a ConfigError; other changes are listed in a warning."""
+    if saved is None:
+        return
+    old, new = _flatten(saved), _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    under = lambda k, names: any(k == n or k.startswith(n + ".") for n in names)  # noqa: E731
+    fatal = [k for k in changed if under(k, _MUST_MATCH)]
+    if fatal:
+        diff = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in fatal[:6])
+        raise ConfigError(f"resume from {checkpoint}: the checkpoint was trained with other settings ({diff}); resume "
+                          "with the original settings, or train into a new output_dir")
+    noted = [k for k in changed if not under(k, _FREE)]
+    if noted:
+        log.warning("resuming from %s with changed settings: %s", checkpoint,
+                    ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in noted))
 
 
 def _log_grid(accelerator: Accelerator, grid: SampleGrid, model: nn.Module, ae: Any, folder: Path, step: int) -> None:
@@ -282,8 +361,10 @@ def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: 
     pipe = MiroPipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.sample.shift),
                         text_encoder_config=cfg.text_encoder, autoencoder_config=cfg.autoencoder,
                         num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae)
-    pipe.save_pretrained(folder)
     meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.reward_names,
             "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
             "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
-    (folder / "miro_training.json").write_text(json.dumps(meta, indent=1))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder, directory=True) as tmp:  # a sampler never sees a half-written pipeline
+        pipe.save_pretrained(tmp)
+        (tmp / "miro_training.json").write_text(json.dumps(meta, indent=1))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from miro.sampling.pipeline import MiroPipeline
-from miro.train.checkpoint import list_checkpoints
+from miro.train.checkpoint import list_checkpoints, verify
 from miro.utils.config import config_file
 from tests.data.make_dataset import make_dataset
 
@@ -59,7 +59,9 @@ def test_cache_then_two_process_training_from_the_command_line(tmp_path):
     assert [s for s, _ in list_checkpoints(ckpts)] == [2, 4] and len(list(ckpts.iterdir())) == 2  # one per save
     for _, path in list_checkpoints(ckpts):
         names = {p.name for p in path.iterdir()}
-        assert {"model.safetensors", "random_states_0.pkl", "random_states_1.pkl", "train_state.json"} <= names
+        assert {"model.safetensors", "rng-rank0.safetensors", "rng-rank1.safetensors", "train_state.json", "manifest.json"} <= names
+        assert not [n for n in names if n.endswith((".pkl", ".bin"))]  # nothing pickled
+        assert verify(path) is None
     assert len(list((out / "samples").glob("step-*.png"))) == 1  # grids on the main process only
     pipe = MiroPipeline.from_pretrained(out / "final")  # what the sampling stage loads (MiniLM rebuilt)
     assert pipe.reward_names == ["sharpness", "contrast", "alignment"]

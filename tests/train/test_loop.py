@@ -45,7 +45,7 @@ def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
     assert logged["_images"]
     # the final folder is the sampling stage's pipeline, with the EMA network as its transformer
     pipe = MiroPipeline.from_pretrained(out / "final", text_encoder=TinyTextEncoder())
-    ema = torch.load(out / "checkpoints" / "checkpoint-6" / "custom_checkpoint_0.pkl", weights_only=False)["model"]
+    ema = load_file(out / "checkpoints" / "checkpoint-6" / "ema.safetensors")
     for k, v in pipe.transformer.state_dict().items():
         assert torch.equal(v, ema[k]), k
     assert pipe.reward_names == ["sharpness", "contrast", "alignment"] and pipe.num_bins == 8
