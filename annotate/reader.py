@@ -105,8 +105,9 @@ class ShardBatches(IterableDataset):
     def _shard(self, si: int, shard: Path, w: int, nw: int, ends: int) -> Iterator[dict]:
         chunk: list[tuple[int, str, dict]] = []
         count, error = 0, None
+        skipped: list[list[str]] = []  # [member, reason]: tar members that belong to no sample
         try:
-            for index, (key, members) in enumerate(iter_shard(shard)):
+            for index, (key, members) in enumerate(iter_shard(shard, on_skip=lambda m, r: skipped.append([m, r]))):
                 count = index + 1
                 mine = not self.split_within or (index // self.batch_size) % nw == w
                 if mine:
@@ -123,7 +124,7 @@ class ShardBatches(IterableDataset):
             error = missing_end_marker(shard)
         if chunk:
             yield self._batch(si, chunk)
-        yield {"kind": "end", "shard": si, "count": count, "error": error, "ends": ends}
+        yield {"kind": "end", "shard": si, "count": count, "error": error, "ends": ends, "skipped_members": skipped}
 
     def _batch(self, si: int, chunk: list[tuple[int, str, dict]]) -> dict:
         keys, index, status = [], [], []

@@ -14,7 +14,9 @@ Tensors:
 Metadata (safetensors header, JSON strings): ``format``, ``identity``, ``shard``, ``keys`` and ``captions``
 (of the cached samples), ``skipped`` ({key: reason} for samples that could not be decoded; they are skipped
 in training too), ``order`` (every key in tar order, so the cached stream is the same stream as the
-uncached one) and ``damaged`` (non-empty when the tar is cut; only its readable part is cached).
+uncached one), ``damaged`` (non-empty when the tar is cut; only its readable part is cached) and
+``ignored_members`` ({member: reason} for tar members that belong to no sample, e.g. one without an
+extension; absent in older files).
 
 The source shard is never rewritten; files are written to a temp name and renamed, so a killed job leaves
 either a complete cache file or none, and a rerun skips shards whose cache is complete.
@@ -37,6 +39,7 @@ from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
 from miro.utils.atomic import atomic_path
+from miro.utils.fs import check_writable_all
 
 FORMAT = "miro-feature-cache/1"
 
@@ -70,6 +73,7 @@ class ShardCache:
     order: list[str] = field(default_factory=list)  # all keys in tar order, skipped ones included
     damaged: str = ""
     latent_std: torch.Tensor | None = None  # set when ``latents`` holds raw posterior means
+    ignored_members: dict[str, str] = field(default_factory=dict)  # tar members of no sample: {name: reason}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -106,6 +110,7 @@ def read_shard_cache(path: str | Path, identity: dict | None = None) -> ShardCac
         keys=meta["keys"], captions=meta["captions"], skipped=meta["skipped"], identity=meta["identity"],
         shard=meta["shard"], order=meta["order"], damaged=meta["damaged"], latents=tensors["latents"],
         latent_std=tensors.get("latent_std"), text=tensors["text"], text_offsets=tensors["text_offsets"],
+        ignored_members=meta.get("ignored_members", {}),
     )
 
 
@@ -113,7 +118,7 @@ def write_shard_cache(path: str | Path, cache: ShardCache) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT}
-    for k in ("identity", "shard", "keys", "captions", "skipped", "order", "damaged"):
+    for k in ("identity", "shard", "keys", "captions", "skipped", "order", "damaged", "ignored_members"):
         meta[k] = json.dumps(getattr(cache, k))
     tensors = {"latents": cache.latents.contiguous(), "text": cache.text.contiguous(),
                "text_offsets": cache.text_offsets.contiguous()}
@@ -132,9 +137,10 @@ def is_complete(path: Path, identity: dict) -> bool:
 
 
 def _decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], order: list[str],
-                     damage: list[str]) -> Iterator[tuple[str, str, torch.Tensor]]:
+                     damage: list[str], ignored: dict[str, str] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
+    ignored = {} if ignored is None else ignored
     try:
-        yield from _decode_all(iter_shard(shard), resolution, skipped, order)
+        yield from _decode_all(iter_shard(shard, on_skip=ignored.__setitem__), resolution, skipped, order)
     except ShardError as err:
         damage.append(str(err))
 
@@ -166,6 +172,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     skipped: dict[str, str] = {}
     damage: list[str] = []
     order: list[str] = []
+    ignored: dict[str, str] = {}
 
     def flush(batch):
         bkeys, bcaps, bimgs = zip(*batch)
@@ -185,7 +192,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
         captions.extend(bcaps)
 
     batch: list = []
-    for item in _decoded_samples(shard, resolution, skipped, order, damage):
+    for item in _decoded_samples(shard, resolution, skipped, order, damage, ignored):
         batch.append(item)
         if len(batch) == batch_size:
             flush(batch)
@@ -199,7 +206,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
     return ShardCache(keys=keys, captions=captions, latents=torch.cat(latents), text=torch.cat(texts),
                       latent_std=torch.cat(stds) if moments else None,
                       text_offsets=offsets, identity=identity, shard=shard_stem(shard) + ".tar", skipped=skipped,
-                      order=order, damaged=damage[0] if damage else "")
+                      order=order, damaged=damage[0] if damage else "", ignored_members=ignored)
 
 
 def cache_shards(shards: list[Path], text_encoder, autoencoder, resolution: int, cache_dir: str | Path | None = None,
@@ -207,11 +214,12 @@ def cache_shards(shards: list[Path], text_encoder, autoencoder, resolution: int,
                  rank: int = 0, world_size: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
     """Cache this rank's shards (``shards[rank::world_size]``); complete caches are skipped unless ``overwrite``.
 
-    Returns counts: ``written``, ``skipped_complete``, ``samples``, ``bad_samples``.
+    Returns counts: ``written``, ``skipped_complete``, ``samples``, ``bad_samples``, ``ignored_members``.
     """
     identity = cache_identity(text_encoder.identifier(), autoencoder.identifier(), resolution)
     mine = list(shards)[rank::world_size]
-    summary = {"written": 0, "skipped_complete": 0, "samples": 0, "bad_samples": 0, "identity": identity}
+    check_writable_all((cache_path(s, identity, cache_dir, root).parent for s in mine), "feature cache folder")
+    summary = {"written": 0, "skipped_complete": 0, "samples": 0, "bad_samples": 0, "ignored_members": 0, "identity": identity}
     if progress:
         from tqdm.auto import tqdm
 
@@ -226,4 +234,5 @@ def cache_shards(shards: list[Path], text_encoder, autoencoder, resolution: int,
         summary["written"] += 1
         summary["samples"] += len(cache)
         summary["bad_samples"] += len(cache.skipped)
+        summary["ignored_members"] += len(cache.ignored_members)
     return summary

@@ -18,8 +18,7 @@ from PIL import Image
 from annotate.stats import compute_stats, write_buckets
 from miro.contracts.buckets import STATS_FILE, load_reward_stats, read_buckets
 from miro.contracts.sidecar import rewards_path, write_rewards
-from miro.data.pipeline import tar_keys
-from miro.data.shards import ShardWriter
+from miro.data.shards import ShardWriter, tar_keys
 
 REWARDS = ["sharpness", "contrast", "alignment"]
 NUM_BINS = 8

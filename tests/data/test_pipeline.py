@@ -13,12 +13,11 @@ from miro.data.annotations import DataError
 from miro.data.pipeline import (
     DataConfig,
     MiroDataset,
-    _tar_keys_slow,
     inspect_dataset,
     make_loader,
     shard_order,
-    tar_keys,
 )
+from miro.data.shards import _tar_keys_slow, tar_keys
 from miro.data.transforms import center_crop_resize, image_to_uint8
 from miro.utils.config import ConfigError, to_typed
 from tests.data.make_dataset import (
