@@ -25,8 +25,16 @@ def run(typed: AnnotateConfig) -> None:
         run_stats(typed)
 
 
-# a missing shard folder, sidecar or weight file (the weight finder's WeightsNotFoundError is a FileNotFoundError)
-main = entry_point("annotate", AnnotateConfig, run, errors=(FileNotFoundError,))
+def _errors() -> tuple:
+    """A missing shard folder, sidecar or weight file (the weight finder's WeightsNotFoundError is a
+    FileNotFoundError), sidecars that cannot give statistics, an output folder that cannot be written."""
+    from annotate.stats import StatsError
+    from miro.utils.fs import OutputError
+
+    return (FileNotFoundError, StatsError, OutputError)
+
+
+main = entry_point("annotate", AnnotateConfig, run, errors=_errors)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from annotate.scorers.base import Scorer
 from annotate.scorers.registry import build_scorers, comparable_settings, reward_settings
 from miro.contracts import sidecar
 from miro.contracts.shards import find_shards
+from miro.data.shards import tar_keys
 from miro.utils.device import DTYPES, resolve_device
+from miro.utils.fs import check_writable_all
 
 log = logging.getLogger("annotate")
 
@@ -73,17 +75,19 @@ class ShardPlan:
 
 def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, settings: dict[str, dict] | None = None) -> ShardPlan | None:
     """What is left to compute for one shard (None: its sidecar is complete).  A reward present in the sidecar
-    but scored with other settings than ``settings[reward]`` (e.g. another HPS version) is scored again."""
+    but scored with other settings than ``settings[reward]`` (e.g. another HPS version) is scored again.  A
+    sidecar that does not cover its shard (``incomplete_reason``) is never trusted: the shard is scored again."""
     if overwrite or not path.exists():
         return ShardPlan(shard, path, tuple(rewards), False)
     try:
         meta = sidecar.read_meta(path)
         present = set(sidecar.reward_columns(path))
+        why = incomplete_reason(shard, path, meta)
     except Exception as err:  # noqa: BLE001 - an unreadable sidecar is rewritten, never trusted
         log.warning("%s: unreadable sidecar (%s); rescoring", path, err)
         return ShardPlan(shard, path, tuple(rewards), False)
-    if meta.get("shard_bytes") != shard.stat().st_size:
-        log.warning("%s changed since %s was written; rescoring", shard, path.name)
+    if why:
+        log.warning("%s: %s; rescoring %s", path, why, shard.name)
         return ShardPlan(shard, path, tuple(rewards), False)
     recorded = meta.get("rewards") or {}
     changed = [r for r in rewards if r in present and settings and r in settings and comparable_settings(recorded.get(r, {}).get("config")) != settings[r]]
@@ -91,6 +95,28 @@ def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, set
         log.warning("%s: %s scored with other settings; scoring again", path.name, changed)
     missing = tuple(r for r in rewards if r not in present or r in changed)
     return ShardPlan(shard, path, missing, True) if missing else None
+
+
+def incomplete_reason(shard: Path, path: Path, meta: dict) -> str | None:
+    """Why the sidecar ``path`` does not cover ``shard`` (None: it does): the shard's size differs from the
+    recorded one, the row count differs from the recorded sample count, or its keys are not the shard's keys
+    in tar order (read from the tar headers; a shard whose tar error is recorded may cover only a prefix)."""
+    if meta.get("shard_bytes") != shard.stat().st_size:
+        return f"{shard.name} changed since the sidecar was written (size {meta.get('shard_bytes')} recorded, {shard.stat().st_size} now)"
+    rows = sidecar.num_rows(path)
+    report = meta.get("report") or {}
+    if report.get("samples") != rows:
+        return f"the sidecar holds {rows} rows but records {report.get('samples')} samples"
+    keys = pq_keys(path)
+    in_tar, damaged = tar_keys(shard)
+    n = min(len(keys), len(in_tar))
+    if keys == in_tar or ((report.get("tar_error") or damaged) and keys[:n] == in_tar[:n]):
+        return None
+    return f"its {len(keys)} keys are not the {len(in_tar)} keys of {shard.name}"
+
+
+def pq_keys(path: Path) -> list[str]:
+    return sidecar.read_rewards(path, [])[0].column("key").to_pylist()
 
 
 @dataclass
@@ -102,6 +128,7 @@ class ShardState:
     ends: int = 0
     count: int = 0
     error: str | None = None
+    skipped_members: list = field(default_factory=list)
 
 
 def _explained(status: str, reward: str, text_rewards: set[str]) -> bool:
@@ -141,6 +168,8 @@ class ScoringPass:
                 st.ends += 1
                 st.count = max(st.count, int(item["count"]))
                 st.error = st.error or item["error"]
+                if not st.skipped_members:  # every worker reads the whole tar: one list suffices
+                    st.skipped_members = list(item.get("skipped_members") or [])
                 if st.ends == int(item["ends"]):
                     self._finish(int(item["shard"]))
                 continue
@@ -189,10 +218,10 @@ class ScoringPass:
         if plan.keep_existing:
             keys, scores, status, provenance = self._merge(plan, keys, scores, status, provenance)
         counts = sidecar.status_counts(status)
-        report = {"samples": len(keys), "status_counts": counts, "tar_error": st.error}
+        report = {"samples": len(keys), "status_counts": counts, "tar_error": st.error, "skipped_members": st.skipped_members}
         meta = {
-            "shard": plan.shard.name,
-            "shard_bytes": plan.shard.stat().st_size,
+            **sidecar.shard_identity(plan.shard),
+            "shard_samples": st.count,
             "rewards": provenance,
             "config": self.config_dict,
             "report": report,
@@ -203,9 +232,11 @@ class ScoringPass:
         rank, world, _ = process_rank()
         msg = f"rank {rank}/{world}: wrote {path} ({len(keys)} samples, {counts.get('ok', 0)} ok"
         msg += f", {bad})" if bad else ")"
+        if st.skipped_members:
+            msg += f"; {len(st.skipped_members)} tar member(s) without extension skipped: {[m for m, _ in st.skipped_members[:5]]}"
         if st.error:
             msg += f"; TAR ERROR after {st.count} samples: {st.error}"
-        (log.warning if (bad or st.error) else log.info)(msg)
+        (log.warning if (bad or st.error or st.skipped_members) else log.info)(msg)
         if self.progress is not None:
             self.progress.set_postfix_str(f"shard {plan.shard.name} done", refresh=False)
 
@@ -242,6 +273,7 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     log.info("rank %d/%d%s: %d of %d shards, %d already complete", rank, world, where, len(mine), len(all_shards), summary["skipped"])
     if not plans:
         return summary
+    check_writable_all((p.sidecar.parent for p in plans), "sidecar folder")  # before any image is scored
     if scorers is None:
         needed = [r for r in cfg.reward_names if any(r in p.missing for p in plans)]
         device = torch.device(resolve_device(cfg.device, local_rank))

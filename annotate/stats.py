@@ -38,10 +38,15 @@ from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
 from miro.contracts.shards import find_shards
 from miro.utils.atomic import atomic_write_json
+from miro.utils.fs import check_writable_all
 
 log = logging.getLogger("annotate.stats")
 
 BINNING_RULE = "mid-rank quantile edges, ties never split (annotate/stats.py, docs/annotate.md)"
+
+
+class StatsError(ValueError):
+    """The sidecars cannot give statistics (missing rewards, mixed settings, sidecars that do not cover their shards)."""
 
 
 # --- the binning rule ------------------------------------------------------------------------------------------
@@ -137,10 +142,18 @@ def compute_stats(
     lacking = {r: ps for r, ps in lacking.items() if ps}
     if lacking:
         detail = "; ".join(f"{r}: {len(ps)} sidecars, e.g. {ps[:3]}" for r, ps in lacking.items())
-        raise ValueError(f"some sidecars lack requested rewards (run the score stage for them): {detail}")
+        raise StatsError(f"some sidecars lack requested rewards (run the score stage for them): {detail}")
     if not rewards:
-        raise ValueError("the sidecars have no reward column in common")
+        raise StatsError("the sidecars have no reward column in common")
     rows = [pq.ParquetFile(p).metadata.num_rows for p in sidecars]
+    short = []
+    for p, n in zip(sidecars, rows):
+        recorded = (sidecar.read_meta(p).get("report") or {}).get("samples")
+        if recorded is not None and recorded != n:
+            short.append(f"{p} ({n} rows, {recorded} recorded)")
+    if short:
+        raise StatsError(f"{len(short)} sidecar(s) hold fewer or more rows than they record, e.g. {short[:3]}; "
+                         "run the score stage again (it rescores sidecars that do not cover their shard)")
     total = int(sum(rows))
     if max_samples is None or total <= max_samples:
         pick, sample = None, {"method": "all", "size": total, "population": total}
@@ -170,11 +183,11 @@ def compute_stats(
     for r in rewards:
         if len(variants[r]) > 1:
             groups = [f"{len(ps)} sidecars like {ps[0]}" for ps in variants[r].values()]
-            raise ValueError(f"reward {r!r} was scored with different models or settings across shards ({'; '.join(groups)}); rescore so they agree")
+            raise StatsError(f"reward {r!r} was scored with different models or settings across shards ({'; '.join(groups)}); rescore so they agree")
         values = np.concatenate(picked[r]) if picked[r] else np.zeros(0)
         finite = values[np.isfinite(values)]
         if finite.size == 0:
-            raise ValueError(f"reward {r!r}: no finite score in the sample; nothing to bin")
+            raise StatsError(f"reward {r!r}: no finite score in the sample; nothing to bin")
         edges = quantile_edges(finite, num_bins)
         out_rewards[r] = {"edges": edges.tolist(), **moments[r].summary(), "unique_in_sample": int(np.unique(finite).size), "sample_count": int(finite.size), "provenance": provenance[r]}
     return {
@@ -205,6 +218,22 @@ def write_buckets(rewards_file: Path, stats: RewardStats, overwrite: bool = Fals
     return sidecar.write_parquet_atomic(out, pa.table(cols), meta)
 
 
+def _not_covering(shards: list[Path], paths: list[Path]) -> list[str]:
+    """Sidecars whose row count differs from their shard's sample count (read from the tar headers).  A shard
+    whose tar cannot be read to its end (or whose sidecar records a tar error) is not judged here."""
+    from miro.data.shards import tar_keys
+
+    out = []
+    for s, p in zip(shards, paths):
+        if not p.exists():
+            continue
+        keys, damaged = tar_keys(s)
+        rows = sidecar.num_rows(p)
+        if not damaged and not (sidecar.read_meta(p).get("report") or {}).get("tar_error") and rows != len(keys):
+            out.append(f"{p} has {rows} rows for the {len(keys)} samples of {s.name}")
+    return out
+
+
 def run_stats(cfg) -> dict:
     """The stats stage of ``python -m annotate stage=stats`` (``cfg`` an ``AnnotateConfig``)."""
     from annotate.job import process_rank
@@ -223,10 +252,17 @@ def run_stats(cfg) -> dict:
             + (" ..." if len(missing) > 20 else "")
         )
     present = [p for p in paths if p.exists()]
+    bad = _not_covering(shards, paths)
+    if bad:
+        raise StatsError(
+            f"{len(bad)} sidecar(s) do not cover their shard, so statistics would leave data out: {'; '.join(bad[:5])}"
+            + (" ..." if len(bad) > 5 else "") + "; run the score stage again (it rescores them)"
+        )
     st = cfg.stats
+    stats_path = Path(cfg.out_dir if cfg.out_dir is not None else root) / STATS_FILE
+    check_writable_all([stats_path.parent, *((p.parent for p in present) if st.buckets else ())], "stats output folder")
     obj = compute_stats(present, st.rewards, st.num_bins, st.max_samples, st.seed)
     obj["missing_shards"] = missing
-    stats_path = Path(cfg.out_dir if cfg.out_dir is not None else root) / STATS_FILE
     _write_json_atomic(stats_path, obj)
     stats = load_reward_stats(stats_path)
     log.info("wrote %s: %d rewards, %d bins, sample %s", stats_path, len(stats.names), stats.num_bins, obj["sample"]["method"])

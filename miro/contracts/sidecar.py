@@ -4,6 +4,11 @@ Format (docs/contracts.md): column ``key`` (string), one float64 column per rewa
 where not scored), ``status`` (``ok`` or the reasons joined by ``;``); parquet key-value metadata ``miro`` holds
 JSON (per-reward provenance, the job config, the shard report).  Files are written to a temporary name in the
 same folder and renamed, so a sidecar is either complete or absent.
+
+The shard a rewards sidecar was made from is recorded in its metadata (``shard_identity``): ``shard`` (file
+name), ``shard_bytes``, ``shard_mtime_ns`` and ``shard_samples`` (samples read from the tar), and the report's
+``samples`` (rows written).  A sidecar counts as complete for its shard only when the shard's size matches, its
+row count equals the recorded ``samples`` and its keys are the shard's keys in tar order (annotate/job.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ def buckets_path(rewards_file: str | Path) -> Path:
     """The buckets file lives beside its rewards sidecar."""
     p = Path(rewards_file)
     return p.with_name(p.name[: -len(REWARDS_SUFFIX)] + BUCKETS_SUFFIX)
+
+
+def shard_identity(shard: str | Path) -> dict:
+    """What a sidecar records of its shard: ``shard``, ``shard_bytes``, ``shard_mtime_ns``."""
+    st = Path(shard).stat()
+    return {"shard": Path(shard).name, "shard_bytes": st.st_size, "shard_mtime_ns": st.st_mtime_ns}
+
+
+def num_rows(path: str | Path) -> int:
+    """Rows of a parquet sidecar (reads only the footer)."""
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def write_parquet_atomic(path: str | Path, table: pa.Table, meta: dict) -> Path:

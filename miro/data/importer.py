@@ -31,6 +31,7 @@ from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_im
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, entry_point, require, require_choice
+from miro.utils.fs import check_writable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -218,8 +219,7 @@ def _process_star(args: tuple[Item, ImportConfig]) -> Outcome:
 
 def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
     """Import ``cfg.src`` into shards in ``cfg.out``; returns the report (also written to ``import_report.json``)."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(cfg.out, "out")  # a read-only folder: one line before any image is read
     old = sorted(p for p in out.iterdir() if SHARD_RE.match(p.name) and p.name.startswith(f"{cfg.name}-"))
     if old:
         if not cfg.overwrite:

@@ -223,6 +223,9 @@ def run_sliders(cfg: EvalConfig, scorers=None) -> list[dict]:
     if not folders:
         raise FileNotFoundError(f"image_dir={cfg.image_dir!r}: no sweep.json there nor in sweep_* folders "
                                 "(written by `python -m miro.sampling mode=sweep`)")  # fmt: skip
+    from miro.utils.fs import check_writable_all
+
+    check_writable_all(folders, "sliders: sweep folder")  # scores and plots are written into each
     s = cfg.sliders
     summaries = []
     for folder in folders:
@@ -247,8 +250,29 @@ def build_slider_scorers(names: list[str] | None, folder: Path, device: str) -> 
     return {name: build_scorer(name, device=resolve_device(device)) for name in names}
 
 
+def output_folders(cfg: EvalConfig) -> list[Path]:
+    """The folders a command writes into (checked before any work starts)."""
+    results = results_path(cfg).parent if cfg.image_dir or cfg.evaluate.results else None
+    m = cfg.reward_metrics
+    folders = {
+        "prompts": [Path(cfg.prompts.out).parent] if cfg.prompts.out else [],
+        "generate": [Path(cfg.image_dir)],
+        "evaluate": [results],
+        "summary": [results],
+        "geneval": [Path(cfg.image_dir), results],
+        "rewards": [Path(m.out).parent if m.out else Path(cfg.image_dir)],
+        "compare": [Path(cfg.compare.out_dir)] if cfg.compare.out_dir else [],
+        "fid": [Path(cfg.image_dir)],
+        "sliders": [],  # each sweep folder is checked before it is scored (miro.eval.sliders)
+    }[cfg.command]
+    return [f for f in folders if f is not None]
+
+
 def run(cfg: EvalConfig):
     cfg.require_for(cfg.command)
+    from miro.utils.fs import check_writable_all
+
+    check_writable_all(output_folders(cfg), f"{cfg.command}: output folder", create=False)
     commands = {
         "prompts": run_prompts,
         "generate": run_generate,

@@ -24,6 +24,7 @@ from miro.data.shapes.world import WORLD_VERSION, ShapesWorld
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text, stale_temps
 from miro.utils.config import ConfigError
+from miro.utils.fs import check_writable
 
 _WORLD: ShapesWorld | None = None  # per worker process
 
@@ -89,8 +90,8 @@ def generate(cfg: ShapesConfig, progress: bool = True) -> dict:
                                   "choose another directory or set overwrite=true to replace it")
             for d in (train, heldout):
                 shutil.rmtree(d, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    train.mkdir(exist_ok=True)
+    check_writable(out, "out")  # a read-only or unusable folder: one line before any work
+    check_writable(train, "out/train")
     for stale in [*train.glob("*.tar.tmp"), *stale_temps(train, "*.tar")]:  # left by a killed run
         stale.unlink()
     _write_atomic(meta_path, json.dumps(desc, indent=1) + "\n")
