@@ -4,7 +4,13 @@ Like img2dataset for local files: captions come from a ``.txt`` beside each imag
 default) or from a CSV / JSONL manifest with a path and a caption column (``manifest=FILE``).  Every image is
 decoded with ``miro.data.images.decode_image``; files that cannot be used (zero-byte, truncated, not an image,
 too many pixels, missing / empty / non-UTF-8 caption, missing file, bad manifest row) are skipped and listed
-in ``OUT/import_report.json`` with their reason, and the import goes on.  Usable images keep their original
+in ``OUT/import_report.json`` with their reason, and the import goes on.  Every file under ``src`` is accounted
+for: hidden files (``.hidden.png``) are candidates like any other (a name is no reason to drop data; a macOS
+``._x.jpg`` is then skipped as ``not_an_image``); files that are no candidate (a caption without its image, a
+file of another kind) are listed under ``unused_files`` with their reason, apart from the skipped images, so
+``candidates == imported + skipped (+ not_reached when the import stopped)``.  A disk that fills up (or any
+write error) stops the import: the open shard is discarded, the report of what was done is written, and the
+command ends with one ``error:`` line.  Usable images keep their original
 bytes when their format is in ``formats`` (jpg, png, webp); others (bmp, gif, tiff, ...) are re-encoded.
 
 Samples are written in a deterministic order (sorted relative paths, or manifest order) with keys
@@ -31,12 +37,17 @@ from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_im
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, entry_point, require, require_choice
-from miro.utils.fs import check_writable
+from miro.utils.fs import check_writable, disk_full
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 EXT_TO_PIL = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 REPORT_NAME = "import_report.json"
+UNUSED_REASONS = ("caption_without_image", "not_an_image_file")  # files that are no candidate sample
+
+
+class ImportStopped(RuntimeError):
+    """The import could not go on (disk full, write error); the report of what was done is written."""
 
 
 @dataclass
@@ -105,9 +116,9 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def items_from_folder(src: Path) -> tuple[list[Item], list[Outcome]]:
-    """Images under ``src`` (sorted relative paths) with the caption of the ``.txt`` of the same stem;
-    ``.txt`` files without an image are reported."""
-    files = sorted((p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")), key=lambda p: _rel(p, src))
+    """Images under ``src`` (sorted relative paths, hidden files included) with the caption of the ``.txt`` of
+    the same stem; ``.txt`` files without an image and files of other kinds are returned as unused files."""
+    files = sorted((p for p in src.rglob("*") if p.is_file()), key=lambda p: _rel(p, src))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     stems = {p.with_suffix("") for p in images}
     items = []
@@ -121,9 +132,14 @@ def items_from_folder(src: Path) -> tuple[list[Item], list[Outcome]]:
         except OSError as err:
             item.caption_error = ("caption_unreadable", f"{type(err).__name__}: {err}")
         items.append(item)
-    orphans = [Outcome(_rel(p, src), reason="caption_without_image", detail="no image of the same name")
-               for p in files if p.suffix.lower() == ".txt" and p.with_suffix("") not in stems]
-    return items, orphans
+    unused = []
+    for p in files:
+        if p.suffix.lower() == ".txt" and p.with_suffix("") not in stems:
+            unused.append(Outcome(_rel(p, src), reason="caption_without_image", detail="no image of the same name"))
+        elif p.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt"):
+            unused.append(Outcome(_rel(p, src), reason="not_an_image_file",
+                                  detail=f"suffix {p.suffix or '(none)'!r} is not one of {list(IMAGE_SUFFIXES)}"))
+    return items, unused
 
 
 def _caption_value(value) -> tuple[str | None, tuple[str, str] | None]:
@@ -218,7 +234,8 @@ def _process_star(args: tuple[Item, ImportConfig]) -> Outcome:
 
 
 def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
-    """Import ``cfg.src`` into shards in ``cfg.out``; returns the report (also written to ``import_report.json``)."""
+    """Import ``cfg.src`` into shards in ``cfg.out``; returns the report (also written to ``import_report.json``).
+    Raises ``ImportStopped`` (after writing the report of what was done) when a write fails, e.g. disk full."""
     out = check_writable(cfg.out, "out")  # a read-only folder: one line before any image is read
     old = sorted(p for p in out.iterdir() if SHARD_RE.match(p.name) and p.name.startswith(f"{cfg.name}-"))
     if old:
@@ -227,61 +244,94 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
                               "them or choose another directory or name")
         for p in old:
             p.unlink()
-    items, skipped = items_from_manifest(cfg) if cfg.manifest else items_from_folder(Path(cfg.src))
+    items, found = items_from_manifest(cfg) if cfg.manifest else items_from_folder(Path(cfg.src))
+    unused = [o for o in found if o.reason in UNUSED_REASONS]
+    skipped = [o for o in found if o.reason not in UNUSED_REASONS]  # bad manifest rows: candidates skipped early
+    candidates = len(items) + len(skipped)
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(items) or 1))
-    count, reencoded = 0, 0
-    with ShardWriter(out, cfg.name, maxcount=cfg.shard_size) as writer, \
-            tqdm(total=len(items), unit="img", desc="import", disable=not progress) as bar:
-        if workers == 1:
-            outcomes = (process(it, cfg) for it in items)
-            pool = None
-        else:
-            pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers)
-            outcomes = pool.imap(_process_star, [(it, cfg) for it in items], chunksize=16)
-        try:
-            for o in outcomes:
-                bar.update(1)
-                if o.members is None:
-                    skipped.append(o)
-                    continue
-                key = f"{count:09d}"
-                o.members["json"] = json.dumps({"key": key, **o.members["json"]})
-                writer.write(key, o.members)
-                count += 1
-                reencoded += o.reencoded
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+    count, reencoded, stopped = 0, 0, None
+    writer = ShardWriter(out, cfg.name, maxcount=cfg.shard_size)
+    try:
+        with writer, tqdm(total=len(items), unit="img", desc="import", disable=not progress) as bar:
+            if workers == 1:
+                outcomes = (process(it, cfg) for it in items)
+                pool = None
+            else:
+                pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers)
+                outcomes = pool.imap(_process_star, [(it, cfg) for it in items], chunksize=16)
+            try:
+                for o in outcomes:
+                    bar.update(1)
+                    if o.members is None:
+                        skipped.append(o)
+                        continue
+                    key = f"{count:09d}"
+                    o.members["json"] = json.dumps({"key": key, **o.members["json"]})
+                    writer.write(key, o.members)
+                    count += 1
+                    reencoded += o.reencoded
+            except BaseException:
+                if pool is not None:
+                    pool.terminate()
+                raise
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+    except OSError as err:  # disk full, quota, I/O error: the writer discarded the open shard
+        what = "disk full" if disk_full(err) else type(err).__name__
+        stopped = f"{what} while writing shard {len(writer.written)} in {out} ({err.strerror or err})"
+        count = len(writer.written) * cfg.shard_size  # every shard closed before the failure is a full one
     written = [p.name for p in writer.written]
     reasons: dict[str, int] = {}
     for o in skipped:
         reasons[o.reason] = reasons.get(o.reason, 0) + 1
+    unused_reasons: dict[str, int] = {}
+    for o in unused:
+        unused_reasons[o.reason] = unused_reasons.get(o.reason, 0) + 1
     report = {
         "src": str(cfg.src),
         "captions": "manifest" if cfg.manifest else "txt",
         "manifest": cfg.manifest,
-        "candidates": len(items),
+        "candidates": candidates,
         "imported": count,
-        "reencoded": reencoded,
+        "reencoded": reencoded if stopped is None else None,
         "skipped": len(skipped),
         "reasons": dict(sorted(reasons.items())),
         "shards": written,
         "skipped_files": [{"path": o.source, "reason": o.reason, "detail": o.detail} for o in skipped],
+        "unused": len(unused),
+        "unused_reasons": dict(sorted(unused_reasons.items())),
+        "unused_files": [{"path": o.source, "reason": o.reason, "detail": o.detail} for o in unused],
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("src", "out", "workers", "overwrite")},
     }
-    atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
+    if stopped is not None:
+        report["stopped"] = stopped
+        report["not_reached"] = candidates - count - len(skipped)  # the discarded open shard and what came after
+    try:
+        atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
+        saved = f"the report of what was done is in {out / REPORT_NAME}"
+    except OSError as err:
+        if stopped is None:
+            raise ImportStopped(f"the import report {out / REPORT_NAME} could not be written ({err.strerror or err}); "
+                                f"{count} images were imported into {len(written)} shards") from None
+        saved = f"the report could not be written either ({err.strerror or err})"
+    if stopped is not None:
+        raise ImportStopped(f"import stopped: {stopped}; {count} of {candidates} images imported into {len(written)} "
+                            f"complete shards, {len(skipped)} skipped, {report['not_reached']} not imported; {saved}; "
+                            "free space and rerun with overwrite=true")
     return report
 
 
 def import_and_report(cfg: ImportConfig) -> dict:
     report = run_import(cfg)
+    unused = f"; {report['unused']} other files not used {report['unused_reasons']}" if report["unused"] else ""
     print(f"imported {report['imported']} of {report['candidates']} images into {len(report['shards'])} shards "
-          f"in {cfg.out}; skipped {report['skipped']} {report['reasons']} (see {REPORT_NAME})")
+          f"in {cfg.out}; skipped {report['skipped']} {report['reasons']}{unused} (see {REPORT_NAME})")
     return report
 
 
-main = entry_point("import", ImportConfig, import_and_report)
+main = entry_point("import", ImportConfig, import_and_report, errors=(ImportStopped,))
 
 
 if __name__ == "__main__":

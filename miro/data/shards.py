@@ -186,8 +186,18 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and self._tar is not None:  # never leave a half shard under the final name
-            self._tar.close()
-            self._tmp.discard()
-            self._tar = None
+            try:
+                self._tar.close()  # may fail again (disk full): the temp file is removed all the same
+            except OSError:
+                pass
+            finally:
+                self._tmp.discard()
+                self._tar, self._tmp = None, None
             return
-        self.close()
+        try:
+            self.close()
+        except BaseException:  # the last shard could not be finished (disk full): remove its temp file
+            if self._tmp is not None:
+                self._tmp.discard()
+            self._tar, self._tmp = None, None
+            raise

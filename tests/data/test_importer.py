@@ -67,12 +67,11 @@ def folder(tmp_path):
 
 
 EXPECTED_SKIPS = {
-    "caption_without_image": ["orphan.txt"],
     "truncated": ["h_truncated.jpg"],
     "empty": ["i_empty.png"],
     "not_an_image": ["j_text.jpg"],
     "too_large": ["k_huge.png"],
-    "missing_caption": ["l_nocaption.png"],
+    "missing_caption": [".hidden.png", "l_nocaption.png"],  # hidden files are candidates like any other
     "empty_caption": ["m_blankcaption.png"],
     "caption_not_utf8": ["n_latin1caption.png"],
 }
@@ -92,7 +91,9 @@ def test_txt_mode_skips_every_broken_file_and_keeps_the_rest(folder, tmp_path):
         got.setdefault(s["reason"], []).append(s["path"])
     assert got == EXPECTED_SKIPS
     assert report["reasons"] == {k: len(v) for k, v in sorted(EXPECTED_SKIPS.items())}
-    assert (report["candidates"], report["imported"], report["reencoded"]) == (14, 7, 2)
+    assert (report["candidates"], report["imported"], report["reencoded"]) == (15, 7, 2)
+    assert report["candidates"] == report["imported"] + report["skipped"]
+    assert report["unused_files"] == [{"path": "orphan.txt", "reason": "caption_without_image", "detail": "no image of the same name"}]
     assert report["shards"] == ["import-000000.tar", "import-000001.tar"]
     assert json.loads((out / "import_report.json").read_text()) == report
 
@@ -191,5 +192,5 @@ def test_command_line(folder, tmp_path):
     run = subprocess.run([sys.executable, "-m", "miro.data.importer", f"src={src}", f"out={out}", "max_pixels=20000"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "imported 7 of 14 images" in run.stdout
+    assert "imported 7 of 15 images" in run.stdout and "1 other files not used" in run.stdout
     assert (out / "import_report.json").exists()

@@ -5,7 +5,10 @@ the user, nothing is written outside the output folder."""
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import tarfile
 from itertools import islice
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from miro.data.shards import NO_EXTENSION, iter_shard, tar_keys
 from tests.data.make_dataset import REWARDS, annotate
-from tests.faults.conftest import assert_one_line_error, run_module, shard_with_extra
+from tests.faults.conftest import assert_one_line_error, run_module, shard_with_extra, snapshot
 
 POSITIONS = [(5, 0), (5, 2), (5, 4), (5, 5), (5, "inside"), (10, 0), (10, 3), (10, 9), (10, 10), (10, "inside")]
 
@@ -107,3 +110,127 @@ def test_shapes_read_only_output_folder_is_one_line(tmp_path, readonly):
     ro = readonly(tmp_path / "ro")
     with pytest.raises(OutputError, match="out .*ro is not writable"):
         _shapes(ro)
+
+
+# --- importer ----------------------------------------------------------------------------------------------------
+def _png(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((12, 16, 3)) * 255).astype("uint8")).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _src(tmp_path: Path, n: int = 7) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(n):
+        (src / f"img{i}.png").write_bytes(_png(i))
+        (src / f"img{i}.txt").write_text(f"picture {i}")
+    (src / ".hidden.png").write_bytes(_png(99))
+    (src / ".hidden.txt").write_text("a hidden picture")
+    (src / "._img0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")  # macOS resource fork: not an image
+    (src / "orphan.txt").write_text("no image")
+    (src / "notes.md").write_text("# notes")
+    return src
+
+
+def test_importer_accounts_for_every_file_and_counts_add_up(tmp_path):
+    from miro.data.importer import ImportConfig, run_import
+
+    src = _src(tmp_path)
+    out = tmp_path / "out"
+    before = snapshot(tmp_path, exclude=out)
+    report = run_import(ImportConfig(src=str(src), out=str(out), shard_size=3), progress=False)
+    assert snapshot(tmp_path, exclude=out) == before  # nothing written outside out
+    assert report["candidates"] == report["imported"] + report["skipped"] == 9  # 7 + .hidden.png + ._img0.png
+    assert report["imported"] == 8 and report["reasons"] == {"missing_caption": 1}  # ._img0.png (no ._img0.txt)
+    assert [f["path"] for f in report["skipped_files"]] == ["._img0.png"]
+    assert {f["path"]: f["reason"] for f in report["unused_files"]} == {"notes.md": "not_an_image_file", "orphan.txt": "caption_without_image"}
+    sources = [json.loads(m["json"])["source"] for p in sorted(out.glob("*.tar")) for _, m in iter_shard(p)]
+    assert sources[0] == ".hidden.png" and len(sources) == 8
+    files_in_src = sum(1 for p in src.rglob("*") if p.is_file())
+    images_and_captions = report["imported"] + report["skipped"]
+    assert files_in_src == images_and_captions + report["unused"] + 8  # + the 8 captions of imported images
+
+
+def _enospc_after(n: int) -> str:
+    """Python code that makes the n-th ShardWriter.write fail with ENOSPC (a full disk)."""
+    return (
+        "import errno\nfrom miro.data import shards\nreal = shards.ShardWriter.write\ncalls = [0]\n"
+        "def write(self, key, members):\n    calls[0] += 1\n"
+        f"    if calls[0] == {n}:\n        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return real(self, key, members)\nshards.ShardWriter.write = write\n"
+    )
+
+
+def test_importer_disk_full_cleans_up_writes_the_report_and_stops_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import ROOT
+
+    src = _src(tmp_path)
+    out = tmp_path / "out"
+    code = _enospc_after(6) + f"from miro.data.importer import main\nmain(['src={src}', 'out={out}', 'shard_size=2'])\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    last = assert_one_line_error(proc, "import stopped: disk full", "4 of 9 images imported into 2 complete shards")
+    assert "rerun with overwrite=true" in last
+    assert sorted(p.name for p in out.iterdir()) == ["import-000000.tar", "import-000001.tar", "import_report.json"]  # no temp
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["stopped"].startswith("disk full") and report["imported"] == 4
+    assert report["imported"] + report["skipped"] + report["not_reached"] == report["candidates"] == 9
+    assert sum(1 for p in out.glob("*.tar") for _ in iter_shard(p)) == 4
+
+
+def test_importer_disk_full_when_the_last_shard_is_closed(tmp_path, monkeypatch):
+    from miro.data.importer import ImportConfig, ImportStopped, run_import
+
+    src = _src(tmp_path)
+    out = tmp_path / "out"
+    real = tarfile.TarFile.close
+
+    def close(self):
+        if self.fileobj is not None and not self.closed and ".import-000002.tar" in str(getattr(self, "name", "")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "close", close)
+    with pytest.raises(ImportStopped, match="disk full"):
+        run_import(ImportConfig(src=str(src), out=str(out), shard_size=3), progress=False)  # 3 + 3 + the last 2
+    monkeypatch.setattr(tarfile.TarFile, "close", real)
+    assert sorted(p.name for p in out.iterdir()) == ["import-000000.tar", "import-000001.tar", "import_report.json"]
+    report = json.loads((out / "import_report.json").read_text())
+    assert (report["imported"], report["skipped"], report["not_reached"]) == (6, 1, 2)
+
+
+def test_importer_read_only_out_is_one_line_before_any_image_is_read(tmp_path, readonly, monkeypatch):
+    from miro.data import importer
+    from miro.utils.fs import OutputError
+
+    src = _src(tmp_path)
+    ro = readonly(tmp_path / "ro")
+    monkeypatch.setattr(importer, "process", lambda *a: pytest.fail("an image was read"))
+    with pytest.raises(OutputError, match="out .*ro is not writable"):
+        importer.run_import(importer.ImportConfig(src=str(src), out=str(ro)), progress=False)
+
+
+def test_importer_rerun_after_a_kill_gives_identical_shards(tmp_path):
+    from miro.data.importer import ImportConfig, run_import
+
+    src = _src(tmp_path)
+    ref = tmp_path / "ref"
+    run_import(ImportConfig(src=str(src), out=str(ref), shard_size=3), progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".import-000001.tar.999-dead.tmp").write_bytes(b"left by a kill")
+    (out / "import-000000.tar").write_bytes((ref / "import-000000.tar").read_bytes())  # the shard finished before the kill
+    proc = run_module("miro.data.importer", f"src={src}", f"out={out}", "shard_size=3", cwd=tmp_path)
+    assert_one_line_error(proc, "overwrite=true")  # a rerun refuses to mix
+    run_import(ImportConfig(src=str(src), out=str(out), shard_size=3, overwrite=True), progress=False)
+    for p in ref.glob("*.tar"):
+        assert (out / p.name).read_bytes() == p.read_bytes()
