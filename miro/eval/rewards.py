@@ -7,6 +7,11 @@ where a pair cannot be scored) and writes ``rewards.jsonl``, one row per image::
     {"folder": 0, "sample": 0, "filename": "00000/samples/0000.png", "prompt": ..., "tag": ...,
      "status": "ok" | reason, "<reward>": float or null, ...}
 
+An image that cannot be read is excluded and reported (the policy of every evaluator, ``miro.eval.excluded``):
+its row has ``status: "excluded: unreadable image (<reason>)"`` and null rewards, summaries leave it out and count
+it under ``excluded`` (``nan_count`` counts only pairs a scorer could not score), the run prints one line listing
+them, and a rerun tries them again.
+
 Progress is appended to the file batch by batch, so a killed job resumes where it stopped; adding a scorer
 later scores only that reward.  The finished file is rewritten in folder order.
 
@@ -31,13 +36,14 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from miro.data.images import BadImage, decode_image
+from miro.eval.excluded import read_image, report_excluded
 from miro.eval.geneval.layout import iter_prompt_folders
 from miro.eval.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
 REWARDS_FILE = "rewards.jsonl"
+EXCLUDED = "excluded"  # the prefix of the status of an unreadable image
 ROW_KEYS = ("folder", "sample", "filename", "prompt", "tag", "status")
 
 
@@ -137,6 +143,9 @@ def score_folder(
     if not refs:
         raise RewardsError(f"no sample images under {image_dir} (expected NNNNN/samples/NNNN.png)")
     done = {row["filename"]: row for row in load_rewards(out_file)} if out_file.exists() else {}
+    for ref in refs:  # excluded images are tried again (a file fixed since is then scored)
+        if str(done.get(ref.filename, {}).get("status", "")).startswith(EXCLUDED):
+            done.pop(ref.filename)
     todo = [r for r in refs if any(n not in done.get(r.filename, {}) for n in names)]
     log.info("%d of %d images need scoring", len(todo), len(refs))
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -156,18 +165,23 @@ def score_folder(
         row.update({n: float(got[n]) for n in reward_names([got])})
         rows.append(row)
     write_jsonl([_nan_to_none(r) for r in rows], out_file)
+    excluded = [{"path": r["filename"], "reason": r["status"].split("(", 1)[-1].rstrip(")")} for r in rows if is_excluded(r)]
+    report_excluded("rewards", excluded, len(rows))
     return rows
+
+
+def is_excluded(row: Mapping) -> bool:
+    return str(row.get("status", "")).startswith(EXCLUDED)
 
 
 def _score_batch(batch: Sequence[ImageRef], scorers: Sequence[Scorer], done: Mapping[str, dict]) -> list[dict]:
     rows = [{"filename": r.filename, "folder": r.folder, "sample": r.sample, "status": "ok"} for r in batch]
     images: list = []
     for ref, row in zip(batch, rows):
-        try:
-            images.append(decode_image(ref.path.read_bytes()))
-        except (BadImage, OSError) as err:
-            images.append(None)
-            row["status"] = f"bad_image: {err}"
+        image, reason = read_image(ref.path)
+        images.append(image)
+        if reason is not None:
+            row["status"] = f"{EXCLUDED}: unreadable image ({reason})"
     for scorer in scorers:
         outputs = scorer_outputs(scorer)
         idx = [i for i, r in enumerate(batch) if any(o not in done.get(r.filename, {}) for o in outputs)]
@@ -215,8 +229,11 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 
 def summarize_rewards(rows: Sequence[dict], names: Sequence[str] | None = None) -> dict[str, dict]:
-    """Per reward: count, nan_count, mean and std over images, prompts, and the 95% CI over prompt means."""
+    """Per reward: count, nan_count, mean and std over images, prompts, and the 95% CI over prompt means.
+    Excluded (unreadable) images are left out of everything and counted in ``excluded``."""
     names = list(names) if names is not None else reward_names(rows)
+    excluded = sum(1 for r in rows if is_excluded(r))
+    rows = [r for r in rows if not is_excluded(r)]
     out = {}
     for name in names:
         values = np.array([float(r.get(name, math.nan)) for r in rows], dtype=np.float64)
@@ -231,6 +248,7 @@ def summarize_rewards(rows: Sequence[dict], names: Sequence[str] | None = None) 
             "prompts": len(per_prompt),
             "ci95": [lo, hi],
             "ci_method": "t interval over per-prompt means",
+            "excluded": excluded,
         }
     return out
 
@@ -352,6 +370,9 @@ def summary_markdown(summary: Mapping[str, dict]) -> str:
             f"| {name} | {_fmt(s['mean'])} | {_fmt(s['std'])} | [{_fmt(lo)}, {_fmt(hi)}] ({s['prompts']}) "
             f"| {s['count']} | {s['nan_count']} |"
         )
+    excluded = max((s.get("excluded", 0) for s in summary.values()), default=0)
+    if excluded:
+        lines += ["", f"{excluded} unreadable images excluded (left out of every number)."]
     return "\n".join(lines)
 
 

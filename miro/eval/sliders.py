@@ -5,10 +5,14 @@ and the plot (the sweep itself, images and settings, is rendered by ``miro.sampl
 miro.sampling mode=sweep``), scores every image with the reward scorers (``Scorer``: ``score(images,
 prompts) -> float64``) and adds ``scores`` and ``summary`` to its ``sweep.json`` and ``plot.png`` (measured
 reward against target, mean ± std over seeds) beside it.  ``python -m miro.eval sliders image_dir=...``.
+An image that cannot be read is excluded and reported (the policy of every evaluator, ``miro.eval.excluded``):
+its scores are NaN (left out of the means and of Spearman's rho), it is listed under ``excluded`` in
+``sweep.json`` and counted in each summary, and one line is printed.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Mapping
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from miro.eval.excluded import read_image, report_excluded
 from miro.eval.rewards import Scorer
 from miro.sampling.sliders import SWEEP_FILE, SweepResult, load_sweep
 from miro.utils.atomic import atomic_write_json
@@ -28,6 +33,7 @@ from miro.utils.atomic import atomic_write_json
 class ScoredSweep:
     sweep: SweepResult
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer name -> [target, seed]
+    excluded: list[dict] = field(default_factory=list)  # unreadable images: {"path", "reason"}
 
     def summary(self) -> dict[str, Any]:
         """Per scorer: mean and std over seeds per target, and Spearman's rho between target and score
@@ -50,6 +56,7 @@ class ScoredSweep:
                 "spearman": _json_float(rho),
                 "spearman_p": _json_float(p),
                 "num_nan": int((~ok).sum()),
+                "excluded": len(self.excluded),
             }
         return out
 
@@ -58,6 +65,7 @@ class ScoredSweep:
             **self.sweep.to_json(),
             "scores": {k: [_json_floats(row) for row in v] for k, v in self.scores.items()},
             "summary": self.summary(),
+            "excluded": list(self.excluded),
         }
 
 
@@ -74,18 +82,21 @@ def score_sweep(sweep: SweepResult, scorers: Mapping[str, Scorer], batch_size: i
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
     flat = [image for row in sweep.images for image in row]
+    readable = [i for i, image in enumerate(flat) if image is not None]  # None: excluded (unreadable)
     shape = (len(sweep.targets), len(sweep.seeds))
     scores = {}
     for name, scorer in scorers.items():
-        measured = _score_all(scorer, flat, sweep.prompt, batch_size)
-        if measured.shape != (len(flat),):
-            raise ValueError(f"scorer {name!r} returned shape {measured.shape} for {len(flat)} images")
-        scores[name] = measured.reshape(shape)
+        measured = _score_all(scorer, [flat[i] for i in readable], sweep.prompt, batch_size)
+        if measured.shape != (len(readable),):
+            raise ValueError(f"scorer {name!r} returned shape {measured.shape} for {len(readable)} images")
+        full = np.full(len(flat), np.nan)
+        full[readable] = measured
+        scores[name] = full.reshape(shape)
     return ScoredSweep(sweep, scores)
 
 
 def _score_all(scorer: Scorer, images: list[Image.Image], prompt: str, batch_size: int) -> np.ndarray:
-    parts = []
+    parts = [np.zeros(0)]
     for i in range(0, len(images), batch_size):
         chunk = images[i : i + batch_size]
         parts.append(np.asarray(scorer.score(chunk, [prompt] * len(chunk)), dtype=np.float64).reshape(-1))
@@ -130,9 +141,33 @@ def save_scores(scored: ScoredSweep, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def load_sweep_readable(folder: str | Path) -> tuple[SweepResult, list[dict]]:
+    """``load_sweep`` with unreadable images replaced by None and listed (``{"path", "reason"}``)."""
+    folder = Path(folder)
+    if not (folder / SWEEP_FILE).is_file():
+        return load_sweep(folder), []  # its clear "no sweep here" error
+    data = json.loads((folder / SWEEP_FILE).read_text())
+    excluded: list[dict] = []
+    images = []
+    for row in data["images"]:
+        images.append([])
+        for name in row:
+            image, reason = read_image(folder / name)
+            if image is None:
+                excluded.append({"path": name, "reason": reason})
+            images[-1].append(image)
+    sweep = SweepResult(data["prompt"], data["reward"], data["targets"], data["seeds"], data["fixed_targets"], images,
+                        data.get("settings", {}))  # fmt: skip
+    return sweep, excluded
+
+
 def score_sweep_folder(folder: str | Path, scorers: Mapping[str, Scorer], batch_size: int = 16) -> ScoredSweep:
-    """Score the sweep saved in ``folder`` and write its scores, summary and plot beside it."""
-    scored = score_sweep(load_sweep(folder), scorers, batch_size)
+    """Score the sweep saved in ``folder`` and write its scores, summary and plot beside it (unreadable images
+    excluded and reported)."""
+    sweep, excluded = load_sweep_readable(folder)
+    scored = score_sweep(sweep, scorers, batch_size)
+    scored.excluded = excluded
+    report_excluded(f"sliders ({folder})", excluded, sum(len(row) for row in sweep.images))
     save_scores(scored, folder)
     return scored
 

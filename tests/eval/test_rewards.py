@@ -88,16 +88,20 @@ def test_killed_job_resumes_from_appended_batches(tmp_path):
     assert [r["brightness"] for r in rows] == pytest.approx([v / 255 for lv in LEVELS for v in lv])
 
 
-def test_bad_image_gets_nan_and_a_status(tmp_path):
+def test_unreadable_image_is_excluded_and_reported(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     (run / "00001" / "samples" / "0000.png").write_bytes(b"not a png")
     rows = score_folder(run, [Brightness()])
     bad = rows[2]
-    assert math.isnan(bad["brightness"]) and bad["status"].startswith("bad_image")
+    assert math.isnan(bad["brightness"]) and bad["status"] == "excluded: unreadable image (not_an_image)"
+    assert "rewards: 1 of 6 images excluded (unreadable)" in capsys.readouterr().out
     line = (run / "rewards.jsonl").read_text().splitlines()[2]
     assert json.loads(line)["brightness"] is None  # valid JSON: null, not NaN
     s = summarize_rewards(rows)["brightness"]
-    assert s["count"] == 5 and s["nan_count"] == 1
+    assert (s["count"], s["nan_count"], s["excluded"]) == (5, 0, 1)  # not a NaN of the scorer
+    (run / "00001" / "samples" / "0000.png").write_bytes((run / "00000" / "samples" / "0000.png").read_bytes())
+    rows = score_folder(run, [Brightness()])  # a rerun tries the excluded image again
+    assert rows[2]["status"] == "ok" and not math.isnan(rows[2]["brightness"])
 
 
 def test_scorer_contract_violations(tmp_path):

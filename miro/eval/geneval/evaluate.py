@@ -7,8 +7,10 @@ metadata, details``) with ``filename`` joined as GenEval joins it.
 Resumable: rows are appended batch by batch; a rerun evaluates only images without a row, after checking
 that the settings recorded in ``<results>.settings.json`` (detector, colour model, rule options) are the
 ones of this run, so two settings never mix in one file.  The finished file is rewritten in folder order.
-An image that cannot be decoded gets a row with ``correct: false`` and the reason, as a broken generation
-is a failed one.
+An image that cannot be read is excluded and reported (the policy of every evaluator, ``miro.eval.excluded``):
+its row has ``excluded: true``, ``correct: false`` and the reason (``excluded: unreadable image (truncated)``),
+the summary leaves it out of every score and counts it, and the run prints one line listing them.  A rerun
+tries excluded images again (a file fixed since is then evaluated).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from miro.contracts.geneval_rules import RuleOptions, detection_colors, result_row
-from miro.data.images import BadImage, decode_image
+from miro.eval.excluded import read_image, report_excluded
 from miro.eval.geneval.layout import iter_prompt_folders
 from miro.eval.jsonl import read_jsonl, write_jsonl
 from miro.eval.provenance import record_settings
@@ -98,7 +100,7 @@ def evaluate_folder(
     done = {}
     if results.exists():
         done = {row["filename"]: row for _, row in read_jsonl(results, EvaluationError, allow_torn_tail=True)}
-    todo = [job for job in jobs if job[0] not in done]
+    todo = [job for job in jobs if job[0] not in done or done[job[0]].get("excluded")]
     log.info("%d of %d images to evaluate", len(todo), len(jobs))
     floor = min(options.threshold, options.counting_threshold)  # no detection at or below it can count
     with results.open("a", encoding="utf-8") as fp, tqdm(total=len(todo), desc="geneval evaluate", unit="img", disable=not progress) as bar:
@@ -110,6 +112,9 @@ def evaluate_folder(
             bar.update(len(todo[start : start + batch_size]))
     rows = [done[filename] for filename, _, _ in jobs]
     write_jsonl(rows, results)
+    excluded = [{"path": os.path.relpath(r["filename"], image_dir_str), "reason": r["reason"].removeprefix("excluded: ")}
+                for r in rows if r.get("excluded")]
+    report_excluded("geneval evaluate", excluded, len(rows))
     return rows
 
 
@@ -117,19 +122,16 @@ def _evaluate_batch(batch, detector: Detector, colors, options: RuleOptions, flo
     images: list[Image.Image | None] = []
     errors: list[str | None] = []
     for _, path, _ in batch:
-        try:
-            images.append(decode_image(Path(path).read_bytes()))
-            errors.append(None)
-        except (BadImage, OSError) as err:
-            images.append(None)
-            errors.append(f"unreadable image: {err}")
+        image, reason = read_image(path)
+        images.append(image)
+        errors.append(None if reason is None else f"excluded: unreadable image ({reason})")
     good = [i for i, im in enumerate(images) if im is not None]
     detections = dict(zip(good, detector.detect([images[i] for i in good], score_floor=floor)))
     rows = []
     for i, (filename, _, metadata) in enumerate(batch):
         if errors[i] is not None:
             row = result_row(filename, metadata, [], detection_colors, options)
-            row.update(correct=False, reason=errors[i])
+            row.update(correct=False, reason=errors[i], excluded=True)
         else:
             row = result_row(filename, metadata, detections[i], _color_fn(colors, images[i]), options)
         rows.append(row)

@@ -6,6 +6,9 @@ Identical to GenEval's ``evaluation/summary_scores.py`` on the same file (withou
 - % correct prompts = rows grouped by their ``metadata`` string, a prompt counts when any image is correct;
 - per task (``tag``, in order of first appearance) the mean of ``correct``;
 - overall = the unweighted mean of the task accuracies.
+
+Rows marked ``excluded`` (unreadable images, ``miro.eval.excluded``) are left out of every number and counted
+in ``excluded_images`` (with their file names in ``excluded``); without them the summary is GenEval's.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ def load_results(path: str | Path) -> list[dict]:
 def summarize(rows: Iterable[dict]) -> dict:
     """The numbers GenEval prints, as a dict (fractions in 0..1)."""
     rows = list(rows)
+    excluded = [r.get("filename", "?") for r in rows if r.get("excluded")]
+    rows = [r for r in rows if not r.get("excluded")]
     if not rows:
-        raise ResultsError("no results to summarise")
+        raise ResultsError("no results to summarise" + (f" ({len(excluded)} images excluded as unreadable)" if excluded else ""))
     prompts: dict[str, bool] = {}
     tasks: dict[str, list[int]] = {}
     for row in rows:
@@ -55,6 +60,8 @@ def summarize(rows: Iterable[dict]) -> dict:
         "correct_prompts": sum(prompts.values()) / len(prompts),
         "tasks": per_task,
         "overall": sum(t["accuracy"] for t in per_task.values()) / len(per_task),
+        "excluded_images": len(excluded),
+        "excluded": excluded,
     }
 
 
@@ -74,6 +81,8 @@ def to_text(summary: dict) -> str:
     for tag, t in summary["tasks"].items():
         lines.append(f"{tag:<16} = {t['accuracy']:.2%} ({t['correct']} / {t['total']})")
     lines += ["", f"Overall score (avg. over tasks): {summary['overall']:.5f}"]
+    if summary.get("excluded_images"):
+        lines.append(f"Excluded (unreadable) images, left out of every score: {summary['excluded_images']}")
     return "\n".join(lines)
 
 
@@ -85,7 +94,8 @@ def to_markdown(summary: dict) -> str:
         f"| **overall** (mean of tasks) | **{summary['overall']:.2%}** | |",
         "",
         f"{summary['total_images']} images, {summary['total_prompts']} prompts; "
-        f"correct images {summary['correct_images']:.2%}, correct prompts (any sample) {summary['correct_prompts']:.2%}.",
+        f"correct images {summary['correct_images']:.2%}, correct prompts (any sample) {summary['correct_prompts']:.2%}"
+        + (f"; {summary['excluded_images']} unreadable images excluded." if summary.get("excluded_images") else "."),
     ]
     return "\n".join(lines)
 

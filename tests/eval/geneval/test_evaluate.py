@@ -97,11 +97,17 @@ def test_other_settings_are_not_mixed_into_a_results_file(tmp_path):
     assert [r["correct"] for r in other[:3]] == [False, False, False]  # the 0.93 cup no longer counts
 
 
-def test_unreadable_image_is_an_incorrect_row(tmp_path):
+def test_unreadable_image_is_excluded_and_reported(tmp_path, capsys):
+    from miro.eval.geneval.summary import summarize
+
     root = make_folder(tmp_path / "run")
     (root / "00001" / "samples" / "0001.png").write_bytes(b"\x89PNG broken")
     rows = evaluate_folder(root, ScriptedDetector(BY_LEVEL))
-    assert rows[4]["correct"] is False and rows[4]["reason"].startswith("unreadable image")
+    assert rows[4]["excluded"] is True and rows[4]["reason"] == "excluded: unreadable image (not_an_image)"
+    assert "0x" not in rows[4]["reason"]
+    assert "geneval evaluate: 1 of" in capsys.readouterr().out
+    s = summarize(rows)
+    assert s["excluded_images"] == 1 and s["total_images"] == len(rows) - 1  # not a wrong answer of the model
 
 
 class CountingColors:
