@@ -64,18 +64,53 @@ class RewardStats:
         return bucketize(raw, self.edges(name))
 
 
+class StatsFileError(ValueError):
+    """``reward_stats.json`` is not valid: the message names the file and the key."""
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_reward_stats(obj, p: Path) -> None:
+    """Types and shapes of a parsed ``reward_stats.json``; ``StatsFileError`` naming the file and key."""
+    def bad(key: str, value, want: str):
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        raise StatsFileError(f"{p}: key {key!r} must be {want}, got {shown} ({type(value).__name__})")
+
+    if not isinstance(obj, dict):
+        bad("(top level)", obj, "a JSON object")
+    if obj.get("format") != FORMAT_VERSION:
+        raise StatsFileError(f"{p}: stats format {obj.get('format')!r}, expected {FORMAT_VERSION}")
+    num_bins = obj.get("num_bins")
+    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
+        bad("num_bins", num_bins, "an integer >= 2")
+    rewards = obj.get("rewards")
+    if not isinstance(rewards, dict) or not rewards:
+        bad("rewards", rewards, "an object with one entry per reward")
+    for name, r in rewards.items():
+        edges = r.get("edges") if isinstance(r, dict) else None
+        if not isinstance(edges, list) or not all(_number(e) for e in edges):
+            bad(f"rewards.{name}.edges", edges, "a list of numbers")
+        if len(edges) != num_bins + 1:
+            raise StatsFileError(f"{p}: key 'rewards.{name}.edges' has {len(edges)} edges for num_bins={num_bins} "
+                                 f"(expected {num_bins + 1})")
+        if any(b < a for a, b in zip(edges, edges[1:])) or not all(np.isfinite(edges)):
+            raise StatsFileError(f"{p}: key 'rewards.{name}.edges' must be finite and non-decreasing")
+
+
 def load_reward_stats(path: str | Path) -> RewardStats:
-    """``reward_stats.json`` (a file, or the annotation folder holding it)."""
+    """``reward_stats.json`` (a file, or the annotation folder holding it); ``StatsFileError`` (a ValueError)
+    naming the file and the key when it is not valid JSON or a value has the wrong type or shape."""
     p = Path(path)
     if p.is_dir():
         p = p / STATS_FILE
     data = p.read_bytes()
-    obj = json.loads(data)
-    if obj.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{p}: stats format {obj.get('format')!r}, expected {FORMAT_VERSION}")
-    for name, r in obj["rewards"].items():
-        if len(r["edges"]) != obj["num_bins"] + 1:
-            raise ValueError(f"{p}: reward {name} has {len(r['edges'])} edges for {obj['num_bins']} bins")
+    try:
+        obj = json.loads(data)
+    except ValueError as err:
+        raise StatsFileError(f"{p}: not valid JSON ({err})") from None
+    validate_reward_stats(obj, p)
     return RewardStats(int(obj["num_bins"]), obj["rewards"], p, hashlib.sha256(data).hexdigest(), obj)
 
 

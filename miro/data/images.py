@@ -7,6 +7,7 @@ file is reported the same way everywhere and never stops a job.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from collections.abc import Mapping
@@ -14,7 +15,11 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+ANIMATED_NOTE = "animated_first_frame"  # what the importer records for an animated image (only frame 1 is kept)
+_animated_seen = [0]
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger is treated as a decompression bomb
 
 
@@ -69,7 +74,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, keep_mode: b
     truncated, decode_error).  Transparent images are composited on white, 16-bit and float images rescaled
     (``to_rgb``), EXIF orientation applied.  ``keep_mode=True`` returns the image as opened (its own mode, palette
     and ``transparency`` info; EXIF orientation applied) for consumers with their own conversion rules: the
-    reward scorers, which follow each official package's order of operations."""
+    reward scorers, which follow each official package's order of operations.  An animated image (GIF, APNG,
+    WebP) gives its first frame: the returned image's ``info["frames"]`` holds the frame count, and the first one
+    in a process is logged (a warning naming the count; later ones at debug level, so a folder of GIFs does not
+    flood the log)."""
     if not data:
         raise BadImage("empty", "zero-byte file")
     try:
@@ -93,11 +101,18 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, keep_mode: b
         raise BadImage(reason, str(err)) from None
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad image, never a crash
         raise BadImage("decode_error", f"{type(err).__name__}: {err}") from None
+    frames = int(getattr(img, "n_frames", 1) or 1) if getattr(img, "is_animated", False) else 1
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
-    return img if keep_mode else to_rgb(img)
+    out = img if keep_mode else to_rgb(img)
+    if frames > 1:
+        out.info["frames"] = frames
+        _animated_seen[0] += 1
+        (log.warning if _animated_seen[0] == 1 else log.debug)(
+            "animated image (%d frames): only the first frame is used (reported once per process)", frames)
+    return out
 
 
 class BadCaption(ValueError):

@@ -32,7 +32,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from miro.contracts.shards import SHARD_RE
-from miro.data.images import DEFAULT_MAX_PIXELS, BadCaption, BadImage, decode_image, decode_text, stable_text
+from miro.data.images import (
+    ANIMATED_NOTE,
+    DEFAULT_MAX_PIXELS,
+    BadCaption,
+    BadImage,
+    decode_image,
+    decode_text,
+    stable_text,
+)
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, entry_point, require, require_choice
@@ -105,6 +113,7 @@ class Outcome:
     reason: str | None = None
     detail: str = ""
     reencoded: bool = False
+    note: str | None = None  # ANIMATED_NOTE: imported, but only its first frame
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -213,6 +222,9 @@ def process(item: Item, cfg: ImportConfig) -> Outcome:
             payload, ext, out.reencoded = buf.getvalue(), cfg.reencode, True
         record = {"source": item.source, "width": img.width, "height": img.height, "format": fmt.lower(),
                   "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "reencoded": out.reencoded}
+        if img.info.get("frames", 1) > 1:  # animated: frame 1 is what is imported (re-encoded), said here
+            record["frames"] = img.info["frames"]
+            out.note = ANIMATED_NOTE
         out.members = {ext: payload, "txt": item.caption, "json": record}
     except BadImage as err:
         out.reason, out.detail = err.reason, _stable(str(err))
@@ -247,6 +259,7 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
     candidates = len(items) + len(skipped)
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(items) or 1))
     count, reencoded, stopped = 0, 0, None
+    animated: list[str] = []
     writer = ShardWriter(out, cfg.name, maxcount=cfg.shard_size)
     try:
         with writer, tqdm(total=len(items), unit="img", desc="import", disable=not progress) as bar:
@@ -267,6 +280,8 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
                     writer.write(key, o.members)
                     count += 1
                     reencoded += o.reencoded
+                    if o.note == ANIMATED_NOTE:
+                        animated.append(o.source)
             except BaseException:
                 if pool is not None:
                     pool.terminate()
@@ -295,6 +310,7 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
         "reencoded": reencoded if stopped is None else None,
         "skipped": len(skipped),
         "reasons": dict(sorted(reasons.items())),
+        "animated_first_frame": animated,  # imported, but only the first frame of these animated images
         "shards": written,
         "skipped_files": [{"path": o.source, "reason": o.reason, "detail": o.detail} for o in skipped],
         "unused": len(unused),
@@ -323,6 +339,8 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
 def import_and_report(cfg: ImportConfig) -> dict:
     report = run_import(cfg)
     unused = f"; {report['unused']} other files not used {report['unused_reasons']}" if report["unused"] else ""
+    if report["animated_first_frame"]:
+        unused += f"; {len(report['animated_first_frame'])} animated images imported as their first frame"
     print(f"imported {report['imported']} of {report['candidates']} images into {len(report['shards'])} shards "
           f"in {cfg.out}; skipped {report['skipped']} {report['reasons']}{unused} (see {REPORT_NAME})")
     return report

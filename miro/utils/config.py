@@ -25,6 +25,7 @@ objects so the value checks in ``__post_init__`` run, and turns both kinds of fa
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from importlib.resources import files
@@ -116,9 +117,37 @@ def entry_point(config_name: str, schema: type[T], run: Callable[[T], Any],
         saved = sys.argv
         given = list(saved[1:] if args is None else args)
         sys.argv = [saved[0], *(argv(given) if argv else given)]
+        full_error = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # hydra raises instead of printing its multi-line report ...
         try:
             hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")(app)()
+        except Exception as err:  # ... so that a bad override or config group is one "error:" line too
+            line = composition_error(err)
+            if line is None or full_error:
+                raise
+            sys.exit(f"error: {line}")
         finally:
             sys.argv = saved
+            if full_error is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = full_error
 
     return main
+
+
+def composition_error(err: BaseException) -> str | None:
+    """One line for an error of hydra composing the config (a value of the wrong type, an unknown key, a
+    missing config group option, an unparsable override); None for any other error."""
+    from hydra.errors import HydraException
+
+    cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or "?"
+        msg = (str(cause.msg if hasattr(cause, "msg") else cause).strip().splitlines() or [""])[0]
+        return f"{key}: {msg}"
+    if isinstance(err, HydraException):
+        lines = [x.strip() for x in str(err).strip().splitlines() if x.strip()]
+        options = getattr(err, "options", None)  # a missing config group option: say which exist
+        return (lines[0] if lines else type(err).__name__) + (f" (available: {', '.join(options)})" if options else "")
+    return None

@@ -25,7 +25,7 @@ def test_bucket_values_are_bucket_over_b_minus_one_and_unknown_is_masked():
 
 def test_load_reward_stats_validates(tmp_path):
     (tmp_path / STATS_FILE).write_text(json.dumps({"format": 1, "num_bins": 4, "rewards": {"a": {"edges": [0, 1]}}}))
-    with pytest.raises(ValueError, match="2 edges for 4 bins"):
+    with pytest.raises(ValueError, match="has 2 edges for num_bins=4"):
         load_reward_stats(tmp_path)
     (tmp_path / STATS_FILE).write_text(json.dumps({"format": 2, "num_bins": 4, "rewards": {}}))
     with pytest.raises(ValueError, match="stats format 2, expected 1"):
@@ -43,3 +43,22 @@ def test_stats_round_trip_and_bucket_file(tmp_path):
     sidecar.write_parquet_atomic(path, table, {"num_bins": 4, "stats_sha256": stats.sha256})
     keys, cols, meta = read_buckets(path)
     assert keys == ["k0", "k1"] and cols["a"].tolist() == [3, -1] and meta["stats_sha256"] == stats.sha256
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_bins": "eight"}, "key 'num_bins' must be an integer >= 2, got 'eight' (str)"),
+    ({"num_bins": True}, "key 'num_bins' must be an integer >= 2, got True (bool)"),
+    ({"rewards": []}, "key 'rewards' must be an object with one entry per reward"),
+    ({"rewards": {"a": {"edges": "0,1,2"}}}, "key 'rewards.a.edges' must be a list of numbers"),
+    ({"rewards": {"a": {"edges": [0, 2, 1]}}}, "key 'rewards.a.edges' must be finite and non-decreasing"),
+])
+def test_load_reward_stats_names_the_file_and_key_of_a_bad_value(tmp_path, change, message):
+    from miro.contracts.buckets import StatsFileError
+
+    (tmp_path / STATS_FILE).write_text(json.dumps({"format": 1, "num_bins": 2, "rewards": {"a": {"edges": [0, 1, 2]}}, **change}))
+    with pytest.raises(StatsFileError) as err:
+        load_reward_stats(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / STATS_FILE}: {message}")
+    (tmp_path / STATS_FILE).write_text("{not json")
+    with pytest.raises(StatsFileError, match="not valid JSON"):
+        load_reward_stats(tmp_path)

@@ -205,3 +205,12 @@ def test_stats_counts_add_up(tmp_path):
     out = run_stats(cfg(tmp_path / "d", stage="stats", stats=StatsConfig(num_bins=4)))
     stats = json.loads(open(out["stats_file"]).read())
     assert stats["sample"]["population"] == 20 and out["buckets_written"] == 2
+
+
+def test_training_reads_a_bad_statistics_file_as_one_clear_error(tmp_path):
+    from miro.data.annotations import DataError, read_reward_stats
+
+    path = tmp_path / "reward_stats.json"
+    path.write_text(json.dumps({"format": 1, "num_bins": "eight", "rewards": {"a": {"edges": [0, 1]}}}))
+    with pytest.raises(DataError, match="key 'num_bins' must be an integer >= 2, got 'eight'"):
+        read_reward_stats(path)

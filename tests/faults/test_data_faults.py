@@ -234,3 +234,45 @@ def test_importer_rerun_after_a_kill_gives_identical_shards(tmp_path):
     run_import(ImportConfig(src=str(src), out=str(out), shard_size=3, overwrite=True), progress=False)
     for p in ref.glob("*.tar"):
         assert (out / p.name).read_bytes() == p.read_bytes()
+
+
+def test_animated_image_keeps_frame_one_and_says_so(tmp_path, caplog):
+    import io
+
+    from PIL import Image
+
+    from miro.data import images
+    from miro.data.importer import ImportConfig, run_import
+
+    frames = [Image.new("RGB", (16, 12), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    images._animated_seen[0] = 0
+    with caplog.at_level(logging.WARNING, logger="miro.data.images"):
+        img = images.decode_image(buf.getvalue())
+    assert img.info["frames"] == 3 and img.getpixel((0, 0)) == (255, 0, 0)
+    assert "animated image (3 frames): only the first frame is used" in caplog.text
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "anim.gif").write_bytes(buf.getvalue())
+    (src / "anim.txt").write_text("three colours")
+    report = run_import(ImportConfig(src=str(src), out=str(tmp_path / "out")), progress=False)
+    assert report["imported"] == 1 and report["animated_first_frame"] == ["anim.gif"]
+    (_, members), = iter_shard(tmp_path / "out" / "import-000000.tar")
+    assert json.loads(members["json"])["frames"] == 3
+
+
+@pytest.mark.parametrize("module, args, needle", [
+    ("miro.data.importer", ["src=.", "out=o", "shard_size=abc"], "shard_size: Value 'abc' of type 'str' could not be converted"),
+    ("miro.data.importer", ["src=.", "out=o", "nokey=1"], "nokey: Key 'nokey' not in 'ImportConfig'"),
+    ("miro.data.importer", ["src=./none", "out=o"], "src='./none': must be an existing directory"),
+    ("annotate", ["data.shards=.", "batch_size=abc"], "batch_size: Value 'abc'"),
+    ("annotate", ["rewards=nope"], "Could not find 'rewards/nope' (available: aesthetic,"),
+    ("annotate", ["stage=stats", "data.shards=.", "stats.num_bins=eight"], "stats.num_bins: Value 'eight'"),
+    ("miro.data.shapes", ["out=w", "resolution=big"], "resolution: Value 'big'"),
+])
+def test_config_errors_are_one_line_without_a_hydra_report(tmp_path, module, args, needle):
+    proc = run_module(module, *args, cwd=tmp_path)
+    assert_one_line_error(proc, needle)
+    assert "HYDRA_FULL_ERROR" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
