@@ -28,7 +28,7 @@ from miro.contracts import sidecar
 from miro.contracts.shards import find_shards
 from miro.data.shards import tar_keys
 from miro.utils.device import DTYPES, resolve_device
-from miro.utils.fs import check_writable_all
+from miro.utils.fs import OutputError, check_writable_all, disk_full
 
 log = logging.getLogger("annotate")
 
@@ -226,7 +226,12 @@ class ScoringPass:
             "config": self.config_dict,
             "report": report,
         }
-        path = sidecar.write_rewards(plan.sidecar, keys, scores, status, meta)
+        try:
+            path = sidecar.write_rewards(plan.sidecar, keys, scores, status, meta)
+        except OSError as err:  # disk full, quota, lost permission: nothing half-written is left (atomic)
+            what = "disk full" if disk_full(err) else (err.strerror or type(err).__name__)
+            raise OutputError(f"{plan.sidecar} could not be written ({what}); the {len(self.written)} sidecars written "
+                              "before are complete, rerun the same command to resume") from None
         self.written.append(path)
         bad = {k: v for k, v in counts.items() if k != "ok"}
         rank, world, _ = process_rank()

@@ -38,7 +38,7 @@ from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
 from miro.contracts.shards import find_shards
 from miro.utils.atomic import atomic_write_json
-from miro.utils.fs import check_writable_all
+from miro.utils.fs import OutputError, check_writable_all
 
 log = logging.getLogger("annotate.stats")
 
@@ -263,7 +263,10 @@ def run_stats(cfg) -> dict:
     check_writable_all([stats_path.parent, *((p.parent for p in present) if st.buckets else ())], "stats output folder")
     obj = compute_stats(present, st.rewards, st.num_bins, st.max_samples, st.seed)
     obj["missing_shards"] = missing
-    _write_json_atomic(stats_path, obj)
+    try:
+        _write_json_atomic(stats_path, obj)
+    except OSError as err:
+        raise OutputError(f"{stats_path} could not be written ({err.strerror or err}); nothing was changed") from None
     stats = load_reward_stats(stats_path)
     log.info("wrote %s: %d rewards, %d bins, sample %s", stats_path, len(stats.names), stats.num_bins, obj["sample"]["method"])
     for r, d in obj["rewards"].items():
@@ -271,6 +274,10 @@ def run_stats(cfg) -> dict:
     written = 0
     if st.buckets:
         for p in present:
-            written += write_buckets(p, stats) is not None
+            try:
+                written += write_buckets(p, stats) is not None
+            except OSError as err:
+                raise OutputError(f"{sidecar.buckets_path(p)} could not be written ({err.strerror or err}); "
+                                  f"{written} bucket files written, rerun to finish") from None
         log.info("bucket files written: %d (%d already up to date)", written, len(present) - written)
     return {"stats_file": str(stats_path), "buckets_written": written, "missing_shards": missing}

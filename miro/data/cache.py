@@ -39,7 +39,7 @@ from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
 from miro.utils.atomic import atomic_path
-from miro.utils.fs import check_writable_all
+from miro.utils.fs import OutputError, check_writable_all, disk_full
 
 FORMAT = "miro-feature-cache/1"
 
@@ -230,7 +230,12 @@ def cache_shards(shards: list[Path], text_encoder, autoencoder, resolution: int,
             summary["skipped_complete"] += 1
             continue
         cache = encode_shard(shard, text_encoder, autoencoder, resolution, batch_size, device)
-        write_shard_cache(out, cache)
+        try:
+            write_shard_cache(out, cache)
+        except OSError as err:  # disk full etc.: the temp file is gone, earlier caches are complete
+            what = "disk full" if disk_full(err) else (err.strerror or type(err).__name__)
+            raise OutputError(f"feature cache {out} could not be written ({what}); {summary['written']} caches written "
+                              "before are complete, rerun to resume") from None
         summary["written"] += 1
         summary["samples"] += len(cache)
         summary["bad_samples"] += len(cache.skipped)

@@ -214,3 +214,30 @@ def test_training_reads_a_bad_statistics_file_as_one_clear_error(tmp_path):
     path.write_text(json.dumps({"format": 1, "num_bins": "eight", "rewards": {"a": {"edges": [0, 1]}}}))
     with pytest.raises(DataError, match="key 'num_bins' must be an integer >= 2, got 'eight'"):
         read_reward_stats(path)
+
+
+def test_disk_full_while_writing_a_sidecar_is_one_line_and_a_rerun_resumes(tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    shards = _shards(tmp_path, 3)
+    real = pq.write_table
+    calls = [0]
+
+    def write_table(table, where, **kw):
+        calls[0] += 1
+        if calls[0] == 2:
+            open(where, "wb").write(b"PAR1 half")  # a part written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+    with pytest.raises(OutputError, match=r"x-000001.rewards.parquet could not be written \(disk full\); the 1 sidecars"):
+        run_scoring(cfg(tmp_path / "d"))
+    monkeypatch.setattr(pq, "write_table", real)
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert names == ["x-000000.rewards.parquet", "x-000000.tar", "x-000001.tar", "x-000002.tar"]  # no temp file
+    summary = run_scoring(cfg(tmp_path / "d"))
+    assert summary["skipped"] == 1 and len(summary["written"]) == 2
+    assert all(sidecar.num_rows(sidecar.rewards_path(s)) == 10 for s in shards)
