@@ -123,10 +123,26 @@ def _rel(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
+def _walk(src: Path) -> list[Path]:
+    """Every file under ``src``, symlinked folders followed (``Path.rglob`` skips them before Python 3.13, which
+    lost their images without a word), each real folder once (a link loop is not walked twice)."""
+    seen: set[str] = set()
+    out = []
+    for folder, dirs, names in os.walk(src, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        out += [Path(folder) / n for n in names if os.path.isfile(os.path.join(folder, n))]
+    return out
+
+
 def items_from_folder(src: Path) -> tuple[list[Item], list[Outcome]]:
     """Images under ``src`` (sorted relative paths, hidden files included) with the caption of the ``.txt`` of
     the same stem; ``.txt`` files without an image and files of other kinds are returned as unused files."""
-    files = sorted((p for p in src.rglob("*") if p.is_file()), key=lambda p: _rel(p, src))
+    files = sorted(_walk(src), key=lambda p: _rel(p, src))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     stems = {p.with_suffix("") for p in images}
     items = []

@@ -284,6 +284,18 @@ def run(cfg: EvalConfig):
     from miro.utils.fs import check_writable_all
 
     check_writable_all(output_folders(cfg), f"{cfg.command}: output folder", create=False)
+    try:
+        return _command(cfg)
+    except OSError as err:  # a full disk while writing results: one line (appended rows are kept, a rerun resumes)
+        from miro.utils.fs import OutputError, disk_full
+
+        if not disk_full(err):
+            raise
+        raise OutputError(f"{cfg.command}: disk full while writing {err.filename or 'its outputs'}; the rows written "
+                          "so far are kept and a rerun resumes") from None
+
+
+def _command(cfg: EvalConfig):
     commands = {
         "prompts": run_prompts,
         "generate": run_generate,
@@ -296,6 +308,7 @@ def run(cfg: EvalConfig):
         "sliders": run_sliders,
     }
     return commands[cfg.command](cfg)
+
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -276,3 +276,19 @@ def test_config_errors_are_one_line_without_a_hydra_report(tmp_path, module, arg
     assert_one_line_error(proc, needle)
     assert "HYDRA_FULL_ERROR" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_importer_follows_symlinked_folders_once(tmp_path):
+    from miro.data.importer import ImportConfig, run_import
+
+    src = _src(tmp_path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "far.png").write_bytes(_png(50))
+    (other / "far.txt").write_text("far away")
+    (src / "linked").symlink_to(other, target_is_directory=True)
+    (other / "loop").symlink_to(src, target_is_directory=True)  # a cycle back to src: walked once
+    report = run_import(ImportConfig(src=str(src), out=str(tmp_path / "out")), progress=False)
+    assert report["imported"] == 9 and report["candidates"] == report["imported"] + report["skipped"]
+    sources = [json.loads(m["json"])["source"] for p in sorted((tmp_path / "out").glob("*.tar")) for _, m in iter_shard(p)]
+    assert "linked/far.png" in sources and len(sources) == len(set(sources))

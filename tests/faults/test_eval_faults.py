@@ -131,3 +131,16 @@ def test_evaluate_kill_then_rerun_is_identical_and_writes_only_its_outputs(run_d
     assert out.read_text() == ref.read_text()
     new = set(snapshot(run_dir)) - set(before)
     assert new == {"results.jsonl", "results.settings.json", "summary.json", "summary.md"}
+
+
+def test_disk_full_while_writing_results_is_one_line(run_dir, monkeypatch):
+    import errno
+
+    from miro.eval.geneval import evaluate
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "results.jsonl"))
+
+    monkeypatch.setattr(evaluate, "write_jsonl", full)
+    with pytest.raises(SystemExit, match=r"^error: evaluate: disk full while writing .*results.jsonl; the rows written"):
+        main(["evaluate", f"image_dir={run_dir}", "detector.name=shapes"])
