@@ -29,7 +29,7 @@ def _errors() -> tuple:
     """A missing shard folder, sidecar or weight file (the weight finder's WeightsNotFoundError is a
     FileNotFoundError), sidecars that cannot give statistics, an output folder that cannot be written."""
     from annotate.stats import StatsError
-    from miro.utils.fs import OutputError
+    from miro.utils.storage import OutputError
 
     return (FileNotFoundError, StatsError, OutputError)
 

@@ -28,7 +28,7 @@ from miro.contracts import sidecar
 from miro.contracts.shards import find_shards
 from miro.data.shards import tar_keys
 from miro.utils.device import DTYPES, resolve_device
-from miro.utils.fs import OutputError, check_writable_all, disk_full
+from miro.utils.storage import OutputError, check_writable_all, disk_full
 
 log = logging.getLogger("annotate")
 

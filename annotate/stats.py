@@ -38,7 +38,7 @@ from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
 from miro.contracts.shards import find_shards
 from miro.utils.atomic import atomic_write_json
-from miro.utils.fs import OutputError, check_writable_all
+from miro.utils.storage import OutputError, check_writable_all
 
 log = logging.getLogger("annotate.stats")
 

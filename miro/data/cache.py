@@ -39,7 +39,7 @@ from miro.data.images import BadCaption, BadImage, decode_sample
 from miro.data.shards import ShardError, iter_shard
 from miro.data.transforms import image_to_uint8, text_lengths, uint8_to_unit
 from miro.utils.atomic import atomic_path
-from miro.utils.fs import OutputError, check_writable_all, disk_full
+from miro.utils.storage import OutputError, check_writable_all, disk_full
 
 FORMAT = "miro-feature-cache/1"
 

@@ -44,7 +44,7 @@ from miro.data.images import (
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text
 from miro.utils.config import ConfigError, entry_point, require, require_choice
-from miro.utils.fs import check_writable, disk_full
+from miro.utils.storage import check_writable, disk_full
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PIL_TO_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}

@@ -234,7 +234,7 @@ def run_sliders(cfg: EvalConfig, scorers=None) -> list[dict]:
     if not folders:
         raise FileNotFoundError(f"image_dir={cfg.image_dir!r}: no sweep.json there nor in sweep_* folders "
                                 "(written by `python -m miro.sampling mode=sweep`)")  # fmt: skip
-    from miro.utils.fs import check_writable_all
+    from miro.utils.storage import check_writable_all
 
     check_writable_all(folders, "sliders: sweep folder")  # scores and plots are written into each
     s = cfg.sliders
@@ -281,13 +281,13 @@ def output_folders(cfg: EvalConfig) -> list[Path]:
 
 def run(cfg: EvalConfig):
     cfg.require_for(cfg.command)
-    from miro.utils.fs import check_writable_all
+    from miro.utils.storage import check_writable_all
 
     check_writable_all(output_folders(cfg), f"{cfg.command}: output folder", create=False)
     try:
         return _command(cfg)
     except OSError as err:  # a full disk while writing results: one line (appended rows are kept, a rerun resumes)
-        from miro.utils.fs import OutputError, disk_full
+        from miro.utils.storage import OutputError, disk_full
 
         if not disk_full(err):
             raise

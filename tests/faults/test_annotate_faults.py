@@ -18,7 +18,7 @@ from annotate.job import incomplete_reason, plan_shard, run_scoring
 from annotate.stats import StatsError, run_stats
 from miro.contracts import sidecar
 from miro.data.shards import NO_EXTENSION
-from miro.utils.fs import OutputError
+from miro.utils.storage import OutputError
 from tests.faults.conftest import ROOT, assert_one_line_error, run_module, shard_with_extra, snapshot
 
 FREE = ["sharpness", "low_noise", "colorfulness", "contrast"]

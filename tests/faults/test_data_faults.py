@@ -70,7 +70,7 @@ def test_feature_cache_records_the_skipped_member(tmp_path):
 def test_feature_cache_read_only_folder_is_found_first(tmp_path, readonly):
     from miro.data.cache import cache_shards
     from miro.models.autoencoders import IdentityAutoencoder
-    from miro.utils.fs import OutputError
+    from miro.utils.storage import OutputError
     from tests.train.tiny import TinyTextEncoder
 
     shard, _ = shard_with_extra(tmp_path / "d" / "x-000000.tar", 3)
@@ -105,7 +105,7 @@ def test_shapes_kill_then_rerun_is_identical_and_a_changed_rerun_is_refused(tmp_
 
 
 def test_shapes_read_only_output_folder_is_one_line(tmp_path, readonly):
-    from miro.utils.fs import OutputError
+    from miro.utils.storage import OutputError
 
     ro = readonly(tmp_path / "ro")
     with pytest.raises(OutputError, match="out .*ro is not writable"):
@@ -210,7 +210,7 @@ def test_importer_disk_full_when_the_last_shard_is_closed(tmp_path, monkeypatch)
 
 def test_importer_read_only_out_is_one_line_before_any_image_is_read(tmp_path, readonly, monkeypatch):
     from miro.data import importer
-    from miro.utils.fs import OutputError
+    from miro.utils.storage import OutputError
 
     src = _src(tmp_path)
     ro = readonly(tmp_path / "ro")

@@ -24,7 +24,7 @@ from miro.data.shapes.world import WORLD_VERSION, ShapesWorld
 from miro.data.shards import ShardWriter
 from miro.utils.atomic import atomic_write_text, stale_temps
 from miro.utils.config import ConfigError
-from miro.utils.fs import check_writable
+from miro.utils.storage import check_writable
 
 _WORLD: ShapesWorld | None = None  # per worker process
 
