@@ -5,7 +5,6 @@
 #   bash scripts/demo.sh                       # about 15 minutes on 2 CPU cores (plus 2 for the first set-up)
 #   bash scripts/demo.sh train_steps=3000      # any key of miro/conf/demo.yaml
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"   # sets ROOT, activates the venv
 cd "$ROOT"
 exec python -m miro.demo "$@"

@@ -4,8 +4,7 @@
 #   bash scripts/test.sh --slow     the slow tests only
 #   bash scripts/test.sh tests/flow any pytest arguments are passed through
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"   # sets ROOT, activates the venv
 cd "$ROOT"
 ARGS=()
 if [ "${1:-}" = "--slow" ]; then shift; ARGS+=(-m slow); fi

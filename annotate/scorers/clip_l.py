@@ -105,9 +105,7 @@ def build_clip_l(clip_score: dict | ClipScoreConfig | None = None, aesthetic: di
     download = any(c.download for c in (cs, ae) if c is not None)
     folder = resolve_dir(spec, what="CLIP ViT-L/14", source=CLIP_SOURCE, download=download, key="rewards.clip_score.model")
     model, files = load_clip_model(folder, "CLIP ViT-L/14")
-    image_processor = load_image_processor(folder)
-    if image_processor is None:
-        raise FileNotFoundError(f"CLIP ViT-L/14: no preprocessor_config.json in {folder}; it comes from {CLIP_SOURCE}")
+    image_processor = load_image_processor(folder, "CLIP ViT-L/14", CLIP_SOURCE)
     max_length = cs.max_length if cs is not None else 77
     tokenizer, _ = load_tokenizer(folder, max_length)
     head = None

@@ -38,12 +38,13 @@ def load_clip_model(folder: Path, what: str):
     return model.float().eval(), [file_record(p, "model") for p in hf_weight_files(folder)]
 
 
-def load_image_processor(folder: Path):
+def load_image_processor(folder: Path, what: str, source: str):
+    """The folder's image processor; ``FileNotFoundError`` naming ``what`` and where it comes from if it has none."""
     import transformers
     from transformers import AutoImageProcessor
 
     if not any((folder / f).is_file() for f in _PROCESSOR_FILES):
-        return None
+        raise FileNotFoundError(f"{what}: no preprocessor_config.json in {folder}; it comes from {source}")
     if int(transformers.__version__.split(".")[0]) >= 5:
         return AutoImageProcessor.from_pretrained(str(folder), backend="pil")
     return AutoImageProcessor.from_pretrained(str(folder), use_fast=False)

@@ -74,9 +74,7 @@ def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
     folder = resolve_dir(cfg.model, what="PickScore model", source=MODEL_SOURCE, download=cfg.download, key="rewards.pickscore.model")
     pfolder = resolve_dir(cfg.processor, what="PickScore processor", source=PROCESSOR_SOURCE, download=cfg.download, key="rewards.pickscore.processor")
     model, files = load_clip_model(folder, "PickScore")
-    image_processor = load_image_processor(pfolder)
-    if image_processor is None:
-        raise FileNotFoundError(f"PickScore processor: no preprocessor_config.json in {pfolder}; it comes from {PROCESSOR_SOURCE}")
+    image_processor = load_image_processor(pfolder, "PickScore processor", PROCESSOR_SOURCE)
     tokenizer, tok_source = load_tokenizer(pfolder, cfg.max_length)
     return PickScoreScorer(model, image_processor, tokenizer, cfg, files, tok_source)
 

@@ -13,25 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from annotate.config import AnnotateConfig, DataConfig, StatsConfig
+from annotate.config import StatsConfig
 from annotate.job import incomplete_reason, plan_shard, run_scoring
 from annotate.stats import StatsError, run_stats
 from miro.contracts import sidecar
 from miro.data.shards import NO_EXTENSION
 from miro.utils.storage import OutputError
+from tests.annotate.test_job import FREE, cfg
+from tests.annotate.test_job import read as table
 from tests.faults.conftest import ROOT, assert_one_line_error, run_module, shard_with_extra, snapshot
-
-FREE = ["sharpness", "low_noise", "colorfulness", "contrast"]
-
-
-def cfg(shards, **kw) -> AnnotateConfig:
-    data = DataConfig(shards=str(shards), **kw.pop("data", {}))
-    return AnnotateConfig(data=data, progress=False, **{"rewards": list(FREE), "workers": 0, "batch_size": 4, **kw})
-
-
-def table(path):
-    t, meta = sidecar.read_rewards(path)
-    return t.to_pydict(), meta
 
 
 @pytest.mark.parametrize("n, where, workers", [(5, 0, 0), (5, 4, 0), (5, 5, 0), (10, 3, 0), (10, "inside", 0), (10, 7, 2)])

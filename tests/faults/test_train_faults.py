@@ -267,10 +267,15 @@ def test_training_writes_only_in_its_run_folder(tmp_path, shards, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------- sampling
-def test_pipeline_folder_missing_its_safetensors_names_it(tmp_path, whole):
+def _pipeline_copy(whole, tmp_path):
+    """A copy of the trained pipeline folder to damage, and its transformer's weight file."""
     pipe = tmp_path / "pipe"
     shutil.copytree(whole / "final", pipe)
-    weights = pipe / "transformer" / "diffusion_pytorch_model.safetensors"
+    return pipe, pipe / "transformer" / "diffusion_pytorch_model.safetensors"
+
+
+def test_pipeline_folder_missing_its_safetensors_names_it(tmp_path, whole):
+    pipe, weights = _pipeline_copy(whole, tmp_path)
     weights.unlink()
     (pipe / "transformer" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(tmp_path / "PWNED")))
     with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors: missing"):
@@ -279,9 +284,7 @@ def test_pipeline_folder_missing_its_safetensors_names_it(tmp_path, whole):
 
 
 def test_pipeline_folder_with_truncated_weights_names_them(tmp_path, whole):
-    pipe = tmp_path / "pipe"
-    shutil.copytree(whole / "final", pipe)
-    weights = pipe / "transformer" / "diffusion_pytorch_model.safetensors"
+    pipe, weights = _pipeline_copy(whole, tmp_path)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(PipelineFolderError, match="diffusion_pytorch_model.safetensors"):
         MiroPipeline.from_pretrained(pipe, text_encoder=TinyTextEncoder())

@@ -41,18 +41,28 @@ def test_preprocessing_is_exact(hw):
         assert torch.allclose(ours[:, 0, 0], pad_value, atol=1e-6) and torch.allclose(ours[:, -1, -1], pad_value, atol=1e-6)
 
 
-def test_score_is_cosine_of_open_clip_features(hps_checkpoint, tiny_open_clip_arch, images, prompts):
+def reference_hps_model(checkpoint, arch):
+    """open_clip's model of ``arch`` with the checkpoint's weights (the official scorer's network), and its tokenizer."""
     import open_clip
 
+    model = open_clip.create_model(arch)
+    model.load_state_dict({k: v.float() for k, v in torch.load(checkpoint, weights_only=True)["state_dict"].items()})
+    return model.eval(), open_clip.get_tokenizer(arch)
+
+
+def reference_hps_scores(checkpoint, arch, images, prompts, preprocess=reference_hps_preprocess) -> np.ndarray:
+    """HPS's score, cosine of the normalised image and text features, from the reference preprocessing."""
+    model, tok = reference_hps_model(checkpoint, arch)
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([preprocess(im).float() for im in images]), normalize=True)
+        txt = model.encode_text(tok(list(prompts)), normalize=True)
+    return (img * txt).sum(-1).numpy()
+
+
+def test_score_is_cosine_of_open_clip_features(hps_checkpoint, tiny_open_clip_arch, images, prompts):
     scorer = build_scorer("hpsv2", checkpoint=str(hps_checkpoint), arch=tiny_open_clip_arch)
     ours = scorer.score(images, prompts)
-    ref_model = open_clip.create_model(tiny_open_clip_arch)
-    ref_model.load_state_dict({k: v.float() for k, v in torch.load(hps_checkpoint, weights_only=True)["state_dict"].items()})
-    tok = open_clip.get_tokenizer(tiny_open_clip_arch)
-    with torch.no_grad():
-        img = ref_model.eval().encode_image(torch.stack([reference_hps_preprocess(im).float() for im in images]), normalize=True)
-        txt = ref_model.encode_text(tok(prompts), normalize=True)
-    np.testing.assert_allclose(ours, (img * txt).sum(-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(ours, reference_hps_scores(hps_checkpoint, tiny_open_clip_arch, images, prompts), atol=1e-5)
     assert np.all(np.abs(ours) <= 1.0) and np.ptp(ours) > 1e-3
 
 

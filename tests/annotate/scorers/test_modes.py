@@ -18,7 +18,6 @@ import io
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from annotate.scorers import build_scorer, build_scorers
@@ -27,6 +26,11 @@ from annotate.scorers.imagereward import ImageRewardPrep, build_tokenizer, defau
 from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD, HPSPadSquare
 from miro.data.images import decode_image, has_alpha, to_rgb
 from tests.annotate.conftest import TINY_BLIP, encode, photo_like
+from tests.annotate.scorers.test_hpsv2 import (
+    reference_hps_model,
+    reference_hps_preprocess,
+    reference_hps_scores,
+)
 from tests.annotate.scorers.test_imagereward import reference_reward
 
 MODES = ["RGB", "L", "P", "P+transparency", "LA", "RGBA", "1", "I;16", "CMYK"]
@@ -90,18 +94,9 @@ def pickscore_reference(img: Image.Image) -> np.ndarray:
 
 
 def hps_reference(img: Image.Image, size: int = 224) -> torch.Tensor:
-    """HPSv2's ``preprocess_val`` in float64; for RGBA the official 4-channel tensor less its alpha channel."""
-    x = img if img.mode == "RGBA" else img.convert("RGB")
-    x = torch.from_numpy(np.array(x)).permute(2, 0, 1).double() / 255.0
-    h, w = x.shape[1:]
-    s = size / max(h, w)
-    if s != 1.0:
-        nh, nw = round(h * s), round(w * s)
-        x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
-        ph, pw = size - nh, size - nw
-        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=0.0)
-    mean, std = torch.tensor(OPENAI_MEAN, dtype=torch.float64), torch.tensor(OPENAI_STD, dtype=torch.float64)
-    return (x[:3] - mean[:, None, None]) / std[:, None, None]
+    """HPSv2's ``preprocess_val`` in float64; for RGBA the official 4-channel tensor less its alpha channel, which
+    is the RGB conversion's tensor (PIL drops alpha without compositing; the resize treats channels apart)."""
+    return reference_hps_preprocess(img, size)
 
 
 # --- preprocessing, per mode per scorer --------------------------------------------------------------------------
@@ -171,21 +166,15 @@ def test_imagereward_scores_per_mode_match_the_official_order(imagereward_files,
 
 
 def test_hpsv2_scores_per_mode_and_rgba_fixup(hps_checkpoint, tiny_open_clip_arch, mode_images):
-    import open_clip
-
     scorer = build_scorer("hpsv2", checkpoint=str(hps_checkpoint), arch=tiny_open_clip_arch)
     imgs = [mode_images[m] for m in MODES]
     ours = scorer.score(imgs, ["a photo"] * len(imgs))
-    ref_model = open_clip.create_model(tiny_open_clip_arch)
-    ref_model.load_state_dict({k: v.float() for k, v in torch.load(hps_checkpoint, weights_only=True)["state_dict"].items()})
-    tok = open_clip.get_tokenizer(tiny_open_clip_arch)
-    with torch.no_grad():
-        img = ref_model.eval().encode_image(torch.stack([hps_reference(im).float() for im in imgs]), normalize=True)
-        txt = ref_model.encode_text(tok(["a photo"] * len(imgs)), normalize=True)
-        with pytest.raises(RuntimeError):  # what the official package does with the RGBA tensor: the model fails
-            rgba = torch.from_numpy(np.array(mode_images["RGBA"].resize((224, 224)))).permute(2, 0, 1).float()[None] / 255
-            ref_model.encode_image(rgba)
-    np.testing.assert_allclose(ours, (img * txt).sum(-1).numpy(), atol=1e-5)
+    ref = reference_hps_scores(hps_checkpoint, tiny_open_clip_arch, imgs, ["a photo"] * len(imgs), hps_reference)
+    ref_model, _ = reference_hps_model(hps_checkpoint, tiny_open_clip_arch)
+    with torch.no_grad(), pytest.raises(RuntimeError):  # what the official package does with RGBA: the model fails
+        rgba = torch.from_numpy(np.array(mode_images["RGBA"].resize((224, 224)))).permute(2, 0, 1).float()[None] / 255
+        ref_model.encode_image(rgba)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 # --- HPSv2 on images whose longer side is already 224 ------------------------------------------------------------
