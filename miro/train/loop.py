@@ -82,8 +82,12 @@ def build_components(cfg: TrainConfig) -> Components:
     if cfg.data.resolution % step:
         raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
                           f"model.patch_size = {ae.downsample} x {cfg.model.patch_size}")
-    model = build_model(cfg.model, reward_names=cfg.reward_names, text_dim=te.dim, in_channels=ae.latent_channels,
-                        sample_size=cfg.data.resolution // ae.downsample)
+    # the initial weights come from ``seed`` alone: the process's own torch seed is random (a library reseeds it
+    # at import), so without this two runs with the same config trained different models
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, reward_names=cfg.reward_names, text_dim=te.dim, in_channels=ae.latent_channels,
+                            sample_size=cfg.data.resolution // ae.downsample)
     return Components(model=model, text_encoder=te, autoencoder=ae)
 
 

@@ -172,3 +172,17 @@ def test_compiled_training_matches_eager(tmp_path, shards_root):
     assert runs[True].keys() == runs[False].keys()  # compiled in place: the same checkpoint keys
     for k in runs[False]:
         torch.testing.assert_close(runs[True][k], runs[False][k], atol=1e-4, rtol=1e-3)
+
+
+def test_initial_weights_depend_on_the_seed_only(tmp_path, shards_root):
+    """Two processes with one config train one model: the fresh transformer comes from ``seed``, not from the
+    process's torch seed (which a library reseeds at random on import)."""
+    from miro.train.loop import build_components
+
+    def weights(seed, process_seed):
+        torch.manual_seed(process_seed)
+        model = build_components(tiny_config(tmp_path, shards_root, seed=seed)).model
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(0, 1), weights(0, 2))
+    assert not torch.equal(weights(0, 1), weights(1, 1))
