@@ -45,13 +45,6 @@ def run_prompts(cfg: EvalConfig) -> Path:
     return Path(cfg.prompts.out)
 
 
-def load_pipeline(cfg: EvalConfig):
-    from miro.sampling.pipeline import load_pipeline as load
-
-    g = cfg.generate
-    return load(g.pipeline, g.device, g.dtype)
-
-
 def pipeline_generate_fn(pipe, cfg: EvalConfig):
     """The ``generate(prompt, n, generator)`` callable of ``generate_layout`` on a MiroPipeline."""
     settings = cfg.generate.settings
@@ -72,7 +65,11 @@ def run_generate(cfg: EvalConfig, pipe=None):
 
         generate = oracle_generate_fn(resolution=g.oracle_resolution)
     else:
-        generate = pipeline_generate_fn(pipe if pipe is not None else load_pipeline(cfg), cfg)
+        if pipe is None:
+            from miro.sampling.pipeline import load_pipeline
+
+            pipe = load_pipeline(g.pipeline, g.device, g.dtype)
+        generate = pipeline_generate_fn(pipe, cfg)
     from dataclasses import asdict
 
     from miro.eval.provenance import record_settings

@@ -77,12 +77,6 @@ def load_prompts(cfg: SampleConfig) -> list[str]:
     return prompts
 
 
-def load_pipeline(cfg: SampleConfig):
-    from miro.sampling.pipeline import load_pipeline as load
-
-    return load(cfg.pipeline, cfg.device, cfg.dtype)
-
-
 def _write_atomic(path: Path, write) -> None:
     from miro.utils.atomic import atomic_path
 
@@ -115,7 +109,10 @@ def run_images(cfg: SampleConfig, pipe=None) -> list[Path]:
 
     prompts = load_prompts(cfg)
     out_dir = check_writable(cfg.out_dir, "out_dir")  # before the pipeline is loaded or an image is made
-    pipe = pipe or load_pipeline(cfg)
+    if pipe is None:
+        from miro.sampling.pipeline import load_pipeline
+
+        pipe = load_pipeline(cfg.pipeline, cfg.device, cfg.dtype)
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in cfg.seeds]
     paths = [out_dir / f"{i:05d}_s{s}.png" for i, _, s in jobs]
     todo = [(job, path) for job, path in zip(jobs, paths) if not (path.is_file() and path.with_suffix(".json").is_file())]
@@ -142,7 +139,10 @@ def run_sweep(cfg: SampleConfig, pipe=None) -> list[Path]:
 
     prompts = load_prompts(cfg)
     check_writable(cfg.out_dir, "out_dir")
-    pipe = pipe or load_pipeline(cfg)
+    if pipe is None:
+        from miro.sampling.pipeline import load_pipeline
+
+        pipe = load_pipeline(cfg.pipeline, cfg.device, cfg.dtype)
     folders = []
     for i, prompt in enumerate(prompts):
         result = reward_sweep(
