@@ -48,6 +48,7 @@ class ModelConfig:
     cond_refiner_depth: int = _default("cond_refiner_depth")
     time_frequency_dim: int = _default("time_frequency_dim")
     pooled_text: bool = _default("pooled_text")
+    conv_channels: int = _default("conv_channels")
     gradient_checkpointing: bool = False
     in_channels: int | None = None
     sample_size: int | None = None

@@ -21,6 +21,16 @@ def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * tokens * fan_in * fan_out
 
 
+def _conv3x3(pixels: int, c_in: int, c_out: int) -> int:
+    return 2 * pixels * 9 * c_in * c_out
+
+
+def _conv_block(pixels: int, c_in: int, c_out: int, emb: int) -> int:
+    """``layers.ConvBlock``: two 3x3 convs, the time projection and the 1x1 skip when the width changes."""
+    skip = _linear(pixels, c_in, c_out) if c_in != c_out else 0
+    return _conv3x3(pixels, c_in, c_out) + _conv3x3(pixels, c_out, c_out) + _linear(1, emb, c_out) + skip
+
+
 def _attention(queries: int, keys: int, dim: int) -> int:
     return 4 * queries * keys * dim  # QK^T and AV
 
@@ -39,7 +49,10 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     c = config
     w, p = c["width"], c["patch_size"]
     out_channels = c.get("out_channels") or c["in_channels"]
+    conv = c.get("conv_channels") or 0
+    token_channels_in, token_channels_out = (conv, conv) if conv else (c["in_channels"], out_channels)
     n = (height // p) * (width // p)
+    pixels = height * width
     r = len(c["reward_names"])
     s = r + c["num_registers"] + 1 + text_len  # the condition set: rewards, registers, null text, text
     fc1, fc2 = _mlp_hidden(w, c["mlp_ratio"], c["mlp_type"])
@@ -57,14 +70,16 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         + mlp(n)
     )
     return {
-        "patch_embed": _linear(n, c["in_channels"] * p * p, w),
+        "conv_stem": (_conv3x3(pixels, c["in_channels"], conv) + _conv_block(pixels, conv, conv, w)) if conv else 0,
+        "patch_embed": _linear(n, token_channels_in * p * p, w),
         "time_embed": _linear(1, c["time_frequency_dim"], w) + _linear(1, w, w),
         "reward_embed": r * (_linear(1, c["reward_fourier_dim"], w) + _linear(1, w, w)),
         "text_proj": _linear(text_len, c["text_dim"], w),
         "pooled_text": (_linear(1, c["text_dim"], w) + _linear(1, w, w)) if c.get("pooled_text") else 0,
         "cond_refiner": c["cond_refiner_depth"] * (self_attention(s) + mlp(s)),
         "blocks": c["depth"] * block,
-        "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * out_channels),
+        "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * token_channels_out),
+        "conv_head": (_conv_block(pixels, 2 * conv, conv, w) + _conv3x3(pixels, conv, out_channels)) if conv else 0,
     }
 
 

@@ -95,3 +95,28 @@ class Mlp(nn.Module):
         else:
             h = F.gelu(h, approximate="tanh")
         return self.fc2(h)
+
+
+class ConvBlock(nn.Module):
+    """Pre-norm residual 3x3 conv block at full resolution with an additive time embedding (a DDPM ResBlock).
+
+    ``emb`` is the activated time embedding [B, emb_dim]; the second conv starts at zero, so the block
+    starts as its (1x1-projected) skip path.  GroupNorm uses 8 groups, so channels must be multiples of 8.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, in_channels, eps=1e-6)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_channels)
+        self.norm2 = nn.GroupNorm(8, out_channels, eps=1e-6)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x))) + self.emb(emb)[:, :, None, None].to(x.dtype)
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))

@@ -22,7 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
-from miro.models.layers import MLP_TYPES, Attention, Mlp, key_padding_mask, modulate
+from miro.models.layers import MLP_TYPES, Attention, ConvBlock, Mlp, key_padding_mask, modulate
 from miro.utils.config import require, require_choice
 
 
@@ -98,6 +98,8 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
         at_least(key, 1)
     for key in ("num_registers", "cond_refiner_depth"):
         at_least(key, 0)
+    check("conv_channels", lambda v: _is_int(v) and v >= 0 and v % 8 == 0,
+          "must be 0 (no conv stem/head) or a positive multiple of 8 (GroupNorm's 8 groups)")
     at_least("time_frequency_dim", 2)
     check("out_channels", lambda v: v is None or (_is_int(v) and v >= 1), "must be an integer >= 1 or null (= in_channels)")
     heads = args.get("num_heads")
@@ -133,6 +135,11 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         pooled_text: also add an MLP of the mean of the prompt's token embeddings to the time embedding that
             drives every block's adaLN modulation (SD3's pooled-text path).  A global summary of the prompt
             reaches every block directly, which small models learn much sooner than cross-attention.
+        conv_channels: 0 = a plain DiT.  C > 0 = a convolutional stem and head at full resolution around the
+            transformer (U-ViT / HDiT style): x -> 3x3 conv -> ConvBlock (C channels) -> patches -> blocks ->
+            C channels -> ConvBlock over [output, stem features] (a long skip) -> 3x3 conv.  At 32 px and
+            patch 4 the tiny model then draws smooth objects in its prompt's colour at the demo's compute,
+            where the plain head draws patch-seamed fragments that ignore the prompt (docs/text_conditioning.md).
     """
 
     #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
@@ -165,6 +172,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         cond_refiner_depth: int = 0,
         time_frequency_dim: int = 256,
         pooled_text: bool = False,
+        conv_channels: int = 0,
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -174,7 +182,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
-        self.patch_embed = nn.Linear(in_channels * patch_size**2, width)
+        # with the conv stem, tokens are patches of its C-channel features and the blocks write C channels back
+        self.patch_embed = nn.Linear((conv_channels or in_channels) * patch_size**2, width)
         self.time_embedder = TimestepEmbedder(width, time_frequency_dim)
         self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
         self.text_proj = nn.Linear(text_dim, width)
@@ -192,12 +201,20 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(MiroBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(depth))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.modulation_out = nn.Linear(width, 2 * width)
-        self.proj_out = nn.Linear(width, patch_size**2 * self.out_channels)
+        self.proj_out = nn.Linear(width, patch_size**2 * (conv_channels or self.out_channels))
+        if conv_channels:
+            self.conv_in = nn.Conv2d(in_channels, conv_channels, 3, padding=1)
+            self.conv_stem = ConvBlock(conv_channels, conv_channels, width)
+            self.conv_head = ConvBlock(2 * conv_channels, conv_channels, width)
+            self.conv_norm_out = nn.GroupNorm(8, conv_channels, eps=1e-6)
+            self.conv_out = nn.Conv2d(conv_channels, self.out_channels, 3, padding=1)
         self.initialize_weights()
 
     # ------------------------------------------------------------------ init
     def initialize_weights(self) -> None:
-        """DiT's init: xavier Linear layers, N(0, 0.02) time MLP, zero adaLN modulations and output layer."""
+        """DiT's init: xavier Linear layers, N(0, 0.02) time MLP, zero adaLN modulations and output layer
+        (with the conv head: zero last conv of each ConvBlock and zero output conv; convs otherwise keep torch's
+        default init)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -219,6 +236,11 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         for layer in (self.modulation_out, self.proj_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.config.conv_channels:
+            self.conv_stem.reset_parameters()
+            self.conv_head.reset_parameters()
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -240,7 +262,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
 
     def unpatchify(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b = tokens.shape[0]
-        p, c = self.config.patch_size, self.out_channels
+        p, c = self.config.patch_size, self.config.conv_channels or self.out_channels
         x = tokens.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(b, c, h, w)
 
@@ -358,9 +380,13 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         _, _, h, w = x.shape
         p = self.config.patch_size
         dtype = self.patch_embed.weight.dtype
-        tokens = self.patch_embed(self.patchify(x.to(dtype)))
+        t_emb = self.time_embedder(t)
+        features = None
+        if self.config.conv_channels:  # the stem sees the time only (the text reaches the blocks)
+            features = self.conv_stem(self.conv_in(x.to(dtype)), F.silu(t_emb))
+        tokens = self.patch_embed(self.patchify(x.to(dtype) if features is None else features))
         tokens = tokens + self._positions(h // p, w // p, x.device, tokens.dtype)
-        c = self.time_embedder(t)
+        c = t_emb
         if pooled is not None:
             c = c + pooled.to(c.dtype)
         c_act = F.silu(c)
@@ -371,8 +397,11 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             else:
                 tokens = block(tokens, c_act, cond, kpm)
         shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
-        out = self.proj_out(modulate(self.norm_out(tokens), shift, scale))
-        return self.unpatchify(out, h, w).to(x.dtype)
+        out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), h, w)
+        if features is not None:
+            out = self.conv_head(torch.cat([out, features], dim=1), F.silu(t_emb))
+            out = self.conv_out(F.silu(self.conv_norm_out(out)))
+        return out.to(x.dtype)
 
     def forward(
         self,

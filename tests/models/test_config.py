@@ -40,6 +40,7 @@ def test_miro_xl_preset_is_360m_parameters():
 
 @pytest.mark.parametrize("name,derived,low,high", [
     ("tiny", dict(text_dim=384, in_channels=3, sample_size=32), 0.8e6, 3e6),
+    ("tiny_conv", dict(text_dim=384, in_channels=3, sample_size=32), 2.1e6, 2.3e6),
     ("small", dict(text_dim=384, in_channels=4, sample_size=32), 30e6, 60e6),
     ("base", dict(text_dim=768, in_channels=4, sample_size=32), 130e6, 200e6),
 ])

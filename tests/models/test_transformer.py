@@ -258,12 +258,12 @@ def test_gradient_checkpointing_gives_identical_gradients():
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def _fit_two_targets(reward_names, steps=150):
+def _fit_two_targets(reward_names, steps=150, **model_kwargs):
     """16 samples at t = 1 (x_t is pure noise, shared by pairs): only the reward tells target A from B."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     m = MiroTransformer(in_channels=3, sample_size=8, patch_size=2, width=64, depth=2, num_heads=4, text_dim=16,
-                        reward_names=reward_names, reward_fourier_dim=32)
+                        reward_names=reward_names, reward_fourier_dim=32, **model_kwargs)
     a, b = torch.randn(3, 8, 8, generator=g), torch.randn(3, 8, 8, generator=g)
     pairs = 8
     noise = torch.randn(pairs, 3, 8, 8, generator=g).repeat(2, 1, 1, 1)
@@ -285,12 +285,13 @@ def _fit_two_targets(reward_names, steps=150):
     return losses, floor
 
 
-def test_tiny_model_fits_two_reward_conditioned_targets():
-    losses, floor = _fit_two_targets(["q"])
+@pytest.mark.parametrize("conv_channels", [0, 8])
+def test_tiny_model_fits_two_reward_conditioned_targets(conv_channels):
+    losses, floor = _fit_two_targets(["q"], conv_channels=conv_channels)
     assert losses[-1] < losses[0] / 10
     assert losses[-1] < floor / 10, (losses[-1], floor)
     # the baseline cannot tell the pairs apart: it stays at the unconditional floor
-    base_losses, _ = _fit_two_targets([])
+    base_losses, _ = _fit_two_targets([], conv_channels=conv_channels)
     assert min(base_losses) > 0.9 * floor
 
 
@@ -324,3 +325,66 @@ def test_pooled_text_reaches_every_block_without_cross_attention():
 def test_forward_is_velocity_on_the_encoded_condition(model):
     x, t, text, tm, r, rm, dt = inputs(model)
     torch.testing.assert_close(model(x, t, text, tm, r, rm, dt), model.velocity(x, t, **model.encode_condition(text, tm, r, rm, dt)))
+
+
+# ---------------------------------------------------------------- conv stem and head (conv_channels)
+def test_conv_stem_and_head_shapes_init_and_round_trip(tmp_path):
+    """The conv variant keeps the call contract: any multiple of the patch, separate out channels, an exactly
+    zero output at init (zero last convs), and a bit-identical save / load through config.json."""
+    m = tiny_model(conv_channels=8, out_channels=6)
+    x, t, text, tm, r, rm, dt = inputs(m)
+    assert torch.equal(m(x, t, text, tm, r, rm, dt), torch.zeros(4, 6, 8, 8))
+    randomize_(m).eval()
+    for h, w in [(8, 8), (8, 12)]:
+        out = m(torch.randn(4, 3, h, w), t, text, tm, r, rm)
+        assert out.shape == (4, 6, h, w) and torch.isfinite(out).all()
+    m.save_pretrained(tmp_path)
+    loaded = MiroTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.conv_channels == 8
+    assert torch.equal(loaded(x, t, text, tm, r, rm, dt), m(x, t, text, tm, r, rm, dt))
+
+
+def test_conv_head_reads_both_the_blocks_and_the_stem():
+    """The head sees the transformer's output and, through the long skip, the stem's features: silencing
+    either changes the output; the blocks still receive the stem's features, not the raw pixels."""
+    m = randomize_(tiny_model(conv_channels=8)).eval()
+    x, t, text, tm, r, rm, _ = inputs(m)
+    ref = m(x, t, text, tm, r, rm)
+    assert m.patch_embed.in_features == 8 * 2 * 2 and m.proj_out.out_features == 8 * 2 * 2
+    with torch.no_grad():
+        m.proj_out.weight.zero_()
+        m.proj_out.bias.zero_()
+        m.modulation_out.weight.zero_()
+        m.modulation_out.bias.zero_()
+    no_blocks = m(x, t, text, tm, r, rm)
+    assert (no_blocks - ref).abs().max() > 1e-3
+    # the long skip: with the blocks silenced the output still depends on x, through the stem's features
+    assert (no_blocks - m(torch.randn_like(x), t, text, tm, r, rm)).abs().max() > 1e-3
+    # with the transformer's output silenced the prompt no longer matters (the stem sees the time only)
+    torch.testing.assert_close(no_blocks, m(x, t, torch.randn_like(text), tm, r, rm), rtol=0, atol=0)
+
+
+def test_conv_gradient_checkpointing_and_compile():
+    m = randomize_(tiny_model(conv_channels=8))
+    x, t, text, tm, r, rm, dt = inputs(m)
+
+    def grads():
+        m.zero_grad()
+        m(x, t, text, tm, r, rm, dt).square().mean().backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    m.enable_gradient_checkpointing()
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and len(plain) == len(list(m.parameters()))
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+    m.disable_gradient_checkpointing()
+    compiled = torch.compile(m, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, t, text, tm, r, rm), m(x, t, text, tm, r, rm), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [12, -8, 2.0])
+def test_conv_channels_must_be_a_multiple_of_eight(value):
+    with pytest.raises(ValueError, match="conv_channels=.*multiple of 8"):
+        tiny_model(conv_channels=value)
