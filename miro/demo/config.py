@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from miro.utils.config import require
+from miro.utils.config import CONFIG_DIR, require
 
 WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 CLEAN_TARGETS = {"sharpness": 0.778, "low_noise": 1.0, "colorfulness": 0.571, "contrast": 0.603, "alignment": 1.0}
@@ -21,10 +21,14 @@ class DemoConfig:
     # annotation (weight-free rewards: nothing to download)
     rewards: list[str] = field(default_factory=lambda: list(WEIGHT_FREE))
     num_bins: int = 64
-    # training (the tiny preset of miro/conf/model/tiny.yaml)
-    train_steps: int = 900
-    batch_size: int = 64
+    # training: a model preset of miro/conf/model/ (tiny_conv: the tiny transformer with a conv stem and head,
+    # which follows its prompts' colours at this compute where the plain `tiny` does not; text_conditioning.md)
+    model_preset: str = "tiny_conv"  # not `model`: that name is the hydra config group of the presets
+    train_steps: int = 1500
+    batch_size: int = 32
+    lr: float = 2.0e-3
     warmup_steps: int = 100
+    train_threads: int = 2  # torch threads of the cache and training stages (each runs alone; the cache loader is light)
     # sampling and evaluation
     sample_steps: int = 25
     # decoupled guidance (docs/sampling.md): text direction v(c, s-) - v(null, s-), reward direction
@@ -54,6 +58,10 @@ class DemoConfig:
         require(self.num_bins >= 2, "num_bins", self.num_bins, "must be >= 2")
         require(self.train_steps >= 1, "train_steps", self.train_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        presets = sorted(f.stem for f in (CONFIG_DIR / "model").glob("*.yaml"))
+        require(self.model_preset in presets, "model_preset", self.model_preset, f"must be a preset of miro/conf/model: {presets}")
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.train_threads >= 1, "train_threads", self.train_threads, "must be >= 1")
         require(0 <= self.warmup_steps, "warmup_steps", self.warmup_steps, "must be >= 0")
         require(self.sample_steps >= 1, "sample_steps", self.sample_steps, "must be >= 1")
         require(all(0 <= v <= 1 for v in self.high_targets.values()), "high_targets", dict(self.high_targets),

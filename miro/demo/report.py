@@ -90,8 +90,9 @@ def write_report(cfg: DemoConfig, timings: dict, figures: dict, sweeps: dict[str
         "",
         f"The shapes world ({cfg.num_samples} images at {cfg.resolution} px with a web-like spread of quality and "
         f"wrong captions) was annotated with {len(cfg.rewards)} weight-free rewards ({', '.join(cfg.rewards)}), "
-        f"binned into {cfg.num_bins} quantile buckets, and a tiny flow-matching transformer conditioned on text and "
-        f"on one token per reward was trained for {cfg.train_steps} steps of {cfg.batch_size} images. "
+        f"binned into {cfg.num_bins} quantile buckets, and a tiny flow-matching transformer (preset `{cfg.model_preset}`) "
+        f"conditioned on text and on one token per reward was trained for {cfg.train_steps} steps of "
+        f"{cfg.batch_size} images at learning rate {cfg.lr:g}. "
         f"Sampling uses {cfg.sample_steps} Euler steps with decoupled guidance: text scale {cfg.text_guidance_scale:g}, "
         f"reward scale {cfg.reward_guidance_scale:g} (negative branch: null text, every reward at 0; with reward scale "
         f"0 the rewards act through their targets alone). Wall time of the steps below: {total / 60:.1f} min.",

@@ -52,6 +52,8 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
     shards = str(data / "train")
     logs = out / "logs"
     one_thread = {"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    # the cache and training stages run alone, so they may use more threads than the parallel stages
+    alone = {"OMP_NUM_THREADS": str(cfg.train_threads), "MKL_NUM_THREADS": str(cfg.train_threads)}
     train_common = [
         f"data.shards={shards}", f"seed={cfg.seed}", f"data.resolution={cfg.resolution}",
         f"reward_names=[{','.join(cfg.rewards)}]",
@@ -71,13 +73,14 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
         ], lambda: False, one_thread),  # cheap, and rewrites only stale bucket files
         Step("cache", "Precompute text embeddings and pixels beside the shards", [
             "miro.train.cache", *train_common, f"hydra.run.dir={logs}/cache",
-        ], lambda: False, one_thread),  # skips complete shards
+        ], lambda: False, alone),  # skips complete shards
         Step("train", "Train the reward-conditioned tiny model", [
-            "miro.train", *train_common, "data.cache=true", f"max_steps={cfg.train_steps}",
-            f"batch_size={cfg.batch_size}", f"optim.warmup_steps={cfg.warmup_steps}", "data.num_workers=1",
+            "miro.train", *train_common, f"model={cfg.model_preset}", "data.cache=true", f"max_steps={cfg.train_steps}",
+            f"batch_size={cfg.batch_size}", f"optim.lr={cfg.lr}", f"optim.warmup_steps={cfg.warmup_steps}",
+            "data.num_workers=1",
             f"checkpoint_every={cfg.train_steps}", f"sample.every={cfg.train_steps}", "log_every=50",
             "name=demo", f"hydra.run.dir={train}",
-        ], lambda: (train / "final" / "model_index.json").exists(), one_thread),
+        ], lambda: (train / "final" / "model_index.json").exists(), alone),
     ]
     for level, value in (("high", dict(cfg.high_targets)), ("low", 0.0)):
         folder = geneval / level

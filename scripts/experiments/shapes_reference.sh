@@ -2,6 +2,7 @@
 # The shipped reference model, end to end with the project's own commands (models/shapes_reference/README.md).
 #   bash scripts/experiments/shapes_reference.sh            # data -> train (resumable) -> curve -> export
 #   OUT=runs/ref bash scripts/experiments/shapes_reference.sh
+#   EXPERIMENT=shapes_reference_conv OUT=runs/shapes_reference_conv bash scripts/experiments/shapes_reference.sh
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
@@ -19,7 +20,7 @@ python -m annotate data.shards="$DATA/train" rewards="$REWARDS" workers=2 hydra.
 python -m annotate stage=stats data.shards="$DATA/train" stats.num_bins=64 hydra.run.dir="$OUT/logs/stats"
 python -m miro.train.cache data.shards="$DATA/train" data.resolution=32 reward_names="$REWARDS" \
     hydra.run.dir="$OUT/logs/cache"
-python -m miro.train experiment=shapes_reference data.shards="$DATA/train" seed=0 resume=latest \
+python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed=0 resume=latest \
     progress_bar=false hydra.run.dir="$OUT"
 python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 0,0 3,0 3,1 3,3 \
     --targets clean --out "$OUT/curve.json"

@@ -13,6 +13,9 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant no_rewards
     python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant time_mean_1
     python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant clean_data
+    # the recipe at the demo's compute (docs/text_conditioning.md section 8), e.g. the conv stem and head:
+    python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant conv_stem \
+        --batch 32 --lr 2e-3 --steps 1050 --scales 3,1 0,0 --targets clean
 
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
@@ -162,12 +165,44 @@ def cmd_gaps(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- ablate
+class RecipeVariant(MiroTransformer):
+    """Exploratory output heads for ``ablate`` (not in the package: neither beat the plain head).
+
+    ``xpred``: the network predicts the clean image x0 and the velocity is (x_t - x0) / max(t, 0.05) (JiT's
+    x-prediction with the velocity loss).  ``conv_out``: a zero-initialised residual 3x3 convolution on the
+    unpatchified output (U-ViT's extra conv against patch seams)."""
+
+    xpred = False
+    conv_out = False
+
+    def setup(self, xpred: bool = False, conv_out: bool = False) -> RecipeVariant:
+        self.xpred = xpred
+        if conv_out:
+            self.conv = torch.nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)
+            torch.nn.init.zeros_(self.conv.weight)
+            torch.nn.init.zeros_(self.conv.bias)
+        self.conv_out = conv_out
+        return self
+
+    def velocity(self, x, t, cond, cond_mask, pooled=None):
+        out = super().velocity(x, t, cond, cond_mask, pooled)
+        if self.conv_out:
+            out = out + self.conv(out)
+        if self.xpred:
+            out = (x - out) / t.clamp(min=0.05).view(-1, 1, 1, 1)
+        return out
+
+
 VARIANTS = {
     "rewards": {},
     "no_rewards": {"rewards": False},
     "time_mean_1": {"time_mean": 1.0},
     "clean_data": {"clean": True},
     "no_pooled_text": {"model": {"pooled_text": False}},
+    "xpred": {"xpred": True},
+    "conv_out": {"conv_out": True},
+    "patch2_w64": {"model": {"patch_size": 2, "width": 64}, "conv_out": True},
+    "conv_stem": {"model": {"conv_channels": 32}},  # the tiny_conv preset
 }
 
 
@@ -183,8 +218,9 @@ def cmd_ablate(args) -> dict:
         clean = clean_keys(args.data)
         pool = pool[torch.tensor([data.keys[i] in clean for i in pool.tolist()])]
     cfg = {**TINY, "reward_names": REWARDS if spec.get("rewards", True) else [], **spec.get("model", {})}
-    model = MiroTransformer(**cfg)
-    ema = MiroTransformer(**cfg)
+    heads = {"xpred": spec.get("xpred", False), "conv_out": spec.get("conv_out", False) or args.conv_out}
+    model = RecipeVariant(**cfg).setup(**heads)
+    ema = RecipeVariant(**cfg).setup(**heads)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -198,7 +234,7 @@ def cmd_ablate(args) -> dict:
     start = time.perf_counter()
     for step in range(args.steps):
         b = data.batch(pool[torch.randint(len(pool), (args.batch,), generator=g)])
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
         t = times(args.batch, generator=g)
@@ -330,6 +366,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100, help="ablate: linear warm-up steps")
+    p.add_argument("--conv-out", action="store_true", help="ablate: add the conv_out head to any variant")
     p.add_argument("--scales", type=scale_pair, nargs="+", default=[(0.0, 0.0), (3.0, 0.0), (3.0, 3.0)],
                    help="text,reward guidance scale pairs (3,3 = the joint scale 3)")
     p.add_argument("--images", type=int, default=1, help="images per held-out prompt")

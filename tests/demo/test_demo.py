@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,3 +52,28 @@ def test_geneval_steps_ask_for_clean_targets_and_decoupled_guidance():
     assert "generate.settings.reward_targets={" + ", ".join(f"{r}: {v}" for r, v in CLEAN_TARGETS.items()) + "}" in high
     assert "colorfulness: 0.0, contrast: 0.0" in low
     assert "generate.settings.text_guidance_scale=3.0 generate.settings.reward_guidance_scale=1.0" in high
+
+
+def test_training_step_uses_the_demo_recipe_and_threads():
+    from miro.demo.config import DemoConfig
+    from miro.demo.steps import stage_steps
+
+    steps = {s.name: s for s in stage_steps(DemoConfig(train_threads=2, threads=1))}
+    train = steps["train"].command()
+    for arg in ("model=tiny_conv", "batch_size=32", "optim.lr=0.002", "max_steps=1500"):
+        assert f" {arg} " in train, train
+    assert train.startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 ")  # runs alone: both cores
+    assert steps["cache"].command().startswith("OMP_NUM_THREADS=2 ")
+    assert steps["annotate"].command().startswith("OMP_NUM_THREADS=1 ")  # two workers share the cores
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model_preset=nope", "model_preset='nope': must be a preset of miro/conf/model"),
+    ("lr=0", "lr=0.0: must be > 0"),
+    ("train_threads=0", "train_threads=0: must be >= 1"),
+])
+def test_bad_recipe_values_stop_before_any_work(tmp_path, override, message):
+    proc = subprocess.run([sys.executable, "-m", "miro.demo", f"out={tmp_path}", override], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "data").exists()
