@@ -170,25 +170,25 @@ class RecipeVariant(MiroTransformer):
 
     ``xpred``: the network predicts the clean image x0 and the velocity is (x_t - x0) / max(t, 0.05) (JiT's
     x-prediction with the velocity loss).  ``conv_out``: a zero-initialised residual 3x3 convolution on the
-    unpatchified output (U-ViT's extra conv against patch seams)."""
+    unpatchified output (U-ViT's extra conv against patch seams).  (Attribute names differ from the model's
+    own ``conv_out`` module of ``conv_channels``.)"""
 
-    xpred = False
-    conv_out = False
+    use_xpred = False
+    residual_conv = None
 
     def setup(self, xpred: bool = False, conv_out: bool = False) -> RecipeVariant:
-        self.xpred = xpred
+        self.use_xpred = xpred
         if conv_out:
-            self.conv = torch.nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)
-            torch.nn.init.zeros_(self.conv.weight)
-            torch.nn.init.zeros_(self.conv.bias)
-        self.conv_out = conv_out
+            self.residual_conv = torch.nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)
+            torch.nn.init.zeros_(self.residual_conv.weight)
+            torch.nn.init.zeros_(self.residual_conv.bias)
         return self
 
     def velocity(self, x, t, cond, cond_mask, pooled=None):
         out = super().velocity(x, t, cond, cond_mask, pooled)
-        if self.conv_out:
-            out = out + self.conv(out)
-        if self.xpred:
+        if self.residual_conv is not None:
+            out = out + self.residual_conv(out)
+        if self.use_xpred:
             out = (x - out) / t.clamp(min=0.05).view(-1, 1, 1, 1)
         return out
 
