@@ -173,22 +173,19 @@ class RecipeVariant(MiroTransformer):
     unpatchified output (U-ViT's extra conv against patch seams).  (Attribute names differ from the model's
     own ``conv_out`` module of ``conv_channels``.)"""
 
-    use_xpred = False
-    residual_conv = None
-
     def setup(self, xpred: bool = False, conv_out: bool = False) -> RecipeVariant:
         self.use_xpred = xpred
+        self.residual_conv = torch.nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1) if conv_out else None
         if conv_out:
-            self.residual_conv = torch.nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1)
             torch.nn.init.zeros_(self.residual_conv.weight)
             torch.nn.init.zeros_(self.residual_conv.bias)
         return self
 
     def velocity(self, x, t, cond, cond_mask, pooled=None):
         out = super().velocity(x, t, cond, cond_mask, pooled)
-        if self.residual_conv is not None:
+        if getattr(self, "residual_conv", None) is not None:
             out = out + self.residual_conv(out)
-        if self.use_xpred:
+        if getattr(self, "use_xpred", False):
             out = (x - out) / t.clamp(min=0.05).view(-1, 1, 1, 1)
         return out
 
