@@ -1,0 +1,56 @@
+"""The exploratory heads of scripts/experiments/text_conditioning.py (``ablate``) do what the docs say."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "experiments"))
+import text_conditioning as tc  # noqa: E402
+
+from miro.flow import LinearPath  # noqa: E402
+from miro.models import MiroTransformer  # noqa: E402
+
+SMALL = {**tc.TINY, "width": 32, "num_heads": 2, "depth": 1, "reward_names": tc.REWARDS}
+
+
+def _args(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, generator=g).clamp(0.1, 1), torch.randn(n, 4, 384, generator=g),
+            torch.ones(n, 4, dtype=torch.bool), torch.rand(n, 5, generator=g))
+
+
+def test_xpred_turns_a_clean_image_estimate_into_the_velocity(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(3, 3, 32, 32, generator=g), torch.randn(3, 3, 32, 32, generator=g)
+    t, text, mask, rewards = _args()
+    s = LinearPath().sample(x0, t, eps)
+    monkeypatch.setattr(MiroTransformer, "velocity", lambda self, x, t, cond, cond_mask, pooled=None: x0)
+    model = tc.RecipeVariant(**SMALL).setup(xpred=True)
+    torch.testing.assert_close(model(s.x_t, t, text, mask, rewards), s.target, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("conv_channels", [0, 8])
+def test_residual_conv_starts_as_the_plain_head(conv_channels):
+    torch.manual_seed(0)
+    plain = tc.RecipeVariant(**SMALL, conv_channels=conv_channels).setup()
+    with torch.no_grad():  # a non-zero output, so the residual conv has something to pass through
+        for p in plain.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head = tc.RecipeVariant(**SMALL, conv_channels=conv_channels).setup(conv_out=True)
+    head.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(3, 3, 32, 32)
+    assert head.residual_conv is not None and head.residual_conv.weight.abs().sum() == 0
+    torch.testing.assert_close(head(x, *_args()), plain(x, *_args()))
+    assert plain(x, *_args()).abs().max() > 0
+
+
+@pytest.mark.parametrize("variant", sorted(tc.VARIANTS))
+def test_every_variant_builds(variant):
+    spec = tc.VARIANTS[variant]
+    cfg = {**SMALL, "reward_names": tc.REWARDS if spec.get("rewards", True) else [], **spec.get("model", {})}
+    model = tc.RecipeVariant(**cfg).setup(xpred=spec.get("xpred", False), conv_out=spec.get("conv_out", False))
+    t, text, mask, rewards = _args()
+    out = model(torch.randn(3, 3, 32, 32), t, text, mask, rewards if model.num_rewards else None)
+    assert out.shape == (3, 3, 32, 32)
