@@ -69,8 +69,8 @@ def _reference_section(figures: dict, out: Path, cfg: DemoConfig) -> list[str]:
         "",
         f"![reference model across reward targets]({_rel(figures['reference'], out)})",
         "",
-        f"`{cfg.reference}`: the same recipe trained longer with the project's own commands "
-        f"(how, and its held-out GenEval: `{readme}`).",
+        f"`{cfg.reference}`: a model trained longer with the project's own commands (its preset, recipe and "
+        f"held-out GenEval: `{readme}`).",
         "",
     ]
 
