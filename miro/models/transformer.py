@@ -381,9 +381,10 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         p = self.config.patch_size
         dtype = self.patch_embed.weight.dtype
         t_emb = self.time_embedder(t)
+        t_act = F.silu(t_emb)  # the conv blocks' condition: the time only (the text reaches the blocks)
         features = None
-        if self.config.conv_channels:  # the stem sees the time only (the text reaches the blocks)
-            features = self.conv_stem(self.conv_in(x.to(dtype)), F.silu(t_emb))
+        if self.config.conv_channels:
+            features = self.conv_stem(self.conv_in(x.to(dtype)), t_act)
         tokens = self.patch_embed(self.patchify(x.to(dtype) if features is None else features))
         tokens = tokens + self._positions(h // p, w // p, x.device, tokens.dtype)
         c = t_emb
@@ -399,7 +400,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
         out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), h, w)
         if features is not None:
-            out = self.conv_head(torch.cat([out, features], dim=1), F.silu(t_emb))
+            out = self.conv_head(torch.cat([out, features], dim=1), t_act)
             out = self.conv_out(F.silu(self.conv_norm_out(out)))
         return out.to(x.dtype)
 

@@ -17,8 +17,15 @@ from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 CONF = CONFIG_DIR
 
 
+def _load_preset(name: str):
+    """A model preset's yaml with its defaults list (other presets of the group, then ``_self_``) merged."""
+    raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    bases = [d for d in raw.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(*(_load_preset(b) for b in bases), raw)
+
+
 def _preset(name: str) -> ModelConfig:
-    return to_typed(OmegaConf.load(CONF / "model" / f"{name}.yaml"), ModelConfig)
+    return to_typed(_load_preset(name), ModelConfig)
 
 
 TINY_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]  # miro/conf/train.yaml's reward_names
