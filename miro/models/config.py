@@ -49,6 +49,8 @@ class ModelConfig:
     time_frequency_dim: int = _default("time_frequency_dim")
     pooled_text: bool = _default("pooled_text")
     conv_channels: int = _default("conv_channels")
+    conv_levels: int = _default("conv_levels")
+    conv_pooled_text: bool = _default("conv_pooled_text")
     gradient_checkpointing: bool = False
     in_channels: int | None = None
     sample_size: int | None = None

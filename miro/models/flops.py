@@ -50,9 +50,13 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     w, p = c["width"], c["patch_size"]
     out_channels = c.get("out_channels") or c["in_channels"]
     conv = c.get("conv_channels") or 0
-    token_channels_in, token_channels_out = (conv, conv) if conv else (c["in_channels"], out_channels)
-    n = (height // p) * (width // p)
+    levels = [conv * 2**i for i in range(c.get("conv_levels", 1))] if conv else []
+    token_channels_in, token_channels_out = (levels[-1], levels[-1]) if conv else (c["in_channels"], out_channels)
+    stride = p * 2 ** (len(levels) - 1) if conv else p
+    n = (height // stride) * (width // stride)
     pixels = height * width
+    # level i + 1 (at 1/2^(i+1) of the pixels): down conv + ConvBlock, and on the way up ConvBlock + up conv
+    deeper = [(pixels // 4 ** (i + 1), a, b) for i, (a, b) in enumerate(zip(levels[:-1], levels[1:]))]
     r = len(c["reward_names"])
     s = r + c["num_registers"] + 1 + text_len  # the condition set: rewards, registers, null text, text
     fc1, fc2 = _mlp_hidden(w, c["mlp_ratio"], c["mlp_type"])
@@ -71,6 +75,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     )
     return {
         "conv_stem": (_conv3x3(pixels, c["in_channels"], conv) + _conv_block(pixels, conv, conv, w)) if conv else 0,
+        "conv_down": sum(_conv3x3(px, a, b) + _conv_block(px, b, b, w) for px, a, b in deeper),
         "patch_embed": _linear(n, token_channels_in * p * p, w),
         "time_embed": _linear(1, c["time_frequency_dim"], w) + _linear(1, w, w),
         "reward_embed": r * (_linear(1, c["reward_fourier_dim"], w) + _linear(1, w, w)),
@@ -79,6 +84,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         "cond_refiner": c["cond_refiner_depth"] * (self_attention(s) + mlp(s)),
         "blocks": c["depth"] * block,
         "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * token_channels_out),
+        "conv_up": sum(_conv_block(px, 2 * b, b, w) + _conv3x3(4 * px, b, a) for px, a, b in deeper),
         "conv_head": (_conv_block(pixels, 2 * conv, conv, w) + _conv3x3(pixels, conv, out_channels)) if conv else 0,
     }
 

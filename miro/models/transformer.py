@@ -80,6 +80,13 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def spatial_stride(config: Mapping[str, Any]) -> int:
+    """Input pixels per token side: ``patch_size`` times the conv levels' downsampling (2^(conv_levels - 1)
+    with a conv stem)."""
+    levels = config.get("conv_levels", 1) if config.get("conv_channels") else 1
+    return config["patch_size"] * 2 ** (levels - 1)
+
+
 def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     """The one check of MiroTransformer's arguments; raises ``ConfigError`` ("<prefix><key>=<value>: <allowed>").
 
@@ -100,6 +107,13 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
         at_least(key, 0)
     check("conv_channels", lambda v: _is_int(v) and v >= 0 and v % 8 == 0,
           "must be 0 (no conv stem/head) or a positive multiple of 8 (GroupNorm's 8 groups)")
+    at_least("conv_levels", 1)
+    conv, pooled = args.get("conv_channels"), args.get("pooled_text")
+    has_conv = _is_int(conv) and conv > 0
+    check("conv_levels", lambda v: v == 1 or has_conv,
+          f"must be 1 without conv stem (conv_channels={conv}); more levels need conv_channels > 0")
+    check("conv_pooled_text", lambda v: not v or (has_conv and pooled is True),
+          f"needs the conv stem (conv_channels={conv}) and pooled_text=true (pooled_text={pooled})")
     at_least("time_frequency_dim", 2)
     check("out_channels", lambda v: v is None or (_is_int(v) and v >= 1), "must be an integer >= 1 or null (= in_channels)")
     heads = args.get("num_heads")
@@ -113,9 +127,11 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
           "must be distinct non-empty names ([] = the no-reward baseline)")
     check("reward_fourier_dim", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
     check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
-    patch = args.get("patch_size")
-    if _is_int(patch) and patch >= 1:
-        check("sample_size", lambda v: v % patch == 0, f"must be a multiple of patch_size={patch}")
+    patch, levels = args.get("patch_size"), args.get("conv_levels", 1)
+    if _is_int(patch) and patch >= 1 and _is_int(levels) and levels >= 1:
+        stride = patch * 2 ** (levels - 1)
+        check("sample_size", lambda v: v % stride == 0,
+              f"must be a multiple of patch_size={patch}" + (f" x 2^(conv_levels - 1) = {stride}" if levels > 1 else ""))
 
 
 class MiroTransformer(ModelMixin, ConfigMixin):
@@ -140,6 +156,17 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             C channels -> ConvBlock over [output, stem features] (a long skip) -> 3x3 conv.  At 32 px and
             patch 4 the tiny model then draws smooth objects in its prompt's colour at the demo's compute,
             where the plain head draws patch-seamed fragments that ignore the prompt (docs/text_conditioning.md).
+        conv_levels: with the conv stem, its resolutions (a U-shape).  Level i works at 1/2^i of the input
+            size with C * 2^i channels: a stride-2 3x3 conv and a ConvBlock go down a level, and on the way back
+            a ConvBlock over [the level's output, its own stem features] and a nearest upsample + 3x3 conv go
+            up.  Patches are taken from the deepest level, so the transformer sees (H / (patch_size *
+            2^(L-1)))^2 tokens: ``conv_levels=2, patch_size=2`` has the tokens of ``patch_size=4`` with a conv
+            level at half resolution in between (simple diffusion's U-ViT).  1 = the single full-resolution
+            level above.
+        conv_pooled_text: the conv blocks' additive condition is the time embedding plus the pooled prompt
+            (what modulates the transformer blocks) rather than the time alone, so the full-resolution
+            features know the prompt's colour and class before and after the transformer.  Needs the conv
+            stem and ``pooled_text``.
     """
 
     #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
@@ -173,6 +200,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         time_frequency_dim: int = 256,
         pooled_text: bool = False,
         conv_channels: int = 0,
+        conv_levels: int = 1,
+        conv_pooled_text: bool = False,
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -182,8 +211,10 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
-        # with the conv stem, tokens are patches of its C-channel features and the blocks write C channels back
-        self.patch_embed = nn.Linear((conv_channels or in_channels) * patch_size**2, width)
+        # with the conv stem, tokens are patches of its deepest level's features and the blocks write them back
+        levels = [conv_channels * 2**i for i in range(conv_levels)] if conv_channels else []
+        self.token_channels = levels[-1] if levels else in_channels
+        self.patch_embed = nn.Linear(self.token_channels * patch_size**2, width)
         self.time_embedder = TimestepEmbedder(width, time_frequency_dim)
         self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
         self.text_proj = nn.Linear(text_dim, width)
@@ -201,13 +232,18 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(MiroBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(depth))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.modulation_out = nn.Linear(width, 2 * width)
-        self.proj_out = nn.Linear(width, patch_size**2 * (conv_channels or self.out_channels))
+        self.proj_out = nn.Linear(width, patch_size**2 * (levels[-1] if levels else self.out_channels))
         if conv_channels:
             self.conv_in = nn.Conv2d(in_channels, conv_channels, 3, padding=1)
             self.conv_stem = ConvBlock(conv_channels, conv_channels, width)
             self.conv_head = ConvBlock(2 * conv_channels, conv_channels, width)
             self.conv_norm_out = nn.GroupNorm(8, conv_channels, eps=1e-6)
             self.conv_out = nn.Conv2d(conv_channels, self.out_channels, 3, padding=1)
+            pairs = list(zip(levels[:-1], levels[1:]))  # (level i, level i + 1) channels
+            self.conv_down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
+            self.conv_down_blocks = nn.ModuleList(ConvBlock(b, b, width) for _, b in pairs)
+            self.conv_up_blocks = nn.ModuleList(ConvBlock(2 * b, b, width) for _, b in pairs)
+            self.conv_up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
         self.initialize_weights()
 
     # ------------------------------------------------------------------ init
@@ -237,8 +273,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         if self.config.conv_channels:
-            self.conv_stem.reset_parameters()
-            self.conv_head.reset_parameters()
+            for block in (self.conv_stem, self.conv_head, *self.conv_down_blocks, *self.conv_up_blocks):
+                block.reset_parameters()
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 
@@ -246,6 +282,11 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     @property
     def num_rewards(self) -> int:
         return len(self.reward_names)
+
+    @property
+    def spatial_stride(self) -> int:
+        """Input pixels per token side (input sizes must be multiples of it)."""
+        return spatial_stride(self.config)
 
     def _positions(self, grid_h: int, grid_w: int, device, dtype) -> torch.Tensor:
         key = (grid_h, grid_w, str(device))
@@ -262,7 +303,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
 
     def unpatchify(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b = tokens.shape[0]
-        p, c = self.config.patch_size, self.config.conv_channels or self.out_channels
+        p, c = self.config.patch_size, (self.token_channels if self.config.conv_channels else self.out_channels)
         x = tokens.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(b, c, h, w)
 
@@ -272,8 +313,10 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         _require(x.dim() == 4, f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
         _require(c == cfg.in_channels, f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
-        _require(h % cfg.patch_size == 0 and w % cfg.patch_size == 0,
-                 f"x spatial size {h}x{w} must be a multiple of patch_size={cfg.patch_size}")
+        stride = self.spatial_stride
+        _require(h % stride == 0 and w % stride == 0,
+                 f"x spatial size {h}x{w} must be a multiple of patch_size={cfg.patch_size}"
+                 + (f" x 2^(conv_levels - 1) = {stride}" if stride != cfg.patch_size else ""))
         _require(t.shape == (b,), f"t must have shape [B]=[{b}], got {tuple(t.shape)}")
         _require(text.dim() == 3 and text.shape[0] == b and text.shape[2] == cfg.text_dim,
                  f"text must be [B={b}, L, text_dim={cfg.text_dim}], got {tuple(text.shape)}")
@@ -381,16 +424,21 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         p = self.config.patch_size
         dtype = self.patch_embed.weight.dtype
         t_emb = self.time_embedder(t)
-        t_act = F.silu(t_emb)  # the conv blocks' condition: the time only (the text reaches the blocks)
-        features = None
-        if self.config.conv_channels:
-            features = self.conv_stem(self.conv_in(x.to(dtype)), t_act)
-        tokens = self.patch_embed(self.patchify(x.to(dtype) if features is None else features))
-        tokens = tokens + self._positions(h // p, w // p, x.device, tokens.dtype)
         c = t_emb
         if pooled is not None:
             c = c + pooled.to(c.dtype)
         c_act = F.silu(c)
+        # the conv blocks' condition: the time, and with conv_pooled_text the pooled prompt too
+        conv_emb = c_act if self.config.conv_pooled_text else F.silu(t_emb)
+        features = []  # the conv levels' features, full resolution first
+        if self.config.conv_channels:
+            features.append(self.conv_stem(self.conv_in(x.to(dtype)), conv_emb))
+            for down, block in zip(self.conv_down, self.conv_down_blocks):
+                features.append(block(down(features[-1]), conv_emb))
+        inner = features[-1] if features else x.to(dtype)
+        gh, gw = inner.shape[2] // p, inner.shape[3] // p
+        tokens = self.patch_embed(self.patchify(inner))
+        tokens = tokens + self._positions(gh, gw, x.device, tokens.dtype)
         kpm = key_padding_mask(cond_mask)
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -398,9 +446,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             else:
                 tokens = block(tokens, c_act, cond, kpm)
         shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
-        out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), h, w)
-        if features is not None:
-            out = self.conv_head(torch.cat([out, features], dim=1), t_act)
+        out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), *inner.shape[2:])
+        if features:
+            for i in reversed(range(len(self.conv_up))):  # deepest level first, each with its own skip
+                out = self.conv_up_blocks[i](torch.cat([out, features[i + 1]], dim=1), conv_emb)
+                out = self.conv_up[i](F.interpolate(out, scale_factor=2, mode="nearest"))
+            out = self.conv_head(torch.cat([out, features[0]], dim=1), conv_emb)
             out = self.conv_out(F.silu(self.conv_norm_out(out)))
         return out.to(x.dtype)
 

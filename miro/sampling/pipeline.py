@@ -280,11 +280,11 @@ class MiroPipeline(DiffusionPipeline):
 
     def _image_shape(self, height: int | None, width: int | None) -> tuple[int, int]:
         down = self.autoencoder.downsample
-        multiple = down * self.transformer.config.patch_size
+        multiple = down * self.transformer.spatial_stride
         h = height or self.default_image_size
         w = width or self.default_image_size
         if h % multiple or w % multiple:
-            raise ValueError(f"height={h} and width={w} must be multiples of {multiple} (autoencoder x patch size)")
+            raise ValueError(f"height={h} and width={w} must be multiples of {multiple} (autoencoder x the transformer's spatial_stride)")
         return h // down, w // down
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

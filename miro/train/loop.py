@@ -37,6 +37,7 @@ from miro.data.pipeline import (
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import build_autoencoder, build_model, build_text_encoder
+from miro.models.transformer import spatial_stride
 from miro.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -78,10 +79,12 @@ class Components:
 def build_components(cfg: TrainConfig) -> Components:
     """The frozen text encoder and autoencoder from their configs, and a fresh transformer sized by them."""
     te, ae = build_text_encoder(cfg.text_encoder), build_autoencoder(cfg.autoencoder)
-    step = ae.downsample * cfg.model.patch_size
+    tokens = spatial_stride(asdict(cfg.model))
+    step = ae.downsample * tokens
     if cfg.data.resolution % step:
+        levels = " x 2^(model.conv_levels - 1)" if tokens != cfg.model.patch_size else ""
         raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
-                          f"model.patch_size = {ae.downsample} x {cfg.model.patch_size}")
+                          f"model.patch_size{levels} = {ae.downsample} x {tokens} = {step}")
     # the initial weights come from ``seed`` alone: the process's own torch seed is random (a library reseeds it
     # at import), so without this two runs with the same config trained different models
     with torch.random.fork_rng(devices=[]):

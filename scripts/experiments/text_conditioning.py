@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -200,6 +201,8 @@ VARIANTS = {
     "conv_out": {"conv_out": True},
     "patch2_w64": {"model": {"patch_size": 2, "width": 64}, "conv_out": True},
     "conv_stem": {"model": {"conv_channels": 32}},  # the tiny_conv preset
+    "conv_levels2_time": {"model": {"conv_channels": 32, "conv_levels": 2, "patch_size": 2}},
+    "conv_levels2": {"model": {"conv_channels": 32, "conv_levels": 2, "patch_size": 2, "conv_pooled_text": True}},  # tiny_unet
 }
 
 
@@ -252,6 +255,9 @@ def cmd_ablate(args) -> dict:
             gaps = text_gaps(ema, data.batch(held), times=(0.5, 0.9))
             history.append({"step": step + 1, "seconds": round(time.perf_counter() - start), "loss": loss.item(), **gaps})
             print(json.dumps(history[-1]), flush=True)
+    if args.save_model:
+        args.save_model.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(args.save_model))
     results = {"variant": args.variant, "history": history, "geneval": {}}
     targets = resolve_targets(args)
     for text_scale, reward_scale in args.scales:
@@ -372,6 +378,7 @@ def main(argv=None) -> None:
                    "(per reward the median of the clean, correctly captioned training samples)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
+    p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve}[args.command](args)

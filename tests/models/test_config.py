@@ -48,6 +48,7 @@ def test_miro_xl_preset_is_360m_parameters():
 @pytest.mark.parametrize("name,derived,low,high", [
     ("tiny", dict(text_dim=384, in_channels=3, sample_size=32), 0.8e6, 3e6),
     ("tiny_conv", dict(text_dim=384, in_channels=3, sample_size=32), 2.1e6, 2.3e6),
+    ("tiny_unet", dict(text_dim=384, in_channels=3, sample_size=32), 2.25e6, 2.45e6),
     ("small", dict(text_dim=384, in_channels=4, sample_size=32), 30e6, 60e6),
     ("base", dict(text_dim=768, in_channels=4, sample_size=32), 130e6, 200e6),
 ])
@@ -116,6 +117,9 @@ def test_schema_defaults_are_the_model_defaults():
     ({"reward_fourier_scale": 0.0}, "reward_fourier_scale=0.0: must be > 0"),
     ({"sample_size": 10, "patch_size": 4}, "sample_size=10: must be a multiple of patch_size=4"),
     ({"num_registers": -1}, "num_registers=-1: must be an integer >= 0"),
+    ({"conv_channels": 8, "conv_levels": 2, "sample_size": 12, "patch_size": 4},
+     "sample_size=12: must be a multiple of patch_size=4 x 2"),
+    ({"conv_levels": 2}, "conv_levels=2: must be 1 without conv stem"),
 ])
 def test_model_and_schema_share_one_check(values, message):
     """The model checks its own arguments; the schema runs the same check, naming the key ``model.<key>``."""

@@ -19,6 +19,7 @@ from tests.models.helpers import inputs, randomize_, tiny_model
     dict(reward_names=[], num_registers=0, cond_refiner_depth=0),
     dict(mlp_type="swiglu", patch_size=1, out_channels=6, cond_refiner_depth=2),
     dict(conv_channels=8, out_channels=6),
+    dict(conv_channels=8, conv_levels=3, patch_size=1, out_channels=6),
 ])
 def test_analytic_flops_match_flop_counter(monkeypatch, overrides):
     m = randomize_(tiny_model(**overrides))

@@ -1,3 +1,5 @@
+from contextlib import nullcontext
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -239,9 +241,14 @@ def test_bad_config_raises(kwargs, match):
 
 
 # ---------------------------------------------------------------- training behaviour
-@pytest.mark.parametrize("conv_channels", [0, 8])
-def test_gradient_checkpointing_gives_identical_gradients(conv_channels):
-    m = randomize_(tiny_model(conv_channels=conv_channels))
+# the plain DiT, the conv stem and head, and a two-level conv U-shape
+CONV_VARIANTS = [{}, {"conv_channels": 8}, {"conv_channels": 8, "conv_levels": 2}]
+CONV_IDS = ["plain", "conv", "conv_levels2"]
+
+
+@pytest.mark.parametrize("conv", CONV_VARIANTS, ids=CONV_IDS)
+def test_gradient_checkpointing_gives_identical_gradients(conv):
+    m = randomize_(tiny_model(**conv))
     x, t, text, tm, r, rm, dt = inputs(m)
     dt[3] = True
 
@@ -286,20 +293,20 @@ def _fit_two_targets(reward_names, steps=150, **model_kwargs):
     return losses, floor
 
 
-@pytest.mark.parametrize("conv_channels", [0, 8])
-def test_tiny_model_fits_two_reward_conditioned_targets(conv_channels):
-    losses, floor = _fit_two_targets(["q"], conv_channels=conv_channels)
+@pytest.mark.parametrize("conv", CONV_VARIANTS, ids=CONV_IDS)
+def test_tiny_model_fits_two_reward_conditioned_targets(conv):
+    losses, floor = _fit_two_targets(["q"], **conv)
     assert losses[-1] < losses[0] / 10
     assert losses[-1] < floor / 10, (losses[-1], floor)
     # the baseline cannot tell the pairs apart: it stays at the unconditional floor
-    base_losses, _ = _fit_two_targets([], conv_channels=conv_channels)
+    base_losses, _ = _fit_two_targets([], **conv)
     assert min(base_losses) > 0.9 * floor
 
 
-@pytest.mark.parametrize("conv_channels", [0, 8])
-def test_traces_as_one_graph_for_torch_compile(conv_channels):
+@pytest.mark.parametrize("conv", CONV_VARIANTS, ids=CONV_IDS)
+def test_traces_as_one_graph_for_torch_compile(conv):
     """MIRO trains with torch.compile(fullgraph=True): the forward must trace without graph breaks."""
-    m = randomize_(tiny_model(conv_channels=conv_channels))
+    m = randomize_(tiny_model(**conv))
     args = inputs(m)
     compiled = torch.compile(m, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(*args), m(*args), rtol=1e-5, atol=1e-6)
@@ -330,19 +337,23 @@ def test_forward_is_velocity_on_the_encoded_condition(model):
 
 
 # ---------------------------------------------------------------- conv stem and head (conv_channels)
-def test_conv_stem_and_head_shapes_init_and_round_trip(tmp_path):
-    """The conv variant keeps the call contract: any multiple of the patch, separate out channels, an exactly
-    zero output at init (zero last convs), and a bit-identical save / load through config.json."""
-    m = tiny_model(conv_channels=8, out_channels=6)
+@pytest.mark.parametrize("levels", [1, 2])
+def test_conv_stem_and_head_shapes_init_and_round_trip(tmp_path, levels):
+    """The conv variants keep the call contract: any multiple of the spatial stride, separate out channels, an
+    exactly zero output at init (zero last convs), and a bit-identical save / load through config.json."""
+    m = tiny_model(conv_channels=8, conv_levels=levels, out_channels=6)
+    assert m.spatial_stride == 2 * 2 ** (levels - 1)
     x, t, text, tm, r, rm, dt = inputs(m)
     assert torch.equal(m(x, t, text, tm, r, rm, dt), torch.zeros(4, 6, 8, 8))
     randomize_(m).eval()
     for h, w in [(8, 8), (8, 12)]:
         out = m(torch.randn(4, 3, h, w), t, text, tm, r, rm)
         assert out.shape == (4, 6, h, w) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="multiple of patch_size=2 x 2.*= 4") if levels == 2 else nullcontext():
+        m(torch.randn(4, 3, 6, 6), t, text, tm, r, rm)
     m.save_pretrained(tmp_path)
     loaded = MiroTransformer.from_pretrained(tmp_path).eval()
-    assert loaded.config.conv_channels == 8
+    assert (loaded.config.conv_channels, loaded.config.conv_levels) == (8, levels)
     assert torch.equal(loaded(x, t, text, tm, r, rm, dt), m(x, t, text, tm, r, rm, dt))
 
 
@@ -370,3 +381,56 @@ def test_conv_head_reads_both_the_blocks_and_the_stem():
 def test_conv_channels_must_be_a_multiple_of_eight(value):
     with pytest.raises(ValueError, match="conv_channels=.*multiple of 8"):
         tiny_model(conv_channels=value)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(conv_channels=8, conv_levels=0), "conv_levels=0: must be an integer >= 1"),
+    (dict(conv_levels=2), "conv_levels=2: must be 1 without conv stem"),
+    (dict(conv_pooled_text=True), "conv_pooled_text=True: needs the conv stem"),
+    (dict(conv_channels=8, conv_pooled_text=True, pooled_text=False), "conv_pooled_text=True: .*pooled_text=False"),
+    (dict(conv_channels=8, conv_levels=3, sample_size=12), "sample_size=12: must be a multiple of patch_size=2 x 2"),
+])
+def test_bad_conv_options_name_the_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kwargs)
+
+
+def test_conv_levels_go_down_and_back_up_with_a_skip_per_level():
+    """Two levels: the tokens are patches of the half-resolution features (2C channels), each level's
+    features reach its way up (silencing the deeper skip's source changes the output), and the transformer
+    sees a quarter of the tokens of one level at the same patch size."""
+    m = randomize_(tiny_model(conv_channels=8, conv_levels=2)).eval()
+    assert m.patch_embed.in_features == 16 * 2 * 2 and m.proj_out.out_features == 16 * 2 * 2
+    x, t, text, tm, r, rm, _ = inputs(m)
+    seen = []
+    hook = m.blocks[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
+    ref = m(x, t, text, tm, r, rm)
+    hook.remove()
+    assert seen == [torch.Size([4, 2 * 2, 32])]  # 8 px -> 4 px level -> patch 2 -> 2 x 2 tokens
+    with torch.no_grad():  # silence the transformer's output: the deeper features now only reach the output
+        m.proj_out.weight.zero_()  # through their own skip into the up block
+        m.proj_out.bias.zero_()
+    silenced = m(x, t, text, tm, r, rm)
+    assert (silenced - ref).abs().max() > 1e-3
+    with torch.no_grad():
+        m.conv_down_blocks[0].conv2.weight.mul_(0.5)
+    assert (m(x, t, text, tm, r, rm) - silenced).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_conv_pooled_text_lets_the_prompt_reach_the_conv_blocks(levels):
+    """With the transformer's output silenced, the prompt still changes the output through the conv blocks'
+    condition when conv_pooled_text is on (and only then); a dropped prompt gives the "no text" value.
+    (16 channels: with 8, GroupNorm's 8 groups hold one channel each and remove any per-channel offset.)"""
+    outputs = {}
+    for on in (False, True):
+        m = randomize_(tiny_model(conv_channels=16, conv_levels=levels, conv_pooled_text=on)).eval()
+        with torch.no_grad():
+            m.proj_out.weight.zero_()
+            m.proj_out.bias.zero_()
+        x, t, text, tm, r, rm, dt = inputs(m)
+        outputs[on] = (m(x, t, text, tm, r, rm) - m(x, t, torch.randn_like(text), tm, r, rm)).abs().max()
+        dt[:] = True
+        torch.testing.assert_close(m(x, t, text, tm, r, rm, dt), m(x, t, torch.randn_like(text), tm, r, rm, dt),
+                                   rtol=0, atol=1e-6)
+    assert outputs[False] == 0 and outputs[True] > 1e-3

@@ -7,7 +7,7 @@ from miro.models.config import AutoencoderConfig, TextEncoderConfig
 REWARDS = ["sharpness", "aesthetic", "pickscore"]
 
 
-def tiny_transformer(text_dim: int = 384, reward_names=REWARDS, seed: int = 0):
+def tiny_transformer(text_dim: int = 384, reward_names=REWARDS, seed: int = 0, **overrides):
     """A random-weight MiroTransformer (output layers not zero, so conditions matter)."""
     from miro.models.transformer import MiroTransformer
 
@@ -15,6 +15,7 @@ def tiny_transformer(text_dim: int = 384, reward_names=REWARDS, seed: int = 0):
     model = MiroTransformer(
         in_channels=3, sample_size=8, patch_size=2, width=32, depth=2, num_heads=2, text_dim=text_dim,
         reward_names=list(reward_names), reward_fourier_dim=16, cond_refiner_depth=1, time_frequency_dim=32,
+        **overrides,
     )
     with torch.no_grad():
         for p in model.parameters():

@@ -183,3 +183,25 @@ def test_no_reward_baseline_is_classifier_free_guidance(text_encoder):
     assert guided.shape == (2, 3, 8, 8) and not torch.allclose(guided, run(pipe, guidance_scale=0.0), atol=1e-3)
     with pytest.raises(ValueError, match=r"allowed: \[\]"):
         run(pipe, reward_targets={"aesthetic": 1.0})
+
+
+def test_image_size_follows_the_conv_levels_stride(text_encoder, tmp_path):
+    """A two-level conv U-shape takes patches at half resolution: sizes must be multiples of patch x 2 = 4;
+    it samples and round-trips through save_pretrained like any transformer."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from miro.models.config import AutoencoderConfig, TextEncoderConfig
+
+    pipe = MiroPipeline(tiny_transformer(conv_channels=8, conv_levels=2), FlowMatchEulerDiscreteScheduler(),
+                        text_encoder_config=TextEncoderConfig(kind="minilm", max_length=16),
+                        autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="height=10 and width=8 must be multiples of 4"):
+        run(pipe, height=10, width=8)
+    out = run(pipe, height=12, width=8)
+    assert out.shape == (2, 3, 12, 8) and torch.isfinite(out).all()
+    pipe.save_pretrained(tmp_path)
+    loaded = MiroPipeline.from_pretrained(tmp_path, text_encoder=text_encoder)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.transformer.config.conv_levels == 2
+    assert torch.equal(run(loaded, height=12, width=8), out)

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from miro.data.annotations import DataError
 from miro.data.cache import cache_shards
-from miro.models.config import AutoencoderConfig
+from miro.models.config import AutoencoderConfig, ModelConfig
 from miro.sampling.pipeline import MiroPipeline
 from miro.train.checkpoint import list_checkpoints, resolve_resume
 from miro.train.loop import micro_batch_size, train
@@ -186,3 +187,14 @@ def test_initial_weights_depend_on_the_seed_only(tmp_path, shards_root):
 
     assert torch.equal(weights(0, 1), weights(0, 2))
     assert not torch.equal(weights(0, 1), weights(1, 1))
+
+
+def test_resolution_must_be_a_multiple_of_the_conv_levels_stride(tmp_path, shards_root):
+    """With a conv U-shape the tokens are patches of the deepest level: 16 px works for patch 2 and two
+    levels (stride 4), three levels need 16 (patch 2 x 2^2 = 8 divides 16) and 12 px fails naming the key."""
+    from miro.train.loop import build_components
+
+    levels2 = ModelConfig(patch_size=2, width=32, depth=2, num_heads=2, conv_channels=8, conv_levels=2)
+    assert build_components(tiny_config(tmp_path, shards_root, model=levels2)).model.spatial_stride == 4
+    with pytest.raises(ConfigError, match=r"data.resolution=12: .*model.patch_size x 2\^\(model.conv_levels - 1\) = 1 x 8 = 8"):
+        build_components(tiny_config(tmp_path, shards_root, model=replace(levels2, conv_levels=3), data={"resolution": 12}))
