@@ -21,10 +21,11 @@ class DemoConfig:
     # annotation (weight-free rewards: nothing to download)
     rewards: list[str] = field(default_factory=lambda: list(WEIGHT_FREE))
     num_bins: int = 64
-    # training: a model preset of miro/conf/model/ (tiny_conv: the tiny transformer with a conv stem and head,
-    # which follows its prompts' colours at this compute where the plain `tiny` does not; text_conditioning.md)
-    model_preset: str = "tiny_conv"  # not `model`: that name is the hydra config group of the presets
-    train_steps: int = 1500
+    # training: a model preset of miro/conf/model/ (tiny_unet: the tiny transformer inside a two-level conv
+    # U-shape whose conv blocks see the pooled prompt; it follows its prompts' colours at this compute where the
+    # plain `tiny` does not, and its loss falls ~1.8x faster per FLOP than tiny_conv's; text_conditioning.md)
+    model_preset: str = "tiny_unet"  # not `model`: that name is the hydra config group of the presets
+    train_steps: int = 1000
     batch_size: int = 32
     lr: float = 2.0e-3
     warmup_steps: int = 100

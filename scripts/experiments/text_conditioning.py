@@ -339,6 +339,10 @@ def cmd_curve(args) -> dict:
 
     run = Path(args.run)
     folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
+    if args.exports:  # only these steps' exports (a run still training keeps adding folders)
+        folders = [f for f in folders if f.name.startswith("step-") and int(f.name.split("-")[1]) in args.exports]
+        if not folders:
+            raise SystemExit(f"no export of steps {args.exports} in {run / 'pipelines'}")
     targets = resolve_targets(args)
     results = {"targets": targets}
     for folder in folders:
@@ -365,6 +369,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps: a MiroPipeline folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
+    p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)

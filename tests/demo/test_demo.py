@@ -60,7 +60,7 @@ def test_training_step_uses_the_demo_recipe_and_threads():
 
     steps = {s.name: s for s in stage_steps(DemoConfig(train_threads=2, threads=1))}
     train = steps["train"].command()
-    for arg in ("model=tiny_conv", "batch_size=32", "optim.lr=0.002", "max_steps=1500"):
+    for arg in ("model=tiny_unet", "batch_size=32", "optim.lr=0.002", "max_steps=1000"):
         assert f" {arg} " in train, train
     assert train.startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 ")  # runs alone: both cores
     assert steps["cache"].command().startswith("OMP_NUM_THREADS=2 ")

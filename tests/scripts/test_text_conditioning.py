@@ -54,3 +54,9 @@ def test_every_variant_builds(variant):
     t, text, mask, rewards = _args()
     out = model(torch.randn(3, 3, 32, 32), t, text, mask, rewards if model.num_rewards else None)
     assert out.shape == (3, 3, 32, 32)
+
+
+def test_curve_evaluates_only_the_asked_exports(tmp_path):
+    (tmp_path / "pipelines" / "step-0001000").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"no export of steps \[2000\] in .*pipelines"):
+        tc.main(["curve", "--run", str(tmp_path), "--exports", "2000", "--targets", "1.0"])
