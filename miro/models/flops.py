@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from miro.models.transformer import spatial_stride
+
 
 def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * tokens * fan_in * fan_out
@@ -52,7 +54,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     conv = c.get("conv_channels") or 0
     levels = [conv * 2**i for i in range(c.get("conv_levels", 1))] if conv else []
     token_channels_in, token_channels_out = (levels[-1], levels[-1]) if conv else (c["in_channels"], out_channels)
-    stride = p * 2 ** (len(levels) - 1) if conv else p
+    stride = spatial_stride(c)
     n = (height // stride) * (width // stride)
     pixels = height * width
     # level i + 1 (at 1/2^(i+1) of the pixels): down conv + ConvBlock, and on the way up ConvBlock + up conv
