@@ -51,6 +51,10 @@ class ModelConfig:
     conv_channels: int = _default("conv_channels")
     conv_levels: int = _default("conv_levels")
     conv_pooled_text: bool = _default("conv_pooled_text")
+    # attention | ttt_linear | ttt_mlp | attention+ttt_linear | attention+ttt_mlp
+    token_mixer: str = _default("token_mixer")
+    ttt_mini_batch: int = _default("ttt_mini_batch")
+    ttt_scan_orders: str = _default("ttt_scan_orders")  # "+"-joined: raster, raster_rev, col, col_rev
     gradient_checkpointing: bool = False
     in_channels: int | None = None
     sample_size: int | None = None

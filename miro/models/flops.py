@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from miro.models.transformer import spatial_stride
+from miro.models.ttt import MLP_EXPANSION
 
 
 def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
@@ -35,6 +36,47 @@ def _conv_block(pixels: int, c_in: int, c_out: int, emb: int) -> int:
 
 def _attention(queries: int, keys: int, dim: int) -> int:
     return 4 * queries * keys * dim  # QK^T and AV
+
+
+def ttt_dual_flops(tokens: int, head_dim: int, heads: int, mini_batch: int, inner: str) -> int:
+    """Matmul FLOPs of one scan of the TTT dual form (``miro.models.ttt.ttt_dual``) over ``tokens`` tokens, all
+    heads: the inner loop only (the q/k/v, eta and output projections are counted by the caller).
+
+    Per head and per mini-batch of L tokens (d = head dim; h = 4d, TTT-MLP's hidden width), the dual form's
+    matmuls, read off the code (testtime.md 4.1's dual form and its two-layer expansion):
+
+    - TTT-Linear: Q K^T (2 L^2 d); Z = K W and Q W (2 x 2 L d^2); (E * (Q K^T + 1)) G (2 L^2 d); the W update
+      (e * K)^T G (2 L d^2) and the b update e^T G (2 L d):  6 L d^2 + 4 L^2 d + 2 L d.
+    - TTT-MLP: Q K^T (2 L^2 d); K W1, X2 W2, G2 W2^T, Q W1, X2q W2 and the W1, W2 updates (7 x 2 L d h);
+      (E * (Q K^T + 1)) G1 (2 L^2 h), X2q X2^T (2 L^2 h), (E * (X2q X2^T + 1)) G2 (2 L^2 d); the b1, b2 updates
+      (2 L h + 2 L d):  14 L d h + 4 L^2 (d + h) + 2 L (d + h).
+
+    The mini-batches are N // b of b tokens and, when b does not divide N, one shorter of N mod b tokens; the
+    last mini-batch's weight update (linear: 2 L d^2 + 2 L d; mlp: 4 L d h + 2 L (d + h)) is not computed, as
+    nothing reads it.  Per token (b | N, N >> b) TTT-Linear costs H (6 d^2 + 4 b d + 2 d) = 6 D d + 4 b D + 2 D
+    against softmax attention's 4 N D: linear in N, where attention is quadratic.
+    """
+    d, h = head_dim, MLP_EXPANSION * head_dim
+
+    def per_mini_batch(length: int) -> int:
+        if inner == "linear":
+            return 6 * length * d * d + 4 * length**2 * d + 2 * length * d
+        return 14 * length * d * h + 4 * length**2 * (d + h) + 2 * length * (d + h)
+
+    def update(length: int) -> int:
+        return 2 * length * d * d + 2 * length * d if inner == "linear" else 4 * length * d * h + 2 * length * (d + h)
+
+    full, rest = divmod(tokens, mini_batch)
+    last = rest or (mini_batch if full else 0)
+    return heads * (full * per_mini_batch(mini_batch) + per_mini_batch(rest) - update(last))
+
+
+def _ttt_mixer(tokens: int, width: int, heads: int, mini_batch: int, scans: int, inner: str) -> int:
+    """``miro.models.ttt.TTTMixer``: the fused q/k/v and the eta projections once, then per scan the dual form
+    and the output projection."""
+    inner_loop = ttt_dual_flops(tokens, width // heads, heads, mini_batch, inner)
+    per_scan = inner_loop + _linear(tokens, width, width)
+    return _linear(tokens, width, 3 * width) + _linear(tokens, width, heads) + scans * per_scan
 
 
 def _mlp_hidden(width: int, mlp_ratio: float, mlp_type: str) -> tuple[int, int]:
@@ -69,9 +111,15 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     def self_attention(tokens: int) -> int:
         return _linear(tokens, w, 3 * w) + _attention(tokens, tokens, w) + _linear(tokens, w, w)
 
+    mixer = c.get("token_mixer", "attention")  # configs from before the option: self-attention
+    mixing = self_attention(n) if mixer.startswith("attention") else 0
+    if "ttt" in mixer:
+        scans = len(c.get("ttt_scan_orders", "raster+raster_rev").split("+"))
+        inner = "mlp" if mixer.endswith("ttt_mlp") else "linear"
+        mixing += _ttt_mixer(n, w, c["num_heads"], c.get("ttt_mini_batch", 16), scans, inner)
     block = (
         _linear(1, w, 6 * w)  # adaLN modulation
-        + self_attention(n)
+        + mixing  # self-attention and / or the TTT layer
         + _linear(n, w, w) + _linear(s, w, 2 * w) + _attention(n, s, w) + _linear(n, w, w)  # cross-attention
         + mlp(n)
     )

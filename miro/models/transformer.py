@@ -23,7 +23,12 @@ from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
 from miro.models.layers import MLP_TYPES, Attention, ConvBlock, Mlp, key_padding_mask, modulate
+from miro.models.ttt import SCAN_ORDERS, TTTMixer
 from miro.utils.config import require, require_choice
+
+#: The token mixer of the image tokens in every block: self-attention, a TTT layer in its place, or
+#: self-attention followed by a gated TTT layer (the hybrid; testtime.md 4.3, TTT-Video's placement).
+TOKEN_MIXERS = ("attention", "ttt_linear", "ttt_mlp", "attention+ttt_linear", "attention+ttt_mlp")
 
 
 class MiroBlock(nn.Module):
@@ -32,21 +37,56 @@ class MiroBlock(nn.Module):
     The self-attention and MLP branches are modulated and gated by the time embedding (DiT's adaLN-Zero:
     gates start at zero, so every block starts as the identity on its self-attention/MLP path).  The
     cross-attention branch is a plain pre-LayerNorm residual, as in PixArt-alpha.
+
+    ``token_mixer`` "ttt_linear" / "ttt_mlp" puts a non-causal TTT layer (``miro.models.ttt``) where
+    self-attention was (same adaLN modulation and gate); "attention+ttt_*" keeps self-attention and adds
+    ``x += TTT(LN(x))`` after it, with its own pre-LayerNorm and the TTT layer's own tanh gates.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, mlp_type: str, qk_norm: bool):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        mlp_type: str,
+        qk_norm: bool,
+        token_mixer: str = "attention",
+        ttt_mini_batch: int = 16,
+        ttt_scan_orders: str = "raster+raster_rev",
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.attn = (
+            Attention(dim, num_heads, qk_norm=qk_norm) if token_mixer.startswith("attention") else None
+        )
+        self.ttt = None
+        if "ttt" in token_mixer:
+            inner = "mlp" if token_mixer.endswith("ttt_mlp") else "linear"
+            self.ttt = TTTMixer(
+                dim, num_heads, inner=inner, mini_batch=ttt_mini_batch, scan_orders=ttt_scan_orders
+            )
+            if self.attn is not None:
+                self.norm_ttt = nn.LayerNorm(dim, eps=1e-6)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.cross_attn = Attention(dim, num_heads, qk_norm=qk_norm, cross=True)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio, mlp_type)
         self.modulation = nn.Linear(dim, 6 * dim)
 
-    def forward(self, x: torch.Tensor, c_act: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        c_act: torch.Tensor,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor,
+        grid: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """``grid``: the image tokens' (rows, columns), for the TTT layer's column scans."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c_act).unsqueeze(1).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))
+        h = modulate(self.norm1(x), shift1, scale1)
+        x = x + gate1 * (self.attn(h) if self.attn is not None else self.ttt(h, grid))
+        if self.attn is not None and self.ttt is not None:
+            x = x + self.ttt(self.norm_ttt(x), grid)
         x = x + self.cross_attn(self.norm2(x), cond, cond_mask)
         return x + gate2 * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
@@ -78,6 +118,11 @@ def _env_flag(name: str) -> bool | None:
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _valid_scan_orders(value) -> bool:
+    parts = value.split("+") if isinstance(value, str) else []
+    return bool(parts) and len(set(parts)) == len(parts) and all(p in SCAN_ORDERS for p in parts)
 
 
 def spatial_stride(config: Mapping[str, Any]) -> int:
@@ -115,6 +160,15 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     check("conv_pooled_text", lambda v: not v or (has_conv and pooled is True),
           f"needs the conv stem (conv_channels={conv}) and pooled_text=true (pooled_text={pooled})")
     at_least("time_frequency_dim", 2)
+    if "token_mixer" in args:
+        require_choice(prefix + "token_mixer", args["token_mixer"], TOKEN_MIXERS)
+    at_least("ttt_mini_batch", 1)
+    check(
+        "ttt_scan_orders",
+        _valid_scan_orders,
+        f"must be one or more distinct scan orders joined by '+', each one of {list(SCAN_ORDERS)} "
+        "(e.g. 'raster+raster_rev')",
+    )
     check("out_channels", lambda v: v is None or (_is_int(v) and v >= 1), "must be an integer >= 1 or null (= in_channels)")
     heads = args.get("num_heads")
     check("width", lambda v: _is_int(v) and v > 0 and (not _is_int(heads) or heads < 1 or v % heads == 0),
@@ -167,6 +221,14 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             (what modulates the transformer blocks) rather than the time alone, so the full-resolution
             features know the prompt's colour and class before and after the transformer.  Needs the conv
             stem and ``pooled_text``.
+        token_mixer: how the image tokens mix in every block: "attention" (self-attention, the default),
+            "ttt_linear" / "ttt_mlp" (a non-causal TTT layer in its place, ``miro.models.ttt``), or
+            "attention+ttt_linear" / "attention+ttt_mlp" (self-attention, then a pre-LN TTT layer behind its
+            tanh gates).
+        ttt_mini_batch: the TTT layers' mini-batch size b (a shorter last mini-batch when b does not divide
+            the token count).
+        ttt_scan_orders: the TTT layers' token orders, "+"-joined, each with its own tanh gate:
+            "raster", "raster_rev", "col", "col_rev" (default "raster+raster_rev").
     """
 
     #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
@@ -202,6 +264,9 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         conv_channels: int = 0,
         conv_levels: int = 1,
         conv_pooled_text: bool = False,
+        token_mixer: str = "attention",
+        ttt_mini_batch: int = 16,
+        ttt_scan_orders: str = "raster+raster_rev",
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -229,7 +294,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.cond_blocks = nn.ModuleList(
             ConditionBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(cond_refiner_depth)
         )
-        self.blocks = nn.ModuleList(MiroBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            MiroBlock(
+                width, num_heads, mlp_ratio, mlp_type, qk_norm, token_mixer, ttt_mini_batch, ttt_scan_orders
+            )
+            for _ in range(depth)
+        )
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.modulation_out = nn.Linear(width, 2 * width)
         self.proj_out = nn.Linear(width, patch_size**2 * (levels[-1] if levels else self.out_channels))
@@ -250,7 +320,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     def initialize_weights(self) -> None:
         """DiT's init: xavier Linear layers, N(0, 0.02) time MLP, zero adaLN modulations and output layer
         (with the conv head: zero last conv of each ConvBlock and zero output conv; convs otherwise keep torch's
-        default init)."""
+        default init; TTT layers: ``TTTMixer.reset_parameters``)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -267,6 +337,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         for block in self.blocks:
             nn.init.zeros_(block.modulation.weight)
             nn.init.zeros_(block.modulation.bias)
+            if block.ttt is not None:  # its own init (testtime.md 4.3), over the xavier pass above
+                block.ttt.reset_parameters()
         if self.pooled_text_proj is not None:  # starts as "no pooled text": the time embedding alone
             nn.init.zeros_(self.pooled_text_proj[2].weight)
         for layer in (self.modulation_out, self.proj_out):
@@ -442,9 +514,9 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         kpm = key_padding_mask(cond_mask)
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                tokens = self._gradient_checkpointing_func(block, tokens, c_act, cond, kpm)
+                tokens = self._gradient_checkpointing_func(block, tokens, c_act, cond, kpm, (gh, gw))
             else:
-                tokens = block(tokens, c_act, cond, kpm)
+                tokens = block(tokens, c_act, cond, kpm, (gh, gw))
         shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
         out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), *inner.shape[2:])
         if features:

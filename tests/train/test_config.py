@@ -73,3 +73,29 @@ def test_bad_values_name_the_key(override, message):
 def test_missing_data_path_of_the_web_preset():
     with pytest.raises(ConfigError, match="shards"):
         typed("experiment=miro_paper")
+
+
+def test_token_mixer_reaches_the_model_config_and_is_checked():
+    """``python -m miro.train model.token_mixer=...`` composes onto ModelConfig and builds that backbone; a bad
+    value stops with the key's name."""
+    from miro.models.config import build_model
+
+    overrides = [
+        "model.token_mixer=attention+ttt_mlp",
+        "model.ttt_mini_batch=8",
+        "model.ttt_scan_orders=raster+col",
+    ]
+    cfg = typed(*overrides)
+    got = (cfg.model.token_mixer, cfg.model.ttt_mini_batch, cfg.model.ttt_scan_orders)
+    assert got == ("attention+ttt_mlp", 8, "raster+col")
+    assert typed().model.token_mixer == "attention"
+    model = build_model(cfg.model, text_dim=8, in_channels=3, sample_size=8)
+    assert model.config.token_mixer == "attention+ttt_mlp"
+    assert model.blocks[0].ttt.scan_orders == ("raster", "col")
+    for override, message in [
+        ("model.token_mixer=ttt", "model.token_mixer='ttt': must be one of"),
+        ("model.ttt_mini_batch=0", "model.ttt_mini_batch=0"),
+        ("model.ttt_scan_orders=raster+spiral", "model.ttt_scan_orders='raster+spiral'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            typed(override)
