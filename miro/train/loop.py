@@ -334,7 +334,12 @@ def check_resume_config(saved: dict | None, cfg: TrainConfig, checkpoint: Path) 
     if saved is None:
         return
     old, new = _flatten(saved), _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    # a key the checkpoint does not know was added to the schema after it was written: at the schema's default
+    # it means the behaviour the run was trained with (e.g. model.token_mixer=attention), so it is no change
+    defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(type(cfg))))
+    added_at_default = {k for k in new.keys() - old.keys() if k in defaults and new[k] == defaults[k]}
+    changed = sorted(k for k in (old.keys() | new.keys()) - added_at_default
+                     if old.get(k, "<unset>") != new.get(k, "<unset>"))
     under = lambda k, names: any(k == n or k.startswith(n + ".") for n in names)  # noqa: E731
     fatal = [k for k in changed if under(k, _MUST_MATCH)]
     if fatal:

@@ -337,3 +337,22 @@ def test_two_runs_in_one_process_each_log_into_their_own_folder(tmp_path, shards
     b = train(cfg(tmp_path / "b", shards, max_steps=3), tiny_components())
     assert "step 2/3" in (a / "logs" / "train.log").read_text() and "step 2/3" in (b / "logs" / "train.log").read_text()
     assert (a / "logs" / "train.log").read_text().count("step 2/3") == 1
+
+
+def test_resume_of_a_checkpoint_older_than_a_new_schema_key(tmp_path):
+    """A checkpoint written before a key existed (model.token_mixer) resumes when the key is at its default (the
+    behaviour the run had); set to anything else it is a changed network and stops, naming the key."""
+    from omegaconf import OmegaConf
+
+    from miro.models.config import ModelConfig
+    from miro.train.loop import check_resume_config
+
+    current = cfg(tmp_path / "run", tmp_path / "shards", resume="latest")
+    saved = OmegaConf.to_container(OmegaConf.structured(current))
+    for key in ("token_mixer", "ttt_mini_batch", "ttt_scan_orders"):
+        del saved["model"][key]
+    check_resume_config(saved, current, tmp_path / "checkpoint-3")  # no error
+    ttt = cfg(tmp_path / "run", tmp_path / "shards", resume="latest",
+              model=ModelConfig(patch_size=2, width=32, depth=2, num_heads=2, token_mixer="ttt_linear"))
+    with pytest.raises(ConfigError, match=r"model\.token_mixer: '<unset>' -> 'ttt_linear'"):
+        check_resume_config(saved, ttt, tmp_path / "checkpoint-3")
