@@ -22,6 +22,7 @@ ENTRY_POINTS = [
     ("miro.sampling", ["pipeline={tmp}/pipeline", "mode=nope"], "mode='nope': must be one of"),
     ("miro.eval", ["nope"], "command='nope': must be one of"),
     ("miro.demo", ["out={tmp}/demo", "resolution=48"], "resolution=48: must be 32, 64, 128 or 256"),
+    ("miro.testtime", ["pipeline={tmp}/pipeline", "prompts=[a]", "method=nope"], "method='nope': must be one of"),
 ]
 
 

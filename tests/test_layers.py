@@ -18,6 +18,7 @@ LAYERS = [
     ["miro.data"],
     ["annotate", "miro.sampling"],  # the stages
     ["miro.train", "miro.eval"],  # stages that use a lower stage (the pipeline, the scorers)
+    ["miro.testtime"],  # test-time scaling: the pipeline, the scorers and evaluation's GenEval metadata
     ["miro.demo", "miro"],  # the demo; ``miro`` itself: the package's lazy public names
 ]
 LEVEL = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
@@ -89,6 +90,9 @@ def test_no_import_goes_up_or_sideways():
     ("miro.eval.cli", "from annotate.scorers import build_scorers", False),
     ("miro.train.loop", "from miro.contracts.shards import list_shards", False),
     ("miro.data.shapes.world", "from . import degrade", False),
+    ("miro.testtime.cli", "from annotate.scorers.registry import build_scorers", False),
+    ("miro.testtime.verifier", "from miro.eval.geneval.prompts import load_metadata", False),
+    ("miro.eval.rewards", "from miro.testtime.verifier import Verifier", True),  # eval sits below testtime
 ])
 def test_the_checker_catches_a_wrong_import(module, line, wrong):
     assert bool(wrong_imports(line + "\n", module)) == wrong

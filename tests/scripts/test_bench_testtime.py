@@ -1,0 +1,47 @@
+"""scripts/bench_testtime.py end to end on a tiny random pipeline: one held-out prompt, budgets 1 and 2."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from tests.sampling.conftest import saved_pipe, text_encoder, tiny_pipe  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_testtime", ROOT / "scripts" / "bench_testtime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
+    rows = [
+        {
+            "tag": "colors",
+            "include": [{"class": "circle", "count": 1, "color": "red"}],
+            "prompt": "a photo of a red circle",
+        }
+    ]
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    bench = load_bench()
+    report = bench.main([
+        "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
+        "--budgets", "1", "2", "--seeds", "2", "--steps", "2", "--intrinsic-draws", "1",
+        "--methods", "best_of_n", "condition_search", "reno", "--settings", "quality", "intrinsic",
+        "--loo-budget", "2", "--loo-methods", "best_of_n",
+    ])  # fmt: skip
+    assert (tmp_path / "out" / "gain_vs_compute.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "out" / "bench_testtime.json").read_text())
+    assert saved["prompts"] == 1 and saved["seeds"] == [0, 1]
+    assert len(saved["results"]) == 2 * 3 * 2 and len(saved["leave_one_out"]) == 5
+    best = [r for r in report["results"] if r["setting"] == "quality" and r["method"] == "best_of_n"]
+    assert [r["budget"] for r in best] == [1.0, 2.0] and best[1]["nfe_per_image"] <= 2 * best[0][
+        "nfe_per_image"
+    ]
+    assert best[1]["candidates_per_search"] == 2 and best[1]["verifier_delta"] >= 0
+    assert set(saved["intrinsic_agreement"]["spearman"]) == {
+        "sharpness"
+    }  # the tiny model's weight-free reward
