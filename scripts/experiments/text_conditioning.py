@@ -334,20 +334,28 @@ def resolve_targets(args) -> float | list[float]:
     return clean_targets(args.data) if args.targets == "clean" else float(args.targets)
 
 
+def export_step(folder: Path) -> int:
+    """The training step of an export: ``pipelines/step-N`` is N, ``final`` its run's max_steps (-1 if unknown)."""
+    if folder.name.startswith("step-"):
+        return int(folder.name.split("-")[1])
+    meta = folder / "miro_training.json"
+    return json.loads(meta.read_text()).get("max_steps", -1) if meta.exists() else -1
+
+
 def cmd_curve(args) -> dict:
     from miro.sampling.pipeline import MiroPipeline
 
     run = Path(args.run)
     folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
-    if args.exports:  # only these steps' exports (a run still training keeps adding folders)
-        folders = [f for f in folders if f.name.startswith("step-") and int(f.name.split("-")[1]) in args.exports]
+    steps = {folder: export_step(folder) for folder in folders}
+    if args.exports:  # only these steps' exports (a run still training keeps adding folders); final is its max_steps
+        folders = [f for f in folders if steps[f] in args.exports]
         if not folders:
-            raise SystemExit(f"no export of steps {args.exports} in {run / 'pipelines'}")
+            raise SystemExit(f"no export of steps {args.exports} in {run / 'pipelines'} or {run / 'final'}")
     targets = resolve_targets(args)
     results = {"targets": targets}
     for folder in folders:
-        meta = json.loads((folder / "miro_training.json").read_text()) if (folder / "miro_training.json").exists() else {}
-        step = int(folder.name.split("-")[1]) if folder.name.startswith("step-") else meta.get("max_steps", -1)
+        step = steps[folder]
         model = MiroPipeline.from_pretrained(folder).transformer.float()
         results[str(step)] = {}
         for text_scale, reward_scale in args.scales:
@@ -369,7 +377,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps: a MiroPipeline folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
-    p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps")
+    p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)
