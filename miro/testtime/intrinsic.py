@@ -142,6 +142,16 @@ class _LikelihoodJudge:
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pipe.encode_prompts(list(prompts))
 
+    def score_tensor_dict(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Differentiable scores of images [N, 3, H, W] in [0, 1] (``score_latents_dict`` of the subclass)."""
+        return self.score_latents_dict(self.latents(images), prompts)
+
+    def score_dict(self, images: Sequence, prompts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        prompts = list(prompts) if prompts is not None else [""] * len(images)
+        with torch.no_grad():
+            out = self.score_latents_dict(self.pil_latents(images), prompts)
+        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
+
 
 class IntrinsicVerifier(_LikelihoodJudge):
     """Per reward k, the model's likelihood ratio of the image under s_k = 1 against s_k = 0 (module docstring).
@@ -212,15 +222,6 @@ class IntrinsicVerifier(_LikelihoodJudge):
         e = e.view(b, m, len(self.rewards), 2)
         diff = (e[..., 0] - e[..., 1]).mean(1)  # [B, K]
         return {name: diff[:, j] for j, name in enumerate(self.outputs)}
-
-    def score_tensor_dict(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.score_latents_dict(self.latents(images), prompts)
-
-    def score_dict(self, images: Sequence, prompts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        prompts = list(prompts) if prompts is not None else [""] * len(images)
-        with torch.no_grad():
-            out = self.score_latents_dict(self.pil_latents(images), prompts)
-        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
 
     def score(self, images: Sequence, prompts: Sequence[str] | None = None) -> np.ndarray:
         if len(self.outputs) != 1:
@@ -396,15 +397,6 @@ class RubricVerifier(_LikelihoodJudge):
         vals = [self._aggregate(mg, self.probes(p)) if len(mg) else torch.tensor(float("nan"), device=latents.device)
                 for mg, p in zip(margins, prompts)]  # fmt: skip
         return {"rubric": torch.stack(vals)}
-
-    def score_tensor_dict(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.score_latents_dict(self.latents(images), prompts)
-
-    def score_dict(self, images: Sequence, prompts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        prompts = list(prompts) if prompts is not None else [""] * len(images)
-        with torch.no_grad():
-            out = self.score_latents_dict(self.pil_latents(images), prompts)
-        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
 
     def score(self, images: Sequence, prompts: Sequence[str] | None = None) -> np.ndarray:
         return self.score_dict(images, prompts)["rubric"]
