@@ -120,15 +120,10 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
                noise_seed: int = 0) -> Contender:
     """Our model from miro/conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
     conditioned on five rewards (as every run of the project: the demo's and the paper's)."""
-    from omegaconf import OmegaConf
-
     from miro.models import sample_condition_dropout
-    from miro.models.config import ModelConfig, build_model
-    from miro.utils.config import to_typed
+    from miro.models.config import build_model, load_preset
 
-    overrides = overrides or []
-    raw = OmegaConf.merge(OmegaConf.load(CONF / "model" / f"{preset}.yaml"), OmegaConf.from_dotlist(overrides))
-    cfg = to_typed(raw, ModelConfig)
+    cfg = load_preset(preset, overrides or [])
     torch.manual_seed(0)
     model = build_model(cfg, reward_names=[f"reward{i}" for i in range(5)], text_dim=text_dim, in_channels=in_channels, sample_size=image_size).train()
     gen = torch.Generator().manual_seed(1)

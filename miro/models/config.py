@@ -119,6 +119,26 @@ class AutoencoderConfig:
             require(self.target_std > 0, "autoencoder.target_std", self.target_std, "must be > 0")
 
 
+def load_preset(name: str, overrides: Sequence[str] = ()) -> ModelConfig:
+    """The model preset ``miro/conf/model/<name>.yaml`` as a typed ``ModelConfig``, outside hydra: its defaults
+    list (other presets of the group, then ``_self_``) merged as hydra would, then ``key=value`` overrides.
+    For scripts and tests that build a model without composing the whole training config."""
+    from omegaconf import OmegaConf
+
+    from miro.utils.config import CONFIG_DIR, to_typed
+
+    def raw(preset: str):
+        path = CONFIG_DIR / "model" / f"{preset}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise ConfigError(f"model preset {preset!r}: no {path} (known presets: {known})")
+        cfg = OmegaConf.load(path)
+        bases = [d for d in cfg.pop("defaults", []) if d != "_self_"]
+        return OmegaConf.merge(*(raw(b) for b in bases), cfg)
+
+    return to_typed(OmegaConf.merge(raw(name), OmegaConf.from_dotlist(list(overrides))), ModelConfig)
+
+
 def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
     return TextEncoder(**asdict(cfg))
 

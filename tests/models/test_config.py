@@ -11,21 +11,22 @@ from miro.models.config import (
     build_autoencoder,
     build_model,
     build_text_encoder,
+    load_preset,
 )
 from miro.utils.config import CONFIG_DIR, ConfigError, to_typed
 
 CONF = CONFIG_DIR
 
 
-def _load_preset(name: str):
-    """A model preset's yaml with its defaults list (other presets of the group, then ``_self_``) merged."""
-    raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
-    bases = [d for d in raw.pop("defaults", []) if d != "_self_"]
-    return OmegaConf.merge(*(_load_preset(b) for b in bases), raw)
+_preset = load_preset
 
 
-def _preset(name: str) -> ModelConfig:
-    return to_typed(_load_preset(name), ModelConfig)
+def test_load_preset_merges_defaults_and_overrides_and_names_an_unknown_preset():
+    unet = load_preset("tiny_unet", ["width=96"])
+    tiny = load_preset("tiny")
+    assert (unet.conv_levels, unet.patch_size, unet.width, unet.depth) == (2, 2, 96, tiny.depth)
+    with pytest.raises(ConfigError, match="'tinyy'.*known presets.*tiny_unet"):
+        load_preset("tinyy")
 
 
 TINY_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]  # miro/conf/train.yaml's reward_names
