@@ -1,16 +1,8 @@
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_train.py"
+from tests.scripts.loader import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_train", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_train.py")
 
 
 def test_model_part_runs_and_reports_both_models(tmp_path):

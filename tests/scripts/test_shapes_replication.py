@@ -1,14 +1,10 @@
 """The replication's arithmetic: steps to reach a level (interpolated) and the speed-up per metric."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("shapes_replication", ROOT / "scripts/experiments/shapes_replication.py")
-rep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rep)
+from tests.scripts.loader import load_script
+
+rep = load_script("experiments/shapes_replication.py")
 
 
 def test_steps_to_reach_interpolates_and_requires_holding_the_level():
