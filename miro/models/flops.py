@@ -46,25 +46,27 @@ def ttt_dual_flops(tokens: int, head_dim: int, heads: int, mini_batch: int, inne
     matmuls, read off the code (testtime.md 4.1's dual form and its two-layer expansion):
 
     - TTT-Linear: Q K^T (2 L^2 d); Z = K W and Q W (2 x 2 L d^2); (E * (Q K^T + 1)) G (2 L^2 d); the W update
-      (e * K)^T G (2 L d^2) and the b update e^T G (2 L d):  6 L d^2 + 4 L^2 d + 2 L d.
+      (e * K)^T G (2 L d^2):  6 L d^2 + 4 L^2 d.
     - TTT-MLP: Q K^T (2 L^2 d); K W1, X2 W2, G2 W2^T, Q W1, X2q W2 and the W1, W2 updates (7 x 2 L d h);
-      (E * (Q K^T + 1)) G1 (2 L^2 h), X2q X2^T (2 L^2 h), (E * (X2q X2^T + 1)) G2 (2 L^2 d); the b1, b2 updates
-      (2 L h + 2 L d):  14 L d h + 4 L^2 (d + h) + 2 L (d + h).
+      (E * (Q K^T + 1)) G1 (2 L^2 h), X2q X2^T (2 L^2 h), (E * (X2q X2^T + 1)) G2 (2 L^2 d):
+      14 L d h + 4 L^2 (d + h).
+
+    The bias updates (sum_j e_j g_j) are elementwise products and sums, not matmuls, and are not counted.
 
     The mini-batches are N // b of b tokens and, when b does not divide N, one shorter of N mod b tokens; the
-    last mini-batch's weight update (linear: 2 L d^2 + 2 L d; mlp: 4 L d h + 2 L (d + h)) is not computed, as
-    nothing reads it.  Per token (b | N, N >> b) TTT-Linear costs H (6 d^2 + 4 b d + 2 d) = 6 D d + 4 b D + 2 D
-    against softmax attention's 4 N D: linear in N, where attention is quadratic.
+    last mini-batch's weight update (linear: 2 L d^2; mlp: 4 L d h) is not computed, as nothing reads it.  Per
+    token (b | N, N >> b) TTT-Linear costs H (6 d^2 + 4 b d) = 6 D d + 4 b D against softmax attention's 4 N D:
+    linear in N, where attention is quadratic.
     """
     d, h = head_dim, MLP_EXPANSION * head_dim
 
     def per_mini_batch(length: int) -> int:
         if inner == "linear":
-            return 6 * length * d * d + 4 * length**2 * d + 2 * length * d
-        return 14 * length * d * h + 4 * length**2 * (d + h) + 2 * length * (d + h)
+            return 6 * length * d * d + 4 * length**2 * d
+        return 14 * length * d * h + 4 * length**2 * (d + h)
 
     def update(length: int) -> int:
-        return 2 * length * d * d + 2 * length * d if inner == "linear" else 4 * length * d * h + 2 * length * (d + h)
+        return 2 * length * d * d if inner == "linear" else 4 * length * d * h
 
     full, rest = divmod(tokens, mini_batch)
     last = rest or (mini_batch if full else 0)

@@ -76,7 +76,9 @@ def test_mixer_dual_equals_primal_outputs_and_gradients(cls, causal):
     (out_d, grads_d), (out_p, grads_p) = run("dual"), run("primal")
     torch.testing.assert_close(out_d, out_p, rtol=1e-5, atol=1e-5)
     for name in grads_d:
-        torch.testing.assert_close(grads_d[name], grads_p[name], rtol=1e-4, atol=1e-5, msg=name)
+        # gradients reach ~100 here, where one fp32 ulp is ~8e-6: the absolute tolerance scales with them
+        atol = 1e-6 * grads_p[name].abs().max().item()
+        torch.testing.assert_close(grads_d[name], grads_p[name], rtol=1e-4, atol=atol, msg=name)
 
 
 # ---------------------------------------------------------------- the hand-written inner gradient
@@ -397,22 +399,22 @@ def test_ttt_flops_match_a_hand_count():
     """width 32, 2 heads (d = 16), 8 x 8 input at patch 2 (N = 16 tokens), mini-batch 3 (five of 3 tokens and
     a last one of 1), two scans, TTT-Linear in place of self-attention.
 
-    Dual form per head and scan: mini-batch of L tokens = 6 L d^2 + 4 L^2 d + 2 L d
-        L = 3: 4608 + 576 + 96 = 5280;   L = 1: 1536 + 64 + 32 = 1632
-        minus the last mini-batch's unread update 2 L d^2 + 2 L d (L = 1): 512 + 32 = 544
-        5 x 5280 + 1632 - 544 = 27488, x 2 heads = 54976
+    Dual form per head and scan: mini-batch of L tokens = 6 L d^2 + 4 L^2 d (the bias update is elementwise)
+        L = 3: 4608 + 576 = 5184;   L = 1: 1536 + 64 = 1600
+        minus the last mini-batch's unread update 2 L d^2 (L = 1): 512
+        5 x 5184 + 1600 - 512 = 27008, x 2 heads = 54016
     Projections: q/k/v 2 N D 3D = 98304, eta 2 N D H = 2048, output per scan 2 N D D = 32768.
-    Mixer: 98304 + 2048 + 2 x (54976 + 32768) = 275840, in place of self-attention's
+    Mixer: 98304 + 2048 + 2 x (54016 + 32768) = 273920, in place of self-attention's
     98304 + 4 N^2 D (32768) + 32768 = 163840.
     """
     attn = tiny_model(depth=1)
     ttt = tiny_model(depth=1, token_mixer="ttt_linear", ttt_mini_batch=3)
     delta = flops_breakdown(ttt.config, 8, 8, 5)["blocks"] - flops_breakdown(attn.config, 8, 8, 5)["blocks"]
-    assert delta == 275840 - 163840
+    assert delta == 273920 - 163840
     hybrid = tiny_model(depth=1, token_mixer="attention+ttt_linear", ttt_mini_batch=3)
     assert (
         flops_breakdown(hybrid.config, 8, 8, 5)["blocks"] - flops_breakdown(attn.config, 8, 8, 5)["blocks"]
-        == 275840
+        == 273920
     )
 
 
