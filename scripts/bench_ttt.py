@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -113,6 +114,37 @@ def measure(module: torch.nn.Module, call, n: int, args, device: torch.device) -
     return row
 
 
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Time against tokens (log-log) for both mixers, forward and forward + backward, and the measured time ratio
+    beside the FLOP model's: where each crosses 1 is the crossover."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["tokens"] for r in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, style in (("ttt", "-"), ("attention", "--")):
+        for key, marker in (("forward_s", "o"), ("forward_backward_s", "s")):
+            ax.plot(n, [r[name][key] for r in rows], style, marker=marker, ms=3,
+                    label=f"{name} {'forward' if key == 'forward_s' else 'forward + backward'}")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="seconds", title="time")
+    ax.legend(fontsize=7)
+    bx.plot(n, [r["forward_ratio"] for r in rows], marker="o", ms=3, label="measured, forward")
+    bx.plot(n, [r["forward_backward_ratio"] for r in rows], marker="s", ms=3, label="measured, forward + backward")
+    bx.plot(n, [r["ttt"]["forward_flops"] / r["attention"]["forward_flops"] for r in rows], "k:",
+            label="FLOP model")  # fmt: skip
+    bx.axhline(1.0, color="grey", lw=0.8)
+    bx.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="TTT / attention", title="ratio (< 1: TTT faster)")
+    bx.legend(fontsize=7)
+    for a in (ax, bx):
+        a.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -194,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
         "attn x2",
         "ttt saved MiB",
         "attn saved MiB",
+        "FLOP ratio",
     ]
     if device.type == "cuda":
         cols += ["ttt peak MiB", "attn peak MiB"]
@@ -224,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
             fmt(a["doubling_factor"]),
             f"{t['saved_for_backward_mib']:.1f}",
             f"{a['saved_for_backward_mib']:.1f}",
+            f"{t['forward_flops'] / a['forward_flops']:.2f}",
         ]
         if device.type == "cuda":
             cells += [f"{t['peak_mib']:.1f}", f"{a['peak_mib']:.1f}"]
@@ -231,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
         prev = row
     print(
         "ratio = TTT time / attention time; x2 = forward+backward time at N / at N/2, per doubling of N "
-        "(1 = constant, 2 = linear, 4 = quadratic); saved = activations autograd keeps for the backward"
+        "(1 = constant, 2 = linear, 4 = quadratic); saved = activations autograd keeps for the backward; FLOP ratio = "
+        "the FLOP model's forward TTT / attention"
     )
 
     result = {
@@ -242,13 +277,16 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            # glibc's allocator settings change the CPU numbers (docs/benchmarks/ttt.md): record them
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         },
         "rows": rows,
     }
     out = Path(args.out or f"runs/bench_ttt/{args.device}-{args.dtype}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    plot(rows, out.with_suffix(".png"), header)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     return result
 
 
