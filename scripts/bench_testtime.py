@@ -79,8 +79,14 @@ def parse_args(argv=None):
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--seeds", type=int, default=4, help="images per prompt (seeds 0..N-1)")
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out prompts")
+    p.add_argument("--per-task", type=int, default=None, help="only the first N prompts of every GenEval task")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default the settings' 50)")
-    p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="the joint scale w, which condition search varies (default the settings' 7)")
+    p.add_argument("--text-guidance-scale", type=float, default=None, help="decoupled text scale (default w)")
+    p.add_argument("--reward-guidance-scale", type=float, default=None, help="decoupled reward scale (default w)")
+    p.add_argument("--reward-targets", default=None,
+                   help="'clean' (the shapes world's clean-image targets) or name=value,... (default all 1)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
     p.add_argument("--reno-steps", type=int, default=4)
@@ -120,6 +126,38 @@ def diversity(images_by_prompt: dict[str, list]) -> float:
     return float(np.mean(per)) if per else math.nan
 
 
+def parse_targets(text: str | None) -> dict[str, float] | None:
+    """``--reward-targets``: "clean" (the shapes world's clean-image targets, ``miro.demo.config.CLEAN_TARGETS``)
+    or "name=value,name=value"; None = the settings' default (every reward at 1)."""
+    if text is None:
+        return None
+    if text == "clean":
+        from miro.demo.config import CLEAN_TARGETS
+
+        return dict(CLEAN_TARGETS)
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"--reward-targets {text!r}: must be 'clean' or name=value[,name=value...]") from None
+
+
+def select_prompts(rows: list[dict], limit: int | None, per_task: int | None) -> list[dict]:
+    """The held-out prompts to run: the first ``per_task`` of every GenEval task (in file order; GenEval's
+    overall is the mean over tasks, so a subset must cover them all), then the first ``limit`` of those."""
+    if per_task is not None:
+        if per_task < 1:
+            raise SystemExit(f"--per-task {per_task}: must be >= 1")
+        seen: dict[str, int] = {}
+        kept = []
+        for r in rows:
+            tag = r.get("tag", "")
+            if seen.get(tag, 0) < per_task:
+                seen[tag] = seen.get(tag, 0) + 1
+                kept.append(r)
+        rows = kept
+    return rows[:limit]
+
+
 def nan_mean(values) -> float:
     v = np.asarray(list(values), dtype=float)
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
@@ -133,13 +171,21 @@ class Bench:
 
         self.args = args
         meta = Path(args.data) / "heldout" / "evaluation_metadata.jsonl"
-        self.rows = load_prompt_metadata(meta)[: args.limit]
+        self.rows = select_prompts(load_prompt_metadata(meta), args.limit, args.per_task)
         self.prompts = [r["prompt"] for r in self.rows]
         self.seeds = list(range(args.seeds))
         self.jobs = [(p, s) for p in self.prompts for s in self.seeds]
         self.pipe = load_pipeline(args.pipeline, args.device, args.dtype)
         overrides = {
-            k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance_scale)) if v is not None
+            k: v
+            for k, v in (
+                ("steps", args.steps),
+                ("guidance_scale", args.guidance_scale),
+                ("text_guidance_scale", args.text_guidance_scale),
+                ("reward_guidance_scale", args.reward_guidance_scale),
+                ("reward_targets", parse_targets(args.reward_targets)),
+            )
+            if v is not None
         }
         self.renderer = Renderer(self.pipe, SamplingSettings(**overrides))
         self.pixels = build_scorers(WEIGHT_FREE)[0]  # one scorer, five outputs

@@ -1,19 +1,13 @@
 """scripts/bench_testtime.py end to end on a tiny random pipeline: one held-out prompt, budgets 1 and 2."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 from tests.sampling.conftest import saved_pipe, text_encoder, tiny_pipe  # noqa: F401
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.loader import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_testtime", ROOT / "scripts" / "bench_testtime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_testtime.py")
 
 
 def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
@@ -45,3 +39,25 @@ def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
     assert set(saved["intrinsic_agreement"]["spearman"]) == {
         "sharpness"
     }  # the tiny model's weight-free reward
+
+
+def test_select_prompts_takes_the_first_of_every_task_then_the_limit():
+    bench = load_bench()
+    rows = [{"tag": t, "prompt": f"{t}{i}"} for t, n in (("single", 3), ("two", 1), ("colors", 4)) for i in range(n)]
+    assert [r["prompt"] for r in bench.select_prompts(rows, None, 2)] == ["single0", "single1", "two0", "colors0",
+                                                                         "colors1"]  # fmt: skip
+    assert [r["prompt"] for r in bench.select_prompts(rows, 3, 2)] == ["single0", "single1", "two0"]
+    assert bench.select_prompts(rows, None, None) == rows
+
+
+def test_parse_targets_reads_clean_and_pairs_and_rejects_garbage():
+    import pytest
+
+    from miro.demo.config import CLEAN_TARGETS
+
+    bench = load_bench()
+    assert bench.parse_targets(None) is None
+    assert bench.parse_targets("clean") == CLEAN_TARGETS
+    assert bench.parse_targets("sharpness=0.5, contrast=1") == {"sharpness": 0.5, "contrast": 1.0}
+    with pytest.raises(SystemExit, match="name=value"):
+        bench.parse_targets("sharpness:0.5")
