@@ -99,3 +99,14 @@ def test_token_mixer_reaches_the_model_config_and_is_checked():
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             typed(override)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_onto_the_schema(name):
+    cfg = typed(f"experiment={name}", "data.shards=/data/x.tar")
+    assert cfg.name and cfg.max_steps >= 1
+
+
+def test_ttt_experiment_takes_the_mixer_from_the_command_line():
+    cfg = typed("experiment=shapes_ttt64", "model.token_mixer=attention+ttt_linear")
+    assert (cfg.model.token_mixer, cfg.data.resolution, cfg.model.patch_size) == ("attention+ttt_linear", 64, 4)
