@@ -59,6 +59,9 @@ METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     "noise_random": ("noise_search", {"algo": "random"}),
     "noise_zero_order": ("noise_search", {"algo": "zero_order"}),
     "condition_search": ("condition_search", {}),
+    # s+ and s- only, at the settings' guidance scale: the candidates of a round share one scale and render as one
+    # batch (each distinct w is its own sampling call, so the full search renders its random draws one by one)
+    "condition_search_targets": ("condition_search", {"search_w": False}),
     "reno": ("reno", {}),
 }
 
@@ -362,12 +365,12 @@ def summarize(results: list[dict]) -> dict:
         if r["budget"] == 8 and r["setting"] in ("quality", "intrinsic"):
             out["geneval_gain_at_8x_points"][f"{r['setting']}/{r['method']}"] = r["geneval_gain_points"]
     for a in results:
-        if a["method"] != "condition_search" or a["budget"] == 1:
+        if not a["method"].startswith("condition_search") or a["budget"] == 1:
             continue
         for b in results:
             if b["method"] == "best_of_n" and b["setting"] == a["setting"] and b["budget"] == a["budget"]:
                 out["condition_vs_best_of_n"].append({
-                    "setting": a["setting"], "budget": a["budget"],
+                    "setting": a["setting"], "method": a["method"], "budget": a["budget"],
                     "verifier_delta": a["verifier_delta"] - b["verifier_delta"],
                     "held_out_delta_z": a["held_out_delta_z"] - b["held_out_delta_z"],
                     "geneval_points": a["geneval_gain_points"] - b["geneval_gain_points"],
