@@ -11,15 +11,10 @@ source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${OUT:-runs/shapes_reference}"
 DATA="${DATA:-runs/demo/data}"                  # the demo's world: 12,000 images at 32 px, seed 0
-REWARDS="[sharpness,low_noise,colorfulness,contrast,alignment]"
+source "$ROOT/scripts/experiments/shapes_world.sh"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
-[ -f "$DATA/world.json" ] || python -m miro.data.shapes out="$DATA" num_samples=12000 resolution=32 shard_size=1000 \
-    seed=0 workers=2 hydra.run.dir="$OUT/logs/world"
-python -m annotate data.shards="$DATA/train" rewards="$REWARDS" workers=2 hydra.run.dir="$OUT/logs/annotate"
-python -m annotate stage=stats data.shards="$DATA/train" stats.num_bins=64 hydra.run.dir="$OUT/logs/stats"
-python -m miro.train.cache data.shards="$DATA/train" data.resolution=32 reward_names="$REWARDS" \
-    hydra.run.dir="$OUT/logs/cache"
+build_world "$DATA" 12000 32 "$OUT/logs"
 python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed=0 resume=latest \
     progress_bar=false hydra.run.dir="$OUT"
 python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 0,0 3,0 3,1 3,3 \

@@ -16,17 +16,12 @@ DATA="${DATA:-$OUT/data}"
 STEPS="${STEPS:-400}"
 BATCH="${BATCH:-16}"
 MIXERS="${MIXERS:-attention ttt_linear attention+ttt_linear}"
-REWARDS="[sharpness,low_noise,colorfulness,contrast,alignment]"
+source "$ROOT/scripts/experiments/shapes_world.sh"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-2}"
 # the TTT scan keeps many mid-sized tensors for its backward: keep freed memory in the process (docs/benchmarks/ttt.md)
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
 
-[ -f "$DATA/world.json" ] || python -m miro.data.shapes out="$DATA" num_samples=6000 resolution=64 shard_size=1000 \
-    seed=0 workers=2 hydra.run.dir="$OUT/logs/world"
-python -m annotate data.shards="$DATA/train" rewards="$REWARDS" workers=2 hydra.run.dir="$OUT/logs/annotate"
-python -m annotate stage=stats data.shards="$DATA/train" stats.num_bins=64 hydra.run.dir="$OUT/logs/stats"
-python -m miro.train.cache data.shards="$DATA/train" data.resolution=64 reward_names="$REWARDS" \
-    hydra.run.dir="$OUT/logs/cache"
+build_world "$DATA" 6000 64 "$OUT/logs"
 for mixer in $MIXERS; do
     run="$OUT/${mixer/+/_}"
     python -m miro.train experiment=shapes_ttt64 model.token_mixer="$mixer" max_steps="$STEPS" \
