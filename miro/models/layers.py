@@ -98,17 +98,23 @@ class Mlp(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Pre-norm residual 3x3 conv block at full resolution with an additive time embedding (a DDPM ResBlock).
+    """Pre-norm residual 3x3 conv block at full resolution conditioned on an embedding (a DDPM / ADM ResBlock).
 
-    ``emb`` is the activated time embedding [B, emb_dim]; the second conv starts at zero, so the block
-    starts as its (1x1-projected) skip path.  GroupNorm uses 8 groups, so channels must be multiples of 8.
+    ``emb`` is the activated condition embedding [B, emb_dim].  ``scale_shift=False`` adds a projection of it
+    to the features between the convs (DDPM), before the second GroupNorm, which removes each group's mean of
+    that offset.  ``scale_shift=True`` is ADM's adaptive GroupNorm: the projection gives a per-channel scale and
+    shift applied after the second GroupNorm, ``norm(h) * (1 + scale) + shift``, so the condition multiplies
+    features (selects channels per prompt) instead of only offsetting them.  The second conv starts at zero,
+    so the block starts as its (1x1-projected) skip path.  GroupNorm uses 8 groups: channels must be
+    multiples of 8.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(8, in_channels, eps=1e-6)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_channels)
+        self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * out_channels)
         self.norm2 = nn.GroupNorm(8, out_channels, eps=1e-6)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -118,5 +124,11 @@ class ConvBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + self.emb(emb)[:, :, None, None].to(x.dtype)
-        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(F.silu(self.norm1(x)))
+        e = self.emb(emb)[:, :, None, None].to(h.dtype)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        return self.skip(x) + self.conv2(F.silu(h))

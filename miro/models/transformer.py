@@ -10,6 +10,7 @@ velocity eps - x_0.  Architecture and conditioning semantics are described in do
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -159,6 +160,7 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
           f"must be 1 without conv stem (conv_channels={conv}); more levels need conv_channels > 0")
     check("conv_pooled_text", lambda v: not v or (has_conv and pooled is True),
           f"needs the conv stem (conv_channels={conv}) and pooled_text=true (pooled_text={pooled})")
+    check("conv_scale_shift", lambda v: not v or has_conv, f"needs the conv stem (conv_channels={conv})")
     at_least("time_frequency_dim", 2)
     if "token_mixer" in args:
         require_choice(prefix + "token_mixer", args["token_mixer"], TOKEN_MIXERS)
@@ -221,6 +223,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             (what modulates the transformer blocks) rather than the time alone, so the full-resolution
             features know the prompt's colour and class before and after the transformer.  Needs the conv
             stem and ``pooled_text``.
+        conv_scale_shift: the conv blocks apply their condition as ADM's adaptive GroupNorm (a per-channel
+            scale and shift after the norm) instead of an offset before it (``ConvBlock``).  Needs the conv stem.
         token_mixer: how the image tokens mix in every block: "attention" (self-attention, the default),
             "ttt_linear" / "ttt_mlp" (a non-causal TTT layer in its place, ``miro.models.ttt``), or
             "attention+ttt_linear" / "attention+ttt_mlp" (self-attention, then a pre-LN TTT layer behind its
@@ -264,6 +268,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         conv_channels: int = 0,
         conv_levels: int = 1,
         conv_pooled_text: bool = False,
+        conv_scale_shift: bool = False,
         token_mixer: str = "attention",
         ttt_mini_batch: int = 16,
         ttt_scan_orders: str = "raster+raster_rev",
@@ -305,14 +310,15 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.proj_out = nn.Linear(width, patch_size**2 * (levels[-1] if levels else self.out_channels))
         if conv_channels:
             self.conv_in = nn.Conv2d(in_channels, conv_channels, 3, padding=1)
-            self.conv_stem = ConvBlock(conv_channels, conv_channels, width)
-            self.conv_head = ConvBlock(2 * conv_channels, conv_channels, width)
+            block = functools.partial(ConvBlock, emb_dim=width, scale_shift=conv_scale_shift)
+            self.conv_stem = block(conv_channels, conv_channels)
+            self.conv_head = block(2 * conv_channels, conv_channels)
             self.conv_norm_out = nn.GroupNorm(8, conv_channels, eps=1e-6)
             self.conv_out = nn.Conv2d(conv_channels, self.out_channels, 3, padding=1)
             pairs = list(zip(levels[:-1], levels[1:]))  # (level i, level i + 1) channels
             self.conv_down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
-            self.conv_down_blocks = nn.ModuleList(ConvBlock(b, b, width) for _, b in pairs)
-            self.conv_up_blocks = nn.ModuleList(ConvBlock(2 * b, b, width) for _, b in pairs)
+            self.conv_down_blocks = nn.ModuleList(block(b, b) for _, b in pairs)
+            self.conv_up_blocks = nn.ModuleList(block(2 * b, b) for _, b in pairs)
             self.conv_up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
         self.initialize_weights()
 

@@ -17,6 +17,10 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py ablate --data runs/demo/data --variant conv_stem \
         --batch 32 --lr 2e-3 --steps 1050 --scales 3,1 0,0 --targets clean
 
+    # text -> shape: clean single-object training images noised to t and sampled back with their own caption
+    # (kept) or with another class named (edited); the detector reads the class (a few minutes per pipeline)
+    python scripts/experiments/text_conditioning.py shapes --data runs/demo/data --pipeline runs/demo/train/final
+
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
@@ -321,6 +325,93 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
             "colour_only": colour_hits(0), "colour_only_chance": colour_hits(1)}
 
 
+def single_objects(data: Path, limit: int) -> list[dict]:
+    """Up to ``limit`` clean (undegraded), correctly captioned training samples that show exactly one object
+    (the single_object and colors tasks): ``{"key", "caption", "class", "color"}``, in shard order."""
+    out = []
+    for shard in sorted((data / "train").glob("*.tar")):
+        with tarfile.open(shard) as tf:
+            for member in tf:
+                if not member.name.endswith(".json"):
+                    continue
+                meta = json.loads(tf.extractfile(member).read())
+                objects = meta["scene"]["objects"]
+                if meta["degradations"] or meta["caption_kind"] != "correct" or len(objects) != 1:
+                    continue
+                if meta["task"] in ("single_object", "colors"):
+                    out.append({"key": meta["key"], "caption": meta["caption"], "class": objects[0]["class"],
+                                "color": objects[0]["color"]})
+                    if len(out) == limit:
+                        return out
+    return out
+
+
+def shape_probe(model: MiroTransformer, data: Path, times=(0.5, 0.7, 0.85), limit: int = 96, steps: int = 25,
+                text_scale: float = 3.0, reward_scale: float = 1.0, targets: float | list[float] = 1.0,
+                seed: int = 0) -> dict:
+    """Does the prompt decide the drawn shape?  Clean one-object training images are noised to each t in
+    ``times`` (the object's place and colour survive the noise, its outline does not) and sampled back to
+    t = 0 from there with the guidance given, (a) with their own caption and (b) with the caption "a photo
+    of a <colour> <other class>" (the next class in the vocabulary).  Returns, per t, the % of images whose
+    detected classes include the caption's class: ``kept`` (a) and ``edited`` (b), and ``edit_chance``: how
+    often (b)'s images still show the original class.  A model that draws shapes from the text has high
+    ``kept`` and ``edited`` at large t; one that only denoises what it sees has ``kept`` high at small t and
+    ``edited`` near 0 (or 1/8, the chance of drawing any given class) everywhere."""
+    from miro.data.shapes.detector import default_detector
+    from miro.models.text_encoders import TextEncoder
+    from miro.sampling import Conditions, Guidance, sample
+
+    model.eval()
+    items = single_objects(data, limit)
+    if not items:
+        raise SystemExit(f"no clean one-object training samples in {data / 'train'}")
+    cached = Cached(data)
+    row = {k: i for i, k in enumerate(cached.keys)}
+    x0 = cached.x[[row[it["key"]] for it in items]]
+    other = [CLASSES[(CLASSES.index(it["class"]) + 1) % len(CLASSES)] for it in items]
+    encoder = TextEncoder()
+    prompts = {"kept": [it["caption"] for it in items],
+               "edited": [f"a photo of a {it['color']} {o}" for it, o in zip(items, other)]}
+    wanted = {"kept": [it["class"] for it in items], "edited": other}
+    n, r = len(items), model.num_rewards
+    known = torch.ones(n, r, dtype=torch.bool)
+    pos = torch.tensor(targets, dtype=torch.float32).expand(n, r) if r else torch.zeros(n, 0)
+    guidance = Guidance(float(text_scale), (float(reward_scale),) * r)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    detector = default_detector()
+    result = {"images": n}
+    for t in times:
+        sigmas = torch.linspace(float(t), 0.0, max(2, round(steps * t) + 1))
+        x_t = (1 - t) * x0 + t * noise
+        result[f"t={t:g}"] = res = {}
+        for kind, texts in prompts.items():
+            emb, mask = encoder.encode(texts)
+            conds = Conditions(text=emb, text_mask=mask, pos_rewards=pos, pos_mask=known,
+                               neg_rewards=torch.zeros(n, r), neg_mask=known)
+            with torch.no_grad():
+                out = sample(model, x_t, conds, guidance, sigmas)
+            pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            found = [{d["class"] for d in detector(p)} for p in pixels]
+            res[kind] = round(100 * float(np.mean([w in f for w, f in zip(wanted[kind], found)])), 1)
+            if kind == "edited":
+                res["edit_chance"] = round(100 * float(np.mean([it["class"] in f for it, f in zip(items, found)])), 1)
+        print(f"t={t:g}", json.dumps(res), flush=True)
+    return result
+
+
+def cmd_shapes(args) -> dict:
+    from miro.sampling.pipeline import MiroPipeline
+
+    if args.pipeline is None:
+        raise SystemExit("shapes: --pipeline is required")
+    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
+    (text_scale, reward_scale), = args.scales[:1]
+    targets = resolve_targets(args) if model.num_rewards else 1.0
+    return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale,
+            **shape_probe(model, args.data, tuple(args.times), args.images_probe, text_scale=text_scale,
+                          reward_scale=reward_scale, targets=targets)}
+
+
 def clean_targets(data: Path) -> list[float]:
     """Per reward, the median value of the clean, correctly captioned training samples: the targets that ask
     for what a clean image of this world looks like (every reward at 1 is a corner no image occupies)."""
@@ -373,9 +464,9 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve"])
+    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
-    p.add_argument("--pipeline", type=Path, help="gaps: a MiroPipeline folder")
+    p.add_argument("--pipeline", type=Path, help="gaps, shapes: a MiroPipeline folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
     p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
@@ -389,12 +480,15 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=int, default=1, help="images per held-out prompt")
     p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, or 'clean' "
                    "(per reward the median of the clean, correctly captioned training samples)")
+    p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")
+    p.add_argument("--images-probe", type=int, default=96, help="shapes: clean one-object images probed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve}[args.command](args)
+    result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
+              "shapes": cmd_shapes}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

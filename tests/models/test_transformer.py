@@ -387,6 +387,7 @@ def test_conv_channels_must_be_a_multiple_of_eight(value):
     (dict(conv_channels=8, conv_levels=0), "conv_levels=0: must be an integer >= 1"),
     (dict(conv_levels=2), "conv_levels=2: must be 1 without conv stem"),
     (dict(conv_pooled_text=True), "conv_pooled_text=True: needs the conv stem"),
+    (dict(conv_scale_shift=True), "conv_scale_shift=True: needs the conv stem"),
     (dict(conv_channels=8, conv_pooled_text=True, pooled_text=False), "conv_pooled_text=True: .*pooled_text=False"),
     (dict(conv_channels=8, conv_levels=3, sample_size=12), "sample_size=12: must be a multiple of patch_size=2 x 2"),
 ])
@@ -434,3 +435,34 @@ def test_conv_pooled_text_lets_the_prompt_reach_the_conv_blocks(levels):
         torch.testing.assert_close(m(x, t, text, tm, r, rm, dt), m(x, t, torch.randn_like(text), tm, r, rm, dt),
                                    rtol=0, atol=1e-6)
     assert outputs[False] == 0 and outputs[True] > 1e-3
+
+
+def test_conv_scale_shift_multiplies_where_an_offset_is_normalised_away():
+    """ADM's adaptive GroupNorm against the DDPM offset, in closed form: with one channel per group (8 channels,
+    8 groups) the second GroupNorm removes any per-channel offset, so the offset block's output does not
+    depend on its condition at all, while the scale-shift block gives norm(h) * (1 + scale) + shift exactly."""
+    from miro.models.layers import ConvBlock
+
+    torch.manual_seed(0)
+    x, e1, e2 = torch.randn(2, 8, 6, 6), torch.randn(2, 16), torch.randn(2, 16)
+    offset = ConvBlock(8, 8, 16).eval()
+    scaled = ConvBlock(8, 8, 16, scale_shift=True).eval()
+    for block in (offset, scaled):
+        torch.nn.init.normal_(block.conv2.weight, std=0.1)  # not the zero init: the residual branch is live
+    with torch.no_grad():
+        torch.testing.assert_close(offset(x, e1), offset(x, e2), rtol=0, atol=1e-5)
+        assert (scaled(x, e1) - scaled(x, e2)).abs().max() > 1e-2
+        h = scaled.conv1(torch.nn.functional.silu(scaled.norm1(x)))
+        scale, shift = scaled.emb(e1)[:, :, None, None].chunk(2, dim=1)
+        expected = x + scaled.conv2(torch.nn.functional.silu(scaled.norm2(h) * (1 + scale) + shift))
+        torch.testing.assert_close(scaled(x, e1), expected, rtol=0, atol=1e-6)
+
+
+def test_conv_scale_shift_round_trips_through_save_pretrained(tmp_path):
+    m = randomize_(tiny_model(conv_channels=16, conv_levels=2, conv_pooled_text=True, conv_scale_shift=True)).eval()
+    assert m.conv_stem.emb.out_features == 2 * 16 and m.conv_down_blocks[0].emb.out_features == 2 * 32
+    m.save_pretrained(tmp_path)
+    loaded = type(m).from_pretrained(tmp_path).eval()
+    assert loaded.config.conv_scale_shift is True
+    x, t, text, tm, r, rm, _ = inputs(m)
+    torch.testing.assert_close(loaded(x, t, text, tm, r, rm), m(x, t, text, tm, r, rm), rtol=0, atol=0)

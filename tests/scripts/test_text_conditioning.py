@@ -60,3 +60,32 @@ def test_curve_evaluates_only_the_asked_exports(tmp_path):
     (tmp_path / "pipelines" / "step-0001000").mkdir(parents=True)
     with pytest.raises(SystemExit, match=r"no export of steps \[2000\] in .*pipelines"):
         tc.main(["curve", "--run", str(tmp_path), "--exports", "2000", "--targets", "1.0"])
+
+
+def test_shape_probe_takes_only_clean_correct_one_object_samples(tmp_path):
+    """The text -> shape probe starts from clean, correctly captioned images of one object (a degraded image
+    or a second object would make the detector's reading ambiguous), and names that object's class and colour."""
+    import json
+    import tarfile
+
+    from miro.data.shapes.config import ShapesConfig
+    from miro.data.shapes.generate import generate
+    from miro.utils.config import to_typed
+
+    cfg = to_typed({"out": str(tmp_path), "num_samples": 120, "resolution": 32, "shard_size": 60}, ShapesConfig)
+    generate(cfg, progress=False)
+    picked = tc.single_objects(tmp_path, limit=1000)
+    metas = {}
+    for shard in sorted((tmp_path / "train").glob("*.tar")):
+        with tarfile.open(shard) as tf:
+            for m in tf:
+                if m.name.endswith(".json"):
+                    meta = json.loads(tf.extractfile(m).read())
+                    metas[meta["key"]] = meta
+    expected = [k for k, m in metas.items() if not m["degradations"] and m["caption_kind"] == "correct"
+                and len(m["scene"]["objects"]) == 1 and m["task"] in ("single_object", "colors")]
+    assert [p["key"] for p in picked] == expected and len(expected) >= 3
+    for p in picked:
+        obj = metas[p["key"]]["scene"]["objects"][0]
+        assert (p["class"], p["color"], p["caption"]) == (obj["class"], obj["color"], metas[p["key"]]["caption"])
+    assert [p["key"] for p in tc.single_objects(tmp_path, limit=2)] == expected[:2]
