@@ -97,7 +97,9 @@ def test_baseline_without_rewards_or_annotations(tmp_path):
 
 
 def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
-    """In a KL latent space with posterior sampling: the cache holds the moments, so the same draws happen."""
+    """In a KL latent space with posterior sampling: the cache holds the moments, so the same draws happen.
+    fp32 on every machine: under bf16 autocast (``auto`` on a CPU with AVX512-BF16) the fp16 cache's rounding
+    is amplified past the tolerance, and this test is about the data path, not the precision."""
     from tests.data.make_dataset import make_dataset
 
     shards = make_dataset(tmp_path / "d", n_shards=2, per_shard=8)
@@ -106,7 +108,7 @@ def test_training_from_the_feature_cache_matches_on_the_fly(tmp_path):
     runs = {}
     for cached in (False, True):
         cfg = tiny_config(tmp_path / f"run{cached}", tmp_path / "d", max_steps=3, data={"cache": cached},
-                          sample={"every": 3, "settings": {"guidance_scale": 2.0}},
+                          mixed_precision="no", sample={"every": 3, "settings": {"guidance_scale": 2.0}},
                           autoencoder=AutoencoderConfig(kind="kl", path=str(vae)))
         comps = tiny_components(autoencoder=tiny_kl_autoencoder(vae))
         out = train(cfg, comps)
