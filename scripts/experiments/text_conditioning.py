@@ -19,7 +19,8 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
 
     # text -> shape: clean single-object training images noised to t and sampled back with their own caption
     # (kept) or with another class named (edited); the detector reads the class (a few minutes per pipeline)
-    python scripts/experiments/text_conditioning.py shapes --data runs/demo/data --pipeline runs/demo/train/final
+    python scripts/experiments/text_conditioning.py shapes --data runs/demo/data --pipeline runs/demo/train/final \
+        --scales 3,1 --targets clean      # the first --scales pair is the guidance used
 
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
@@ -94,17 +95,18 @@ class Cached:
                 "reward_mask": self.reward_mask[idx]}
 
 
-def clean_keys(data: Path) -> set[str]:
-    """Keys of the samples with no degradation and a correct caption (from the shards' json)."""
-    keys = set()
+def sample_metadata(data: Path):
+    """The per-sample json of a world's training shards, in shard order."""
     for shard in sorted((data / "train").glob("*.tar")):
         with tarfile.open(shard) as tf:
             for member in tf:
                 if member.name.endswith(".json"):
-                    meta = json.loads(tf.extractfile(member).read())
-                    if not meta["degradations"] and meta["caption_kind"] == "correct":
-                        keys.add(meta["key"])
-    return keys
+                    yield json.loads(tf.extractfile(member).read())
+
+
+def clean_keys(data: Path) -> set[str]:
+    """Keys of the samples with no degradation and a correct caption (from the shards' json)."""
+    return {m["key"] for m in sample_metadata(data) if not m["degradations"] and m["caption_kind"] == "correct"}
 
 
 # ------------------------------------------------------------------------------------------- variance
@@ -329,20 +331,15 @@ def single_objects(data: Path, limit: int) -> list[dict]:
     """Up to ``limit`` clean (undegraded), correctly captioned training samples that show exactly one object
     (the single_object and colors tasks): ``{"key", "caption", "class", "color"}``, in shard order."""
     out = []
-    for shard in sorted((data / "train").glob("*.tar")):
-        with tarfile.open(shard) as tf:
-            for member in tf:
-                if not member.name.endswith(".json"):
-                    continue
-                meta = json.loads(tf.extractfile(member).read())
-                objects = meta["scene"]["objects"]
-                if meta["degradations"] or meta["caption_kind"] != "correct" or len(objects) != 1:
-                    continue
-                if meta["task"] in ("single_object", "colors"):
-                    out.append({"key": meta["key"], "caption": meta["caption"], "class": objects[0]["class"],
-                                "color": objects[0]["color"]})
-                    if len(out) == limit:
-                        return out
+    for meta in sample_metadata(data):
+        objects = meta["scene"]["objects"]
+        if meta["degradations"] or meta["caption_kind"] != "correct" or len(objects) != 1:
+            continue
+        if meta["task"] in ("single_object", "colors"):
+            out.append({"key": meta["key"], "caption": meta["caption"], "class": objects[0]["class"],
+                        "color": objects[0]["color"]})
+            if len(out) == limit:
+                break
     return out
 
 
