@@ -52,6 +52,7 @@ class ModelConfig:
     conv_levels: int = _default("conv_levels")
     conv_pooled_text: bool = _default("conv_pooled_text")
     conv_scale_shift: bool = _default("conv_scale_shift")
+    conv_pixel_unshuffle: int = _default("conv_pixel_unshuffle")
     # attention | ttt_linear | ttt_mlp | attention+ttt_linear | attention+ttt_mlp
     token_mixer: str = _default("token_mixer")
     ttt_mini_batch: int = _default("ttt_mini_batch")

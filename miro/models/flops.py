@@ -100,7 +100,9 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
     token_channels_in, token_channels_out = (levels[-1], levels[-1]) if conv else (c["in_channels"], out_channels)
     stride = spatial_stride(c)
     n = (height // stride) * (width // stride)
-    pixels = height * width
+    unshuffle = (c.get("conv_pixel_unshuffle") or 1) if conv else 1
+    pixels = (height // unshuffle) * (width // unshuffle)  # the conv levels' locations at full (folded) size
+    fold = unshuffle**2  # conv_in reads, and conv_out writes, the folded channels
     # level i + 1 (at 1/2^(i+1) of the pixels): down conv + ConvBlock, and on the way up ConvBlock + up conv
     deeper = [(pixels // 4 ** (i + 1), a, b) for i, (a, b) in enumerate(zip(levels[:-1], levels[1:]))]
     r = len(c["reward_names"])
@@ -126,7 +128,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         + mlp(n)
     )
     return {
-        "conv_stem": (_conv3x3(pixels, c["in_channels"], conv) + _conv_block(pixels, conv, conv, w)) if conv else 0,
+        "conv_stem": (_conv3x3(pixels, c["in_channels"] * fold, conv) + _conv_block(pixels, conv, conv, w)) if conv else 0,
         "conv_down": sum(_conv3x3(px, a, b) + _conv_block(px, b, b, w) for px, a, b in deeper),
         "patch_embed": _linear(n, token_channels_in * p * p, w),
         "time_embed": _linear(1, c["time_frequency_dim"], w) + _linear(1, w, w),
@@ -137,7 +139,7 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         "blocks": c["depth"] * block,
         "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * token_channels_out),
         "conv_up": sum(_conv_block(px, 2 * b, b, w) + _conv3x3(4 * px, b, a) for px, a, b in deeper),
-        "conv_head": (_conv_block(pixels, 2 * conv, conv, w) + _conv3x3(pixels, conv, out_channels)) if conv else 0,
+        "conv_head": (_conv_block(pixels, 2 * conv, conv, w) + _conv3x3(pixels, conv, out_channels * fold)) if conv else 0,
     }
 
 

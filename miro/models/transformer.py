@@ -128,9 +128,27 @@ def _valid_scan_orders(value) -> bool:
 
 def spatial_stride(config: Mapping[str, Any]) -> int:
     """Input pixels per token side: ``patch_size`` times the conv levels' downsampling (2^(conv_levels - 1)
-    with a conv stem)."""
-    levels = config.get("conv_levels", 1) if config.get("conv_channels") else 1
-    return config["patch_size"] * 2 ** (levels - 1)
+    with a conv stem) times the stem's ``conv_pixel_unshuffle``."""
+    conv = bool(config.get("conv_channels"))
+    levels = config.get("conv_levels", 1) if conv else 1
+    unshuffle = config.get("conv_pixel_unshuffle", 1) if conv else 1
+    return config["patch_size"] * 2 ** (levels - 1) * unshuffle
+
+
+def stride_factors(config: Mapping[str, Any], prefix: str = "", values: bool = True) -> str:
+    """The keys whose product is ``spatial_stride``, for error messages: "patch_size=2 x 2^(conv_levels - 1)"
+    (``values=False``: the key names alone)."""
+    conv = bool(config.get("conv_channels"))
+
+    def key(name: str) -> str:
+        return prefix + name + (f"={config.get(name, 1)}" if values else "")
+
+    factors = [key("patch_size")]
+    if conv and config.get("conv_levels", 1) > 1:
+        factors.append(f"2^({prefix}conv_levels - 1)")
+    if conv and config.get("conv_pixel_unshuffle", 1) > 1:
+        factors.append(key("conv_pixel_unshuffle"))
+    return " x ".join(factors)
 
 
 def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
@@ -161,6 +179,9 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     check("conv_pooled_text", lambda v: not v or (has_conv and pooled is True),
           f"needs the conv stem (conv_channels={conv}) and pooled_text=true (pooled_text={pooled})")
     check("conv_scale_shift", lambda v: not v or has_conv, f"needs the conv stem (conv_channels={conv})")
+    at_least("conv_pixel_unshuffle", 1)
+    check("conv_pixel_unshuffle", lambda v: v == 1 or has_conv,
+          f"must be 1 without conv stem (conv_channels={conv}); folding pixels into channels needs conv_channels > 0")
     at_least("time_frequency_dim", 2)
     if "token_mixer" in args:
         require_choice(prefix + "token_mixer", args["token_mixer"], TOKEN_MIXERS)
@@ -183,11 +204,12 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
           "must be distinct non-empty names ([] = the no-reward baseline)")
     check("reward_fourier_dim", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
     check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
-    patch, levels = args.get("patch_size"), args.get("conv_levels", 1)
-    if _is_int(patch) and patch >= 1 and _is_int(levels) and levels >= 1:
-        stride = patch * 2 ** (levels - 1)
-        check("sample_size", lambda v: v % stride == 0,
-              f"must be a multiple of patch_size={patch}" + (f" x 2^(conv_levels - 1) = {stride}" if levels > 1 else ""))
+    sizes = {k: args.get(k, 1) for k in ("patch_size", "conv_levels", "conv_pixel_unshuffle")}
+    if "patch_size" in args and all(_is_int(v) and v >= 1 for v in sizes.values()):
+        geometry = {**sizes, "conv_channels": conv if has_conv else 0}
+        stride = spatial_stride(geometry)
+        total = f" = {stride}" if stride != sizes["patch_size"] else ""
+        check("sample_size", lambda v: v % stride == 0, f"must be a multiple of {stride_factors(geometry)}{total}")
 
 
 class MiroTransformer(ModelMixin, ConfigMixin):
@@ -225,6 +247,12 @@ class MiroTransformer(ModelMixin, ConfigMixin):
             stem and ``pooled_text``.
         conv_scale_shift: the conv blocks apply their condition as ADM's adaptive GroupNorm (a per-channel
             scale and shift after the norm) instead of an offset before it (``ConvBlock``).  Needs the conv stem.
+        conv_pixel_unshuffle: s > 1 folds each s x s block of input pixels into channels before the conv stem
+            (``F.pixel_unshuffle``: C -> C * s^2 channels at 1/s of the size) and unfolds the head's output
+            (``F.pixel_shuffle``), so every conv level works at 1/s of the resolution.  A 3x3 conv costs the
+            same per location whatever its input, so at 32 px the s = 2 stem runs twice the channels for about
+            the time of the full-resolution one (simple diffusion's and PixelFlow's shortcut for pixel space).
+            Needs the conv stem.
         token_mixer: how the image tokens mix in every block: "attention" (self-attention, the default),
             "ttt_linear" / "ttt_mlp" (a non-causal TTT layer in its place, ``miro.models.ttt``), or
             "attention+ttt_linear" / "attention+ttt_mlp" (self-attention, then a pre-LN TTT layer behind its
@@ -269,6 +297,7 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         conv_levels: int = 1,
         conv_pooled_text: bool = False,
         conv_scale_shift: bool = False,
+        conv_pixel_unshuffle: int = 1,
         token_mixer: str = "attention",
         ttt_mini_batch: int = 16,
         ttt_scan_orders: str = "raster+raster_rev",
@@ -309,12 +338,13 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         self.modulation_out = nn.Linear(width, 2 * width)
         self.proj_out = nn.Linear(width, patch_size**2 * (levels[-1] if levels else self.out_channels))
         if conv_channels:
-            self.conv_in = nn.Conv2d(in_channels, conv_channels, 3, padding=1)
+            fold = conv_pixel_unshuffle**2
+            self.conv_in = nn.Conv2d(in_channels * fold, conv_channels, 3, padding=1)
             block = functools.partial(ConvBlock, emb_dim=width, scale_shift=conv_scale_shift)
             self.conv_stem = block(conv_channels, conv_channels)
             self.conv_head = block(2 * conv_channels, conv_channels)
             self.conv_norm_out = nn.GroupNorm(8, conv_channels, eps=1e-6)
-            self.conv_out = nn.Conv2d(conv_channels, self.out_channels, 3, padding=1)
+            self.conv_out = nn.Conv2d(conv_channels, self.out_channels * fold, 3, padding=1)
             pairs = list(zip(levels[:-1], levels[1:]))  # (level i, level i + 1) channels
             self.conv_down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
             self.conv_down_blocks = nn.ModuleList(block(b, b) for _, b in pairs)
@@ -393,8 +423,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         _require(c == cfg.in_channels, f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
         stride = self.spatial_stride
         _require(h % stride == 0 and w % stride == 0,
-                 f"x spatial size {h}x{w} must be a multiple of patch_size={cfg.patch_size}"
-                 + (f" x 2^(conv_levels - 1) = {stride}" if stride != cfg.patch_size else ""))
+                 f"x spatial size {h}x{w} must be a multiple of {stride_factors(cfg)}"
+                 + (f" = {stride}" if stride != cfg.patch_size else ""))
         _require(t.shape == (b,), f"t must have shape [B]=[{b}], got {tuple(t.shape)}")
         _require(text.dim() == 3 and text.shape[0] == b and text.shape[2] == cfg.text_dim,
                  f"text must be [B={b}, L, text_dim={cfg.text_dim}], got {tuple(text.shape)}")
@@ -509,8 +539,10 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         # the conv blocks' condition: the time, and with conv_pooled_text the pooled prompt too
         conv_emb = c_act if self.config.conv_pooled_text else F.silu(t_emb)
         features = []  # the conv levels' features, full resolution first
+        unshuffle = self.config.conv_pixel_unshuffle if self.config.conv_channels else 1
         if self.config.conv_channels:
-            features.append(self.conv_stem(self.conv_in(x.to(dtype)), conv_emb))
+            folded = F.pixel_unshuffle(x.to(dtype), unshuffle) if unshuffle > 1 else x.to(dtype)
+            features.append(self.conv_stem(self.conv_in(folded), conv_emb))
             for down, block in zip(self.conv_down, self.conv_down_blocks):
                 features.append(block(down(features[-1]), conv_emb))
         inner = features[-1] if features else x.to(dtype)
@@ -531,6 +563,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
                 out = self.conv_up[i](F.interpolate(out, scale_factor=2, mode="nearest"))
             out = self.conv_head(torch.cat([out, features[0]], dim=1), conv_emb)
             out = self.conv_out(F.silu(self.conv_norm_out(out)))
+            if unshuffle > 1:
+                out = F.pixel_shuffle(out, unshuffle)
         return out.to(x.dtype)
 
     def forward(

@@ -37,7 +37,7 @@ from miro.data.pipeline import (
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import build_autoencoder, build_model, build_text_encoder
-from miro.models.transformer import spatial_stride
+from miro.models.transformer import spatial_stride, stride_factors
 from miro.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -82,9 +82,9 @@ def build_components(cfg: TrainConfig) -> Components:
     tokens = spatial_stride(asdict(cfg.model))
     step = ae.downsample * tokens
     if cfg.data.resolution % step:
-        levels = " x 2^(model.conv_levels - 1)" if tokens != cfg.model.patch_size else ""
+        factors = stride_factors(asdict(cfg.model), prefix="model.", values=False)
         raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
-                          f"model.patch_size{levels} = {ae.downsample} x {tokens} = {step}")
+                          f"{factors} = {ae.downsample} x {tokens} = {step}")
     # the initial weights come from ``seed`` alone: the process's own torch seed is random (a library reseeds it
     # at import), so without this two runs with the same config trained different models
     with torch.random.fork_rng(devices=[]):

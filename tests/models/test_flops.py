@@ -20,6 +20,7 @@ from tests.models.helpers import inputs, randomize_, tiny_model
     dict(mlp_type="swiglu", patch_size=1, out_channels=6, cond_refiner_depth=2),
     dict(conv_channels=8, out_channels=6),
     dict(conv_channels=8, conv_levels=3, patch_size=1, out_channels=6),
+    dict(conv_channels=8, conv_levels=2, conv_pixel_unshuffle=2, patch_size=1, out_channels=6),
 ])
 def test_analytic_flops_match_flop_counter(monkeypatch, overrides):
     m = randomize_(tiny_model(**overrides))

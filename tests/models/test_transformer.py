@@ -349,7 +349,7 @@ def test_conv_stem_and_head_shapes_init_and_round_trip(tmp_path, levels):
     for h, w in [(8, 8), (8, 12)]:
         out = m(torch.randn(4, 3, h, w), t, text, tm, r, rm)
         assert out.shape == (4, 6, h, w) and torch.isfinite(out).all()
-    with pytest.raises(ValueError, match="multiple of patch_size=2 x 2.*= 4") if levels == 2 else nullcontext():
+    with pytest.raises(ValueError, match=r"multiple of patch_size=2 x 2\^\(conv_levels - 1\) = 4") if levels == 2 else nullcontext():
         m(torch.randn(4, 3, 6, 6), t, text, tm, r, rm)
     m.save_pretrained(tmp_path)
     loaded = MiroTransformer.from_pretrained(tmp_path).eval()
@@ -389,7 +389,12 @@ def test_conv_channels_must_be_a_multiple_of_eight(value):
     (dict(conv_pooled_text=True), "conv_pooled_text=True: needs the conv stem"),
     (dict(conv_scale_shift=True), "conv_scale_shift=True: needs the conv stem"),
     (dict(conv_channels=8, conv_pooled_text=True, pooled_text=False), "conv_pooled_text=True: .*pooled_text=False"),
-    (dict(conv_channels=8, conv_levels=3, sample_size=12), "sample_size=12: must be a multiple of patch_size=2 x 2"),
+    (dict(conv_channels=8, conv_levels=3, sample_size=12),
+     r"sample_size=12: must be a multiple of patch_size=2 x 2\^\(conv_levels - 1\) = 8"),
+    (dict(conv_pixel_unshuffle=2), "conv_pixel_unshuffle=2: must be 1 without conv stem"),
+    (dict(conv_channels=8, conv_pixel_unshuffle=0), "conv_pixel_unshuffle=0: must be an integer >= 1"),
+    (dict(conv_channels=8, conv_pixel_unshuffle=2, sample_size=10),
+     "sample_size=10: must be a multiple of patch_size=2 x conv_pixel_unshuffle=2 = 4"),
 ])
 def test_bad_conv_options_name_the_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -466,3 +471,41 @@ def test_conv_scale_shift_round_trips_through_save_pretrained(tmp_path):
     assert loaded.config.conv_scale_shift is True
     x, t, text, tm, r, rm, _ = inputs(m)
     torch.testing.assert_close(loaded(x, t, text, tm, r, rm), m(x, t, text, tm, r, rm), rtol=0, atol=0)
+
+
+def test_conv_pixel_unshuffle_runs_every_conv_level_at_half_size(tmp_path):
+    """s = 2 folds 2 x 2 pixels into 12 channels: the stem sees an 8 px input as 4 px with 12 channels, the
+    tokens are patches of that, the output is unfolded back to full size, and it survives save / load."""
+    m = randomize_(tiny_model(conv_channels=8, conv_pixel_unshuffle=2, out_channels=6)).eval()
+    assert m.spatial_stride == 2 * 2 and m.conv_in.in_channels == 3 * 4 and m.conv_out.out_channels == 6 * 4
+    x, t, text, tm, r, rm, _ = inputs(m)
+    seen = []
+    hook = m.conv_stem.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
+    out = m(x, t, text, tm, r, rm)
+    hook.remove()
+    assert seen == [torch.Size([4, 8, 4, 4])] and out.shape == (4, 6, 8, 8)
+    # the fold is torch's pixel_unshuffle: the stem's input is exactly the conv of the folded pixels
+    folded = torch.nn.functional.pixel_unshuffle(x, 2)
+    assert folded.shape == (4, 12, 4, 4) and torch.equal(torch.nn.functional.pixel_shuffle(folded, 2), x)
+    with pytest.raises(ValueError, match=r"multiple of patch_size=2 x conv_pixel_unshuffle=2 = 4"):
+        m(torch.randn(4, 3, 6, 6), t, text, tm, r, rm)
+    m.save_pretrained(tmp_path)
+    loaded = type(m).from_pretrained(tmp_path).eval()
+    assert loaded.config.conv_pixel_unshuffle == 2
+    torch.testing.assert_close(loaded(x, t, text, tm, r, rm), out, rtol=0, atol=0)
+
+
+def test_conv_pixel_unshuffle_output_pixels_come_from_their_own_folded_channel():
+    """Unfolding puts folded channel c * 4 + 2 * dy + dx at pixel (2i + dy, 2j + dx): zero every output
+    conv weight except the one of channel 0 * 4 + 1 (dy = 0, dx = 1) and only odd columns of even rows move."""
+    m = randomize_(tiny_model(conv_channels=8, conv_pixel_unshuffle=2)).eval()
+    x, t, text, tm, r, rm, _ = inputs(m)
+    with torch.no_grad():
+        keep = torch.zeros_like(m.conv_out.weight)
+        keep[1] = 1
+        m.conv_out.weight.mul_(keep)
+        m.conv_out.bias.zero_()
+    out = m(x, t, text, tm, r, rm)
+    moved = out.abs() > 0
+    assert moved[:, 0, 0::2, 1::2].all()
+    assert not moved[:, 1:].any() and not moved[:, 0, 1::2].any() and not moved[:, 0, :, 0::2].any()
