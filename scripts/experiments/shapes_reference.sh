@@ -3,6 +3,8 @@
 #   bash scripts/experiments/shapes_reference.sh            # data -> train (resumable) -> curve -> export
 #   OUT=runs/ref bash scripts/experiments/shapes_reference.sh
 #   EXPERIMENT=shapes_reference_conv OUT=runs/shapes_reference_conv bash scripts/experiments/shapes_reference.sh
+#   WORLD=clean DATA=runs/clean_world EXPERIMENT=shapes_reference_clean OUT=runs/shapes_reference_clean \
+#       bash scripts/experiments/shapes_reference.sh      # on the cleaner world (shapes_world.sh: CLEAN_WORLD)
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
@@ -14,7 +16,9 @@ DATA="${DATA:-runs/demo/data}"                  # the demo's world: 12,000 image
 source "$ROOT/scripts/experiments/shapes_world.sh"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
-build_world "$DATA" 12000 32 "$OUT/logs"
+WORLD_ARGS=()   # WORLD=clean: the cleaner world of experiment=shapes_reference_clean (shapes_world.sh)
+if [ "${WORLD:-default}" = clean ]; then read -r -a WORLD_ARGS <<< "$(echo $CLEAN_WORLD)"; fi
+build_world "$DATA" 12000 32 "$OUT/logs" "${WORLD_ARGS[@]}"
 python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed=0 resume=latest \
     progress_bar=false hydra.run.dir="$OUT"
 python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 0,0 3,0 3,1 3,3 \

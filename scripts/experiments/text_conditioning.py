@@ -22,6 +22,9 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py shapes --data runs/demo/data --pipeline runs/demo/train/final \
         --scales 3,1 --targets clean      # the first --scales pair is the guidance used
 
+    # the same question without sampling: the loss with the caption naming another class against its own, per t
+    python scripts/experiments/text_conditioning.py classgap --data runs/demo/data --pipeline models/shapes_reference
+
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
@@ -343,6 +346,18 @@ def single_objects(data: Path, limit: int) -> list[dict]:
     return out
 
 
+def probe_items(data: Path, limit: int) -> tuple[list[dict], dict, list[str]]:
+    """The probes' samples (``single_objects``), their cached batch, and per sample the class that an edited
+    caption names instead of its own (the next class of the vocabulary)."""
+    items = single_objects(data, limit)
+    if not items:
+        raise SystemExit(f"no clean one-object training samples in {data / 'train'}")
+    cached = Cached(data)
+    row = {k: i for i, k in enumerate(cached.keys)}
+    batch = cached.batch(torch.tensor([row[it["key"]] for it in items]))
+    return items, batch, [CLASSES[(CLASSES.index(it["class"]) + 1) % len(CLASSES)] for it in items]
+
+
 def shape_probe(model: MiroTransformer, data: Path, times=(0.5, 0.7, 0.85), limit: int = 96, steps: int = 25,
                 text_scale: float = 3.0, reward_scale: float = 1.0, targets: float | list[float] = 1.0,
                 seed: int = 0) -> dict:
@@ -359,13 +374,8 @@ def shape_probe(model: MiroTransformer, data: Path, times=(0.5, 0.7, 0.85), limi
     from miro.sampling import Conditions, Guidance, sample
 
     model.eval()
-    items = single_objects(data, limit)
-    if not items:
-        raise SystemExit(f"no clean one-object training samples in {data / 'train'}")
-    cached = Cached(data)
-    row = {k: i for i, k in enumerate(cached.keys)}
-    x0 = cached.x[[row[it["key"]] for it in items]]
-    other = [CLASSES[(CLASSES.index(it["class"]) + 1) % len(CLASSES)] for it in items]
+    items, batch, other = probe_items(data, limit)
+    x0 = batch["x"]
     encoder = TextEncoder()
     prompts = {"kept": [it["caption"] for it in items],
                "edited": [f"a photo of a {it['color']} {o}" for it, o in zip(items, other)]}
@@ -394,6 +404,51 @@ def shape_probe(model: MiroTransformer, data: Path, times=(0.5, 0.7, 0.85), limi
                 res["edit_chance"] = round(100 * float(np.mean([it["class"] in f for it, f in zip(items, found)])), 1)
         print(f"t={t:g}", json.dumps(res), flush=True)
     return result
+
+
+def class_gap(model: MiroTransformer, data: Path, times=(0.3, 0.5, 0.6, 0.7, 0.8), limit: int = 192,
+              seeds: int = 3) -> dict:
+    """How much the class word moves the prediction: on clean one-object training images the velocity loss
+    with the caption "a photo of a <colour> <class>" (own) against the same caption naming the next class of
+    the vocabulary (other) and against no text, at the same x_t, t and rewards, averaged over ``seeds``
+    noise draws.  ``other_class_pct`` = 100 (other - own) / own: zero for a model that ignores the class word.
+    A continuous, sampling-free reading of what ``shapes`` measures with the detector, already visible
+    after 1,000 training steps (docs/text_conditioning.md, section 12)."""
+    from miro.models.text_encoders import TextEncoder
+
+    model.eval()
+    items, batch, other = probe_items(data, limit)
+    encoder = TextEncoder()
+    own = encoder.encode([f"a photo of a {it['color']} {it['class']}" for it in items])
+    edited = encoder.encode([f"a photo of a {it['color']} {o}" for it, o in zip(items, other)])
+    n = len(items)
+    kw = {"rewards": batch["rewards"], "reward_mask": batch["reward_mask"]} if model.num_rewards else {}
+    result = {"images": n, "seeds": seeds}
+    for tv in times:
+        t = torch.full((n,), float(tv))
+        sums = np.zeros(3)
+        for seed in range(seeds):
+            noise = torch.randn(batch["x"].shape, generator=torch.Generator().manual_seed(seed))
+            path = LinearPath().sample(batch["x"], t, noise)
+            for j, ((emb, mask), drop) in enumerate([(own, None), (edited, None),
+                                                      (own, torch.ones(n, dtype=torch.bool))]):
+                with torch.no_grad():
+                    v = model(path.x_t, t, emb, mask, drop_text=drop, **kw)
+                sums[j] += velocity_loss(v, path.target).mean().item() / seeds
+        result[f"t={tv:g}"] = res = {"loss": round(sums[0], 5),
+                                     "other_class_pct": round(100 * (sums[1] - sums[0]) / sums[0], 2),
+                                     "no_text_pct": round(100 * (sums[2] - sums[0]) / sums[0], 2)}
+        print(f"t={tv:g}", json.dumps(res), flush=True)
+    return result
+
+
+def cmd_classgap(args) -> dict:
+    from miro.sampling.pipeline import MiroPipeline
+
+    if args.pipeline is None:
+        raise SystemExit("classgap: --pipeline is required")
+    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
+    return {"pipeline": str(args.pipeline), **class_gap(model, args.data, limit=2 * args.images_probe)}
 
 
 def cmd_shapes(args) -> dict:
@@ -461,9 +516,9 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes"])
+    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
-    p.add_argument("--pipeline", type=Path, help="gaps, shapes: a MiroPipeline folder")
+    p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap: a MiroPipeline folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
     p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
@@ -478,14 +533,15 @@ def main(argv=None) -> None:
     p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, or 'clean' "
                    "(per reward the median of the clean, correctly captioned training samples)")
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")
-    p.add_argument("--images-probe", type=int, default=96, help="shapes: clean one-object images probed")
+    p.add_argument("--images-probe", type=int, default=96,
+                   help="shapes: clean one-object images probed (classgap: twice as many)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
-              "shapes": cmd_shapes}[args.command](args)
+              "shapes": cmd_shapes, "classgap": cmd_classgap}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -89,3 +89,36 @@ def test_shape_probe_takes_only_clean_correct_one_object_samples(tmp_path):
         obj = metas[p["key"]]["scene"]["objects"][0]
         assert (p["class"], p["color"], p["caption"]) == (obj["class"], obj["color"], metas[p["key"]]["caption"])
     assert [p["key"] for p in tc.single_objects(tmp_path, limit=2)] == expected[:2]
+
+
+def test_class_gap_is_zero_for_a_model_blind_to_the_class_word(monkeypatch):
+    """``classgap`` compares the loss under the caption naming the object's class and under the same caption
+    naming the next class, at the same x_t: exactly 0 for a model whose text projections are zero (it cannot
+    read the class word), non-zero for one that reads the text, and it reports the no-text gap too."""
+    # circle -> square: one wordpiece each, so the blind model sees the same number of (zero) text tokens
+    items = [{"key": f"k{i}", "caption": "", "class": "circle", "color": c} for i, c in enumerate(["red", "blue"])]
+
+    class FakeCache:
+        keys = ["k0", "k1"]
+
+        def __init__(self, data):
+            pass
+
+        def batch(self, idx):
+            g = torch.Generator().manual_seed(0)
+            return {"x": torch.randn(len(idx), 3, 32, 32, generator=g), "rewards": torch.rand(len(idx), 5, generator=g),
+                    "reward_mask": torch.ones(len(idx), 5, dtype=torch.bool)}
+
+    monkeypatch.setattr(tc, "single_objects", lambda data, limit: items[:limit])
+    monkeypatch.setattr(tc, "Cached", FakeCache)
+    torch.manual_seed(0)
+    model = MiroTransformer(**SMALL)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        reading = tc.class_gap(model, Path("unused"), times=(0.5,), limit=2, seeds=1)["t=0.5"]
+        for p in [*model.text_proj.parameters(), *model.pooled_text_proj.parameters()]:
+            p.zero_()
+        blind = tc.class_gap(model, Path("unused"), times=(0.5,), limit=2, seeds=1)["t=0.5"]
+    assert reading["other_class_pct"] != 0 and reading["loss"] > 0
+    assert blind["other_class_pct"] == 0
