@@ -26,6 +26,19 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$PY" -m pip install -q -e "$ROOT[dev]"
     echo "$WANT" > "$STAMP"
 fi
+
+# MIRO_SETUP_APP=1 (scripts/test.sh sets it): the slider app's `app` extra, then gradio without its dependency
+# metadata (every gradio release caps pillow below the core's pillow; docs/app.md, pyproject.toml).
+if [ "${MIRO_SETUP_APP:-0}" = 1 ]; then
+    APP_STAMP="$VENV/.miro-app-stamp"
+    GRADIO_PIN="$(cd "$ROOT" && "$PY" -c 'from miro.app import GRADIO_PIN; print(GRADIO_PIN)')"
+    if [ ! -f "$APP_STAMP" ] || [ "$(cat "$APP_STAMP")" != "$WANT $GRADIO_PIN" ]; then
+        echo "[setup] installing the slider app: the app extra and $GRADIO_PIN (--no-deps)"
+        "$PY" -m pip install -q -e "$ROOT[dev,app]"
+        "$PY" -m pip install -q --no-deps "$GRADIO_PIN"
+        echo "$WANT $GRADIO_PIN" > "$APP_STAMP"
+    fi
+fi
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
