@@ -250,8 +250,9 @@ class MiroTransformer(ModelMixin, ConfigMixin):
         conv_pixel_unshuffle: s > 1 folds each s x s block of input pixels into channels before the conv stem
             (``F.pixel_unshuffle``: C -> C * s^2 channels at 1/s of the size) and unfolds the head's output
             (``F.pixel_shuffle``), so every conv level works at 1/s of the resolution.  A 3x3 conv costs the
-            same per location whatever its input, so at 32 px the s = 2 stem runs twice the channels for about
-            the time of the full-resolution one (simple diffusion's and PixelFlow's shortcut for pixel space).
+            same per location whatever its input, so s = 2 buys about twice the conv channels for the same
+            time (simple diffusion's shortcut for pixel space; at 32 px it trains worse than the full-resolution
+            stem: docs/text_conditioning.md, section 12).
             Needs the conv stem.
         token_mixer: how the image tokens mix in every block: "attention" (self-attention, the default),
             "ttt_linear" / "ttt_mlp" (a non-causal TTT layer in its place, ``miro.models.ttt``), or
