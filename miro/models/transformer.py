@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -212,7 +213,7 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
         check("sample_size", lambda v: v % stride == 0, f"must be a multiple of {stride_factors(geometry)}{total}")
 
 
-class MiroTransformer(ModelMixin, ConfigMixin):
+class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Reward- and text-conditioned flow-matching transformer for pixels or latents.
 
     Args (all saved to config.json):

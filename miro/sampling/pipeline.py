@@ -252,6 +252,26 @@ class MiroPipeline(DiffusionPipeline):
             raise ValueError(f"cannot save a pipeline without {missing}: they say how to rebuild its encoders")
         super().save_pretrained(save_directory, **kwargs)
 
+    def save_lora(self, folder: str | Path, adapter_name: str = "default", extra: dict | None = None) -> Path:
+        """Write the transformer's LoRA adapter ``adapter_name`` to ``folder`` (``miro.models.lora.save_lora``;
+        beside a saved pipeline: ``lora_folder(pipeline_folder, name)``).  Returns the weights file."""
+        from miro.models.lora import save_lora
+
+        return save_lora(self.transformer, folder, adapter_name, extra)
+
+    def load_lora(self, folder: str | Path, adapter_name: str = "default") -> None:
+        """Load a LoRA adapter written by ``save_lora`` into the transformer and make it the active one
+        (``unload_lora`` removes it; ``transformer.disable_adapters()`` samples with the base weights)."""
+        from miro.models.lora import load_lora
+
+        load_lora(self.transformer, folder, adapter_name)
+
+    def unload_lora(self, adapter_name: str = "default") -> None:
+        """Remove LoRA adapter ``adapter_name``: the transformer is its base model again."""
+        from miro.models.lora import remove_lora
+
+        remove_lora(self.transformer, adapter_name)
+
     def to(self, *args, **kwargs) -> MiroPipeline:
         """Moves every part to the device; only the transformer takes the dtype (the text encoder and the
         autoencoder keep their configured dtypes: an fp16 SDXL VAE overflows, for one)."""
