@@ -21,6 +21,7 @@ never modified unless the adapter is merged (``merge_lora``, which ``unmerge_lor
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,10 @@ def add_lora(model: nn.Module, spec: LoraSpec | None = None, name: str = "defaul
             f"lora.targets={spec.targets!r} matches no module of this {type(model).__name__} "
             f"(module names look like {[n for n, _ in model.named_modules() if n][:4]})"
         )
+    if not adapter_names(
+        model
+    ):  # peft freezes the base weights; remove_lora of the last adapter restores this
+        model._lora_base_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     model.add_adapter(spec.to_peft(), adapter_name=name)
     model.set_adapter(name)
     return lora_parameters(model, name)
@@ -125,18 +130,39 @@ def _lora_layers(model: nn.Module, name: str):
     return [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
 
 
-def reset_lora(model: nn.Module, name: str = "default") -> None:
+def reset_lora(model: nn.Module, name: str = "default", seed: int | None = None) -> None:
     """Re-initialise adapter ``name`` as freshly added (A random, B = 0: the model is the base model again),
-    without re-injecting it, so optimisers built on its parameters stay valid for the next prompt."""
+    without re-injecting it, so optimisers built on its parameters stay valid for the next prompt.  With
+    ``seed``, A is drawn from a CPU generator of that seed (peft's own init, Kaiming-uniform with a = sqrt(5),
+    draws from the global RNG), so a per-prompt adapter starts the same on every device and every run."""
     _check_adapter(model, name)
-    for layer in _lora_layers(model, name):
-        layer.reset_lora_parameters(name, True)
+    if seed is None:
+        for layer in _lora_layers(model, name):
+            layer.reset_lora_parameters(name, True)
+        return
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for layer in _lora_layers(model, name):
+            a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+            fresh = torch.empty(a.shape, dtype=torch.float32)
+            nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=g)
+            a.copy_(fresh)
+            b.zero_()
 
 
 def remove_lora(model: nn.Module, name: str = "default") -> None:
-    """Delete adapter ``name`` (the model is the base model; nothing of it stays)."""
+    """Delete adapter ``name``.  When it was the last one, peft's wrapper layers go too (the module tree, the
+    state-dict keys and the parameters' ``requires_grad`` are what they were before the first ``add_lora``),
+    so the model saves and trains as if it had never been adapted."""
     _check_adapter(model, name)
-    model.delete_adapters(name)
+    if adapter_names(model) != [name]:
+        model.delete_adapters(name)
+        return
+    model.unload_lora()
+    flags = getattr(model, "_lora_base_requires_grad", None) or {}
+    for n, p in model.named_parameters():
+        p.requires_grad_(flags.get(n, p.requires_grad))
+    model._lora_base_requires_grad = None
 
 
 def merge_lora(model: nn.Module) -> None:

@@ -135,6 +135,9 @@ def test_reset_returns_the_base_model_with_the_same_parameter_objects(model):
     assert [id(p) for p in lora_parameters(model)] == [id(p) for p in params]
     remove_lora(model)
     assert adapter_names(model) == [] and torch.equal(_out(model, args), base)
+    # the last adapter's removal gives back the module tree, the keys and which parameters train
+    assert set(model.state_dict()) == set(randomize_(tiny_model()).state_dict())
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_an_adapter_trained_on_one_image_lowers_its_loss(model):
@@ -246,3 +249,17 @@ def test_presets_are_regexes_that_compile():
 
     for pattern in TARGETS.values():
         re.compile(pattern)
+
+
+def test_a_seeded_reset_is_reproducible_and_a_no_op_until_trained(model):
+    args = inputs(model)
+    base = _out(model, args)
+    add_lora(model, LoraSpec(rank=4))
+    reset_lora(model, seed=5)
+    first = lora_state(model)
+    _perturb_lora(model)
+    reset_lora(model, seed=5)
+    assert all(torch.equal(first[k], v) for k, v in lora_state(model).items())
+    assert torch.equal(_out(model, args), base)
+    a = [v for k, v in first.items() if "lora_A" in k]
+    assert all(v.abs().sum() > 0 for v in a)
