@@ -104,13 +104,13 @@ def allowed_augmentations(prompt: str, pixel_space: bool = True) -> tuple[str, .
 def resolve_augmentations(
     augment: str | Sequence[str] | None, prompt: str, pixel_space: bool = True
 ) -> tuple[str, ...]:
-    """``"auto"``: the safe default set; ``"none"`` / None / []: no augmentation; a list: exactly those, each
-    checked against the prompt (``ValueError`` naming the transform and why it would make the prompt false)."""
-    if augment is None or augment == "none":
+    """``"auto"`` (or ``["auto"]``): the safe default set; ``"none"`` / None / []: no augmentation; a list:
+    exactly those, each checked against the prompt (``ValueError`` naming the transform and why it would make the prompt false)."""
+    names = [augment] if isinstance(augment, str) else list(augment or [])
+    if names in ([], ["none"]):
         return ()
-    if augment == "auto":
+    if names == ["auto"]:
         return allowed_augmentations(prompt, pixel_space)
-    names = [augment] if isinstance(augment, str) else list(augment)
     facts = prompt_facts(prompt)
     for name in names:
         if name not in AUGMENTATIONS:

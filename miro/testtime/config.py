@@ -9,11 +9,12 @@ from typing import Any
 
 from miro.contracts.rewards import REWARD_NAMES
 from miro.sampling.settings import SamplingSettings
+from miro.testtime.per_prompt import TTTSettings
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
 from miro.utils.precision import PRECISIONS
 
-METHOD_NAMES = ("best_of_n", "noise_search", "condition_search", "reno")
+METHOD_NAMES = ("best_of_n", "noise_search", "condition_search", "reno", "ttt_per_prompt")
 JUDGES = ("intrinsic", "rubric", "geneval")  # verifier rewards that are not annotate scorers
 VERIFIER_REWARDS = (*REWARD_NAMES, *JUDGES)
 REFERENCES = ("baseline", "none")
@@ -239,6 +240,7 @@ class TestTimeConfig:
     noise_search: NoiseSearchConfig = field(default_factory=NoiseSearchConfig)
     condition_search: ConditionSearchConfig = field(default_factory=ConditionSearchConfig)
     reno: RenoConfig = field(default_factory=RenoConfig)
+    ttt: TTTSettings = field(default_factory=TTTSettings)  # method=ttt_per_prompt (miro.testtime.per_prompt)
     batch_size: int = 8  # candidates rendered and scored at a time
     device: str = "auto"
     dtype: str = "float32"
@@ -272,6 +274,8 @@ class TestTimeConfig:
 
         if self.method == "best_of_n":
             return {"n": self.best_of_n.n, "batch_size": self.batch_size}
+        if self.method == "ttt_per_prompt":
+            return {"config": self.ttt}
         opts = asdict(getattr(self, self.method))
         if self.method != "reno":
             opts["batch_size"] = self.batch_size

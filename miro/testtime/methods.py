@@ -249,11 +249,18 @@ def _reno(*args, **kwargs):
     return reno_optimize(*args, **kwargs)
 
 
+def _ttt(*args, **kwargs):
+    from miro.testtime.per_prompt import ttt_method
+
+    return ttt_method(*args, **kwargs)
+
+
 METHODS = {
     "best_of_n": best_of_n,
     "noise_search": noise_search,
     "condition_search": condition_search,
     "reno": _reno,
+    "ttt_per_prompt": _ttt,
 }
 
 

@@ -46,7 +46,7 @@ from miro.models.lora import (
     restore_lora,
 )
 from miro.testtime.augment import augment, resolve_augmentations
-from miro.testtime.budget import Budget, Candidate, Trace
+from miro.testtime.budget import Budget, BudgetExceeded, Candidate, Trace
 from miro.testtime.render import Condition, derived_seed, to_pil
 from miro.testtime.search import Search, as_renderer, check_positive_int, new_trace, seed_list
 from miro.testtime.verifier import Scores, Verifier
@@ -71,7 +71,7 @@ class TTTSettings:
     val_draws: int = 8
     final_samples: int = 4
     vote: str = "borda"
-    augment: str | list[str] | None = "auto"
+    augment: list[str] = field(default_factory=lambda: ["auto"])  # ["auto"]: the prompt's safe set; []: none
     lora: LoraSpec = field(default_factory=lambda: LoraSpec(rank=8, alpha=8.0, targets="attention_mlp"))
 
     def __post_init__(self):
@@ -198,14 +198,27 @@ class _Trainer:
 
 
 def ttt_per_prompt(pipe, prompts: Sequence[str], verifier: Verifier, *, seeds: int | Sequence[int] = 0,
-                   config: TTTSettings | None = None, settings=None, adapter_name: str = "ttt",
-                   mixed_precision: str = "auto", progress: bool = False) -> tuple[list, Trace]:  # fmt: skip
+                   config: TTTSettings | None = None, settings=None, budget: Budget | None = None,
+                   adapter_name: str = "ttt", mixed_precision: str = "auto",
+                   progress: bool = False) -> tuple[list, Trace]:  # fmt: skip
     """Test-time training per prompt (module docstring).  Returns one PIL image per prompt and the ``Trace``
     (one ``SearchTrace`` per prompt: every pseudo-demonstration and final candidate with every reward, marked
     ``extra["stage"]``; the losses and the best-demo / chosen comparison in ``extra``).  The transformer is
-    left as it was: the adapter is reset after every prompt and removed at the end."""
+    left as it was: the adapter is re-initialised for every prompt and removed at the end.  ``budget``: when
+    given, the settings' most expensive path (``TTTSettings.planned_nfe``) must fit in it, so the method
+    compares with a search at the same NFE-eq."""
     cfg = config or TTTSettings()
     renderer = as_renderer(pipe, settings, mixed_precision)
+    if budget is not None:
+        one = renderer.one_sample_nfe()
+        need = max(
+            cfg.planned_nfe(renderer.nfe(renderer.default), verifier.nfe([p], "chooser")) for p in prompts
+        )
+        if need > budget.total(one) + 1e-9:
+            raise BudgetExceeded(f"ttt_per_prompt with these settings costs up to {need:g} NFE-eq per image "
+                                 f"({need / one:.2f} samples) but the budget is {budget.total(one):g}; raise "
+                                 f"budget.samples to >= {math.ceil(need / one * 100) / 100:g} or lower ttt.n_pseudo, "
+                                 "ttt.steps or ttt.final_samples")  # fmt: skip
     seeds = seed_list(prompts, seeds)
     model = renderer.pipe.transformer
     if adapter_name in adapter_names(model):
@@ -312,4 +325,23 @@ def renderer_weights(verifier: Verifier) -> dict[str, float]:
     return {n: float(verifier.weights[n]) for n in verifier.choosers}
 
 
-__all__ = ["TTTSettings", "VOTES", "borda", "ttt_per_prompt"]
+def ttt_method(
+    pipe,
+    prompts: Sequence[str],
+    verifier: Verifier,
+    budget: Budget,
+    *,
+    seeds: int | Sequence[int] = 0,
+    settings=None,
+    mixed_precision: str = "auto",
+    batch_size: int | None = None,
+    **ttt,
+) -> tuple[list, Trace]:
+    """``ttt_per_prompt`` with the search methods' signature (``miro.testtime.methods.METHODS``): ``ttt`` are
+    ``TTTSettings`` fields; ``batch_size`` (the searches' rendering chunk) is not used."""
+    config = ttt.pop("config", None) or TTTSettings(**ttt)
+    return ttt_per_prompt(pipe, prompts, verifier, seeds=seeds, config=config, settings=settings, budget=budget,
+                          mixed_precision=mixed_precision, progress=True)  # fmt: skip
+
+
+__all__ = ["TTTSettings", "VOTES", "borda", "ttt_method", "ttt_per_prompt"]

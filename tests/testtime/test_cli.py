@@ -80,3 +80,33 @@ def test_method_options_follow_the_config():
     assert opts["steps"] == 2 and "batch_size" not in opts
     assert config(method="noise_search", batch_size=3).method_options() == {"algo": "zero_order", "step": 0.3,
                                                                            "neighbors": 4, "batch_size": 3}  # fmt: skip
+
+
+def test_the_entry_point_runs_per_prompt_test_time_training(saved_pipe, tmp_path):
+    out = tmp_path / "out"
+    main([f"pipeline={saved_pipe}", "prompts=[a red circle]", "method=ttt_per_prompt", "budget.samples=20",
+          "settings.steps=2", "verifier.rewards=[sharpness,contrast]", "ttt.n_pseudo=4", "ttt.top_k=2", "ttt.steps=4",
+          "ttt.batch_size=2", "ttt.val_every=2", "ttt.val_draws=2", "ttt.final_samples=2", "ttt.lora.rank=2",
+          f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"])  # fmt: skip
+    trace = json.loads((out / "trace.json").read_text())
+    s = trace["searches"][0]
+    assert trace["method"] == "ttt_per_prompt" and len(s["candidates"]) == 6  # 4 demonstrations + 2 adapted
+    assert s["extra"]["augmentations"] == ["hflip", "translate", "crop"] and s["nfe"] <= 20 * 4
+    assert (out / "images" / "00000_s0.png").is_file()
+
+
+def test_per_prompt_training_that_does_not_fit_the_budget_says_how_much_it_needs(saved_pipe, tmp_path):
+    from miro.testtime.budget import BudgetExceeded
+    from miro.testtime.cli import run
+
+    cfg = config(pipeline=str(saved_pipe), method="ttt_per_prompt", budget={"samples": 2}, settings={"steps": 2},
+                 verifier={"rewards": ["sharpness"]}, out_dir=str(tmp_path / "o"))  # fmt: skip
+    with pytest.raises(BudgetExceeded, match=r"costs up to .* raise budget.samples to >="):
+        run(cfg)
+
+
+def test_bad_ttt_values_name_the_key():
+    with pytest.raises(ConfigError, match="ttt.top_k"):
+        config(method="ttt_per_prompt", ttt={"n_pseudo": 2, "top_k": 3})
+    with pytest.raises(ConfigError, match="lora.rank"):
+        config(method="ttt_per_prompt", ttt={"lora": {"rank": 0}})
