@@ -63,6 +63,8 @@ METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     # batch (each distinct w is its own sampling call, so the full search renders its random draws one by one)
     "condition_search_targets": ("condition_search", {"search_w": False}),
     "reno": ("reno", {}),
+    # per-prompt test-time training, its settings sized to each budget (miro.testtime.per_prompt.settings_for_budget)
+    "ttt_per_prompt": ("ttt_per_prompt", {}),
 }
 
 
@@ -82,14 +84,25 @@ def parse_args(argv=None):
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--seeds", type=int, default=4, help="images per prompt (seeds 0..N-1)")
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out prompts")
-    p.add_argument("--per-task", type=int, default=None, help="only the first N prompts of every GenEval task")
+    p.add_argument(
+        "--per-task", type=int, default=None, help="only the first N prompts of every GenEval task"
+    )
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default the settings' 50)")
-    p.add_argument("--guidance-scale", type=float, default=None,
-                   help="the joint scale w, which condition search varies (default the settings' 7)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="the joint scale w, which condition search varies (default the settings' 7)",
+    )
     p.add_argument("--text-guidance-scale", type=float, default=None, help="decoupled text scale (default w)")
-    p.add_argument("--reward-guidance-scale", type=float, default=None, help="decoupled reward scale (default w)")
-    p.add_argument("--reward-targets", default=None,
-                   help="'clean' (the shapes world's clean-image targets) or name=value,... (default all 1)")
+    p.add_argument(
+        "--reward-guidance-scale", type=float, default=None, help="decoupled reward scale (default w)"
+    )
+    p.add_argument(
+        "--reward-targets",
+        default=None,
+        help="'clean' (the shapes world's clean-image targets) or name=value,... (default all 1)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
     p.add_argument("--reno-steps", type=int, default=4)
@@ -141,7 +154,9 @@ def parse_targets(text: str | None) -> dict[str, float] | None:
     try:
         return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
     except ValueError:
-        raise SystemExit(f"--reward-targets {text!r}: must be 'clean' or name=value[,name=value...]") from None
+        raise SystemExit(
+            f"--reward-targets {text!r}: must be 'clean' or name=value[,name=value...]"
+        ) from None
 
 
 def select_prompts(rows: list[dict], limit: int | None, per_task: int | None) -> list[dict]:
@@ -283,6 +298,11 @@ class Bench:
     def run(self, setting: str, method: str, budget: float, verifier: Verifier | None = None) -> dict:
         verifier = verifier or self.verifier(setting)
         key, opts = self.method_options(method)
+        if key == "ttt_per_prompt":
+            from miro.testtime.per_prompt import settings_for_budget
+
+            choose = verifier.nfe([self.jobs[0][0]], "chooser")
+            opts = {"config": settings_for_budget(budget, self.renderer.one_sample_nfe(), choose)}
         t0 = time.perf_counter()
         images, trace = run_method(key, self.renderer, [p for p, _ in self.jobs], verifier, Budget(samples=budget),
                                    seeds=[s for _, s in self.jobs], **opts)  # fmt: skip
@@ -312,6 +332,13 @@ class Bench:
             "wall_per_image": wall / len(self.jobs), "diversity": diversity(by_prompt),
             "candidates_per_search": float(np.mean([len(s.candidates) for s in trace.searches])),
             "noise_norm_ratio": nan_mean(norms),
+            # test-time training's own question: does the adapted sample beat the best pseudo-demonstration?
+            **({"beats_best_demo": nan_mean(float(s.extra["beats_best_demo"]) for s in trace.searches),
+                "chosen_minus_best_demo": nan_mean(s.extra["chosen_score"] - s.extra["best_demo_score"]
+                                                   for s in trace.searches),
+                "final_minus_demo_mean": nan_mean(s.extra["final_mean_score"] - s.extra["demo_mean_score"]
+                                                  for s in trace.searches)}
+               if key == "ttt_per_prompt" else {}),
         }  # fmt: skip
 
 
@@ -404,6 +431,11 @@ def main(argv=None) -> dict:
             for budget in args.budgets:
                 if budget == 1:
                     results.append(baseline_row(bench, setting, method, base))
+                    continue
+                if method == "ttt_per_prompt" and budget < 4:
+                    print(
+                        f"({setting}) {method} x{budget:g}: skipped (test-time training needs >= 4 samples)"
+                    )
                     continue
                 r = bench.run(setting, method, budget)
                 results.append(r)

@@ -103,6 +103,32 @@ class TTTSettings:
                 + validations * self.val_draws + self.final_samples * (render_nfe + choose_nfe))  # fmt: skip
 
 
+def settings_for_budget(samples: float, render_nfe: float, choose_nfe: float,
+                        base: TTTSettings | None = None) -> TTTSettings:  # fmt: skip
+    """``base`` resized to cost at most ``samples`` samples of ``render_nfe`` per image (a comparison with a
+    search at equal NFE-eq): half the samples as pseudo-demonstrations, a quarter as adapted final samples, the
+    rest as training steps (each ``batch_size`` x 3 NFE-eq plus its share of validation).  ``BudgetError`` below 4
+    samples, where nothing is left to train with."""
+    from miro.testtime.budget import BudgetError
+
+    base = base or TTTSettings()
+    per = render_nfe + choose_nfe
+    total = samples * render_nfe
+    n_pseudo = max(2, int(samples // 2))
+    final = max(1, int(samples // 4))
+    top_k = min(base.top_k, n_pseudo)
+    left = total - (n_pseudo + final) * per - (base.val_draws if base.leave_one_out else 0)
+    step_cost = base.batch_size * 3 + (base.val_draws / base.val_every if base.leave_one_out else 0)
+    steps = int(left // step_cost) if left > 0 else 0
+    if samples < 4 or steps < 1:
+        raise BudgetError(f"ttt_per_prompt needs a budget of at least 4 samples with room for one training step; "
+                          f"{samples:g} samples of {render_nfe:g} NFE-eq leave {max(left, 0):g} NFE-eq for training")  # fmt: skip
+    fitted = TTTSettings(**{**vars(base), "n_pseudo": n_pseudo, "top_k": top_k, "final_samples": final,
+                            "steps": steps, "patience": max(base.patience, steps)})  # fmt: skip
+    assert fitted.planned_nfe(render_nfe, choose_nfe) <= total + 1e-6
+    return fitted
+
+
 def borda(scores: Scores, weights: dict[str, float]) -> np.ndarray:
     """Weighted Borda count over the rewards that choose: each reward ranks the candidates (0 = worst; NaN
     scores rank lowest), and a candidate's vote is the weighted sum of its ranks.  Ties broken by the score."""
@@ -344,4 +370,4 @@ def ttt_method(
                           mixed_precision=mixed_precision, progress=True)  # fmt: skip
 
 
-__all__ = ["TTTSettings", "VOTES", "borda", "ttt_method", "ttt_per_prompt"]
+__all__ = ["TTTSettings", "VOTES", "borda", "settings_for_budget", "ttt_method", "ttt_per_prompt"]

@@ -43,7 +43,11 @@ def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
 
 def test_select_prompts_takes_the_first_of_every_task_then_the_limit():
     bench = load_bench()
-    rows = [{"tag": t, "prompt": f"{t}{i}"} for t, n in (("single", 3), ("two", 1), ("colors", 4)) for i in range(n)]
+    rows = [
+        {"tag": t, "prompt": f"{t}{i}"}
+        for t, n in (("single", 3), ("two", 1), ("colors", 4))
+        for i in range(n)
+    ]
     assert [r["prompt"] for r in bench.select_prompts(rows, None, 2)] == ["single0", "single1", "two0", "colors0",
                                                                          "colors1"]  # fmt: skip
     assert [r["prompt"] for r in bench.select_prompts(rows, 3, 2)] == ["single0", "single1", "two0"]
@@ -75,4 +79,26 @@ def test_summary_compares_both_condition_searches_with_best_of_n_at_equal_budget
                row("condition_search_targets", 8, 2.5, -0.1, 2.0), row("condition_search", 1, 0, 0, 0)]  # fmt: skip
     pairs = {c["method"]: c for c in bench.summarize(results)["condition_vs_best_of_n"]}
     assert set(pairs) == {"condition_search", "condition_search_targets"}
-    assert pairs["condition_search"]["verifier_delta"] == -0.5 and pairs["condition_search_targets"]["geneval_points"] == 2.0
+    assert (
+        pairs["condition_search"]["verifier_delta"] == -0.5
+        and pairs["condition_search_targets"]["geneval_points"] == 2.0
+    )
+
+
+def test_bench_runs_per_prompt_test_time_training_within_each_budget(saved_pipe, tmp_path):  # noqa: F811
+    row = {
+        "tag": "colors",
+        "include": [{"class": "circle", "count": 1, "color": "red"}],
+        "prompt": "a photo of a red circle",
+    }
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    report = load_bench().main([
+        "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
+        "--budgets", "1", "2", "32", "--seeds", "1", "--steps", "2", "--methods", "ttt_per_prompt",
+        "--settings", "quality", "--loo-budget", "0",
+    ])  # fmt: skip
+    rows = [r for r in report["results"] if r["method"] == "ttt_per_prompt"]
+    assert [r["budget"] for r in rows] == [1.0, 32.0]  # budget 2 leaves nothing to train with: skipped
+    assert 0 < rows[1]["nfe_per_image"] <= 32 * rows[0]["nfe_per_image"] + 1e-9
+    assert 0 <= rows[1]["beats_best_demo"] <= 1 and "chosen_minus_best_demo" in rows[1]

@@ -121,3 +121,24 @@ def test_bad_calls_are_clear_errors(tiny_pipe):
     with pytest.raises(ValueError, match="non-empty list"):
         ttt_per_prompt(tiny_pipe, [], verifier(), config=small(), settings=SETTINGS)
     assert adapter_names(tiny_pipe.transformer) == []
+
+
+@pytest.mark.parametrize("samples", [4, 8, 16, 37])
+def test_settings_for_a_budget_fit_it(samples):
+    from miro.testtime.per_prompt import settings_for_budget
+
+    cfg = settings_for_budget(samples, 75, 0)
+    assert cfg.planned_nfe(75, 0) <= samples * 75 and cfg.steps >= 1
+    assert (
+        cfg.n_pseudo == samples // 2
+        and cfg.final_samples == max(1, samples // 4)
+        and cfg.top_k <= cfg.n_pseudo
+    )
+
+
+def test_a_budget_too_small_to_train_is_refused():
+    from miro.testtime.budget import BudgetError
+    from miro.testtime.per_prompt import settings_for_budget
+
+    with pytest.raises(BudgetError, match="at least 4 samples"):
+        settings_for_budget(2, 75, 0)
