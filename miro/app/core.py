@@ -505,12 +505,14 @@ class AppState:
             return self._count
 
     def initial_form(self) -> Form:
-        """The controls' starting values: the configured settings against this model (missing targets 1.0,
-        negatives 0.0, the pipeline's defaults)."""
+        """The controls' starting values: the configured settings against this model (targets the configured
+        ones, else the pipeline's ``recommended_reward_targets``, else 1.0; negatives 0.0; the pipeline's
+        defaults)."""
         from miro.sampling.targets import canonical_keys
 
         s, names = self.cfg.settings, self.reward_names
-        targets = canonical_keys(s.reward_targets, names, "settings.reward_targets")
+        recommended = getattr(self.pipe, "recommended_reward_targets", None) or {}
+        targets = {**recommended, **canonical_keys(s.reward_targets, names, "settings.reward_targets")}
         negatives = canonical_keys(s.negative_reward_targets, names, "settings.negative_reward_targets")
         return Form(
             prompt="",

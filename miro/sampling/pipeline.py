@@ -38,13 +38,15 @@ from miro.models.transformer import MiroTransformer
 from miro.sampling.guidance import Guidance
 from miro.sampling.sampler import Conditions, sample, total_nfe
 from miro.sampling.settings import SamplingSettings
-from miro.sampling.targets import Targets, reward_tensors, target_dicts
+from miro.sampling.targets import Targets, canonical_keys, reward_tensors, target_dicts
 from miro.utils.config import to_typed
 from miro.utils.device import parse_dtype, resolve_device
 from miro.utils.precision import precision_dtype, resolve_precision
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "numpy")
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' name; the project never reads a pickled .bin
+WEIGHTS_NAME = (
+    "diffusion_pytorch_model.safetensors"  # diffusers' name; the project never reads a pickled .bin
+)
 
 
 class PipelineFolderError(ValueError):
@@ -61,8 +63,10 @@ def check_pipeline_folder(root: Path, variant: str | None = None) -> None:
 
     index = root / "model_index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"{root}: not a saved MiroPipeline folder (no model_index.json; "
-                                "MiroPipeline.save_pretrained and training's final/ write one)")
+        raise FileNotFoundError(
+            f"{root}: not a saved MiroPipeline folder (no model_index.json; "
+            "MiroPipeline.save_pretrained and training's final/ write one)"
+        )
     try:
         components = json.loads(index.read_text())
     except (OSError, ValueError) as err:
@@ -76,14 +80,21 @@ def check_pipeline_folder(root: Path, variant: str | None = None) -> None:
         if (folder / f"{weights}.index.json").is_file():  # sharded: diffusers checks the shards
             continue
         if not file.is_file():
-            raise FileNotFoundError(f"{file}: missing; the {name} of a saved pipeline is stored there "
-                                    "(safetensors only: .bin pickles are not loaded)")
+            raise FileNotFoundError(
+                f"{file}: missing; the {name} of a saved pipeline is stored there "
+                "(safetensors only: .bin pickles are not loaded)"
+            )
         try:
-            with safe_open(str(file), "pt"):  # checks the header against the file's size: a cut file fails here
+            with safe_open(
+                str(file), "pt"
+            ):  # checks the header against the file's size: a cut file fails here
                 pass
         except Exception as err:  # noqa: BLE001 - safetensors raises its own types; name the file
-            raise PipelineFolderError(f"{file}: not a readable safetensors file ({err}); the folder is damaged, "
-                                      "export it again") from None
+            raise PipelineFolderError(
+                f"{file}: not a readable safetensors file ({err}); the folder is damaged, export it again"
+            ) from None
+
+
 # Scheduler options that would move its sigmas off ``miro.flow.flow_sigmas`` (the training convention).
 _UNSUPPORTED_SCHEDULER_OPTIONS = (
     "use_dynamic_shifting",
@@ -132,6 +143,11 @@ class MiroPipeline(DiffusionPipeline):
         num_bins: the number of reward buckets of training (targets k / (num_bins - 1) were seen).
         text_encoder / autoencoder: already built instances (else built from the configs); a string
             ``text_encoder`` replaces the configured encoder's path (the authors' argument).
+        recommended_reward_targets: {reward: target in [0, 1]}, the targets this model's maker recommends
+            as a starting point (for the shapes reference model: the clean training images' medians, where every
+            reward at 1 asks for a corner no training image occupies); saved in ``model_index.json``.  The
+            slider app starts its sliders there; a call without ``reward_targets`` still uses 1.0 for every
+            reward (the authors' default), so existing code keeps its meaning.
     """
 
     model_cpu_offload_seq = "transformer"
@@ -145,10 +161,13 @@ class MiroPipeline(DiffusionPipeline):
         num_bins: int | None = None,
         text_encoder: TextEncoder | str | None = None,
         autoencoder: Autoencoder | None = None,
+        recommended_reward_targets: Mapping[str, float] | None = None,
     ):
         super().__init__()
         if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-            raise ValueError(f"scheduler must be a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+            raise ValueError(
+                f"scheduler must be a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}"
+            )
         bad = [k for k in _UNSUPPORTED_SCHEDULER_OPTIONS if scheduler.config.get(k)]
         if bad:
             raise ValueError(
@@ -169,19 +188,37 @@ class MiroPipeline(DiffusionPipeline):
         if autoencoder is None and ae_cfg is None:
             raise ValueError("pass autoencoder (an Autoencoder) or autoencoder_config")
 
+        recommended = None
+        if recommended_reward_targets is not None:
+            names = list(transformer.config.reward_names)
+            canon = canonical_keys(recommended_reward_targets, names, "recommended_reward_targets")
+            reward_tensors(canon, names, 1, 1.0, "recommended_reward_targets")  # the values' checks
+            recommended = {n: float(canon[n]) for n in names if canon.get(n) is not None}
         self.register_modules(transformer=transformer, scheduler=scheduler)
-        self.register_to_config(text_encoder_config=te_cfg, autoencoder_config=ae_cfg, num_bins=num_bins)
-        self.text_encoder = text_encoder if text_encoder is not None else build_text_encoder(TextEncoderConfig(**te_cfg))
-        self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(AutoencoderConfig(**ae_cfg))
+        self.register_to_config(text_encoder_config=te_cfg, autoencoder_config=ae_cfg, num_bins=num_bins,
+                                recommended_reward_targets=recommended)  # fmt: skip
+        self.text_encoder = (
+            text_encoder if text_encoder is not None else build_text_encoder(TextEncoderConfig(**te_cfg))
+        )
+        self.autoencoder = (
+            autoencoder if autoencoder is not None else build_autoencoder(AutoencoderConfig(**ae_cfg))
+        )
 
         if text_encoder is not None and te_cfg is not None:  # the saved config must rebuild this encoder
-            differ = {k: (te_cfg[k], getattr(text_encoder, k, None)) for k in ("kind", "max_length", "layer")
-                      if te_cfg[k] != getattr(text_encoder, k, te_cfg[k])}
+            differ = {
+                k: (te_cfg[k], getattr(text_encoder, k, None))
+                for k in ("kind", "max_length", "layer")
+                if te_cfg[k] != getattr(text_encoder, k, te_cfg[k])
+            }
             if differ:
-                raise ValueError(f"text_encoder_config does not describe the given text encoder: {differ} (config, encoder)")
+                raise ValueError(
+                    f"text_encoder_config does not describe the given text encoder: {differ} (config, encoder)"
+                )
         cfg = transformer.config
         if self.text_encoder.dim != cfg.text_dim:
-            raise ValueError(f"the text encoder gives {self.text_encoder.dim}-d tokens, the transformer expects text_dim={cfg.text_dim}")
+            raise ValueError(
+                f"the text encoder gives {self.text_encoder.dim}-d tokens, the transformer expects text_dim={cfg.text_dim}"
+            )
         if self.autoencoder.latent_channels != cfg.in_channels:
             raise ValueError(
                 f"the autoencoder has {self.autoencoder.latent_channels} latent channels, the transformer "
@@ -199,6 +236,12 @@ class MiroPipeline(DiffusionPipeline):
     def coherence_keys(self) -> tuple[str, ...]:
         """The authors' name for ``reward_names``."""
         return tuple(self.reward_names)
+
+    @property
+    def recommended_reward_targets(self) -> dict[str, float] | None:
+        """The maker's recommended starting targets (``__init__``), or None."""
+        value = self.config.get("recommended_reward_targets")
+        return dict(value) if value else None
 
     @property
     def num_bins(self) -> int | None:
@@ -249,7 +292,9 @@ class MiroPipeline(DiffusionPipeline):
         """diffusers' layout (safetensors); the text encoder and autoencoder are saved as their configs."""
         missing = [k for k in ("text_encoder_config", "autoencoder_config") if self.config.get(k) is None]
         if missing:
-            raise ValueError(f"cannot save a pipeline without {missing}: they say how to rebuild its encoders")
+            raise ValueError(
+                f"cannot save a pipeline without {missing}: they say how to rebuild its encoders"
+            )
         super().save_pretrained(save_directory, **kwargs)
 
     def save_lora(self, folder: str | Path, adapter_name: str = "default", extra: dict | None = None) -> Path:
@@ -304,7 +349,9 @@ class MiroPipeline(DiffusionPipeline):
         h = height or self.default_image_size
         w = width or self.default_image_size
         if h % multiple or w % multiple:
-            raise ValueError(f"height={h} and width={w} must be multiples of {multiple} (autoencoder x the transformer's spatial_stride)")
+            raise ValueError(
+                f"height={h} and width={w} must be multiples of {multiple} (autoencoder x the transformer's spatial_stride)"
+            )
         return h // down, w // down
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,8 +424,13 @@ class MiroPipeline(DiffusionPipeline):
             if key in overrides:
                 overrides[key] = (dict if key == "reward_guidance_weights" else list)(overrides[key])
         # targets: one mapping for every prompt is a setting; a per-prompt list is this call's own
-        for key, value in (("reward_targets", reward_targets), ("negative_reward_targets", negative_reward_targets)):
-            if isinstance(value, Mapping) and all(v is None or isinstance(v, (int, float)) for v in value.values()):
+        for key, value in (
+            ("reward_targets", reward_targets),
+            ("negative_reward_targets", negative_reward_targets),
+        ):
+            if isinstance(value, Mapping) and all(
+                v is None or isinstance(v, (int, float)) for v in value.values()
+            ):
                 overrides[key] = dict(value)
         settings = (settings if settings is not None else SamplingSettings()).updated(**overrides)
         if reward_targets is None or "reward_targets" in overrides:
@@ -390,7 +442,9 @@ class MiroPipeline(DiffusionPipeline):
         device = self.transformer.device
 
         pos, pos_mask = reward_tensors(reward_targets, names, len(prompts), 1.0, "reward_targets")
-        neg, neg_mask = reward_tensors(negative_reward_targets, names, len(prompts), 0.0, "negative_reward_targets")
+        neg, neg_mask = reward_tensors(
+            negative_reward_targets, names, len(prompts), 0.0, "negative_reward_targets"
+        )
         guidance = settings.guidance(names)
         num_inference_steps, sampler = settings.steps, settings.sampler
         h, w = self._image_shape(settings.height, settings.width)
@@ -434,7 +488,9 @@ class MiroPipeline(DiffusionPipeline):
         return MiroPipelineOutput(
             images=images,
             reward_targets=target_dicts(pos.repeat_interleave(n, 0), pos_mask.repeat_interleave(n, 0), names),
-            negative_reward_targets=target_dicts(neg.repeat_interleave(n, 0), neg_mask.repeat_interleave(n, 0), names),
+            negative_reward_targets=target_dicts(
+                neg.repeat_interleave(n, 0), neg_mask.repeat_interleave(n, 0), names
+            ),
             guidance=guidance,
             nfe=total_nfe(guidance, sigmas, sampler),
             settings=settings,
@@ -450,7 +506,9 @@ class MiroPipeline(DiffusionPipeline):
         return self.image_processor.postprocess(images, output_type)
 
 
-def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32", progress: bool = False) -> MiroPipeline:
+def load_pipeline(
+    path: str | Path, device: str = "auto", dtype: str = "float32", progress: bool = False
+) -> MiroPipeline:
     """THE loader of the commands: a saved pipeline (folder or repo id in the HF cache) on ``device``
     (``auto`` = CUDA if available, else the CPU) with its transformer in ``dtype`` (a config name)."""
     pipe = MiroPipeline.from_pretrained(path, torch_dtype=parse_dtype(dtype), device=resolve_device(device))

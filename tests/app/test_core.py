@@ -141,14 +141,17 @@ def test_the_error_page_shows_the_message_escaped_and_how_to_start():
 
 # ------------------------------------------------------------------------------------------- generation
 def test_the_initial_form_follows_the_config_and_the_model(state, tmp_path):
+    from miro.demo.config import CLEAN_TARGETS
+
     start = state.initial_form()
     assert state.reward_names == NAMES and list(start.reward_targets) == NAMES
-    assert set(start.reward_targets.values()) == {1.0} and set(start.negative_reward_targets.values()) == {0.0}
+    # the reference model recommends the clean images' medians (model_index.json), and the sliders start there
+    assert start.reward_targets == CLEAN_TARGETS and set(start.negative_reward_targets.values()) == {0.0}
     assert (start.guidance_mode, start.text_guidance_scale, start.reward_guidance_scale) == ("decoupled", 3.0, 1.0)
     other = prepare(app_config(settings={"reward_targets": {"contrast": 0.2}, "text_guidance_scale": None},
                                guidance_mode="joint"), tmp_path)  # fmt: skip
     start = other.initial_form()
-    assert start.reward_targets["contrast"] == 0.2 and start.reward_targets["sharpness"] == 1.0
+    assert start.reward_targets["contrast"] == 0.2 and start.reward_targets["sharpness"] == CLEAN_TARGETS["sharpness"]
     assert start.guidance_mode == "joint" and start.text_guidance_scale == 7.0  # unset: the joint scale
 
 

@@ -23,19 +23,27 @@ def test_save_load_sample_bit_identically(tiny_pipe, saved_pipe):
     loaded = MiroPipeline.from_pretrained(saved_pipe)
     loaded.set_progress_bar_config(disable=True)
     assert loaded.reward_names == REWARDS and loaded.coherence_keys == tuple(REWARDS) and loaded.num_bins == 8
-    assert loaded.trained_targets == pytest.approx([k / 7 for k in range(8)])  # the contract's bucket / (B - 1)
+    assert loaded.trained_targets == pytest.approx(
+        [k / 7 for k in range(8)]
+    )  # the contract's bucket / (B - 1)
     assert loaded.scheduler.config.shift == 2.0
     assert (saved_pipe / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
-    for (k, a), (_, b) in zip(tiny_pipe.transformer.state_dict().items(), loaded.transformer.state_dict().items()):
+    for (k, a), (_, b) in zip(
+        tiny_pipe.transformer.state_dict().items(), loaded.transformer.state_dict().items()
+    ):
         assert torch.equal(a, b), k
-    kw = dict(reward_targets={"aesthetic": 0.3}, text_guidance_scale=2.0, reward_guidance_scale=5.0, sampler="heun")
+    kw = dict(
+        reward_targets={"aesthetic": 0.3}, text_guidance_scale=2.0, reward_guidance_scale=5.0, sampler="heun"
+    )
     assert torch.equal(run(tiny_pipe, **kw), run(loaded, **kw))
 
 
 def test_scheduler_sigmas_are_the_flow_grid(tiny_pipe):
     for steps in (1, 4, 50):
         tiny_pipe.scheduler.set_timesteps(steps)
-        torch.testing.assert_close(tiny_pipe.scheduler.sigmas.float(), flow_sigmas(steps, 2.0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            tiny_pipe.scheduler.sigmas.float(), flow_sigmas(steps, 2.0), atol=1e-6, rtol=0
+        )
 
 
 def test_deterministic_for_a_generator_and_per_image_generators(tiny_pipe):
@@ -48,7 +56,12 @@ def test_deterministic_for_a_generator_and_per_image_generators(tiny_pipe):
 
 def test_output_types(tiny_pipe):
     pil = tiny_pipe(PROMPTS[0], num_inference_steps=2, num_images_per_prompt=3, generator=gen(0))
-    assert isinstance(pil, list) and len(pil) == 3 and isinstance(pil[0], PIL.Image.Image) and pil[0].size == (8, 8)
+    assert (
+        isinstance(pil, list)
+        and len(pil) == 3
+        and isinstance(pil[0], PIL.Image.Image)
+        and pil[0].size == (8, 8)
+    )
     pt = run(tiny_pipe, steps=2)
     assert pt.shape == (2, 3, 8, 8) and pt.min() >= 0 and pt.max() <= 1
     arr = run(tiny_pipe, steps=2, output_type="np")
@@ -67,11 +80,21 @@ def test_authors_call_runs_unchanged(tiny_pipe):
     """Their keyword arguments and reward key names, their defaults (targets 1, negatives 0, w = 7)."""
     ours = run(tiny_pipe, reward_targets={"aesthetic": 0.625})
     theirs = tiny_pipe(
-        PROMPTS, reward_targets={"aesthetic_score": 0.625}, negative_reward_targets=None, num_inference_steps=4,
-        guidance_scale=7.0, num_images_per_prompt=1, generator=gen(0), output_type="pt",
+        PROMPTS,
+        reward_targets={"aesthetic_score": 0.625},
+        negative_reward_targets=None,
+        num_inference_steps=4,
+        guidance_scale=7.0,
+        num_images_per_prompt=1,
+        generator=gen(0),
+        output_type="pt",
     )
-    explicit = run(tiny_pipe, reward_targets={"sharpness": 1.0, "aesthetic": 0.625, "pickscore": 1.0},
-                   negative_reward_targets={r: 0.0 for r in REWARDS}, guidance_scale=7.0)
+    explicit = run(
+        tiny_pipe,
+        reward_targets={"sharpness": 1.0, "aesthetic": 0.625, "pickscore": 1.0},
+        negative_reward_targets={r: 0.0 for r in REWARDS},
+        guidance_scale=7.0,
+    )
     assert torch.equal(ours, theirs) and torch.equal(ours, explicit)
 
 
@@ -83,7 +106,9 @@ def test_guidance_modes_on_the_real_model(tiny_pipe):
     plain = run(tiny_pipe, guidance_scale=0.0)
     assert torch.equal(plain, run(tiny_pipe, guidance_scale=3.0, guidance_interval=(0.0, 0.0)))
     assert not torch.allclose(joint, plain, atol=1e-3)
-    assert not torch.allclose(run(tiny_pipe, text_guidance_scale=1.0, reward_guidance_scale=5.0), joint, atol=1e-3)
+    assert not torch.allclose(
+        run(tiny_pipe, text_guidance_scale=1.0, reward_guidance_scale=5.0), joint, atol=1e-3
+    )
     # a free reward (null embedding) differs from a reward at any value
     assert not torch.allclose(run(tiny_pipe, reward_targets={"pickscore": None}), run(tiny_pipe), atol=1e-4)
 
@@ -95,8 +120,14 @@ def test_cached_condition_set_equals_the_full_forward(tiny_pipe):
     model = tiny_pipe.transformer
     text, mask = tiny_pipe.encode_prompts(PROMPTS)
     r = len(REWARDS)
-    conds = Conditions(text, mask, torch.ones(2, r), torch.ones(2, r, dtype=torch.bool), torch.zeros(2, r),
-                       torch.tensor([[True, False, True]] * 2))
+    conds = Conditions(
+        text,
+        mask,
+        torch.ones(2, r),
+        torch.ones(2, r, dtype=torch.bool),
+        torch.zeros(2, r),
+        torch.tensor([[True, False, True]] * 2),
+    )
     x1 = torch.randn(2, 3, 8, 8, generator=gen(0))
     g = Guidance(2.0, (5.0, 1.0, 0.0))
     with torch.no_grad():
@@ -111,7 +142,10 @@ def test_cached_condition_set_equals_the_full_forward(tiny_pipe):
         ({"reward_targets": {"hpsv2": 1.0}}, r"allowed: \['sharpness', 'aesthetic', 'pickscore'\]"),
         ({"negative_reward_targets": {"sharpness": 1.2}}, r"must be in \[0, 1\]"),
         ({"reward_targets": [{"sharpness": 0.5}] * 3}, "list of 3 mappings but there are 2 prompts"),
-        ({"generator": [gen(0)] * 3}, "list of 3 but 4 images are requested .2 prompts x num_images_per_prompt=2"),
+        (
+            {"generator": [gen(0)] * 3},
+            "list of 3 but 4 images are requested .2 prompts x num_images_per_prompt=2",
+        ),
         ({"reward_guidance_weights": {"clip_score": 1.0}}, "allowed"),
         ({"sampler": "dpm"}, r"must be one of \['euler', 'heun'\]"),
         ({"output_type": "jpeg"}, "output_type"),
@@ -134,14 +168,26 @@ def test_construction_errors(text_encoder):
 
     from miro.models.config import AutoencoderConfig
 
-    ok = dict(scheduler=FlowMatchEulerDiscreteScheduler(), autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    ok = dict(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        autoencoder_config=AutoencoderConfig(),
+        text_encoder=text_encoder,
+    )
     with pytest.raises(ValueError, match="text_dim=64"):
         MiroPipeline(transformer=tiny_transformer(text_dim=64), **ok)
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
-        MiroPipeline(tiny_transformer(), FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
-                     autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
-    with pytest.raises(ValueError, match=r"does not describe the given text encoder: \{'max_length': \(32, 16\)\}"):
-        MiroPipeline(transformer=tiny_transformer(), text_encoder_config={"kind": "minilm", "max_length": 32}, **ok)
+        MiroPipeline(
+            tiny_transformer(),
+            FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+            autoencoder_config=AutoencoderConfig(),
+            text_encoder=text_encoder,
+        )
+    with pytest.raises(
+        ValueError, match=r"does not describe the given text encoder: \{'max_length': \(32, 16\)\}"
+    ):
+        MiroPipeline(
+            transformer=tiny_transformer(), text_encoder_config={"kind": "minilm", "max_length": 32}, **ok
+        )
     pipe = MiroPipeline(transformer=tiny_transformer(), **ok)
     with pytest.raises(ValueError, match="text_encoder_config"):
         pipe.save_pretrained("/nonexistent/never-written")
@@ -152,8 +198,9 @@ def test_from_pretrained_variant_subfolder_device_and_text_encoder(saved_pipe, t
     import shutil
 
     shutil.copytree(saved_pipe, tmp_path / "ablations" / "no-aesthetic")
-    pipe = MiroPipeline.from_pretrained(tmp_path / "ablations", variant="no-aesthetic", device="cpu",
-                                        text_encoder=text_encoder)
+    pipe = MiroPipeline.from_pretrained(
+        tmp_path / "ablations", variant="no-aesthetic", device="cpu", text_encoder=text_encoder
+    )
     assert pipe.text_encoder is text_encoder and pipe.device.type == "cpu" and pipe.reward_names == REWARDS
 
 
@@ -175,12 +222,18 @@ def test_no_reward_baseline_is_classifier_free_guidance(text_encoder):
 
     from miro.models.config import AutoencoderConfig
 
-    pipe = MiroPipeline(tiny_transformer(reward_names=[]), FlowMatchEulerDiscreteScheduler(),
-                        autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    pipe = MiroPipeline(
+        tiny_transformer(reward_names=[]),
+        FlowMatchEulerDiscreteScheduler(),
+        autoencoder_config=AutoencoderConfig(),
+        text_encoder=text_encoder,
+    )
     pipe.set_progress_bar_config(disable=True)
     assert pipe.reward_names == []
     guided = run(pipe, guidance_scale=2.0)
-    assert guided.shape == (2, 3, 8, 8) and not torch.allclose(guided, run(pipe, guidance_scale=0.0), atol=1e-3)
+    assert guided.shape == (2, 3, 8, 8) and not torch.allclose(
+        guided, run(pipe, guidance_scale=0.0), atol=1e-3
+    )
     with pytest.raises(ValueError, match=r"allowed: \[\]"):
         run(pipe, reward_targets={"aesthetic": 1.0})
 
@@ -192,9 +245,13 @@ def test_image_size_follows_the_conv_levels_stride(text_encoder, tmp_path):
 
     from miro.models.config import AutoencoderConfig, TextEncoderConfig
 
-    pipe = MiroPipeline(tiny_transformer(conv_channels=8, conv_levels=2), FlowMatchEulerDiscreteScheduler(),
-                        text_encoder_config=TextEncoderConfig(kind="minilm", max_length=16),
-                        autoencoder_config=AutoencoderConfig(), text_encoder=text_encoder)
+    pipe = MiroPipeline(
+        tiny_transformer(conv_channels=8, conv_levels=2),
+        FlowMatchEulerDiscreteScheduler(),
+        text_encoder_config=TextEncoderConfig(kind="minilm", max_length=16),
+        autoencoder_config=AutoencoderConfig(),
+        text_encoder=text_encoder,
+    )
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(ValueError, match="height=10 and width=8 must be multiples of 4"):
         run(pipe, height=10, width=8)
@@ -205,3 +262,23 @@ def test_image_size_follows_the_conv_levels_stride(text_encoder, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.transformer.config.conv_levels == 2
     assert torch.equal(run(loaded, height=12, width=8), out)
+
+
+def test_recommended_targets_round_trip_and_are_checked(tiny_pipe, tmp_path):
+    from miro.sampling.pipeline import MiroPipeline
+
+    parts = dict(transformer=tiny_pipe.transformer, scheduler=tiny_pipe.scheduler,
+                 text_encoder_config=tiny_pipe.config.text_encoder_config,
+                 autoencoder_config=tiny_pipe.config.autoencoder_config, text_encoder=tiny_pipe.text_encoder)  # fmt: skip
+    pipe = MiroPipeline(**parts, recommended_reward_targets={"sharpness": 0.25, "pickscore": 0.75})
+    assert pipe.recommended_reward_targets == {"sharpness": 0.25, "pickscore": 0.75}
+    pipe.save_pretrained(tmp_path / "p")
+    assert MiroPipeline.from_pretrained(tmp_path / "p").recommended_reward_targets == {
+        "sharpness": 0.25,
+        "pickscore": 0.75,
+    }
+    assert MiroPipeline(**parts).recommended_reward_targets is None
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        MiroPipeline(**parts, recommended_reward_targets={"sharpness": 1.5})
+    with pytest.raises(ValueError, match="nope"):
+        MiroPipeline(**parts, recommended_reward_targets={"nope": 0.5})
