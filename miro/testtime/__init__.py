@@ -25,6 +25,7 @@ _NAMES = {
     "differentiable_reward": "differentiable",
     "best_of_n": "methods", "noise_search": "methods", "condition_search": "methods", "run_method": "methods",
     "METHODS": "methods", "reno_optimize": "reno",
+    "ttrl_adapt": "ttrl", "TTRLResult": "ttrl", "sde_rollout": "sde", "step_log_prob": "sde", "Rollout": "sde",
 }  # fmt: skip
 
 __all__ = sorted(_NAMES)
