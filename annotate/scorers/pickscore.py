@@ -41,9 +41,13 @@ class PickScoreConfig:
 
 
 class PickScoreScorer(Scorer):
+    """``logit_scale.exp() * cosine`` of a CLIPModel folder; SciScore (``annotate.scorers.sciscore``) is the same
+    computation on other weights and subclasses this with its own name and model id."""
+
     name = "pickscore"
     outputs = ("pickscore",)
     text_outputs = frozenset({"pickscore"})
+    model_id = "yuvalkirstain/PickScore_v1"
 
     def __init__(self, model, image_processor, tokenizer, config: PickScoreConfig, files: list[dict] | None = None, tokenizer_source: str = "folder"):
         self.model, self.image_processor, self.tokenizer = model.eval(), image_processor, tokenizer
@@ -61,8 +65,8 @@ class PickScoreScorer(Scorer):
 
     def provenance(self) -> dict:
         return {
-            "model": "yuvalkirstain/PickScore_v1",
-            "implementation": "annotate.scorers.pickscore (transformers CLIPModel)",
+            "model": self.model_id,
+            "implementation": f"annotate.scorers.{self.name} (transformers CLIPModel)",
             "weights": self.files,
             "tokenizer": self.tokenizer_source,
             "packages": package_versions("transformers", "pillow"),
@@ -70,13 +74,19 @@ class PickScoreScorer(Scorer):
         }
 
 
-def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
-    folder = resolve_dir(cfg.model, what="PickScore model", source=MODEL_SOURCE, download=cfg.download, key="rewards.pickscore.model")
-    pfolder = resolve_dir(cfg.processor, what="PickScore processor", source=PROCESSOR_SOURCE, download=cfg.download, key="rewards.pickscore.processor")
-    model, files = load_clip_model(folder, "PickScore")
-    image_processor = load_image_processor(pfolder, "PickScore processor", PROCESSOR_SOURCE)
+def load_logit_scorer(cls: type[PickScoreScorer], cfg, what: str, model_source: str, processor_source: str) -> PickScoreScorer:
+    """``cls`` on the CLIPModel folder ``cfg.model`` with the processor and tokenizer of ``cfg.processor``."""
+    key = f"rewards.{cls.name}"
+    folder = resolve_dir(cfg.model, what=f"{what} model", source=model_source, download=cfg.download, key=f"{key}.model")
+    pfolder = resolve_dir(cfg.processor, what=f"{what} processor", source=processor_source, download=cfg.download, key=f"{key}.processor")
+    model, files = load_clip_model(folder, what)
+    image_processor = load_image_processor(pfolder, f"{what} processor", processor_source)
     tokenizer, tok_source = load_tokenizer(pfolder, cfg.max_length)
-    return PickScoreScorer(model, image_processor, tokenizer, cfg, files, tok_source)
+    return cls(model, image_processor, tokenizer, cfg, files, tok_source)
+
+
+def from_config(cfg: PickScoreConfig) -> PickScoreScorer:
+    return load_logit_scorer(PickScoreScorer, cfg, "PickScore", MODEL_SOURCE, PROCESSOR_SOURCE)
 
 
 SETTINGS = PickScoreConfig  # the schema of miro/conf/rewards/pickscore.yaml

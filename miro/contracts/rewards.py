@@ -7,12 +7,21 @@ slider all carry one of these names; this module is their one owner, and it depe
 
 Every reward is "higher is better" and reaches the network only as a bucket value in [0, 1]
 (``miro.contracts.buckets``).
+
+The MIRO authors' seven rewards have their own keys (``clip_score`` is theirs on jina-CLIP v2, ours is OpenAI
+CLIP ViT-L/14) and store rescaled values (``/100``, ``/10``, ``(IR + 2) / 4``).  Each spec records the authors'
+key and their affine rescaling of our raw score (``author_key``, ``author_affine``), so annotation can write
+their scale (``author_value``), training and sampling accept their keys (``from_author_key``), and a sidecar can
+be compared with theirs.  Quantile buckets do not change under an increasing affine map, so the two scales give
+the same conditioning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from miro.contracts.sidecar import RESERVED
 
@@ -30,16 +39,23 @@ class RewardSpec:
     kind: str
     uses_text: bool
     summary: str
+    author_key: str | None = None  # the MIRO authors' key for the same computation (their ``coherence_keys``)
+    author_affine: tuple[float, float] = (0.0, 1.0)  # (offset, divisor): theirs = (ours + offset) / divisor
 
 
 REWARDS: dict[str, RewardSpec] = {
     spec.name: spec
     for spec in (
-        RewardSpec("pickscore", "model", True, "PickScore (CLIP-H fine-tuned on Pick-a-Pic preferences)"),
-        RewardSpec("imagereward", "model", True, "ImageReward (BLIP + MLP head, human preference)"),
-        RewardSpec("hpsv2", "model", True, "HPSv2.1 (open_clip ViT-H-14, human preference)"),
+        RewardSpec("pickscore", "model", True, "PickScore (CLIP-H fine-tuned on Pick-a-Pic preferences)",
+                   "pick_a_score_score", (0.0, 100.0)),
+        RewardSpec("imagereward", "model", True, "ImageReward (BLIP + MLP head, human preference)",
+                   "image_reward_score", (2.0, 4.0)),
+        RewardSpec("hpsv2", "model", True, "HPSv2.1 (open_clip ViT-H-14, human preference)", "hpsv2_score"),
         RewardSpec("clip_score", "model", True, "CLIP score (OpenAI ViT-L/14 image-text cosine)"),
-        RewardSpec("aesthetic", "model", False, "LAION aesthetic predictor v2 (MLP on ViT-L/14 image features)"),
+        RewardSpec("aesthetic", "model", False, "LAION aesthetic predictor v2 (MLP on ViT-L/14 image features)",
+                   "aesthetic_score", (0.0, 10.0)),
+        RewardSpec("sciscore", "model", True, "SciScore (CLIP-H fine-tuned on Science-T2I; logit scale x cosine)",
+                   "sciscore_score", (0.0, 100.0)),
         RewardSpec("sharpness", "weight_free", False, "log(1 + variance of the Laplacian) of the median-filtered luma (focus)"),
         RewardSpec("low_noise", "weight_free", False, "minus the estimated noise standard deviation (Donoho, Haar HH band)"),
         RewardSpec("colorfulness", "weight_free", False, "Hasler-Suesstrunk colourfulness on an 8 x 8 area average"),
@@ -53,6 +69,31 @@ WEIGHT_FREE_REWARDS: tuple[str, ...] = tuple(n for n, s in REWARDS.items() if s.
 TEXT_REWARDS: frozenset[str] = frozenset(n for n, s in REWARDS.items() if s.uses_text)
 
 assert not set(REWARD_NAMES) & set(RESERVED), "a reward name would clash with a sidecar's reserved column"
+
+
+AUTHOR_KEYS: dict[str, str] = {s.author_key: n for n, s in REWARDS.items() if s.author_key}  # theirs -> ours
+
+assert len(AUTHOR_KEYS) == len([s for s in REWARDS.values() if s.author_key]), "two rewards claim one author key"
+
+
+def author_value(name: str, raw):
+    """Reward ``name``'s raw score(s) on the MIRO authors' stored scale (NaN stays NaN); ``ValueError`` for a
+    reward that is not one of their seven."""
+    spec = REWARDS[name]
+    if spec.author_key is None:
+        raise ValueError(f"reward {name!r} is not one of the MIRO authors' rewards; theirs (ours): {AUTHOR_KEYS}")
+    offset, divisor = spec.author_affine
+    return (np.asarray(raw, dtype=np.float64) + offset) / divisor
+
+
+def from_author_key(key: str, names: Iterable[str] = REWARD_NAMES) -> str | None:
+    """Our name for ``key`` among ``names``: ``key`` itself when it is one of them (so our ``clip_score`` keeps
+    meaning OpenAI CLIP), else the reward the authors call ``key``, else None."""
+    names = list(names)
+    if key in names:
+        return key
+    ours = AUTHOR_KEYS.get(key)
+    return ours if ours in names else None
 
 
 def unknown_rewards(names: Iterable[str]) -> list[str]:

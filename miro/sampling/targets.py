@@ -8,26 +8,21 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from miro.contracts.rewards import AUTHOR_KEYS, from_author_key
+
 # The MIRO authors' reward keys (their ``coherence_keys``) -> ours, so their code runs unchanged on a model
-# trained with the same reward.  ``vqa_score`` and ``sciscore_score`` have no counterpart here.
-AUTHOR_KEY_ALIASES = {
-    "clip_score": "clip_score",
-    "aesthetic_score": "aesthetic",
-    "image_reward_score": "imagereward",
-    "pick_a_score_score": "pickscore",
-    "hpsv2_score": "hpsv2",
-}
+# trained with the same reward; owned by the reward contract.  Their ``clip_score`` is jina-CLIP v2 (our
+# ``jina_clip``); a model trained on our OpenAI ``clip_score`` keeps that meaning (a name of the model wins).
+AUTHOR_KEY_ALIASES = AUTHOR_KEYS
 
 Targets = Mapping[str, float | None]
 
 
 def canonical_reward(key: str, reward_names: Sequence[str], arg: str = "reward_targets") -> str:
     """Our name for a reward key (itself or its alias); ``ValueError`` naming the allowed names otherwise."""
-    if key in reward_names:
-        return key
-    alias = AUTHOR_KEY_ALIASES.get(key)
-    if alias in reward_names:
-        return alias
+    name = from_author_key(key, reward_names)
+    if name is not None:
+        return name
     aliases = sorted(k for k, v in AUTHOR_KEY_ALIASES.items() if v in reward_names and k != v)
     also = f" (or the authors' aliases {aliases})" if aliases else ""
     raise ValueError(

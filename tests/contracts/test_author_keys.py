@@ -1,0 +1,27 @@
+"""The MIRO authors' reward keys and scales, owned by the reward contract."""
+
+import numpy as np
+import pytest
+
+from miro.contracts.rewards import AUTHOR_KEYS, REWARDS, author_value, from_author_key
+from miro.sampling.targets import canonical_reward
+
+
+def test_author_scales_are_their_formulas():
+    raw = np.array([21.5, np.nan])
+    np.testing.assert_allclose(author_value("pickscore", raw), [0.215, np.nan])
+    np.testing.assert_allclose(author_value("imagereward", [-2.0, 0.0, 2.0]), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(author_value("aesthetic", [6.5]), [0.65])
+    np.testing.assert_allclose(author_value("hpsv2", [0.27]), [0.27])
+    with pytest.raises(ValueError, match="not one of the MIRO authors' rewards"):
+        author_value("sharpness", [1.0])
+
+
+def test_author_keys_map_to_ours_and_our_names_win():
+    assert AUTHOR_KEYS["pick_a_score_score"] == "pickscore" and AUTHOR_KEYS["aesthetic_score"] == "aesthetic"
+    assert all(REWARDS[ours].author_key == theirs for theirs, ours in AUTHOR_KEYS.items())
+    assert from_author_key("image_reward_score", ["imagereward", "hpsv2"]) == "imagereward"
+    assert from_author_key("hpsv2", ["hpsv2"]) == "hpsv2"
+    assert from_author_key("image_reward_score", ["hpsv2"]) is None
+    # sampling resolves keys through the same table
+    assert canonical_reward("aesthetic_score", ["aesthetic", "pickscore"]) == "aesthetic"
