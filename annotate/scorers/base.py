@@ -29,12 +29,15 @@ def ensure_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def default_collate(items: Sequence[Item]) -> dict[str, torch.Tensor]:
-    """Stack each field of the items (tensors, numbers or numpy arrays) along a new first axis."""
+def default_collate(items: Sequence[Item]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """Stack each field of the items (tensors, numbers or numpy arrays) along a new first axis; tensors of
+    different shapes (a VLM's variable-size image patches and prompts) stay a list for the scorer to pad."""
     out = {}
     for k in items[0]:
         vals = [it[k] for it in items]
-        if torch.is_tensor(vals[0]):
+        if torch.is_tensor(vals[0]) and any(v.shape != vals[0].shape for v in vals):
+            out[k] = vals
+        elif torch.is_tensor(vals[0]):
             out[k] = torch.stack(vals)
         else:
             out[k] = torch.as_tensor(np.asarray(vals))
