@@ -57,6 +57,8 @@ REWARDS: dict[str, RewardSpec] = {
         RewardSpec("sciscore", "model", True, "SciScore (CLIP-H fine-tuned on Science-T2I; logit scale x cosine)",
                    "sciscore_score", (0.0, 100.0)),
         RewardSpec("vqascore", "model", True, "VQAScore: a VLM's P('Yes') to 'Does this figure show ...?'", "vqa_score"),
+        RewardSpec("jina_clip", "model", True, "CLIP score on jina-CLIP v2 (logit scale x cosine, 1024 tokens)",
+                   "clip_score", (0.0, 100.0)),
         RewardSpec("sharpness", "weight_free", False, "log(1 + variance of the Laplacian) of the median-filtered luma (focus)"),
         RewardSpec("low_noise", "weight_free", False, "minus the estimated noise standard deviation (Donoho, Haar HH band)"),
         RewardSpec("colorfulness", "weight_free", False, "Hasler-Suesstrunk colourfulness on an 8 x 8 area average"),
