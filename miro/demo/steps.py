@@ -77,7 +77,7 @@ def stage_steps(cfg: DemoConfig) -> list[Step]:
         Step("train", "Train the reward-conditioned tiny model", [
             "miro.train", *train_common, f"model={cfg.model_preset}", "data.cache=true", f"max_steps={cfg.train_steps}",
             f"batch_size={cfg.batch_size}", f"optim.lr={cfg.lr}", f"optim.warmup_steps={cfg.warmup_steps}",
-            "data.num_workers=1",
+            "data.num_workers=1", targets_arg("recommended_reward_targets", cfg, dict(cfg.high_targets)),
             f"checkpoint_every={cfg.train_steps}", f"sample.every={cfg.train_steps}", "log_every=50",
             "name=demo", f"hydra.run.dir={train}",
         ], lambda: (train / "final" / "model_index.json").exists(), alone),

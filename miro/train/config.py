@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from miro.contracts.rewards import REWARD_NAMES, unknown_rewards
 from miro.data.pipeline import DataConfig
@@ -80,6 +82,10 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
     progress_bar: bool = True
     reward_names: list[str] = field(default_factory=list)  # the conditioned rewards, in token order; [] = the baseline
+    # written into the exported pipelines as their recommended starting targets (MiroPipeline's
+    # recommended_reward_targets: where the slider app starts); null = none recorded
+    # (typed Any because an omegaconf Optional[Dict] node holding None cannot take a dict override)
+    recommended_reward_targets: Any = None  # dict[str, float]
     model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -95,6 +101,15 @@ class TrainConfig:
         require(not unknown, "reward_names", list(self.reward_names),
                 f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")
         require(len(set(self.reward_names)) == len(self.reward_names), "reward_names", list(self.reward_names), "lists a reward twice")
+        if self.recommended_reward_targets is not None:
+            rec = self.recommended_reward_targets
+            require(isinstance(rec, Mapping), "recommended_reward_targets", rec, "must be a mapping {reward: target}")
+            rec = dict(rec)
+            require(set(rec) <= set(self.reward_names), "recommended_reward_targets", rec,
+                    f"names rewards the run is not conditioned on; its rewards are {list(self.reward_names)}")  # fmt: skip
+            require(all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+                        for v in rec.values()), "recommended_reward_targets", rec, "every target must be in [0, 1]")  # fmt: skip
+            self.recommended_reward_targets = {k: float(v) for k, v in rec.items()}
         require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")

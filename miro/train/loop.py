@@ -319,7 +319,7 @@ def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path
 # settings a checkpoint cannot be resumed with when they changed (the network and what it is fed)
 _MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution")
 _FREE = ("resume", "stop_after", "progress_bar", "output_dir", "name", "log_every", "log_with", "sample", "export_every",
-         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops")
+         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -372,7 +372,8 @@ def export_final(model: nn.Module, folder: Path, cfg: TrainConfig, te: Any, ae: 
 
     pipe = MiroPipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.sample.shift),
                         text_encoder_config=cfg.text_encoder, autoencoder_config=cfg.autoencoder,
-                        num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae)
+                        num_bins=info.num_bins or None, text_encoder=te, autoencoder=ae,
+                        recommended_reward_targets=cfg.recommended_reward_targets)
     meta = {"text_encoder": te.identifier(), "autoencoder": ae.identifier(), "reward_names": cfg.reward_names,
             "num_bins": info.num_bins, "resolution": cfg.data.resolution, "max_steps": cfg.max_steps,
             "ema_decay": cfg.ema_decay, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}

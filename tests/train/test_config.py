@@ -59,6 +59,8 @@ def test_sample_grids_use_the_sampling_settings_schema():
     ("cache_job.rank=3", "cache_job.rank=3"),
     ("reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),
     ("reward_names=[sharpness,sharpness]", "reward_names=['sharpness', 'sharpness']: lists a reward twice"),
+    ("recommended_reward_targets={beauty: 0.5}", "names rewards the run is not conditioned on"),
+    ("recommended_reward_targets={contrast: 1.5}", "every target must be in"),
     ("sample.settings.steps=0", "settings.steps=0: must be >= 1"),
     ("sample.settings.guidance_scale=-1", "sample.settings.guidance_scale=-1.0: must be >= 0"),
     ("sample.settings.sampler=rk4", "settings.sampler='rk4'"),
