@@ -23,6 +23,7 @@ ENTRY_POINTS = [
     ("miro.eval", ["nope"], "command='nope': must be one of"),
     ("miro.demo", ["out={tmp}/demo", "resolution=48"], "resolution=48: must be 32, 64, 128 or 256"),
     ("miro.testtime", ["pipeline={tmp}/pipeline", "prompts=[a]", "method=nope"], "method='nope': must be one of"),
+    ("miro.testtime.adapt", ["pipeline={tmp}/pipeline", "prompts=[a]", "monitor=nope"], "monitor='nope': must be one of"),
 ]
 
 
