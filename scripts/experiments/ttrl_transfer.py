@@ -1,0 +1,265 @@
+"""Meta-TTRL's transfer claim on the shapes world (issue #15, measure 2): adapt one LoRA with ``ttrl_adapt`` on half
+of one GenEval task's held-out prompts, then score one-sample GenEval on the other half (transfer), on the half it
+adapted on, and on every other task (forgetting), with the base model and with the adapter, at the same seeds.
+
+- Prompts: the shapes world's held-out GenEval file.  ``--task``'s prompts are split in two halves by ``--seed``
+  (adaptation, unseen); the other tasks contribute their first ``--other-limit`` prompts (file order).
+- Sampling: the pipeline's own settings (``--steps`` Euler steps, decoupled guidance text ``--text-guidance-scale``
+  / reward ``--reward-guidance-scale``, reward targets = ``pipe.recommended_reward_targets``).
+- Monitor: ``intrinsic`` (the model as its own judge, M1) or ``rewards`` (M3: the weight-free quality rewards
+  sharpness, low_noise, colorfulness, contrast, annotate's scorers).  The GenEval detector never enters the update;
+  it only scores the evaluation images.  ``track`` = the quality rewards (the history's monitor-fidelity agreement).
+  The quality rewards are z-normalised on the base model's images of the adaptation half.
+- Evaluation: ``--images`` samples per prompt, seeds 0..N-1 (the pipeline's own noise of each seed), scored with
+  the shapes detector and GenEval's rules (``GenEvalScorer``, as ``scripts/bench_testtime.py``).  The base model is
+  scored before the adapter is added; afterwards one base image is re-rendered with the adapter disabled
+  (``disable_adapters``) and must be identical (``base_check_max_abs``).
+
+    python scripts/experiments/ttrl_transfer.py --pipeline models/shapes_reference \\
+        --metadata runs/demo/data/heldout/evaluation_metadata.jsonl --task colors --monitor intrinsic \\
+        --out runs/ttrl_transfer_intrinsic
+
+Writes ``<out>/ttrl_transfer.json`` (and ``ttrl_adapt``'s adapter, history, trace and previews in ``<out>/adapt``)
+and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bench_testtime import QUALITY, _finite, nan_mean, select_prompts  # noqa: E402
+
+MONITORS = ("intrinsic", "rewards")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--pipeline", default="models/shapes_reference", help="a saved MiroPipeline folder")
+    p.add_argument("--metadata", default="runs/demo/data/heldout/evaluation_metadata.jsonl",
+                   help="the held-out GenEval prompts (evaluation_metadata.jsonl)")  # fmt: skip
+    p.add_argument("--out", default="runs/ttrl_transfer")
+    p.add_argument("--task", default="colors", help="the GenEval task (tag) whose prompts are split")
+    p.add_argument("--seed", type=int, default=0, help="the split, the adapter's init, the rollouts' noise")
+    p.add_argument("--monitor", default="intrinsic", choices=MONITORS)
+    p.add_argument("--images", type=int, default=2, help="evaluation samples per prompt (seeds 0..N-1)")
+    p.add_argument("--other-limit", type=int, default=8, help="prompts of every other task (file order)")
+    p.add_argument("--group-size", type=int, default=6)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--prompts-per-iteration", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=8, help="SDE steps of the rollouts")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
+    p.add_argument("--kl-beta", type=float, default=0.02)
+    p.add_argument("--sde-noise", type=float, default=0.7)
+    p.add_argument("--intrinsic-draws", type=int, default=2, help="(t, eps) draws of the intrinsic monitor")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps of the evaluation")
+    p.add_argument("--text-guidance-scale", type=float, default=3.0)
+    p.add_argument("--reward-guidance-scale", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--progress", action="store_true", help="ttrl_adapt's progress bar (stderr)")
+    args = p.parse_args(argv)
+    least = {"images": 1, "other_limit": 0, "group_size": 2, "iterations": 1, "prompts_per_iteration": 1,
+             "train_steps": 1, "rank": 1}  # fmt: skip
+    for name, low in least.items():
+        if getattr(args, name) < low:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}")
+    return args
+
+
+def split_task(rows: list[dict], task: str, seed: int) -> tuple[list[dict], list[dict]]:
+    """``task``'s rows in two halves (adaptation, unseen) by a seeded permutation; each half in file order."""
+    rows = [r for r in rows if r.get("tag") == task]
+    if len(rows) < 2:
+        raise SystemExit(f"--task {task!r}: {len(rows)} prompts; the split needs at least 2")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    half = len(rows) // 2
+    return [rows[i] for i in sorted(order[:half])], [rows[i] for i in sorted(order[half:])]
+
+
+def evaluation_splits(rows: list[dict], task: str, seed: int, other_limit: int) -> dict[str, list[dict]]:
+    """{"unseen": ..., "adapted_on": ..., "<other task>": first ``other_limit`` rows, ...}."""
+    adapt, unseen = split_task(rows, task, seed)
+    splits = {"unseen": unseen, "adapted_on": adapt}
+    others = [r for r in rows if r.get("tag") != task]
+    for r in select_prompts(others, None, other_limit) if other_limit else []:
+        splits.setdefault(r["tag"], []).append(r)
+    return splits
+
+
+def render_images(renderer, prompts: list[str], n: int) -> list:
+    """``n`` samples per prompt, the pipeline's own noise of seeds 0..n-1 (PIL images, prompt-major)."""
+    from miro.testtime.render import to_pil
+
+    images = []
+    for prompt in prompts:
+        noise = torch.cat([renderer.noise(s) for s in range(n)])
+        images += to_pil(renderer.render(prompt, noise, renderer.default)[0])
+    return images
+
+
+def evaluate(renderer, geneval, splits: dict[str, list[dict]], n: int) -> dict[str, dict]:
+    """One-sample GenEval per split: the prompts, each image's pass (prompt-major, seeds inner), the accuracy,
+    the images (for calibration) and the wall time."""
+    out = {}
+    for name, rows in splits.items():
+        prompts = [r["prompt"] for r in rows]
+        t0 = time.perf_counter()
+        images = render_images(renderer, prompts, n)
+        passed = geneval.score(images, [p for p in prompts for _ in range(n)])
+        out[name] = {"prompts": prompts, "passed": [float(v) for v in passed], "geneval": nan_mean(passed),
+                     "wall": time.perf_counter() - t0, "images": images}  # fmt: skip
+    return out
+
+
+def quality_verifier(images: list, prompts: list[str]):
+    """The weight-free quality rewards (annotate's scorers), z-normalised on ``images``."""
+    from annotate.scorers.registry import build_scorers
+    from miro.testtime.verifier import Verifier
+
+    return Verifier(build_scorers(QUALITY)).calibrate(images, prompts)
+
+
+def history_summary(history: list[dict]) -> dict:
+    """First / last iteration (and the means of the first and last quarter) of the monitor and the track."""
+    q = max(1, len(history) // 4)
+    out = {}
+    for key in ("monitor_mean", "track_mean", "agreement", "kl", "clip_fraction"):
+        v = [math.nan if h.get(key) is None else h[key] for h in history]
+        out[key] = {"first": v[0], "last": v[-1], "first_quarter": nan_mean(v[:q]),
+                    "last_quarter": nan_mean(v[-q:])}  # fmt: skip
+    return out
+
+
+def compare(base: dict, adapted: dict) -> dict[str, dict]:
+    """Per split: base and adapted accuracy, the difference in points, and the images that flipped."""
+    rows = {}
+    for name, b in base.items():
+        a = adapted[name]
+        assert a["prompts"] == b["prompts"], name
+        pb, pa = np.asarray(b["passed"]), np.asarray(a["passed"])
+        rows[name] = {"prompts": len(b["prompts"]), "images": len(pb), "base": b["geneval"], "adapted": a["geneval"],
+                      "delta_points": 100 * (a["geneval"] - b["geneval"]), "gained": int(((pa > 0.5) & (pb <= 0.5)).sum()),
+                      "lost": int(((pa <= 0.5) & (pb > 0.5)).sum())}  # fmt: skip
+    others = [n for n in rows if n not in ("unseen", "adapted_on")]
+    if others:  # GenEval's overall is the mean over tasks
+        rows["other_tasks_mean"] = {
+            "prompts": sum(rows[n]["prompts"] for n in others), "images": sum(rows[n]["images"] for n in others),
+            **{k: nan_mean(rows[n][k] for n in others) for k in ("base", "adapted", "delta_points")},
+            "gained": sum(rows[n]["gained"] for n in others), "lost": sum(rows[n]["lost"] for n in others),
+        }  # fmt: skip
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = ["| split | prompts | images | base GenEval | adapted GenEval | Δ points | gained / lost |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, r in report["splits"].items():
+        lines.append(f"| {name} | {r['prompts']} | {r['images']} | {100 * r['base']:.1f}% | {100 * r['adapted']:.1f}% "
+                     f"| {r['delta_points']:+.1f} | {r['gained']} / {r['lost']} |")  # fmt: skip
+    h, a = report["history"], report["adaptation"]
+
+    def fmt(d):
+        return f"{d['first']:.3g} → {d['last']:.3g} (quarters {d['first_quarter']:.3g} → {d['last_quarter']:.3g})"
+
+    lines += ["", f"- monitor ({report['config']['monitor']}) mean: {fmt(h['monitor_mean'])}",
+              f"- tracked quality score: {fmt(h['track_mean'])}; agreement (Spearman): {fmt(h['agreement'])}",
+              f"- KL: {fmt(h['kl'])}; clip fraction: {fmt(h['clip_fraction'])}",
+              f"- adaptation: {a['iterations']} iterations, {a['nfe']:.0f} NFE-eq (= {a['samples_equivalent']:.0f} "
+              f"samples of {report['one_sample_nfe']} NFE-eq), {a['wall']:.0f} s; evaluation {report['eval_wall']:.0f} s "
+              f"({report['eval_images']} images)"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args) -> dict:
+    from miro.models.lora import LoraSpec
+    from miro.sampling.pipeline import load_pipeline
+    from miro.sampling.settings import SamplingSettings
+    from miro.testtime.render import Renderer, to_pil
+    from miro.testtime.ttrl import adapters_disabled, ttrl_adapt
+    from miro.testtime.verifier import GenEvalScorer, load_prompt_metadata
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_prompt_metadata(args.metadata)
+    splits = evaluation_splits(rows, args.task, args.seed, args.other_limit)
+    pipe = load_pipeline(args.pipeline, args.device)
+    settings = SamplingSettings(steps=args.steps, guidance_scale=args.text_guidance_scale,
+                                text_guidance_scale=args.text_guidance_scale,
+                                reward_guidance_scale=args.reward_guidance_scale,
+                                reward_targets=pipe.recommended_reward_targets)  # fmt: skip
+    renderer = Renderer(pipe, settings)
+    geneval = GenEvalScorer(rows)
+    n_eval = sum(len(r) for r in splits.values()) * args.images
+    print(f"{args.task}: {len(splits['adapted_on'])} prompts to adapt on, {len(splits['unseen'])} unseen; "
+          f"{n_eval} evaluation images per model; one sample = {renderer.one_sample_nfe()} NFE-eq", flush=True)  # fmt: skip
+
+    # no adapter on the transformer yet: the base model
+    base = evaluate(renderer, geneval, splits, args.images)
+    cohort = [r["prompt"] for r in splits["adapted_on"]]
+    calib = base["adapted_on"]
+    quality = quality_verifier(calib["images"], [p for p in calib["prompts"] for _ in range(args.images)])
+    monitor_kw = (
+        {"monitor": "rewards", "verifier": quality, "track": quality, "track_held_out": False}
+        if args.monitor == "rewards"
+        else {"monitor": "intrinsic", "track": quality, "monitor_options": {"draws": args.intrinsic_draws}}
+    )
+    t0 = time.perf_counter()
+    result = ttrl_adapt(renderer, cohort, group_size=args.group_size, iterations=args.iterations,
+                        prompts_per_iteration=args.prompts_per_iteration, train_steps=args.train_steps,
+                        sde_noise=args.sde_noise, lora=LoraSpec(rank=args.rank, alpha=float(args.rank)), lr=args.lr,
+                        kl_beta=args.kl_beta, seed=args.seed, out_dir=out / "adapt", progress=args.progress,
+                        **monitor_kw)  # fmt: skip
+    adapt_wall = time.perf_counter() - t0
+    adapted = evaluate(renderer, geneval, splits, args.images)  # the adapter is active after ttrl_adapt
+    check = splits["unseen"][0]["prompt"]
+    with adapters_disabled(pipe.transformer):
+        again = renderer.render(check, renderer.noise(0), renderer.default)[0]
+    ref = np.asarray(base["unseen"]["images"][0], dtype=np.int16)
+    base_check = int(np.abs(np.asarray(to_pil(again)[0], dtype=np.int16) - ref).max())
+
+    report = {
+        "config": vars(args), "settings": settings.to_dict(), "one_sample_nfe": renderer.one_sample_nfe(),
+        "device": str(renderer.device), "torch": torch.__version__,
+        "splits": compare(base, adapted),
+        "prompts": {n: b["prompts"] for n, b in base.items()},
+        "passed": {n: {"base": base[n]["passed"], "adapted": adapted[n]["passed"]} for n in base},
+        "history": history_summary(result.history),
+        "adaptation": {"iterations": len(result.history), "nfe": result.nfe, "report_nfe": result.trace.report_nfe,
+                       "samples_equivalent": result.nfe / renderer.one_sample_nfe(), "wall": adapt_wall,
+                       "nfe_per_cohort_prompt": result.nfe / len(cohort), "folder": str(result.adapter_folder)},
+        "eval_images": n_eval, "eval_wall": sum(b["wall"] for b in base.values()) + sum(a["wall"] for a in adapted.values()),
+        "quality_norms": {n: {"mean": v.mean, "std": v.std} for n, v in quality.norms.items()},
+        "base_check_max_abs": base_check,
+        "ttrl_history": result.history,
+    }  # fmt: skip
+    (out / "ttrl_transfer.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+    print(markdown(report))
+    print(f"wrote {out / 'ttrl_transfer.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""scripts/experiments/ttrl_transfer.py end to end on a tiny random pipeline and a fake world of a few prompts."""
+
+import json
+
+import pytest
+
+from tests.sampling.conftest import saved_pipe, text_encoder, tiny_pipe  # noqa: F401
+from tests.scripts.loader import load_script
+
+ROWS = [
+    {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"},
+    {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "blue"}], "prompt": "a photo of a blue square"},
+    {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "green"}],
+     "prompt": "a photo of a green circle"},
+    {"tag": "single_object", "include": [{"class": "triangle", "count": 1}], "prompt": "a photo of a triangle"},
+    {"tag": "single_object", "include": [{"class": "square", "count": 1}], "prompt": "a photo of a square"},
+    {"tag": "counting", "include": [{"class": "circle", "count": 2}], "prompt": "a photo of two circles"},
+]  # fmt: skip
+
+
+def load():
+    return load_script("experiments/ttrl_transfer.py")
+
+
+@pytest.mark.parametrize("monitor", ["intrinsic", "rewards"])
+def test_script_scores_base_and_adapted_on_the_same_prompts(saved_pipe, tmp_path, capsys, monitor):  # noqa: F811
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "out"
+    report = load().main([
+        "--pipeline", str(saved_pipe), "--metadata", str(meta), "--out", str(out), "--task", "colors",
+        "--monitor", monitor, "--images", "2", "--other-limit", "1", "--group-size", "2", "--iterations", "2",
+        "--prompts-per-iteration", "1", "--train-steps", "2", "--steps", "2", "--intrinsic-draws", "1",
+    ])  # fmt: skip
+    saved = json.loads((out / "ttrl_transfer.json").read_text())
+    assert set(saved["splits"]) == {"unseen", "adapted_on", "single_object", "counting", "other_tasks_mean"}
+    assert len(saved["prompts"]["adapted_on"]) == 1  # 3 colors prompts: 1 to adapt on, 2 unseen
+    assert len(saved["prompts"]["unseen"]) == 2 and not set(saved["prompts"]["unseen"]) & set(
+        saved["prompts"]["adapted_on"]
+    )
+    assert saved["prompts"]["single_object"] == ["a photo of a triangle"]
+    for name, row in saved["splits"].items():
+        for key in ("prompts", "images", "base", "adapted", "delta_points", "gained", "lost"):
+            assert key in row, (name, key)
+        if name != "other_tasks_mean":
+            passed = saved["passed"][name]
+            assert len(passed["base"]) == len(passed["adapted"]) == row["images"] == 2 * row["prompts"]
+            assert row["delta_points"] == pytest.approx(100 * (row["adapted"] - row["base"]))
+    assert saved["base_check_max_abs"] == 0  # the adapter disabled is the base model, bit for bit
+    assert saved["adaptation"]["iterations"] == 2 and saved["adaptation"]["nfe"] > 0
+    assert len(saved["ttrl_history"]) == 2
+    for key in ("monitor_mean", "track_mean", "agreement"):
+        assert set(saved["history"][key]) == {"first", "last", "first_quarter", "last_quarter"}
+    assert (out / "adapt" / "adapter" / "lora.json").exists()
+    assert report["config"]["monitor"] == monitor
+    assert "| unseen | 2 | 4 |" in capsys.readouterr().out
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    mod = load()
+    rows = [{"tag": "colors", "prompt": f"c{i}"} for i in range(7)] + [{"tag": "position", "prompt": "p"}]
+    a, u = mod.split_task(rows, "colors", 3)
+    assert (a, u) == mod.split_task(rows, "colors", 3)
+    assert len(a) == 3 and len(u) == 4 and {r["prompt"] for r in a + u} == {f"c{i}" for i in range(7)}
+    with pytest.raises(SystemExit, match="at least 2"):
+        mod.split_task(rows, "position", 0)
+    splits = mod.evaluation_splits(rows, "colors", 3, 0)
+    assert set(splits) == {"unseen", "adapted_on"}
