@@ -11,6 +11,7 @@ from miro.models.config import (
     build_text_encoder,
 )
 from miro.models.flops import estimate_mfu, forward_flops, measure_matmul_flops, training_flops
+from miro.models.rin import MiroRIN, load_authors_checkpoint
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
 from miro.utils.weights import WeightsNotFoundError
@@ -20,6 +21,7 @@ __all__ = [
     "AutoencoderConfig",
     "IdentityAutoencoder",
     "KLAutoencoder",
+    "MiroRIN",
     "MiroTransformer",
     "ModelConfig",
     "TextEncoder",
@@ -30,6 +32,7 @@ __all__ = [
     "build_text_encoder",
     "estimate_mfu",
     "forward_flops",
+    "load_authors_checkpoint",
     "measure_matmul_flops",
     "sample_condition_dropout",
     "training_flops",
