@@ -866,9 +866,7 @@ def resolve_authors_folder(path: str | Path, variant: str | None = None) -> Path
     if variants:
         hint = f"; it holds variants, pass variant= one of {variants}"
     elif (base / "model_index.json").is_file():
-        hint = (
-            "; it is a diffusers pipeline folder (model_index.json): load it with miro.sampling.MiroPipeline"
-        )
+        hint = "; it is a diffusers pipeline folder (model_index.json): load it with miro.sampling.pipeline.MiroPipeline"
     elif (base / "config.json").is_file() and (base / "diffusion_pytorch_model.safetensors").is_file():
         hint = "; it is a diffusers model folder: load it with MiroRIN.from_pretrained"
     raise AuthorsCheckpointError(
