@@ -158,3 +158,28 @@ def test_bf16_weights_run_and_stay_close_to_fp32():
         low = model.to(torch.bfloat16).velocity(x, t, text, mask, {"clip_score": 1.0})
     assert low.sample.dtype == torch.bfloat16 and torch.isfinite(low.sample).all()
     assert (low.sample.float() - ref.sample).abs().max() < 0.1 * ref.sample.abs().max()
+
+
+def test_defaults_are_the_released_model_size():
+    """The defaults build the released configuration: 360.41M network parameters, the breakdown of
+    ``reference/miro.md`` section 3 (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        model = MiroRIN()
+    millions = {
+        name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
+        for name in (
+            "rin_blocks",
+            "transformers_blocks",
+            "coherence_embedder",
+            "linear_previous",
+            "map_text_tokens",
+        )
+    }
+    total = sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for p in model.logvar_proj.parameters()
+    )
+    assert round(total / 1e6, 2) == 360.41
+    assert {k: round(v, 1) for k, v in millions.items()} == {
+        "rin_blocks": 313.8, "transformers_blocks": 25.2, "coherence_embedder": 9.2, "linear_previous": 8.4,
+        "map_text_tokens": 2.1,
+    }  # fmt: skip
