@@ -17,9 +17,10 @@ def test_the_page_has_a_slider_per_reward_and_every_control(state):
 
     demo = build_app(state)
     found = _components(demo)
+    start = state.pipe.recommended_reward_targets  # the reference model's clean-image medians
     for name in WEIGHT_FREE:
         target, negative = found[f"target-{name}"], found[f"negative-{name}"]
-        assert isinstance(target, gr.Slider) and (target.minimum, target.maximum, target.value) == (0.0, 1.0, 1.0)
+        assert isinstance(target, gr.Slider) and (target.minimum, target.maximum, target.value) == (0.0, 1.0, start[name])
         assert negative.value == 0.0
     for elem in ("prompt", "generate", "cancel", "guidance-mode", "guidance-scale", "text-guidance-scale",
                  "reward-guidance-scale", "steps", "sampler", "seed", "num-images", "gallery", "rewards", "download",
