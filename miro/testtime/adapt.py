@@ -171,11 +171,9 @@ def run_and_report(cfg: AdaptConfig) -> dict:
 
 
 def _errors() -> tuple:
-    from miro.eval.geneval.prompts import MetadataError
-    from miro.sampling.pipeline import PipelineFolderError
-    from miro.utils.storage import OutputError
+    from miro.testtime.cli import _errors as search_errors  # the same user errors as python -m miro.testtime
 
-    return (ConfigError, FileNotFoundError, PipelineFolderError, OutputError, MetadataError)
+    return search_errors()
 
 
 main = entry_point("testtime_adapt", AdaptConfig, run_and_report, errors=_errors)
