@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from miro.models.lora import LoraSpec
 from miro.sampling.settings import SamplingSettings
 from miro.testtime.config import IntrinsicConfig, VerifierConfig, _int, _num
-from miro.utils.config import ConfigError, entry_point, require, require_choice
+from miro.utils.config import entry_point, require, require_choice
 from miro.utils.device import DTYPES
 from miro.utils.precision import PRECISIONS
 
