@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from miro.contracts.rewards import REWARD_NAMES
+from miro.contracts.rewards import REWARD_NAMES, from_author_key
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
 
@@ -69,6 +69,8 @@ class AnnotateConfig:
             require(len(set(self.rewards)) == len(self.rewards), "rewards", self.rewards, "must not repeat a reward")
             self.rewards = {r: {} for r in self.rewards}
         require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to their settings (or list names)")
+        # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
+        self.rewards = {(from_author_key(r) or r): v for r, v in self.rewards.items()}
         require(len(self.rewards) > 0, "rewards", self.rewards, "must select at least one reward")
         for r, settings in self.rewards.items():
             require_choice("rewards", r, REWARD_NAMES)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from miro.contracts.rewards import REWARD_NAMES, unknown_rewards
+from miro.contracts.rewards import REWARD_NAMES, from_author_key, unknown_rewards
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
@@ -97,6 +97,8 @@ class TrainConfig:
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
+        # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
+        self.reward_names = [from_author_key(n) or n for n in self.reward_names]
         unknown = unknown_rewards(self.reward_names)
         require(not unknown, "reward_names", list(self.reward_names),
                 f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")

@@ -25,3 +25,13 @@ def test_author_keys_map_to_ours_and_our_names_win():
     assert from_author_key("image_reward_score", ["hpsv2"]) is None
     # sampling resolves keys through the same table
     assert canonical_reward("aesthetic_score", ["aesthetic", "pickscore"]) == "aesthetic"
+
+
+def test_annotation_and_training_configs_take_the_authors_keys():
+    from annotate.config import AnnotateConfig
+    from miro.train.config import TrainConfig
+
+    cfg = AnnotateConfig(rewards=["image_reward_score", "pick_a_score_score", "sharpness"])
+    assert list(cfg.rewards) == ["imagereward", "pickscore", "sharpness"]
+    train = TrainConfig(reward_names=["aesthetic_score", "hpsv2_score", "clip_score"])
+    assert train.reward_names == ["aesthetic", "hpsv2", "clip_score"]  # our clip_score keeps its meaning
