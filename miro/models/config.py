@@ -53,6 +53,7 @@ class ModelConfig:
     conv_pooled_text: bool = _default("conv_pooled_text")
     conv_scale_shift: bool = _default("conv_scale_shift")
     conv_pixel_unshuffle: int = _default("conv_pixel_unshuffle")
+    conv_cross_attention: bool = _default("conv_cross_attention")
     # attention | ttt_linear | ttt_mlp | attention+ttt_linear | attention+ttt_mlp
     token_mixer: str = _default("token_mixer")
     ttt_mini_batch: int = _default("ttt_mini_batch")

@@ -38,6 +38,12 @@ def _attention(queries: int, keys: int, dim: int) -> int:
     return 4 * queries * keys * dim  # QK^T and AV
 
 
+def _conv_cross(pixels: int, channels: int, cond_dim: int, keys: int) -> int:
+    """``layers.ConvCrossAttention`` at ``pixels`` locations of ``channels`` over ``keys`` condition tokens."""
+    return (_linear(keys, cond_dim, channels) + _linear(pixels, channels, channels) + _linear(keys, channels, 2 * channels)
+            + _attention(pixels, keys, channels) + _linear(pixels, channels, channels))  # fmt: skip
+
+
 def ttt_dual_flops(tokens: int, head_dim: int, heads: int, mini_batch: int, inner: str) -> int:
     """Matmul FLOPs of one scan of the TTT dual form (``miro.models.ttt.ttt_dual``) over ``tokens`` tokens, all
     heads: the inner loop only (the q/k/v, eta and output projections are counted by the caller).
@@ -140,6 +146,10 @@ def flops_breakdown(config: Mapping[str, Any], height: int, width: int, text_len
         "final": _linear(1, w, 2 * w) + _linear(n, w, p * p * token_channels_out),
         "conv_up": sum(_conv_block(px, 2 * b, b, w) + _conv3x3(4 * px, b, a) for px, a, b in deeper),
         "conv_head": (_conv_block(pixels, 2 * conv, conv, w) + _conv3x3(pixels, conv, out_channels * fold)) if conv else 0,
+        # conv_cross_attention: twice (down and up) at the deepest level: the condition's projection to its
+        # channels, q, k/v, attention and the output projection
+        "conv_cross_attention": 2 * _conv_cross(pixels // 4 ** (len(levels) - 1), levels[-1], w, s)
+        if conv and c.get("conv_cross_attention") else 0,
     }
 
 

@@ -132,3 +132,31 @@ class ConvBlock(nn.Module):
         else:
             h = self.norm2(h + e)
         return self.skip(x) + self.conv2(F.silu(h))
+
+
+class ConvCrossAttention(nn.Module):
+    """Cross-attention from a conv level's pixels to the condition set (reward tokens and the prompt's tokens).
+
+    Why: the conv blocks otherwise see the prompt only as one pooled vector (``conv_pooled_text``), which carries
+    its colour well and its class words poorly (docs/text_conditioning.md, sections 11-12); attention lets each
+    location read the token it needs, as a UNet's cross-attention at low resolution does (LDM, ADM-text).
+    Pre-GroupNorm residual; the condition (width ``cond_dim``) is projected to the level's channels; heads of
+    ``head_dim`` channels; the output projection starts at zero, so the block starts as the identity.
+    """
+
+    def __init__(self, channels: int, cond_dim: int, head_dim: int = 32):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels, eps=1e-6)
+        self.cond_proj = nn.Linear(cond_dim, channels)
+        self.attn = Attention(channels, max(1, channels // head_dim), qk_norm=False, cross=True)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.attn.to_out.weight)
+        nn.init.zeros_(self.attn.to_out.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C, H, W], ``cond`` [B, S, cond_dim], ``mask`` [B, 1, 1, S] bool over the keys."""
+        b, c, h, w = x.shape
+        q = self.norm(x).flatten(2).transpose(1, 2)
+        out = self.attn(q, self.cond_proj(cond.to(q.dtype)), mask)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)

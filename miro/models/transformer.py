@@ -24,7 +24,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
-from miro.models.layers import MLP_TYPES, Attention, ConvBlock, Mlp, key_padding_mask, modulate
+from miro.models.layers import MLP_TYPES, Attention, ConvBlock, ConvCrossAttention, Mlp, key_padding_mask, modulate
 from miro.models.ttt import SCAN_ORDERS, TTTMixer
 from miro.utils.config import require, require_choice
 
@@ -180,6 +180,7 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     check("conv_pooled_text", lambda v: not v or (has_conv and pooled is True),
           f"needs the conv stem (conv_channels={conv}) and pooled_text=true (pooled_text={pooled})")
     check("conv_scale_shift", lambda v: not v or has_conv, f"needs the conv stem (conv_channels={conv})")
+    check("conv_cross_attention", lambda v: not v or has_conv, f"needs the conv stem (conv_channels={conv})")
     at_least("conv_pixel_unshuffle", 1)
     check("conv_pixel_unshuffle", lambda v: v == 1 or has_conv,
           f"must be 1 without conv stem (conv_channels={conv}); folding pixels into channels needs conv_channels > 0")
@@ -255,6 +256,10 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
             time (simple diffusion's shortcut for pixel space; at 32 px it trains worse than the full-resolution
             stem: docs/text_conditioning.md, section 12).
             Needs the conv stem.
+        conv_cross_attention: a cross-attention from the deepest conv level's locations to the condition set (the
+            reward tokens and the prompt's tokens), after the last down block and before the first up block
+            (``layers.ConvCrossAttention``), so the conv path reads the prompt's words and not only its pooled
+            vector.  Needs the conv stem.
         token_mixer: how the image tokens mix in every block: "attention" (self-attention, the default),
             "ttt_linear" / "ttt_mlp" (a non-causal TTT layer in its place, ``miro.models.ttt``), or
             "attention+ttt_linear" / "attention+ttt_mlp" (self-attention, then a pre-LN TTT layer behind its
@@ -300,6 +305,7 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         conv_pooled_text: bool = False,
         conv_scale_shift: bool = False,
         conv_pixel_unshuffle: int = 1,
+        conv_cross_attention: bool = False,
         token_mixer: str = "attention",
         ttt_mini_batch: int = 16,
         ttt_scan_orders: str = "raster+raster_rev",
@@ -352,6 +358,9 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
             self.conv_down_blocks = nn.ModuleList(block(b, b) for _, b in pairs)
             self.conv_up_blocks = nn.ModuleList(block(2 * b, b) for _, b in pairs)
             self.conv_up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
+            if conv_cross_attention:  # at the deepest conv level, on the way down and on the way up
+                self.conv_down_attn = ConvCrossAttention(levels[-1], width)
+                self.conv_up_attn = ConvCrossAttention(levels[-1], width)
         self.initialize_weights()
 
     # ------------------------------------------------------------------ init
@@ -387,6 +396,9 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 block.reset_parameters()
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
+            if self.config.get("conv_cross_attention"):
+                self.conv_down_attn.reset_parameters()
+                self.conv_up_attn.reset_parameters()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -542,16 +554,19 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         conv_emb = c_act if self.config.conv_pooled_text else F.silu(t_emb)
         features = []  # the conv levels' features, full resolution first
         unshuffle = self.config.conv_pixel_unshuffle if self.config.conv_channels else 1
+        kpm = key_padding_mask(cond_mask)
+        conv_attn = bool(self.config.get("conv_cross_attention"))
         if self.config.conv_channels:
             folded = F.pixel_unshuffle(x.to(dtype), unshuffle) if unshuffle > 1 else x.to(dtype)
             features.append(self.conv_stem(self.conv_in(folded), conv_emb))
             for down, block in zip(self.conv_down, self.conv_down_blocks):
                 features.append(block(down(features[-1]), conv_emb))
+            if conv_attn:
+                features[-1] = self.conv_down_attn(features[-1], cond, kpm)
         inner = features[-1] if features else x.to(dtype)
         gh, gw = inner.shape[2] // p, inner.shape[3] // p
         tokens = self.patch_embed(self.patchify(inner))
         tokens = tokens + self._positions(gh, gw, x.device, tokens.dtype)
-        kpm = key_padding_mask(cond_mask)
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens = self._gradient_checkpointing_func(block, tokens, c_act, cond, kpm, (gh, gw))
@@ -560,6 +575,8 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         shift, scale = self.modulation_out(c_act).unsqueeze(1).chunk(2, dim=-1)
         out = self.unpatchify(self.proj_out(modulate(self.norm_out(tokens), shift, scale)), *inner.shape[2:])
         if features:
+            if conv_attn:
+                out = self.conv_up_attn(out, cond, kpm)
             for i in reversed(range(len(self.conv_up))):  # deepest level first, each with its own skip
                 out = self.conv_up_blocks[i](torch.cat([out, features[i + 1]], dim=1), conv_emb)
                 out = self.conv_up[i](F.interpolate(out, scale_factor=2, mode="nearest"))

@@ -21,6 +21,7 @@ from tests.models.helpers import inputs, randomize_, tiny_model
     dict(conv_channels=8, out_channels=6),
     dict(conv_channels=8, conv_levels=3, patch_size=1, out_channels=6),
     dict(conv_channels=8, conv_levels=2, conv_pixel_unshuffle=2, patch_size=1, out_channels=6),
+    dict(conv_channels=16, conv_levels=2, patch_size=1, conv_cross_attention=True),
 ])
 def test_analytic_flops_match_flop_counter(monkeypatch, overrides):
     m = randomize_(tiny_model(**overrides))
@@ -68,3 +69,13 @@ def test_mfu_and_peak():
     assert estimate_mfu(m, 10, 2.0, flops * 10, text_len=5, image_size=(8, 8)) == pytest.approx(0.5)
     peak = measure_matmul_flops(size=256, seconds=0.2)
     assert 1e8 < peak < 1e14
+
+
+def test_the_conv_cross_attention_term_is_what_it_adds():
+    """The counted FLOPs of a model with conv_cross_attention minus those without equal its analytic term."""
+    kw = dict(conv_channels=16, conv_levels=2, patch_size=1)
+    with_attn, without = randomize_(tiny_model(conv_cross_attention=True, **kw)), randomize_(tiny_model(**kw))
+    x, t, text, tm, r, rm, _ = inputs(with_attn, batch=2, size=8, text_len=7)
+    added = counted_flops(lambda: with_attn(x, t, text, tm, r, rm)) - counted_flops(lambda: without(x, t, text, tm, r, rm))
+    term = 2 * flops_breakdown(with_attn.config, 8, 8, 7)["conv_cross_attention"]
+    assert term > 0 and abs(added - term) <= 0.02 * term, (added, term)

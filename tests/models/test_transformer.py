@@ -388,6 +388,7 @@ def test_conv_channels_must_be_a_multiple_of_eight(value):
     (dict(conv_levels=2), "conv_levels=2: must be 1 without conv stem"),
     (dict(conv_pooled_text=True), "conv_pooled_text=True: needs the conv stem"),
     (dict(conv_scale_shift=True), "conv_scale_shift=True: needs the conv stem"),
+    (dict(conv_cross_attention=True), "conv_cross_attention=True: needs the conv stem"),
     (dict(conv_channels=8, conv_pooled_text=True, pooled_text=False), "conv_pooled_text=True: .*pooled_text=False"),
     (dict(conv_channels=8, conv_levels=3, sample_size=12),
      r"sample_size=12: must be a multiple of patch_size=2 x 2\^\(conv_levels - 1\) = 8"),
@@ -509,3 +510,27 @@ def test_conv_pixel_unshuffle_output_pixels_come_from_their_own_folded_channel()
     moved = out.abs() > 0
     assert moved[:, 0, 0::2, 1::2].all()
     assert not moved[:, 1:].any() and not moved[:, 0, 1::2].any() and not moved[:, 0, :, 0::2].any()
+
+
+def test_conv_cross_attention_starts_as_the_identity_and_reads_the_prompt_tokens(tmp_path):
+    m = tiny_model(conv_channels=16, conv_levels=2, conv_pooled_text=True, conv_cross_attention=True)
+    x = torch.randn(2, 32, 4, 4)
+    cond = torch.randn(2, 5, 32)
+    kpm = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    assert torch.equal(m.conv_down_attn(x, cond, kpm), x) and torch.equal(m.conv_up_attn(x, cond, kpm), x)
+    randomize_(m).eval()
+    # each location reads the tokens: changing one unmasked token changes the output, a masked one does not
+    other = cond.clone()
+    other[:, 3] += 1.0
+    assert not torch.allclose(m.conv_down_attn(x, cond, kpm), m.conv_down_attn(x, other, kpm))
+    kpm[:, :, :, 3] = False
+    torch.testing.assert_close(m.conv_down_attn(x, cond, kpm), m.conv_down_attn(x, other, kpm))
+    # the full model: the gradient of the output reaches both attentions through the text
+    args = inputs(m)
+    m(*args).square().mean().backward()
+    assert m.conv_down_attn.cond_proj.weight.grad.abs().sum() > 0 and m.conv_up_attn.cond_proj.weight.grad.abs().sum() > 0
+    m.save_pretrained(tmp_path / "m")
+    loaded = MiroTransformer.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*args), m.eval()(*args))
+    assert loaded.config.conv_cross_attention is True
