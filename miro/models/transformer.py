@@ -24,7 +24,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from miro.models.embeddings import RewardEmbedder, TimestepEmbedder, sincos_2d
-from miro.models.layers import MLP_TYPES, Attention, ConvBlock, ConvCrossAttention, Mlp, key_padding_mask, modulate
+from miro.models.layers import (
+    MLP_TYPES,
+    Attention,
+    ConvBlock,
+    ConvCrossAttention,
+    Mlp,
+    key_padding_mask,
+    modulate,
+)
 from miro.models.ttt import SCAN_ORDERS, TTTMixer
 from miro.utils.config import require, require_choice
 
