@@ -70,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--progress", action="store_true", help="ttrl_adapt's progress bar (stderr)")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-read <out>/ttrl_transfer.json and <out>/adapt/trace.json, redo the summaries, reprint")  # fmt: skip
     args = p.parse_args(argv)
     least = {"images": 1, "other_limit": 0, "group_size": 2, "iterations": 1, "prompts_per_iteration": 1,
              "train_steps": 1, "rank": 1}  # fmt: skip
@@ -143,6 +145,23 @@ def history_summary(history: list[dict]) -> dict:
     return out
 
 
+def per_prompt_change(searches: list[dict]) -> dict:
+    """Each cohort prompt's group mean of the monitor and of the tracked score at its first and its last visit,
+    paired (an iteration's mean mixes different prompts): the mean change and on how many prompts it rose."""
+    visits: dict[str, list[tuple]] = {}
+    num = lambda v: math.nan if v is None else float(v)  # noqa: E731
+    for s in searches:
+        c = s["candidates"]
+        visits.setdefault(s["prompt"], []).append((s["extra"]["iteration"], nan_mean(num(x["score"]) for x in c),
+                                                   nan_mean(num(x["extra"].get("track_score")) for x in c)))  # fmt: skip
+    pairs = [(min(v), max(v)) for v in visits.values() if len(v) > 1]
+    out = {}
+    for k, key in ((1, "monitor"), (2, "track")):
+        d = [last[k] - first[k] for first, last in pairs]
+        out[key] = {"mean_change": nan_mean(d), "rose": sum(x > 0 for x in d), "prompts": len(d)}
+    return out
+
+
 def compare(base: dict, adapted: dict) -> dict[str, dict]:
     """Per split: base and adapted accuracy, the difference in points, and the images that flipped."""
     rows = {}
@@ -177,9 +196,11 @@ def markdown(report: dict) -> str:
     lines += ["", f"- monitor ({report['config']['monitor']}) mean: {fmt(h['monitor_mean'])}",
               f"- tracked quality score: {fmt(h['track_mean'])}; agreement (Spearman): {fmt(h['agreement'])}",
               f"- KL: {fmt(h['kl'])}; clip fraction: {fmt(h['clip_fraction'])}",
+              *[f"- per cohort prompt, first → last visit: {k} {v['mean_change']:+.3g} (rose on {v['rose']} of "
+                f"{v['prompts']})" for k, v in report.get("per_prompt", {}).items()],
               f"- adaptation: {a['iterations']} iterations, {a['nfe']:.0f} NFE-eq (= {a['samples_equivalent']:.0f} "
               f"samples of {report['one_sample_nfe']} NFE-eq), {a['wall']:.0f} s; evaluation {report['eval_wall']:.0f} s "
-              f"({report['eval_images']} images)"]  # fmt: skip
+              f"({report['eval_images']} images per model, base and adapted)"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -194,6 +215,15 @@ def main(argv=None) -> dict:
 
 
 def run(args) -> dict:
+    if args.report_only:
+        out = Path(args.out)
+        report = json.loads((out / "ttrl_transfer.json").read_text())
+        report["per_prompt"] = per_prompt_change(
+            json.loads((out / "adapt" / "trace.json").read_text())["searches"]
+        )
+        (out / "ttrl_transfer.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+        print(markdown(report))
+        return report
     from miro.models.lora import LoraSpec
     from miro.sampling.pipeline import load_pipeline
     from miro.sampling.settings import SamplingSettings
@@ -247,6 +277,7 @@ def run(args) -> dict:
         "prompts": {n: b["prompts"] for n, b in base.items()},
         "passed": {n: {"base": base[n]["passed"], "adapted": adapted[n]["passed"]} for n in base},
         "history": history_summary(result.history),
+        "per_prompt": per_prompt_change(result.trace.to_dict()["searches"]),
         "adaptation": {"iterations": len(result.history), "nfe": result.nfe, "report_nfe": result.trace.report_nfe,
                        "samples_equivalent": result.nfe / renderer.one_sample_nfe(), "wall": adapt_wall,
                        "nfe_per_cohort_prompt": result.nfe / len(cohort), "folder": str(result.adapter_folder)},

@@ -53,7 +53,11 @@ def test_script_scores_base_and_adapted_on_the_same_prompts(saved_pipe, tmp_path
         assert set(saved["history"][key]) == {"first", "last", "first_quarter", "last_quarter"}
     assert (out / "adapt" / "adapter" / "lora.json").exists()
     assert report["config"]["monitor"] == monitor
+    assert saved["per_prompt"]["monitor"]["prompts"] == 1  # the one cohort prompt, visited twice
     assert "| unseen | 2 | 4 |" in capsys.readouterr().out
+    again = load().main(["--out", str(out), "--report-only"])
+    assert again["splits"] == saved["splits"] and again["per_prompt"] == saved["per_prompt"]
+    assert "first → last visit" in capsys.readouterr().out
 
 
 def test_split_is_deterministic_disjoint_and_complete():
