@@ -25,6 +25,10 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     # the same question without sampling: the loss with the caption naming another class against its own, per t
     python scripts/experiments/text_conditioning.py classgap --data runs/demo/data --pipeline models/shapes_reference
 
+    # where one-object prompts fail: object count, class and colour read by the detector, class confusion
+    python scripts/experiments/text_conditioning.py failures --data runs/demo/data --pipeline models/shapes_reference \
+        --scales 3,1 --targets clean --images 4
+
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
@@ -278,22 +282,20 @@ def cmd_ablate(args) -> dict:
 
 # ------------------------------------------------------------------------------------------- geneval
 @torch.no_grad()
-def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
-            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0) -> dict:
-    """Held-out shapes GenEval of a bare transformer (MiniLM text, pixel space), rewards at ``targets`` (one
-    value, or one per reward in model order), negative targets 0, decoupled guidance scales.  Returns
-    per-task accuracies and ``overall`` (in %)."""
+def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
+                   images: int = 1, steps: int = 25, seed: int = 0,
+                   targets: float | list[float] = 1.0) -> list[list[dict]]:  # fmt: skip
+    """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
+    at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales;
+    returns the shapes detector's detections of each image."""
     from PIL import Image
 
-    from miro.contracts.geneval_rules import result_row
     from miro.data.shapes.detector import default_detector
-    from miro.eval.geneval.summary import summarize
     from miro.flow import flow_sigmas
     from miro.models.text_encoders import TextEncoder
     from miro.sampling import Conditions, Guidance, sample
 
     model.eval()
-    meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
     emb, mask = TextEncoder().encode([m["prompt"] for m in meta])
     n, r = len(meta) * images, model.num_rewards
     emb, mask = emb.repeat_interleave(images, 0), mask.repeat_interleave(images, 0)
@@ -307,7 +309,18 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
     out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0))
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
-    detections = [detector(Image.fromarray(p)) for p in pixels]
+    return [detector(Image.fromarray(p)) for p in pixels]
+
+
+def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
+            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0) -> dict:
+    """Held-out shapes GenEval of a bare transformer (``render_heldout``).  Returns per-task accuracies and
+    ``overall`` (in %)."""
+    from miro.contracts.geneval_rules import result_row
+    from miro.eval.geneval.summary import summarize
+
+    meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets)
     rows = [result_row(str(i), meta[i // images], dets) for i, dets in enumerate(detections)]
     summary = summarize(rows)
     # colour alone: of the images whose prompt names colours, the share where the detector finds an object of
@@ -464,6 +477,57 @@ def cmd_shapes(args) -> dict:
                           reward_scale=reward_scale, targets=targets)}
 
 
+def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 4,
+                  steps: int = 25, targets: float | list[float] = 1.0) -> dict:  # fmt: skip
+    """Where one-object prompts fail: on the held-out single_object and colors prompts, how many objects the
+    detector finds, whether the most confident one has the prompt's class, whether any has it, whether any has
+    the prompt's colour, and the confusion of the wanted class against the most confident detection's."""
+    meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    meta = [m for m in meta if m["tag"] in ("single_object", "colors")]
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, 0, targets)
+    from miro.contracts.geneval_rules import RuleOptions
+
+    floor = RuleOptions().threshold  # GenEval's score floor for every tag but counting
+    detections = [[d for d in dets if d["score"] > floor] for dets in detections]
+    out: dict = {}
+    confusion: dict[str, dict[str, int]] = {}
+    for i, dets in enumerate(detections):
+        m = meta[i // images]
+        want = m["include"][0]
+        tag = out.setdefault(m["tag"], {"images": 0, "objects": {"0": 0, "1": 0, "2": 0, "3+": 0}, "top_class": 0,
+                                        "any_class": 0, "any_colour": 0, "colour_prompts": 0})  # fmt: skip
+        tag["images"] += 1
+        tag["objects"][str(len(dets)) if len(dets) < 3 else "3+"] += 1
+        if dets:
+            top = max(dets, key=lambda d: d["score"])["class"]
+            tag["top_class"] += top == want["class"]
+            tag["any_class"] += any(d["class"] == want["class"] for d in dets)
+            row = confusion.setdefault(want["class"], {})
+            row[top] = row.get(top, 0) + 1
+        if "color" in want:
+            tag["colour_prompts"] += 1
+            tag["any_colour"] += any(d["color"] == want["color"] for d in dets)
+    for tag in out.values():
+        for key in ("top_class", "any_class"):
+            tag[key + "_pct"] = round(100 * tag[key] / tag["images"], 1)
+        if tag["colour_prompts"]:
+            tag["any_colour_pct"] = round(100 * tag["any_colour"] / tag["colour_prompts"], 1)
+    return {"tasks": out, "confusion": confusion, "images_per_prompt": images, "steps": steps}
+
+
+def cmd_failures(args) -> dict:
+    from miro.sampling.pipeline import MiroPipeline
+
+    if args.pipeline is None:
+        raise SystemExit("failures: --pipeline is required")
+    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
+    (text_scale, reward_scale), = args.scales[:1]
+    targets = resolve_targets(args) if model.num_rewards else 1.0
+    result = failure_modes(model, args.data, text_scale, reward_scale, args.images, args.sample_steps, targets)
+    print(json.dumps(result["tasks"], indent=1))
+    return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale, **result}
+
+
 def clean_targets(data: Path) -> list[float]:
     """Per reward, the median value of the clean, correctly captioned training samples: the targets that ask
     for what a clean image of this world looks like (every reward at 1 is a corner no image occupies)."""
@@ -516,7 +580,7 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap"])
+    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap: a MiroPipeline folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
@@ -535,13 +599,14 @@ def main(argv=None) -> None:
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")
     p.add_argument("--images-probe", type=int, default=96,
                    help="shapes: clean one-object images probed (classgap: twice as many)")
+    p.add_argument("--sample-steps", type=int, default=25, help="failures: Euler steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
-              "shapes": cmd_shapes, "classgap": cmd_classgap}[args.command](args)
+              "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

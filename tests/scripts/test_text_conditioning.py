@@ -122,3 +122,28 @@ def test_class_gap_is_zero_for_a_model_blind_to_the_class_word(monkeypatch):
         blind = tc.class_gap(model, Path("unused"), times=(0.5,), limit=2, seeds=1)["t=0.5"]
     assert reading["other_class_pct"] != 0 and reading["loss"] > 0
     assert blind["other_class_pct"] == 0
+
+
+def test_failure_modes_count_objects_classes_colours_and_confusion(monkeypatch, tmp_path):
+    """``failures`` reads the detector's output per image: below GenEval's 0.3 floor a detection does not count;
+    the top class, any class, any colour and the confusion of the wanted class against the top one."""
+    import json
+
+    rows = [{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"},
+            {"tag": "colors", "include": [{"class": "star", "count": 1, "color": "red"}], "prompt": "a photo of a red star"},
+            {"tag": "position", "include": [], "prompt": "ignored"}]  # fmt: skip
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def det(cls, color, score):
+        return {"class": cls, "color": color, "score": score}
+
+    fake = [[det("circle", "red", 0.9)], [det("square", "red", 0.9), det("circle", "blue", 0.5)],  # circle prompt
+            [det("heart", "red", 0.8), det("star", "green", 0.2)], []]  # red star prompt: the star is below the floor
+    monkeypatch.setattr(tc, "render_heldout", lambda model, meta, *a, **k: fake[: 2 * len(meta)])
+    out = tc.failure_modes(None, tmp_path, 3.0, 1.0, images=2)
+    single, colors = out["tasks"]["single_object"], out["tasks"]["colors"]
+    assert single["objects"] == {"0": 0, "1": 1, "2": 1, "3+": 0} and single["top_class"] == 1 and single["any_class"] == 2
+    assert colors["objects"] == {"0": 1, "1": 1, "2": 0, "3+": 0} and colors["any_class"] == 0
+    assert colors["any_colour"] == 1 and colors["any_colour_pct"] == 50.0
+    assert out["confusion"] == {"circle": {"circle": 1, "square": 1}, "star": {"heart": 1}}
