@@ -464,14 +464,19 @@ def cmd_classgap(args) -> dict:
     return {"pipeline": str(args.pipeline), **class_gap(model, args.data, limit=2 * args.images_probe)}
 
 
-def cmd_shapes(args) -> dict:
+def sampling_setup(args, command: str) -> tuple[MiroTransformer, float, float, float | list[float]]:
+    """The pipeline's transformer, the first ``--scales`` pair and the targets of a command that samples."""
     from miro.sampling.pipeline import MiroPipeline
 
     if args.pipeline is None:
-        raise SystemExit("shapes: --pipeline is required")
+        raise SystemExit(f"{command}: --pipeline is required")
     model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
     (text_scale, reward_scale), = args.scales[:1]
-    targets = resolve_targets(args) if model.num_rewards else 1.0
+    return model, text_scale, reward_scale, (resolve_targets(args) if model.num_rewards else 1.0)
+
+
+def cmd_shapes(args) -> dict:
+    model, text_scale, reward_scale, targets = sampling_setup(args, "shapes")
     return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale,
             **shape_probe(model, args.data, tuple(args.times), args.images_probe, text_scale=text_scale,
                           reward_scale=reward_scale, targets=targets)}
@@ -516,13 +521,7 @@ def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_
 
 
 def cmd_failures(args) -> dict:
-    from miro.sampling.pipeline import MiroPipeline
-
-    if args.pipeline is None:
-        raise SystemExit("failures: --pipeline is required")
-    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
-    (text_scale, reward_scale), = args.scales[:1]
-    targets = resolve_targets(args) if model.num_rewards else 1.0
+    model, text_scale, reward_scale, targets = sampling_setup(args, "failures")
     result = failure_modes(model, args.data, text_scale, reward_scale, args.images, args.sample_steps, targets)
     print(json.dumps(result["tasks"], indent=1))
     return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale, **result}
