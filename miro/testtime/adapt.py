@@ -37,6 +37,7 @@ class TTRLOptions:
     prompts_per_iteration: int | None = None  # null = every prompt every iteration
     train_steps: int = 10  # SDE steps of a training rollout (fewer than settings.steps)
     sde_noise: float = 0.7
+    final_step: str = "ode"  # ode: the rollouts' last step is deterministic and not trained | sde
     lr: float = 1.0e-4
     kl_beta: float = 0.02
     clip: float = 0.2
@@ -66,6 +67,7 @@ class TTRLOptions:
                 "must be >= 0",
             )
         require(_num(self.clip) and self.clip > 0, "ttrl.clip", self.clip, "must be > 0")
+        require_choice("ttrl.final_step", self.final_step, ("ode", "sde"))
         require(self.max_grad_norm is None or (_num(self.max_grad_norm) and self.max_grad_norm > 0),
                 "ttrl.max_grad_norm", self.max_grad_norm, "must be > 0 or null")  # fmt: skip
 
@@ -151,6 +153,7 @@ def run(cfg: AdaptConfig, pipe=None) -> dict:
     result = ttrl_adapt(pipe, prompts, monitor=cfg.monitor, verifier=verifier, track=track, track_held_out=cfg.track.held_out,
                         monitor_options=options, group_size=t.group_size, iterations=t.iterations,
                         prompts_per_iteration=t.prompts_per_iteration, train_steps=t.train_steps, sde_noise=t.sde_noise,
+                        final_step=t.final_step,
                         lora=cfg.lora, lr=t.lr, kl_beta=t.kl_beta, clip=t.clip, inner_epochs=t.inner_epochs,
                         max_grad_norm=t.max_grad_norm, settings=cfg.settings, mixed_precision=cfg.mixed_precision,
                         seed=t.seed, adapter_name=cfg.adapter_name, out_dir=out_dir, save_images=t.save_images,

@@ -117,10 +117,16 @@ class Rollout:
     states: torch.Tensor
     log_probs: torch.Tensor
     sigmas: torch.Tensor
+    stochastic: int | None = None  # the leading steps that drew noise (the rest are Euler steps); None = all
 
     @property
     def steps(self) -> int:
         return self.log_probs.shape[0]
+
+    @property
+    def stochastic_steps(self) -> int:
+        """How many leading steps have a log-probability (``sde_rollout(ode_last=True)`` leaves the last out)."""
+        return self.steps if self.stochastic is None else self.stochastic
 
     @property
     def final(self) -> torch.Tensor:
@@ -133,21 +139,29 @@ class Rollout:
 
 @torch.no_grad()
 def sde_rollout(velocity_fn: VelocityFn, noise: torch.Tensor, sigmas: torch.Tensor, sde_noise: float,
-                generator: torch.Generator | None = None, reduce: str = "mean") -> Rollout:  # fmt: skip
+                generator: torch.Generator | None = None, reduce: str = "mean", ode_last: bool = False) -> Rollout:  # fmt: skip
     """Integrate from ``noise`` (at sigmas[0]) along the decreasing grid ``sigmas`` with SDE steps.
 
     ``velocity_fn(x, t)`` is e.g. ``miro.sampling.sampler.guided_velocity(...)``: the guided velocity with the
     guidance held fixed, so the policy whose log-probs are recorded is the guided sampler (as Flow-GRPO).
-    Runs without gradients; ``step_log_prob`` recomputes a step's log-prob under a changed model."""
+    Runs without gradients; ``step_log_prob`` recomputes a step's log-prob under a changed model.
+
+    ``ode_last``: the last step is the ODE's Euler step (no noise, log-prob 0, not a policy step).  Why: the SDE's
+    last step from t to 0 adds noise of std ``a sqrt(t / (1 - t)) sqrt(t)`` (0.094 at 8 steps and a = 0.7) that
+    nothing removes, so a reward reads a noisier image than the sampler ever produces; with a deterministic last
+    step the final state is the mean, as the ODE sampler would give from the same state."""
     _check(sde_noise, reduce)
     ts = [float(s) for s in sigmas]
     x = noise.float()
     states, logps = [x], []
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        x, lp = sde_step(velocity_fn, x, t, t_next, sde_noise, generator, reduce)
+    last = len(ts) - 2
+    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+        a = 0.0 if (ode_last and i == last) else sde_noise
+        x, lp = sde_step(velocity_fn, x, t, t_next, a, generator, reduce)
         states.append(x)
         logps.append(lp)
-    return Rollout(torch.stack(states), torch.stack(logps), torch.tensor(ts, dtype=torch.float32))
+    stochastic = last if ode_last else None
+    return Rollout(torch.stack(states), torch.stack(logps), torch.tensor(ts, dtype=torch.float32), stochastic)
 
 
 def step_log_prob(velocity_fn: VelocityFn, x: torch.Tensor, x_next: torch.Tensor, t: float, t_next: float,

@@ -60,9 +60,10 @@ from miro.testtime.render import derived_seed, to_pil
 from miro.testtime.sde import Rollout, gaussian_kl, sde_rollout, step_log_prob
 from miro.testtime.search import as_renderer, check_positive_int
 from miro.testtime.verifier import Verifier, scorer_nfe
-from miro.utils.config import ConfigError, require
+from miro.utils.config import ConfigError, require, require_choice
 
 MONITORS = ("intrinsic", "consensus", "rewards")
+FINAL_STEPS = ("ode", "sde")
 INTRINSIC_OPTIONS = ("rewards", "draws", "t_range", "others", "rubric", "batch_size", "seed")
 _NOISE_STREAM = 2  # derived_seed stream of the rollouts (the Renderer uses 0 and 1)
 _ADV_EPS = 1e-4  # Flow-GRPO's std offset of the group-relative advantage
@@ -328,7 +329,7 @@ class _Trainer:
         with torch.no_grad(), adapters_disabled(self.model):
             vel = self.velocity(conds, guidance)
             return [step_log_prob(vel, *group.rollout.transition(i), self.a, _REDUCE)[1]
-                    for i in range(group.rollout.steps)]  # fmt: skip
+                    for i in range(group.rollout.stochastic_steps)]  # fmt: skip
 
     def update(self, group: _Group, conds, guidance) -> dict:
         """One optimizer step on one group's transitions; returns its loss, KL and clip fraction, and the network
@@ -340,7 +341,7 @@ class _Trainer:
         ref_rows = counter.forward - before
         device = group.rollout.states.device
         adv = torch.as_tensor(group.advantages, dtype=torch.float32, device=device)
-        steps = group.rollout.steps
+        steps = group.rollout.stochastic_steps  # a deterministic last step (final_step="ode") is not a policy step
         self.opt.zero_grad(set_to_none=True)
         losses, kls, clipped = [], [], []
         before = counter.forward
@@ -384,6 +385,7 @@ def ttrl_adapt(
     prompts_per_iteration: int | None = None,
     train_steps: int = 10,
     sde_noise: float = 0.7,
+    final_step: str = "ode",
     lora: LoraSpec | None = None,
     lr: float = 1e-4,
     kl_beta: float = 0.02,
@@ -414,7 +416,10 @@ def ttrl_adapt(
         group_size: images per prompt and iteration (G >= 2).  iterations: rollout-update rounds.
         prompts_per_iteration: prompts per round (default all), taken in a seeded shuffled cycle.
         train_steps: SDE steps of the rollouts (the pipeline's sigma grid for that many steps; inference
-            keeps the settings' steps).  sde_noise: the SDE's a.
+            keeps the settings' steps).  sde_noise: the SDE's a.  final_step: "ode" (default) makes the last
+            rollout step deterministic and leaves it out of the update, so the monitor judges an image without
+            the last step's noise (``sde_rollout(ode_last=True)``); "sde" keeps it stochastic (Flow-GRPO as
+            written; the measurement of docs/ttrl.md ran with it).
         lora: the adapter's shape (default rank 16 on attention and MLP).  lr, kl_beta, clip, inner_epochs,
             max_grad_norm: the optimiser (AdamW), KL weight, PPO clip range, passes over each round's rollouts,
             gradient-norm clip (None: off).
@@ -429,6 +434,9 @@ def ttrl_adapt(
     """
     prompts = _check_args(prompts, group_size, iterations, prompts_per_iteration, train_steps, sde_noise, lr,
                           kl_beta, clip, inner_epochs)  # fmt: skip
+    require_choice("final_step", final_step, FINAL_STEPS)
+    require(final_step == "sde" or train_steps >= 2, "train_steps", train_steps,
+            "must be >= 2 with final_step='ode' (the last step is deterministic and not trained)")  # fmt: skip
     renderer = as_renderer(pipe, settings, mixed_precision)
     pipe = renderer.pipe
     mon = _build_monitor(monitor, pipe, prompts, verifier, monitor_options or {})
@@ -437,6 +445,7 @@ def ttrl_adapt(
     lora = lora or LoraSpec(rank=16, alpha=16.0, targets="attention_mlp")
     options = {"monitor": mon.name, "group_size": group_size, "iterations": iterations,
                "prompts_per_iteration": per_iter, "train_steps": train_steps, "sde_noise": sde_noise,
+               "final_step": final_step,
                "lora": asdict(lora), "lr": lr, "kl_beta": kl_beta, "clip": clip, "inner_epochs": inner_epochs,
                "max_grad_norm": max_grad_norm, "seed": seed, "adapter_name": adapter_name,
                "track": None if track is None else track.describe(), "log_prob": _REDUCE}  # fmt: skip
@@ -464,7 +473,7 @@ def ttrl_adapt(
         start = time.perf_counter()
         slots = [it * per_iter + k for k in range(per_iter)]
         groups = [_rollout(renderer, mon, track, prompts[order[s % len(prompts)]], derived_seed(seed, _NOISE_STREAM, s),
-                           group_size, guidance, sigmas, sde_noise) for s in slots]  # fmt: skip
+                           group_size, guidance, sigmas, sde_noise, final_step == "ode") for s in slots]  # fmt: skip
         for g, scores in zip(groups, mon.finalize([g.raw for g in groups])):
             g.scores = np.asarray(scores, dtype=np.float64)
             g.advantages = group_advantages(g.scores)
@@ -514,7 +523,8 @@ def ttrl_adapt(
     return result
 
 
-def _rollout(renderer, mon: _Monitor, track, prompt, seed, group_size, guidance, sigmas, sde_noise) -> _Group:
+def _rollout(renderer, mon: _Monitor, track, prompt, seed, group_size, guidance, sigmas, sde_noise,
+             ode_last: bool = True) -> _Group:
     """G SDE trajectories of one prompt (the current adapter), decoded, scored by the monitor and the track (the
     frozen model judging), with their NFE-eq."""
     start = time.perf_counter()
@@ -524,7 +534,7 @@ def _rollout(renderer, mon: _Monitor, track, prompt, seed, group_size, guidance,
     conds = renderer.conditions(prompt, [renderer.default] * group_size)
     before = renderer.counter.forward
     vel = guided_velocity(renderer.model, conds, guidance, dtype=model.dtype, autocast=renderer.autocast)
-    rollout = sde_rollout(vel, noise.to(renderer.device), sigmas, sde_noise, g, _REDUCE)
+    rollout = sde_rollout(vel, noise.to(renderer.device), sigmas, sde_noise, g, _REDUCE, ode_last=ode_last)
     rows = renderer.counter.forward - before
     with torch.no_grad():
         images = renderer.decode(rollout.final).cpu()

@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--prompts-per-iteration", type=int, default=3)
     p.add_argument("--train-steps", type=int, default=8, help="SDE steps of the rollouts")
+    p.add_argument("--final-step", choices=["ode", "sde"], default="ode",
+                   help="the rollouts' last step: ode (deterministic, not trained) or sde (Flow-GRPO as written; "
+                        "the 2026-12-04 measurement of docs/ttrl.md)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     p.add_argument("--kl-beta", type=float, default=0.02)
@@ -259,6 +262,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     result = ttrl_adapt(renderer, cohort, group_size=args.group_size, iterations=args.iterations,
                         prompts_per_iteration=args.prompts_per_iteration, train_steps=args.train_steps,
+                        final_step=args.final_step,
                         sde_noise=args.sde_noise, lora=LoraSpec(rank=args.rank, alpha=float(args.rank)), lr=args.lr,
                         kl_beta=args.kl_beta, seed=args.seed, out_dir=out / "adapt", progress=args.progress,
                         **monitor_kw)  # fmt: skip

@@ -102,3 +102,19 @@ def test_sde_rollouts_keep_the_flow_marginals_on_gaussian_data(sde_noise):
     ode = sde_rollout(exact_velocity, noise, sigmas, 0.0).final.squeeze(1)
     assert (final - ode).abs().mean() > 0.05
     assert ode.std().item() == pytest.approx(S, abs=0.02)
+
+
+def test_a_deterministic_last_step_is_the_euler_step_and_not_a_policy_step():
+    from miro.testtime.sde import sde_rollout
+
+    def vel(x, t):
+        return 0.5 * x - 0.2
+
+    sigmas = torch.tensor([1.0, 0.6, 0.25, 0.0])
+    noise = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    r = sde_rollout(vel, noise, sigmas, 0.7, torch.Generator().manual_seed(1), ode_last=True)
+    assert r.steps == 3 and r.stochastic_steps == 2 and torch.all(r.log_probs[-1] == 0)
+    x, _, t, t_next = r.transition(2)
+    torch.testing.assert_close(r.final, euler_step(vel, x, t, t_next))
+    full = sde_rollout(vel, noise, sigmas, 0.7, torch.Generator().manual_seed(1))
+    assert full.stochastic_steps == 3 and torch.equal(full.states[:3], r.states[:3])  # the same draws until then

@@ -141,22 +141,30 @@ def test_history_fields_and_tracking_with_the_intrinsic_monitor(pipe):
 
 def test_nfe_accounting_equals_a_hand_count(pipe):
     """One prompt, G = 2, T = 2 SDE steps, joint guidance (2 rows per image and step), two inner epochs, a KL:
-    rollout 2 x 2 x 2 = 8 forwards; per epoch 8 forwards with grad + 8 x 2 backward = 24, twice = 48; the frozen
-    reference once, 8: 64 NFE-eq.  The intrinsic monitor adds its declared 2 x rewards x draws per image: 2 x 1 x 1
-    x 2 images = 4 (no rubric).  The transformer's real rows, counted by hooks, agree."""
+    rollout 2 x 2 x 2 = 8 forwards; with final_step="sde" per epoch 8 forwards with grad + 8 x 2 backward = 24,
+    twice = 48, and the frozen reference once, 8: 64 NFE-eq; with final_step="ode" (the default) the last step
+    is not trained: per epoch 4 + 8 = 12, twice 24, reference 4: 36.  The intrinsic monitor adds its declared
+    2 x rewards x draws per image: 2 x 1 x 1 x 2 images = 4 (no rubric).  The transformer's real rows, counted by
+    hooks, agree."""
     rows = RowCounter(pipe.transformer)
     try:
         result = ttrl_adapt(pipe, PROMPTS[:1], monitor="rewards", verifier=Verifier([Brightness()]), group_size=2,
-                            iterations=1, train_steps=2, inner_epochs=2, kl_beta=0.02, lr=1e-3, **SMALL)  # fmt: skip
+                            iterations=1, train_steps=2, inner_epochs=2, kl_beta=0.02, lr=1e-3, final_step="sde",
+                            **SMALL)  # fmt: skip
         assert result.nfe == 64 and result.history[0]["nfe"] == 64
         assert (rows.forward, rows.backward, rows.nfe()) == (32, 16, 64)
+        rows.forward = rows.backward = 0
+        pipe.unload_lora("ttrl")
+        result = ttrl_adapt(pipe, PROMPTS[:1], monitor="rewards", verifier=Verifier([Brightness()]), group_size=2,
+                            iterations=1, train_steps=2, inner_epochs=2, kl_beta=0.02, lr=1e-3, **SMALL)  # fmt: skip
+        assert result.nfe == 36 and (rows.forward, rows.backward, rows.nfe()) == (20, 8, 36)
         rows.forward = rows.backward = 0
         pipe.unload_lora("ttrl")
         result = ttrl_adapt(pipe, PROMPTS[:1], monitor="intrinsic", group_size=2, iterations=1, train_steps=2,
                             monitor_options={"draws": 1, "rewards": ["aesthetic"], "rubric": False}, kl_beta=0.0,
                             lr=1e-3, **SMALL)  # fmt: skip
-        assert result.nfe == 8 + 4 + 24  # rollout, monitor, one epoch without a reference
-        assert rows.nfe() == 36
+        assert result.nfe == 8 + 4 + 12  # rollout, monitor, one epoch of the one trained step, no reference
+        assert rows.nfe() == 24
     finally:
         rows.close()
 
@@ -218,5 +226,15 @@ def test_bad_arguments_fail_clearly_and_leave_no_adapter(pipe, kwargs, match):
 def test_a_tracked_monitor_reward_is_allowed_when_not_held_out(pipe):
     result = ttrl_adapt(pipe, PROMPTS[:1], monitor="rewards", verifier=Verifier([Brightness()]),
                         track=Verifier([Brightness()]), track_held_out=False, group_size=2, iterations=1,
-                        train_steps=1, lr=1e-3, **SMALL)  # fmt: skip
+                        train_steps=1, lr=1e-3, final_step="sde", **SMALL)  # fmt: skip
     assert result.history[0]["agreement"] == pytest.approx(1.0)
+
+
+def test_one_training_step_needs_a_stochastic_last_step(pipe):
+    from miro.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train_steps=1: must be >= 2 with final_step='ode'"):
+        ttrl_adapt(pipe, PROMPTS[:1], monitor="consensus", group_size=2, iterations=1, train_steps=1, **SMALL)
+    with pytest.raises(ConfigError, match="final_step='euler'"):
+        ttrl_adapt(pipe, PROMPTS[:1], monitor="consensus", group_size=2, iterations=1, final_step="euler", **SMALL)
+    assert not getattr(pipe.transformer, "peft_config", None)
