@@ -332,7 +332,7 @@ def _one_prompt(search: Search, renderer, cond: Condition, cfg: TTTSettings, nam
     final_images, spent = _render(renderer, prompt, seed, idx, views, cond)
     final_scores, pil = _score(search, final_images, spent, "final", views, idx)
     votes = (
-        borda(final_scores, renderer_weights(search.verifier)) if cfg.vote == "borda" else final_scores.score
+        borda(final_scores, _chooser_weights(search.verifier)) if cfg.vote == "borda" else final_scores.score
     )
     pick = int(np.argmax(np.nan_to_num(votes, nan=-np.inf)))
     chosen = len(search.trace.candidates) - cfg.final_samples + pick
@@ -347,7 +347,8 @@ def _one_prompt(search: Search, renderer, cond: Condition, cfg: TTTSettings, nam
     return image
 
 
-def renderer_weights(verifier: Verifier) -> dict[str, float]:
+def _chooser_weights(verifier: Verifier) -> dict[str, float]:
+    """The verifier's weight of every reward that chooses (the Borda vote's weights)."""
     return {n: float(verifier.weights[n]) for n in verifier.choosers}
 
 
