@@ -283,11 +283,12 @@ def cmd_ablate(args) -> dict:
 # ------------------------------------------------------------------------------------------- geneval
 @torch.no_grad()
 def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
-                   images: int = 1, steps: int = 25, seed: int = 0,
-                   targets: float | list[float] = 1.0) -> list[list[dict]]:  # fmt: skip
+                   images: int = 1, steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0,
+                   interval: tuple[float, float] = (0.0, 1.0), method: str = "euler") -> list[list[dict]]:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
-    at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales;
-    returns the shapes detector's detections of each image."""
+    at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales
+    applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver; returns the shapes
+    detector's detections of each image."""
     from PIL import Image
 
     from miro.data.shapes.detector import default_detector
@@ -303,24 +304,24 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
     pos = torch.tensor(targets, dtype=torch.float32).expand(n, r) if r else torch.zeros(n, 0)
     conds = Conditions(text=emb, text_mask=mask, pos_rewards=pos, pos_mask=known,
                        neg_rewards=torch.zeros(n, r), neg_mask=known)
-    guidance = Guidance(float(text_scale), (float(reward_scale),) * r)
+    guidance = Guidance(float(text_scale), (float(reward_scale),) * r, tuple(map(float, interval)))
     noise = torch.randn(n, model.config.in_channels, model.config.sample_size, model.config.sample_size,
                         generator=torch.Generator().manual_seed(seed))
-    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0))
+    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0), method=method)
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
     return [detector(Image.fromarray(p)) for p in pixels]
 
 
 def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
-            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0) -> dict:
-    """Held-out shapes GenEval of a bare transformer (``render_heldout``).  Returns per-task accuracies and
-    ``overall`` (in %)."""
+            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0, **solver) -> dict:
+    """Held-out shapes GenEval of a bare transformer (``render_heldout``; ``solver``: its ``interval`` and
+    ``method``).  Returns per-task accuracies and ``overall`` (in %)."""
     from miro.contracts.geneval_rules import result_row
     from miro.eval.geneval.summary import summarize
 
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
-    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets)
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets, **solver)
     rows = [result_row(str(i), meta[i // images], dets) for i, dets in enumerate(detections)]
     summary = summarize(rows)
     # colour alone: of the images whose prompt names colours, the share where the detector finds an object of
@@ -483,13 +484,13 @@ def cmd_shapes(args) -> dict:
 
 
 def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 4,
-                  steps: int = 25, targets: float | list[float] = 1.0) -> dict:  # fmt: skip
+                  steps: int = 25, targets: float | list[float] = 1.0, **solver) -> dict:  # fmt: skip
     """Where one-object prompts fail: on the held-out single_object and colors prompts, how many objects the
     detector finds, whether the most confident one has the prompt's class, whether any has it, whether any has
     the prompt's colour, and the confusion of the wanted class against the most confident detection's."""
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
     meta = [m for m in meta if m["tag"] in ("single_object", "colors")]
-    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, 0, targets)
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, 0, targets, **solver)
     from miro.contracts.geneval_rules import RuleOptions
 
     floor = RuleOptions().threshold  # GenEval's score floor for every tag but counting
@@ -517,12 +518,13 @@ def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_
             tag[key + "_pct"] = round(100 * tag[key] / tag["images"], 1)
         if tag["colour_prompts"]:
             tag["any_colour_pct"] = round(100 * tag["any_colour"] / tag["colour_prompts"], 1)
-    return {"tasks": out, "confusion": confusion, "images_per_prompt": images, "steps": steps}
+    return {"tasks": out, "confusion": confusion, "images_per_prompt": images, "steps": steps, **solver}
 
 
 def cmd_failures(args) -> dict:
     model, text_scale, reward_scale, targets = sampling_setup(args, "failures")
-    result = failure_modes(model, args.data, text_scale, reward_scale, args.images, args.sample_steps, targets)
+    result = failure_modes(model, args.data, text_scale, reward_scale, args.images, args.sample_steps, targets,
+                           **solver_args(args))
     print(json.dumps(result["tasks"], indent=1))
     return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale, **result}
 
@@ -551,25 +553,36 @@ def export_step(folder: Path) -> int:
 def cmd_curve(args) -> dict:
     from miro.sampling.pipeline import MiroPipeline
 
-    run = Path(args.run)
-    folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
+    if (args.run is None) == (args.pipeline is None):
+        raise SystemExit("curve: give a training run (--run) or one pipeline (--pipeline)")
+    if args.pipeline is not None:
+        folders = [Path(args.pipeline)]
+    else:
+        run = Path(args.run)
+        folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
     steps = {folder: export_step(folder) for folder in folders}
     if args.exports:  # only these steps' exports (a run still training keeps adding folders); final is its max_steps
         folders = [f for f in folders if steps[f] in args.exports]
         if not folders:
-            raise SystemExit(f"no export of steps {args.exports} in {run / 'pipelines'} or {run / 'final'}")
+            where = args.pipeline or f"{args.run / 'pipelines'} or {args.run / 'final'}"
+            raise SystemExit(f"no export of steps {args.exports} in {where}")
     targets = resolve_targets(args)
-    results = {"targets": targets}
+    results = {"targets": targets, "sample_steps": args.sample_steps, **solver_args(args)}
     for folder in folders:
         step = steps[folder]
         model = MiroPipeline.from_pretrained(folder).transformer.float()
         results[str(step)] = {}
         for text_scale, reward_scale in args.scales:
             key = f"text {text_scale:g} / reward {reward_scale:g}"
-            results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images,
-                                              targets=targets if model.num_rewards else 1.0)
+            results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images, args.sample_steps,
+                                              targets=targets if model.num_rewards else 1.0, **solver_args(args))
             print(step, key, json.dumps(results[str(step)][key]), flush=True)
     return results
+
+
+def solver_args(args) -> dict:
+    """The sampling commands' solver options: the guidance interval in t and the ODE method."""
+    return {"interval": args.interval, "method": args.method}
 
 
 def scale_pair(text: str) -> tuple[float, float]:
@@ -581,8 +594,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
-    p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap: a MiroPipeline folder")
-    p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final)")
+    p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
+    p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final), every export")
     p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
     p.add_argument("--steps", type=int, default=600)
@@ -598,7 +611,10 @@ def main(argv=None) -> None:
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")
     p.add_argument("--images-probe", type=int, default=96,
                    help="shapes: clean one-object images probed (classgap: twice as many)")
-    p.add_argument("--sample-steps", type=int, default=25, help="failures: Euler steps")
+    p.add_argument("--sample-steps", type=int, default=25, help="curve, failures: solver steps")
+    p.add_argument("--interval", type=scale_pair, default=(0.0, 1.0),
+                   help="curve, failures: guidance only at noise levels t_lo,t_hi (default 0,1: everywhere)")
+    p.add_argument("--method", choices=["euler", "heun"], default="euler", help="curve, failures: the ODE solver")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")

@@ -62,6 +62,27 @@ def test_curve_evaluates_only_the_asked_exports(tmp_path):
         tc.main(["curve", "--run", str(tmp_path), "--exports", "2000", "--targets", "1.0"])
 
 
+def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp_path):
+    """``curve --pipeline`` evaluates that folder alone, and --interval / --method / --sample-steps reach the
+    sampler (the guidance-interval sweep of docs/text_conditioning.md section 14 depends on it)."""
+    from types import SimpleNamespace
+
+    from miro.sampling.pipeline import MiroPipeline
+
+    model = SimpleNamespace(num_rewards=0)
+    model.float = lambda: model
+    monkeypatch.setattr(MiroPipeline, "from_pretrained", classmethod(lambda cls, path: SimpleNamespace(transformer=model)))
+    calls = []
+    monkeypatch.setattr(tc, "geneval", lambda *a, **k: calls.append((a, k)) or {"overall": 1.0})
+    with pytest.raises(SystemExit, match="--run.*or one pipeline"):
+        tc.main(["curve", "--run", str(tmp_path), "--pipeline", str(tmp_path)])
+    tc.main(["curve", "--pipeline", str(tmp_path), "--data", str(tmp_path), "--targets", "1.0", "--scales", "5,1", "--interval", "0.2,0.8",
+             "--method", "heun", "--sample-steps", "12", "--out", str(tmp_path / "out.json")])
+    (args, kwargs), = calls
+    assert args[1:6] == (tmp_path, 5.0, 1.0, 1, 12)
+    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun"}
+
+
 def test_shape_probe_takes_only_clean_correct_one_object_samples(tmp_path):
     """The text -> shape probe starts from clean, correctly captioned images of one object (a degraded image
     or a second object would make the detector's reading ambiguous), and names that object's class and colour."""
