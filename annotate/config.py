@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from miro.contracts.rewards import REWARD_NAMES, SCALES, from_author_key
+from miro.contracts.rewards import REWARD_NAMES, SCALES, our_names
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
 
@@ -74,7 +74,9 @@ class AnnotateConfig:
             self.rewards = {r: {} for r in self.rewards}
         require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to their settings (or list names)")
         # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
-        self.rewards = {(from_author_key(r) or r): v for r, v in self.rewards.items()}
+        ours = our_names(self.rewards)
+        require(len(set(ours)) == len(ours), "rewards", list(self.rewards), "names one reward twice (ours and the authors' key)")
+        self.rewards = dict(zip(ours, self.rewards.values()))
         require(len(self.rewards) > 0, "rewards", self.rewards, "must select at least one reward")
         for r, settings in self.rewards.items():
             require_choice("rewards", r, REWARD_NAMES)

@@ -166,6 +166,14 @@ def from_author_key(key: str, names: Iterable[str] = REWARD_NAMES) -> str | None
     return ours if ours in names else None
 
 
+def our_names(keys: Iterable[str], names: Iterable[str] = REWARD_NAMES) -> list[str]:
+    """``keys`` with each of the MIRO authors' keys replaced by our name among ``names`` (``from_author_key``);
+    other keys are kept, so the caller's own check names them.  The one spelling every stage's name lists go
+    through (annotation, training, test-time search, evaluation, the app), so their keys mean our reward anywhere."""
+    names = list(names)
+    return [from_author_key(k, names) or k for k in keys]
+
+
 def unknown_rewards(names: Iterable[str]) -> list[str]:
     """The names in ``names`` that are not rewards of this contract, in order."""
     return [n for n in names if n not in REWARDS]
