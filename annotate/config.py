@@ -8,11 +8,11 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from miro.contracts.rewards import REWARD_NAMES, from_author_key
+from miro.contracts.rewards import REWARD_NAMES, SCALES, our_names
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
 
-STAGES = ("score", "stats")
+STAGES = ("score", "stats", "rescale")
 DEFAULT_REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast"]
 
 
@@ -58,6 +58,10 @@ class AnnotateConfig:
     array_index: int | None = None  # with array_count: this job takes shards array_index, array_index + array_count, ...
     array_count: int | None = None
     overwrite: bool = False  # rescore shards whose sidecar already has the requested rewards
+    # the scale the score stage writes (and stage=rescale converts sidecars to): raw = our scorers' values;
+    # authors = the MIRO authors' stored scale (/100, /10, (IR + 2) / 4) for their seven rewards, raw for the others.
+    # Recorded per column; a sidecar or a dataset never mixes the two for one reward (miro.contracts.rewards)
+    scale: str = "raw"
     progress: bool = True
     stats: StatsConfig = field(default_factory=StatsConfig)
 
@@ -70,12 +74,15 @@ class AnnotateConfig:
             self.rewards = {r: {} for r in self.rewards}
         require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to their settings (or list names)")
         # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
-        self.rewards = {(from_author_key(r) or r): v for r, v in self.rewards.items()}
+        ours = our_names(self.rewards)
+        require(len(set(ours)) == len(ours), "rewards", list(self.rewards), "names one reward twice (ours and the authors' key)")
+        self.rewards = dict(zip(ours, self.rewards.values()))
         require(len(self.rewards) > 0, "rewards", self.rewards, "must select at least one reward")
         for r, settings in self.rewards.items():
             require_choice("rewards", r, REWARD_NAMES)
             require(isinstance(settings, dict), f"rewards.{r}", settings, "must be a mapping of that reward's settings")
         require_choice("dtype", self.dtype, list(DTYPES))
+        require_choice("scale", self.scale, SCALES)
         require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None, "device", self.device, "must be auto, cpu, cuda, cuda:N or mps"
         )

@@ -25,6 +25,7 @@ from annotate.reader import PrepSpec, ShardBatches, worker_init
 from annotate.scorers.base import Scorer
 from annotate.scorers.registry import build_scorers, comparable_settings, reward_settings
 from miro.contracts import sidecar
+from miro.contracts.rewards import ScaleError, convert_scale, describe_scale, same_scale, scale_record
 from miro.contracts.shards import find_shards
 from miro.data.shards import tar_keys
 from miro.utils.device import DTYPES, resolve_device
@@ -73,10 +74,13 @@ class ShardPlan:
     keep_existing: bool  # merge the new columns into the existing sidecar
 
 
-def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, settings: dict[str, dict] | None = None) -> ShardPlan | None:
+def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, settings: dict[str, dict] | None = None,
+               scale: str = "raw") -> ShardPlan | None:
     """What is left to compute for one shard (None: its sidecar is complete).  A reward present in the sidecar
     but scored with other settings than ``settings[reward]`` (e.g. another HPS version) is scored again.  A
-    sidecar that does not cover its shard (``incomplete_reason``) is never trusted: the shard is scored again."""
+    sidecar that does not cover its shard (``incomplete_reason``) is never trusted: the shard is scored again.
+    A requested reward stored on another ``scale`` is a ``ScaleError``: skipping would leave the old scale where
+    the user asked for another, and rescoring would spend a model forward on what an affine map converts exactly."""
     if overwrite or not path.exists():
         return ShardPlan(shard, path, tuple(rewards), False)
     try:
@@ -90,6 +94,13 @@ def plan_shard(shard: Path, path: Path, rewards: list[str], overwrite: bool, set
         log.warning("%s: %s; rescoring %s", path, why, shard.name)
         return ShardPlan(shard, path, tuple(rewards), False)
     recorded = meta.get("rewards") or {}
+    for r in rewards:
+        if r in present and not same_scale((recorded.get(r) or {}).get("scale"), want := scale_record(r, scale)):
+            raise ScaleError(
+                f"{path}: reward {r!r} is stored on the scale {describe_scale((recorded.get(r) or {}).get('scale'))} "
+                f"but this job writes {describe_scale(want)} (scale={scale}); one sidecar column never mixes scales. "
+                f"Convert the sidecars with `python -m annotate stage=rescale scale={scale} data.shards=...` (exact, no "
+                "rescoring), or run with the scale they have")
     changed = [r for r in rewards if r in present and settings and r in settings and comparable_settings(recorded.get(r, {}).get("config")) != settings[r]]
     if changed:
         log.warning("%s: %s scored with other settings; scoring again", path.name, changed)
@@ -147,10 +158,11 @@ class ScoringPass:
         self.scorers = [s for s in scorers if self.wanted & set(s.outputs)]
         self.text_rewards = {o for s in self.scorers for o in s.text_outputs}
         self.provenance = {}
+        self.scales = {o: scale_record(o, cfg.scale) for o in self.wanted}
         for s in self.scorers:
             for o in s.outputs:
                 if o in self.wanted:
-                    self.provenance[o] = s.output_provenance(o)
+                    self.provenance[o] = {**s.output_provenance(o), "scale": self.scales[o]}
         self.states: dict[int, ShardState] = defaultdict(ShardState)
         self.written: list[Path] = []
         self.images = 0
@@ -214,6 +226,7 @@ class ScoringPass:
             for i in np.flatnonzero(np.isnan(col)):
                 if not _explained(status[i], r, self.text_rewards) and "duplicate_key" not in status[i]:
                     status[i] = f"nan:{r}" if status[i] == "ok" else f"{status[i]};nan:{r}"
+        scores = {r: convert_scale(col, None, self.scales[r]) for r, col in scores.items()}  # raw -> cfg.scale
         provenance = dict(self.provenance)
         if plan.keep_existing:
             keys, scores, status, provenance = self._merge(plan, keys, scores, status, provenance)
@@ -271,11 +284,16 @@ def run_scoring(cfg: AnnotateConfig, scorers: list[Scorer] | None = None, config
     all_shards, root = find_shards(cfg.data.shards, cfg.data.root)
     mine = select_shards(all_shards, cfg.shard_range, cfg.array_index, cfg.array_count, rank, world)
     settings = {r: reward_settings(r, c) for r, c in cfg.rewards.items()}
-    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings))]
+    plans = [p for s in mine if (p := plan_shard(s, sidecar.rewards_path(s, cfg.out_dir, root), cfg.reward_names, cfg.overwrite, settings, cfg.scale))]
     summary = {"rank": rank, "world_size": world, "shards": len(mine), "skipped": len(mine) - len(plans), "written": [], "images": 0}
     where = f" (array {cfg.array_index}/{cfg.array_count})" if cfg.array_count else ""
     where += f" (shard_range {cfg.shard_range})" if cfg.shard_range else ""
     log.info("rank %d/%d%s: %d of %d shards, %d already complete", rank, world, where, len(mine), len(all_shards), summary["skipped"])
+    if cfg.scale != "raw":
+        kept = [r for r in cfg.reward_names if scale_record(r, cfg.scale)["name"] == "raw"]
+        if kept:
+            log.warning("scale=%s: %s have no such scale (not among the MIRO authors' rewards; their clip_score is our "
+                        "jina_clip) and are written raw, as recorded in the sidecar", cfg.scale, kept)
     if not plans:
         return summary
     check_writable_all((p.sidecar.parent for p in plans), "sidecar folder")  # before any image is scored

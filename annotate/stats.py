@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from annotate.scorers.registry import comparable_settings
 from miro.contracts import sidecar
 from miro.contracts.buckets import FORMAT_VERSION, STATS_FILE, RewardStats, load_reward_stats
+from miro.contracts.rewards import ScaleError, describe_scale, scale_of
 from miro.contracts.shards import find_shards
 from miro.utils.atomic import atomic_write_json
 from miro.utils.storage import OutputError, check_writable_all
@@ -163,6 +164,7 @@ def compute_stats(
     moments = {r: Moments() for r in rewards}
     picked: dict[str, list[np.ndarray]] = {r: [] for r in rewards}
     variants: dict[str, dict[str, list[str]]] = {r: {} for r in rewards}
+    scales: dict[str, dict[tuple[float, float], tuple[dict, list[str]]]] = {r: {} for r in rewards}
     provenance: dict[str, dict] = {}
     tar_errors = []
     offset = 0
@@ -177,10 +179,17 @@ def compute_stats(
             picked[r].append(col if sel is None else col[sel])
             prov = (meta.get("rewards") or {}).get(r, {})
             variants[r].setdefault(_identity(prov), []).append(str(path))
+            rec = scale_of(prov.get("scale"))
+            scales[r].setdefault((rec["offset"], rec["divisor"]), (rec, []))[1].append(str(path))
             provenance.setdefault(r, prov)
         offset += n
     out_rewards = {}
     for r in rewards:
+        if len(scales[r]) > 1:  # checked first: a scale mix has an exact fix, other mixes need rescoring
+            groups = [f"{describe_scale(rec)} in {len(ps)} sidecars, e.g. {ps[0]}" for rec, ps in scales[r].values()]
+            raise ScaleError(f"reward {r!r} is stored on different scales across sidecars ({'; '.join(groups)}); its "
+                             "quantiles would mix them. Convert them to one with `python -m annotate stage=rescale "
+                             "scale=raw|authors data.shards=...` (exact, no rescoring)")
         if len(variants[r]) > 1:
             groups = [f"{len(ps)} sidecars like {ps[0]}" for ps in variants[r].values()]
             raise StatsError(f"reward {r!r} was scored with different models or settings across shards ({'; '.join(groups)}); rescore so they agree")
@@ -189,7 +198,7 @@ def compute_stats(
         if finite.size == 0:
             raise StatsError(f"reward {r!r}: no finite score in the sample; nothing to bin")
         edges = quantile_edges(finite, num_bins)
-        out_rewards[r] = {"edges": edges.tolist(), **moments[r].summary(), "unique_in_sample": int(np.unique(finite).size), "sample_count": int(finite.size), "provenance": provenance[r]}
+        out_rewards[r] = {"edges": edges.tolist(), **moments[r].summary(), "unique_in_sample": int(np.unique(finite).size), "sample_count": int(finite.size), "scale": next(iter(scales[r].values()))[0], "provenance": provenance[r]}
     return {
         "format": FORMAT_VERSION,
         "num_bins": num_bins,
@@ -234,16 +243,25 @@ def _not_covering(shards: list[Path], paths: list[Path]) -> list[str]:
     return out
 
 
-def run_stats(cfg) -> dict:
-    """The stats stage of ``python -m annotate stage=stats`` (``cfg`` an ``AnnotateConfig``)."""
+def dataset_sidecars(cfg, stage: str) -> tuple[list[Path], Path, list[Path]] | None:
+    """(shards, root, their rewards sidecar paths) of ``cfg.data.shards`` for a stage that reads only sidecars and
+    runs in one process (rank 0); None on the other ranks of a multi-process launch."""
     from annotate.job import process_rank
 
     rank, world, _ = process_rank()
     if rank != 0:
-        log.info("stats run in one process; rank %d/%d has nothing to do", rank, world)
-        return {}
+        log.info("%s runs in one process; rank %d/%d has nothing to do", stage, rank, world)
+        return None
     shards, root = find_shards(cfg.data.shards, cfg.data.root)
-    paths = [sidecar.rewards_path(s, cfg.out_dir, root) for s in shards]
+    return shards, root, [sidecar.rewards_path(s, cfg.out_dir, root) for s in shards]
+
+
+def run_stats(cfg) -> dict:
+    """The stats stage of ``python -m annotate stage=stats`` (``cfg`` an ``AnnotateConfig``)."""
+    found = dataset_sidecars(cfg, "stats")
+    if found is None:
+        return {}
+    shards, root, paths = found
     missing = [str(s) for s, p in zip(shards, paths) if not p.exists()]
     if missing and not cfg.stats.allow_missing:
         raise FileNotFoundError(

@@ -1,8 +1,9 @@
 """Benchmark of the annotation job against the bare forward and against the naive way, side by side in one run.
 
 For each model set (real architectures at random weights: PickScore ViT-H/14, HPSv2 open_clip ViT-H-14,
-ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic, on synthetic JPEG shards; and the
-weight-free set with alignment, on shapes-world shards) it measures on the same shards:
+ImageReward BLIP-L, OpenAI CLIP ViT-L/14 shared by clip_score + aesthetic, SciScore ViT-H/14, on synthetic JPEG
+shards; jina-CLIP v2 and VQAScore at the sizes ``random_scorer`` documents; and the weight-free set with
+alignment, on shapes-world shards) it measures on the same shards:
 
 - bare:  the batched forward alone on images decoded and preprocessed beforehand (the ceiling);
 - job:   ``annotate.job.run_scoring`` end to end (tar reading, decoding and preprocessing in DataLoader workers,
@@ -17,6 +18,7 @@ initialisers and fills weights with N(0, 0.02)); only the shards go to a temp di
     python scripts/bench_annotate.py                                  # all sets, a few minutes on a quiet 2-core CPU
     python scripts/bench_annotate.py --models clip_l --images 16      # one model set
     python scripts/bench_annotate.py --models none --free-images 400  # weight-free set only
+    python scripts/bench_annotate.py --models sciscore,jina_clip,vqascore --images 4   # the authors' other three
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from annotate.scorers.base import Scorer, default_collate  # noqa: E402
 from annotate.scorers.pixels import PixelScorer  # noqa: E402
 from miro.data.shards import ShardWriter  # noqa: E402
 
-MODEL_SETS = ("pickscore", "hpsv2", "imagereward", "clip_l")
+MODEL_SETS = ("pickscore", "hpsv2", "imagereward", "clip_l", "sciscore", "jina_clip", "vqascore")
 WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
 
 
@@ -109,17 +111,21 @@ def hf_clip(vision: dict, text: dict, projection_dim: int, act: str):
     return fill_random(model)
 
 
+def vit_h_clip():
+    """A transformers CLIPModel ViT-H/14 (PickScore's and SciScore's architecture)."""
+    return hf_clip(
+        dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16),
+        dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        1024,
+        "gelu",
+    )
+
+
 def random_scorer(kind: str) -> Scorer:
     if kind == "pickscore":  # ViT-H/14 as in yuvalkirstain/PickScore_v1
         from annotate.scorers.pickscore import PickScoreConfig, PickScoreScorer
 
-        model = hf_clip(
-            dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16),
-            dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
-            1024,
-            "gelu",
-        )
-        return PickScoreScorer(model, *clip_processor_parts(), PickScoreConfig())
+        return PickScoreScorer(vit_h_clip(), *clip_processor_parts(), PickScoreConfig())
     if kind == "hpsv2":  # open_clip ViT-H-14
         import open_clip
 
@@ -160,7 +166,83 @@ def random_scorer(kind: str) -> Scorer:
             head = MLPHead(768)
         configs = {"clip_score": ClipScoreConfig(), "aesthetic": AestheticConfig()}
         return ClipLScorer(model, *clip_processor_parts(), ("clip_score", "aesthetic"), fill_random(head), configs)
+    if kind == "sciscore":  # Jialuo21/SciScore: a CLIPModel ViT-H/14 (laion CLIP-ViT-H-14 fine-tuned), PickScore's sizes
+        from annotate.scorers.sciscore import SciScoreConfig, SciScoreScorer
+
+        return SciScoreScorer(vit_h_clip(), *clip_processor_parts(), SciScoreConfig())
+    if kind == "jina_clip":
+        return random_jina_clip()
+    if kind == "vqascore":
+        return random_vqascore()
     raise ValueError(kind)
+
+
+def random_jina_clip() -> Scorer:
+    """A compute stand-in for jinaai/jina-clip-v2, which exists only as the repo's remote code (not here): a
+    transformers CLIPModel with jina's call signature at jina's sizes, i.e. a ViT-L/14 (24 x 1024) on 512 px
+    images (1369 patches; jina's EVA02-L/14 tower) and a 24 x 1024 text tower with XLM-RoBERTa-large's 250,002
+    token vocabulary and 1024 positions (jina's text tower), 1024-d projection: about 0.87B parameters like
+    jina-CLIP v2.  EVA02's rotary embeddings and SwiGLU differ from CLIP's blocks by a few percent of the FLOPs.
+    The captions go through the CLIP tokenizer (no XLM-R vocabulary offline); the batch is padded to its longest."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    from annotate.scorers.jina_clip import JinaClipConfig, JinaClipScorer
+    from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD
+    from miro.utils.clip_tokenizer import load_clip_tokenizer
+
+    cfg = CLIPConfig(
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           patch_size=14, image_size=512, hidden_act="gelu"),
+        text_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                         vocab_size=250002, max_position_embeddings=1024, hidden_act="gelu"),
+        projection_dim=1024,
+    )  # fmt: skip
+    with skip_init():
+        model = CLIPModel(cfg)
+    ip = CLIPImageProcessorPil(size={"height": 512, "width": 512}, do_center_crop=False, resample=3,
+                               image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))  # fmt: skip
+    return JinaClipScorer(fill_random(model), ip, load_clip_tokenizer(77), JinaClipConfig(trust_remote_code=True))
+
+
+def random_vqascore() -> Scorer:
+    """Qwen2.5-VL-3B-Instruct (the documented 12 GB choice) at random weights, REDUCED to fit beside other work
+    on this 24 GB / 2-core machine: the vision tower at its real size (32 blocks of 1280, window attention with
+    full attention at blocks 7, 15, 23, 31, 2 x 2 patch merger to 2048) and the language model at its real width
+    (2048, MLP 11008, 16 query / 2 key-value heads) but 9 of its 36 layers and the tests' byte-level tokenizer
+    (no Qwen vocabulary offline: ~270 tokens, so the question is ~4x more text tokens than with the real
+    tokenizer).  The full 3B model is 15 GB in float32 and the 7B default 33 GB; their language model cost is
+    4x (3B) this one's per token.  Qwen's image processor and qwen_vl_utils' resize as in the scorer."""
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    from annotate.scorers.transforms import OPENAI_MEAN, OPENAI_STD
+    from annotate.scorers.vqascore import QwenVQAScorer, VQAScoreConfig
+    from tests.annotate.scorers.test_vqascore import SPECIAL, TEMPLATE, tiny_qwen_tokenizer
+
+    tok = tiny_qwen_tokenizer()
+    ids = tok.convert_tokens_to_ids(SPECIAL)
+    ip = Qwen2VLImageProcessor(image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
+    processor = Qwen2_5_VLProcessor(image_processor=ip, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
+                                    chat_template=TEMPLATE)  # fmt: skip
+    text = dict(vocab_size=len(tok), hidden_size=2048, intermediate_size=11008, num_hidden_layers=9,
+                num_attention_heads=16, num_key_value_heads=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+                bos_token_id=ids[0], eos_token_id=ids[2], pad_token_id=ids[0])  # fmt: skip
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                  fullatt_block_indexes=[7, 15, 23, 31], window_size=112, patch_size=14, spatial_merge_size=2)  # fmt: skip
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids[5], video_token_id=ids[6],
+                           vision_start_token_id=ids[3], vision_end_token_id=ids[4])  # fmt: skip
+    with skip_init():
+        model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model = fill_random(model)
+    model.generation_config = GenerationConfig(bos_token_id=ids[0], eos_token_id=[ids[2], ids[0]], pad_token_id=ids[0])
+    return QwenVQAScorer(model, processor, VQAScoreConfig())
 
 
 def naive_split(scorer: Scorer) -> list[Scorer]:
@@ -434,7 +516,7 @@ def main() -> None:
 
 
 def _params(scorer: Scorer):
-    for attr in ("model", "vision", "text", "head", "mlp"):
+    for attr in ("model", "vision", "text", "head", "mlp"):  # vqascore's and jina_clip's towers live in .model
         m = getattr(scorer, attr, None)
         if isinstance(m, torch.nn.Module):
             yield from m.parameters()

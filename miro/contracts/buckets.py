@@ -12,6 +12,11 @@ network is fed is fixed here, once:
   embedding, never a magic number.  A reward target given at sampling time is on the same [0, 1] scale.
 
 Re-binning (new ``num_bins``, new sample) rewrites only these files, never the raw scores.
+
+Each reward's entry records the ``scale`` its edges, mean and std are on (``miro.contracts.rewards.scale_record``;
+absent in files written before scales were recorded: raw).  The buckets do not depend on it (an increasing affine
+map keeps every quantile), the edges and moments do: ``RewardStats.bucketize(name, values, scale=...)`` converts
+values given on another scale, ``RewardStats.moments(name, scale)`` gives mean and std on the scale asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from miro.contracts import sidecar
+from miro.contracts.rewards import convert_scale, scale_of, scale_record
 
 STATS_FILE = "reward_stats.json"
 FORMAT_VERSION = 1
@@ -60,8 +66,24 @@ class RewardStats:
     def edges(self, name: str) -> np.ndarray:
         return np.asarray(self.rewards[name]["edges"], dtype=np.float64)
 
-    def bucketize(self, name: str, raw: np.ndarray) -> np.ndarray:
+    def scale(self, name: str) -> dict:
+        """The recorded scale of reward ``name``'s edges and moments (raw when the file predates the record)."""
+        return scale_of(self.rewards[name].get("scale"))
+
+    def bucketize(self, name: str, raw: np.ndarray, scale: str | None = None) -> np.ndarray:
+        """Buckets of ``raw``, given on the stats' own scale (None) or on ``scale`` ("raw" / "authors"),
+        converted to the edges' scale first so that a score is never compared with edges on another scale."""
+        if scale is not None:
+            raw = convert_scale(raw, scale_record(name, scale), self.scale(name))
         return bucketize(raw, self.edges(name))
+
+    def moments(self, name: str, scale: str = "raw") -> tuple[float, float]:
+        """(mean, std) of reward ``name`` on ``scale``: what a z-score of a scorer's raw output needs whatever
+        scale the sidecars were written on (std scales by the divisor, the offset cancels)."""
+        entry, rec = self.rewards[name], self.scale(name)
+        dst = scale_record(name, scale)
+        mean = float(convert_scale(entry["mean"], rec, dst))
+        return mean, float(entry["std"]) * rec["divisor"] / dst["divisor"]
 
 
 class StatsFileError(ValueError):

@@ -14,6 +14,13 @@ key and their affine rescaling of our raw score (``author_key``, ``author_affine
 their scale (``author_value``), training and sampling accept their keys (``from_author_key``), and a sidecar can
 be compared with theirs.  Quantile buckets do not change under an increasing affine map, so the two scales give
 the same conditioning.
+
+**Scales of stored scores.**  A sidecar column holds a reward on one of ``SCALES``: ``"raw"`` (what our scorer
+returns) or ``"authors"`` (their stored scale where the authors have the reward, our raw score otherwise: a reward
+they do not have has no other scale to take).  ``scale_record`` is what a sidecar and ``reward_stats.json`` record
+per reward (the scale's name and its affine map from our raw score); ``scale_of`` reads it back (no record: a file
+written before the option, i.e. raw), ``convert_scale`` moves values between two records.  Two columns of one reward
+are comparable only when their affine maps agree (``same_scale``); the stages refuse a mix with ``ScaleError``.
 """
 
 from __future__ import annotations
@@ -89,6 +96,66 @@ def author_value(name: str, raw):
     return (np.asarray(raw, dtype=np.float64) + offset) / divisor
 
 
+SCALES: tuple[str, ...] = ("raw", "authors")
+
+
+class ScaleError(ValueError):
+    """Scores of one reward on different scales would be mixed (the message names the files and a fix)."""
+
+
+def scale_record(name: str, scale: str) -> dict:
+    """What is recorded with reward ``name``'s column when it is written on ``scale`` (one of ``SCALES``):
+    ``{"name", "offset", "divisor"}`` with stored = (raw + offset) / divisor, plus the authors' key where the
+    scale is theirs.  ``"authors"`` on a reward they do not have records ``"raw"``: the values are our raw ones."""
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale!r}: must be one of {list(SCALES)}")
+    spec = REWARDS[name]
+    if scale == "authors" and spec.author_key is not None:
+        offset, divisor = spec.author_affine
+        return {"name": "authors", "offset": float(offset), "divisor": float(divisor), "author_key": spec.author_key}
+    return {"name": "raw", "offset": 0.0, "divisor": 1.0}
+
+
+def scale_of(record: dict | None) -> dict:
+    """A recorded scale checked and filled in: None (a sidecar or stats file written before scales were
+    recorded) is the raw scale; a record with an unknown name or a non-positive divisor is a ``ScaleError``."""
+    if record is None:
+        return {"name": "raw", "offset": 0.0, "divisor": 1.0}
+    name, offset, divisor = record.get("name"), record.get("offset"), record.get("divisor")
+    ok = name in SCALES and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (offset, divisor))
+    if not ok or not np.isfinite(offset) or not (np.isfinite(divisor) and divisor > 0):
+        raise ScaleError(f"recorded scale {record!r} is not valid: need name in {list(SCALES)}, a finite offset and a "
+                         "positive divisor")
+    return {**record, "offset": float(offset), "divisor": float(divisor)}
+
+
+def same_scale(a: dict | None, b: dict | None) -> bool:
+    """Whether two recorded scales store a reward identically (their affine maps agree; for ``hpsv2`` or
+    ``vqascore`` the authors' scale is our raw one)."""
+    a, b = scale_of(a), scale_of(b)
+    return (a["offset"], a["divisor"]) == (b["offset"], b["divisor"])
+
+
+def describe_scale(record: dict | None) -> str:
+    """``'authors' ((raw + 2) / 4)`` style text for messages."""
+    r = scale_of(record)
+    o, d = r["offset"], r["divisor"]
+    if (o, d) == (0.0, 1.0):
+        return f"{r['name']!r} (= our raw score)"
+    return f"{r['name']!r} ((raw {'+' if o >= 0 else '-'} {abs(o):g}) / {d:g})" if o else f"{r['name']!r} (raw / {d:g})"
+
+
+def convert_scale(values, src: dict | None, dst: dict | None) -> np.ndarray:
+    """``values`` stored on the recorded scale ``src`` re-expressed on ``dst`` (float64; NaN stays NaN).  The
+    round trip raw -> authors -> raw is exact up to one rounding per step."""
+    src, dst = scale_of(src), scale_of(dst)
+    v = np.asarray(values, dtype=np.float64)
+    if same_scale(src, dst):
+        return v.copy()
+    raw = v * src["divisor"] - src["offset"]
+    return (raw + dst["offset"]) / dst["divisor"]
+
+
 def from_author_key(key: str, names: Iterable[str] = REWARD_NAMES) -> str | None:
     """Our name for ``key`` among ``names``: ``key`` itself when it is one of them (so our ``clip_score`` keeps
     meaning OpenAI CLIP), else the reward the authors call ``key``, else None."""
@@ -97,6 +164,14 @@ def from_author_key(key: str, names: Iterable[str] = REWARD_NAMES) -> str | None
         return key
     ours = AUTHOR_KEYS.get(key)
     return ours if ours in names else None
+
+
+def our_names(keys: Iterable[str], names: Iterable[str] = REWARD_NAMES) -> list[str]:
+    """``keys`` with each of the MIRO authors' keys replaced by our name among ``names`` (``from_author_key``);
+    other keys are kept, so the caller's own check names them.  The one spelling every stage's name lists go
+    through (annotation, training, test-time search, evaluation, the app), so their keys mean our reward anywhere."""
+    names = list(names)
+    return [from_author_key(k, names) or k for k in keys]
 
 
 def unknown_rewards(names: Iterable[str]) -> list[str]:

@@ -38,6 +38,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from miro.contracts.rewards import our_names
 from miro.utils.config import ConfigError, require
 
 DEFAULT_T_RANGE = (0.1, 0.9)
@@ -177,10 +178,10 @@ class IntrinsicVerifier(_LikelihoodJudge):
             raise ConfigError(
                 "intrinsic verifier: this model has no reward conditioning (reward_names=[]); nothing to judge"
             )
-        rewards = list(names if rewards is None else rewards)
+        rewards = our_names(names if rewards is None else rewards, names)  # the authors' keys name the model's rewards
         unknown = [r for r in rewards if r not in names]
-        require(not unknown and bool(rewards), "intrinsic.rewards", rewards,
-                f"must be a non-empty subset of the model's rewards {names}")  # fmt: skip
+        require(not unknown and bool(rewards) and len(set(rewards)) == len(rewards), "intrinsic.rewards", rewards,
+                f"must be a non-empty subset of the model's rewards {names}, each once")  # fmt: skip
         require(others is None or (isinstance(others, (int, float)) and 0.0 <= float(others) <= 1.0), "intrinsic.others",
                 others, "must be null (the other rewards' null embedding) or a target in [0, 1]")  # fmt: skip
         self.model_rewards, self.rewards, self.others, self.text = names, rewards, others, bool(text)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from miro.contracts.rewards import our_names
 from miro.testtime.budget import Budget, Trace
 from miro.testtime.render import Condition, derived_seed
 from miro.testtime.search import Search, as_renderer, check_positive_int, new_trace, seed_list
@@ -151,9 +152,10 @@ def condition_search(pipe, prompts: Sequence[str], verifier: Verifier, budget: B
     from the seed's noise (False: candidate j from noise j)."""
     renderer = as_renderer(pipe, settings, mixed_precision)
     names = renderer.names
-    rewards = list(names if rewards is None else rewards)
+    rewards = our_names(names if rewards is None else rewards, names)  # the authors' keys name the model's rewards
     unknown = [r for r in rewards if r not in names]
     require(not unknown, "condition_search.rewards", rewards, f"must be rewards of the model: {names}")
+    require(len(set(rewards)) == len(rewards), "condition_search.rewards", rewards, "names a reward twice")
     sp_lo, sp_hi = _box("condition_search.s_plus_range", s_plus_range)
     sm_lo, sm_hi = _box("condition_search.s_minus_range", s_minus_range)
     require(isinstance(w_max, (int, float)) and math.isfinite(w_max) and w_max >= 0, "condition_search.w_max", w_max,

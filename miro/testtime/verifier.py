@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miro.contracts.rewards import REWARDS
 from miro.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def scorer_nfe(scorer, prompts: Sequence[str]) -> float:
 
 
 def norms_from_reward_stats(path: str | Path) -> dict[str, RewardNorm]:
-    """Per reward the mean and std of a dataset's ``reward_stats.json`` (a file or the folder holding it)."""
+    """Per reward the mean and std of a dataset's ``reward_stats.json`` (a file or the folder holding it), on
+    our raw scale (the scale the scorers return) even when the sidecars were written on the authors' scale."""
     from miro.contracts.buckets import load_reward_stats
 
     stats = load_reward_stats(path)
@@ -99,7 +101,9 @@ def norms_from_reward_stats(path: str | Path) -> dict[str, RewardNorm]:
     for name, entry in stats.rewards.items():
         mean, std = entry.get("mean"), entry.get("std")
         if isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0:
-            out[name] = RewardNorm(float(mean), float(std), f"reward_stats:{stats.path}")
+            # scorers return raw scores, whatever scale the sidecars hold
+            mean, std = stats.moments(name, "raw") if name in REWARDS else (float(mean), float(std))
+            out[name] = RewardNorm(mean, std, f"reward_stats:{stats.path}")
     return out
 
 

@@ -35,3 +35,14 @@ def test_annotation_and_training_configs_take_the_authors_keys():
     assert list(cfg.rewards) == ["imagereward", "pickscore", "sharpness"]
     train = TrainConfig(reward_names=["aesthetic_score", "hpsv2_score", "clip_score"])
     assert train.reward_names == ["aesthetic", "hpsv2", "clip_score"]  # our clip_score keeps its meaning
+
+
+def test_our_names_and_a_reward_named_twice():
+    from annotate.config import AnnotateConfig
+    from miro.contracts.rewards import our_names
+    from miro.utils.config import ConfigError
+
+    assert our_names(["vqa_score", "sciscore_score", "clip_score", "nope"]) == ["vqascore", "sciscore", "clip_score", "nope"]
+    assert our_names(["clip_score"], ["jina_clip", "aesthetic"]) == ["jina_clip"]
+    with pytest.raises(ConfigError, match="rewards=.*names one reward twice"):
+        AnnotateConfig(rewards=["aesthetic", "aesthetic_score"])

@@ -165,3 +165,11 @@ def test_bad_intrinsic_arguments(kwargs, match):
     names = ["aesthetic"]
     with pytest.raises(ConfigError, match=match):
         IntrinsicVerifier(stub_pipe(RewardStub(names, "aesthetic"), names), **kwargs)
+
+
+def test_the_authors_keys_name_the_judged_rewards():
+    names = ["sharpness", "aesthetic"]
+    judge = IntrinsicVerifier(stub_pipe(RewardStub(names, "aesthetic"), names), rewards=["aesthetic_score"], draws=2)
+    assert judge.rewards == ["aesthetic"] and judge.outputs == ("intrinsic_aesthetic",)
+    with pytest.raises(ConfigError, match="intrinsic.rewards.*each once"):
+        IntrinsicVerifier(stub_pipe(RewardStub(names, "aesthetic"), names), rewards=["aesthetic", "aesthetic_score"])

@@ -188,3 +188,14 @@ def test_a_bfloat16_transformer_searches_and_optimises(text_encoder):
     assert trace.searches[0].extra["iterations"] == 2 and math.isfinite(
         trace.searches[0].candidates[-1].score
     )
+
+
+def test_condition_search_takes_the_authors_keys(renderer):
+    kw = dict(seeds=0, s_plus_range=(0.5, 1.0), w_max=4.0)
+    _, ours = condition_search(renderer, PROMPTS[:1], brightness_verifier(), Budget(samples=6), rewards=["aesthetic", "pickscore"], **kw)
+    _, theirs = condition_search(renderer, PROMPTS[:1], brightness_verifier(), Budget(samples=6),
+                                 rewards=["aesthetic_score", "pick_a_score_score"], **kw)  # fmt: skip
+    assert [c.condition for c in theirs.searches[0].candidates] == [c.condition for c in ours.searches[0].candidates]
+    assert {c.condition["reward_targets"]["aesthetic"] for c in ours.searches[0].candidates} != {1.0}  # it searched them
+    with pytest.raises(ConfigError, match="condition_search.rewards.*twice"):
+        condition_search(renderer, PROMPTS, brightness_verifier(), Budget(samples=2), rewards=["aesthetic", "aesthetic_score"])
