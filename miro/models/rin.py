@@ -96,6 +96,18 @@ from miro.models.layers import key_padding_mask
 #: The files of one model in the authors' layout (``miro-t2i``'s ``_PIPELINE_FILES``).
 AUTHORS_FILES = ("config.json", "model.safetensors", "uncond_embedding.npy")
 
+#: Every reward name of the authors' models, in their order (``MiroPipeline.COHERENCE_KEYS``; the released
+#: model has all seven, the single-reward and leave-one-out variants a subset).
+AUTHORS_COHERENCE_KEYS = (
+    "clip_score",
+    "aesthetic_score",
+    "image_reward_score",
+    "pick_a_score_score",
+    "hpsv2_score",
+    "vqa_score",
+    "sciscore_score",
+)
+
 #: ``CADRINTextCond`` arguments that only matter in training (dropout, stochastic depth, reward dropout):
 #: accepted from an authors' config and not stored.
 AUTHORS_TRAINING_ONLY = (
@@ -405,15 +417,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         concat_cond_token_to_latents: bool = False,
         use_self_conditioning: bool = True,
         num_text_registers: int = 16,
-        coherence_keys: Sequence[str] = (
-            "clip_score",
-            "aesthetic_score",
-            "image_reward_score",
-            "pick_a_score_score",
-            "hpsv2_score",
-            "vqa_score",
-            "sciscore_score",
-        ),
+        coherence_keys: Sequence[str] = AUTHORS_COHERENCE_KEYS,
         mixer_heads: int = 16,
         mixer_depth: int = 2,
         sigma_data: float = 0.5,
