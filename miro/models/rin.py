@@ -921,11 +921,17 @@ def load_authors_checkpoint(
     model.eval()
     uncond = torch.from_numpy(np.load(base / "uncond_embedding.npy").astype(np.float32))
     if torch_dtype is not None:
-        model.to(torch_dtype)
+        cast_dtype(model, torch_dtype)
     rest = {k: v for k, v in state.items() if k.startswith(("data_preprocessing.", "postprocessing."))}
     return AuthorsCheckpoint(
         model=model, config=config, uncond_embedding=uncond, path=base, pipeline_state=rest
     )
+
+
+def cast_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` cast to ``dtype`` without diffusers' ``ModelMixin.to`` warning (it warns about modules to keep
+    in fp32 even when there are none; ``MiroRIN`` computes its norms and Fourier features in fp32 itself)."""
+    return nn.Module.to(model, dtype=dtype)
 
 
 def _few(items: list[str], n: int = 6) -> str:

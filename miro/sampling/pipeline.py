@@ -33,6 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from miro.contracts.buckets import bucket_values
 from miro.models.autoencoders import Autoencoder
 from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
+from miro.models.rin import AUTHORS_COHERENCE_KEYS
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
 from miro.sampling.guidance import Guidance
@@ -151,6 +152,8 @@ class MiroPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer"
+    #: Every reward name of the MIRO authors' models (their ``MiroPipeline.COHERENCE_KEYS``).
+    COHERENCE_KEYS = AUTHORS_COHERENCE_KEYS
 
     def __init__(
         self,
@@ -265,18 +268,55 @@ class MiroPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | Path,
+        pretrained_model_name_or_path: str | Path | None = None,
         *,
         variant: str | None = None,
         device: str | torch.device | None = None,
         text_encoder: TextEncoder | str | None = None,
+        repo_id_or_path: str | Path | None = None,
         **kwargs,
     ) -> MiroPipeline:
         """Load a saved pipeline (local folder or repo id; ``cache_dir``, ``revision``, ``torch_dtype`` as in
         diffusers).  ``variant`` is, as in the authors' pipeline, a subfolder holding a whole pipeline when
         the local folder has one by that name, and otherwise diffusers' weight-file variant.  ``device``
         moves the pipeline after loading; ``text_encoder`` overrides the saved text encoder (an instance,
-        or a path/id for the saved kind)."""
+        or a path/id for the saved kind).  ``repo_id_or_path=`` is the authors' name for the first argument.
+
+        A folder or repo in the MIRO authors' layout (``config.json``, ``model.safetensors``,
+        ``uncond_embedding.npy``, variants as subfolders) loads as a ``miro.sampling.rin_pipeline.
+        MiroRINPipeline`` (their RIN and their API), as diffusers' ``DiffusionPipeline.from_pretrained``
+        returns the class a folder names; its extra keywords are ``vae`` and ``tokenizer``."""
+        if repo_id_or_path is not None:
+            if pretrained_model_name_or_path is not None:
+                raise TypeError(
+                    "from_pretrained: pass the folder or repo id once (pretrained_model_name_or_path or "
+                    "repo_id_or_path, not both)"
+                )
+            pretrained_model_name_or_path = repo_id_or_path
+        if not isinstance(pretrained_model_name_or_path, (str, Path)):
+            raise TypeError(
+                f"from_pretrained: pretrained_model_name_or_path={pretrained_model_name_or_path!r} must be a "
+                "folder path or a Hugging Face repo id (str)"
+            )
+        from miro.sampling.rin_pipeline import AUTHORS_LOAD_KEYWORDS, MiroRINPipeline, is_authors_location
+
+        if is_authors_location(
+            pretrained_model_name_or_path, variant, kwargs.get("cache_dir"), kwargs.get("revision")
+        ):
+            unknown = sorted(set(kwargs) - set(AUTHORS_LOAD_KEYWORDS))
+            if unknown:
+                raise TypeError(
+                    f"{pretrained_model_name_or_path} is in the MIRO authors' layout (a MiroRINPipeline): "
+                    f"unknown keywords {unknown}; allowed: {sorted(AUTHORS_LOAD_KEYWORDS)}, variant, device, "
+                    "text_encoder"
+                )
+            return MiroRINPipeline.from_pretrained(
+                pretrained_model_name_or_path,
+                variant=variant,
+                device=device,
+                text_encoder=text_encoder,
+                **kwargs,
+            )
         root = Path(pretrained_model_name_or_path)
         if variant and (root / variant / "model_index.json").is_file():
             pretrained_model_name_or_path, variant, root = str(root / variant), None, root / variant

@@ -4,10 +4,11 @@ The MIRO authors' sampler (``miro-t2i`` 0.1.4, ``models/sampler.py`` ``FlowEuler
 imported: their package is also named ``miro``) differs from ``miro.sampling.sampler.sample`` in three ways
 that matter for matching their images to 1e-4, so the RIN has this loop of its own:
 
-* **The grid is in gamma** (signal level, ``1 - t``): ``gamma_i = LinearScheduler(1 - i / N)`` computed in
-  fp32 (``authors_gammas``), the first value clamped to ``clip_min`` = 1e-9, and the Euler update is
-  ``x <- x - F (gamma_{i+1} - gamma_i)``.  Mathematically ``1 - gamma_i`` is ``miro.flow.flow_sigmas(N)``
-  (shift 1); in floats the two differ by an ulp, which the chained steps would carry.
+* **The grid is uniform in gamma** (signal level, ``1 - t``): ``gamma_i = LinearScheduler(1 - i / N)``
+  computed in fp32 (``authors_gammas``), the first value clamped to ``clip_min`` = 1e-9, and the Euler update
+  is ``x <- x - F (gamma_{i+1} - gamma_i)``.  It is not ``miro.flow.flow_sigmas(N)``: diffusers' grid (which
+  ours follows) spaces N levels from 1 to 1/1000 and then jumps to 0, so it differs from ``1 - i / N`` by up
+  to ~1/N.
 * **Self-conditioning latents are state**: each step feeds every branch the final latents that the same
   branch produced at the previous step (their ``[latents_cond, latents_uncond]``), zeros at the first step
   (``FlowPrecond`` fills them).  ``miro.flow``'s solvers take a stateless ``velocity(x, t)``, so

@@ -47,6 +47,7 @@ from miro.models.rin import (
     AUTHORS_FILES,
     AuthorsCheckpointError,
     MiroRIN,
+    cast_dtype,
     load_authors_checkpoint,
     resolve_authors_folder,
 )
@@ -82,6 +83,47 @@ def is_authors_folder(path: str | Path, variant: str | None = None) -> bool:
     return not variant and any(
         p.is_dir() and all((p / n).is_file() for n in AUTHORS_FILES) for p in base.iterdir()
     )
+
+
+#: ``from_pretrained`` keywords of ``MiroRINPipeline`` besides ``variant``, ``device``, ``text_encoder``.
+AUTHORS_LOAD_KEYWORDS = ("cache_dir", "revision", "torch_dtype", "tokenizer", "vae")
+
+
+def is_authors_location(
+    path: str | Path, variant: str | None = None, cache_dir: str | None = None, revision: str | None = None
+) -> bool:
+    """Whether ``path`` is in the authors' layout: a local folder (``is_authors_folder``), or a hub repo id
+    whose files are in the HF cache as theirs (``config.json`` beside ``model.safetensors``, no
+    ``model_index.json``) or, online, are so on the hub.  False for everything else (diffusers' loader then
+    gives its own message)."""
+    if Path(path).expanduser().is_dir():
+        return is_authors_folder(Path(path).expanduser(), variant)
+    repo = str(path)
+    if repo.count("/") != 1 or repo.startswith((".", "/", "~")):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    prefix = f"{variant}/" if variant else ""
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir, revision=revision), str)
+
+    if cached("model_index.json"):
+        return False
+    if all(cached(prefix + n) for n in AUTHORS_FILES):
+        return True
+    from miro.utils.weights import hub_offline
+
+    if hub_offline():
+        return False
+    try:
+        from huggingface_hub import file_exists
+
+        return not file_exists(repo, "model_index.json", revision=revision) and file_exists(
+            repo, prefix + "uncond_embedding.npy", revision=revision
+        )
+    except Exception:  # noqa: BLE001 - no network: let diffusers' loader say what is missing
+        return False
 
 
 def _download_authors_files(repo_id: str, variant, cache_dir, revision) -> Path:
@@ -224,7 +266,7 @@ class MiroRINPipeline(nn.Module):
         pipe = cls(ckpt.model, vae, ckpt.uncond_embedding, ckpt.config, scale, bias, text_encoder, tokenizer)
         pipe.path, pipe.cache_dir = ckpt.path, cache_dir
         if torch_dtype is not None:
-            pipe.network.to(torch_dtype)
+            cast_dtype(pipe.network, torch_dtype)
         if device is not None:
             pipe.to(device)
         return pipe
@@ -279,7 +321,7 @@ class MiroRINPipeline(nn.Module):
         if device is not None:
             super().to(device=device, non_blocking=non_blocking)
         if dtype is not None:
-            self.network.to(dtype)
+            cast_dtype(self.network, dtype)
         return self
 
     # ------------------------------------------------------------------ encoding and decoding
