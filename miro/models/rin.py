@@ -595,13 +595,17 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The bare network, as the authors' ``CADRINTextCond(batch)`` in ``eval()``.
 
         ``y`` [B, C, H, W] (already scaled by c_in), ``gamma`` [B] or scalar (signal level: 1 = data),
         ``text`` [B, L, label_dim], ``text_mask`` [B, L] bool (True = a real token), ``rewards`` [B, K] in
         ``coherence_keys`` order or a mapping (``reward_matrix``; NaN or missing = dropped), ``reward_mask``
-        [B, K] bool (False = dropped), ``previous_latents`` [B, N, latents_dim] or None (no self-conditioning).
+        [B, K] bool (False = dropped), ``previous_latents`` [B, N, latents_dim] or None (no self-conditioning),
+        ``condition``: ``encode_condition(text, text_mask, rewards, reward_mask)`` computed beforehand (a sampler
+        computes it once per run: the condition mixer depends on neither y nor gamma; the time token is put
+        in front of it here), or None to compute it from ``text`` and ``rewards``.
         Returns ``(patches shaped like y, latents [B, N, latents_dim])``.
         """
         text_mask = _bool_mask(text_mask, "text_mask")
@@ -628,7 +632,15 @@ class MiroRIN(ModelMixin, ConfigMixin):
         x = self.data_ln(self.patch_extractor(x)) + self.data_pos_embedding[None]
 
         time = self.time_embedder(gamma)[:, None]
-        mixed, mixed_mask = self.encode_condition(text, text_mask, rewards, reward_mask)
+        if condition is None:
+            mixed, mixed_mask = self.encode_condition(text, text_mask, rewards, reward_mask)
+        else:  # encode_condition's output, computed once for a whole sampling run (it depends on neither y nor gamma)
+            mixed, mixed_mask = condition
+            if mixed.shape[0] != b or mixed_mask.shape != mixed.shape[:2]:
+                raise ValueError(
+                    f"condition: expected encode_condition's ([{b}, S, d], [{b}, S]), got "
+                    f"{list(mixed.shape)} and {list(mixed_mask.shape)}"
+                )
         cond = torch.cat([time, mixed], dim=1)
         cond_mask = torch.cat([torch.ones_like(mixed_mask[:, :1]), mixed_mask], dim=1)
         latents = self.latents[None].expand(b, -1, -1)
@@ -667,6 +679,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The authors' ``FlowPrecond(network, batch)``: ``c_out * net(c_in * y)``, zero previous latents
         when None; gamma is the signal level.  Returns ``(F, latents)``."""
@@ -683,6 +696,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
             rewards,
             reward_mask,
             previous_latents,
+            condition,
         )
         return out * c_out, z
 
@@ -695,6 +709,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> RINOutput:
         """Velocity ``eps - x_0`` at this project's noise level ``t`` (gamma = 1 - t), preconditioned.
 
@@ -709,6 +724,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
             rewards,
             reward_mask,
             previous_latents,
+            condition,
         )
         return RINOutput(out, z)
 

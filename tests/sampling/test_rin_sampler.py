@@ -112,6 +112,9 @@ def test_batched_branches_with_carried_latents_match_a_plain_loop(model, guidanc
     else:
         assert counts == [4] * 5
     assert (ours - ref).abs().max() < 1e-5
+    with torch.no_grad():  # the condition mixer run once per run (the default) or at every step: the same
+        uncached = sample_rin(model, noise, conds, null, guidance, gammas, cache_condition=False)
+    assert (uncached - ours).abs().max() < 1e-6
     with torch.no_grad():  # the carried latents matter: forgetting them each step changes the result
         forgetful = RINGuidedVelocity(model, conds, null, guidance)
         x = noise.clone()
