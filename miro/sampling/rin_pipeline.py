@@ -54,7 +54,7 @@ from miro.models.rin import (
 from miro.sampling.guidance import Guidance
 from miro.sampling.rin import authors_gammas, sample_rin
 from miro.sampling.sampler import Conditions
-from miro.sampling.targets import reward_tensors
+from miro.sampling.targets import check_count, check_generator, prompt_list, reward_tensors
 from miro.utils.weights import load_pretrained
 
 #: Their default text encoder and VAE (``pipeline.py`` ``DEFAULT_TEXT_ENCODER`` / ``DEFAULT_VAE``).
@@ -163,12 +163,6 @@ def _latent_buffers(
     else:
         scale, bias = torch.full((4,), 1 / SDXL_SCALE), torch.zeros(4)
     return scale.view(1, 4, 1, 1), bias.view(1, 4, 1, 1)
-
-
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}): must be an int >= {minimum}")
-    return int(value)
 
 
 class MiroRINPipeline(nn.Module):
@@ -369,16 +363,9 @@ class MiroRINPipeline(nn.Module):
     def _check_call(
         self, prompt, num_inference_steps, guidance_scale, num_images_per_prompt, generator, output_type
     ):
-        if isinstance(prompt, str):
-            prompts = [prompt]
-        elif isinstance(prompt, Sequence) and prompt and all(isinstance(p, str) for p in prompt):
-            prompts = list(prompt)
-        else:
-            raise TypeError(
-                f"prompt={prompt!r} ({type(prompt).__name__}): must be a string or a non-empty list of strings"
-            )
-        _check_int(num_inference_steps, "num_inference_steps")
-        _check_int(num_images_per_prompt, "num_images_per_prompt")
+        prompts = prompt_list(prompt)
+        check_count(num_inference_steps, "num_inference_steps")
+        check_count(num_images_per_prompt, "num_images_per_prompt")
         if (
             isinstance(guidance_scale, bool)
             or not isinstance(guidance_scale, numbers.Real)
@@ -387,15 +374,7 @@ class MiroRINPipeline(nn.Module):
             raise ValueError(
                 f"guidance_scale={guidance_scale!r}: must be a finite number (<= 0: no guidance)"
             )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            hint = (
-                f"; for a seed, pass torch.Generator().manual_seed({generator})"
-                if isinstance(generator, int)
-                else ""
-            )
-            raise TypeError(
-                f"generator={generator!r} ({type(generator).__name__}): must be a torch.Generator or None{hint}"
-            )
+        check_generator(generator, allow_list=False)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: must be one of {list(OUTPUT_TYPES)}")
         return prompts
