@@ -55,7 +55,7 @@ from miro.sampling.guidance import Guidance
 from miro.sampling.rin import authors_gammas, sample_rin
 from miro.sampling.sampler import Conditions
 from miro.sampling.targets import check_count, check_generator, prompt_list, reward_tensors
-from miro.utils.weights import load_pretrained
+from miro.utils.weights import hub_offline, load_pretrained
 
 #: Their default text encoder and VAE (``pipeline.py`` ``DEFAULT_TEXT_ENCODER`` / ``DEFAULT_VAE``).
 DEFAULT_TEXT_ENCODER = "google/flan-t5-xl"
@@ -72,17 +72,29 @@ MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 def is_authors_folder(path: str | Path, variant: str | None = None) -> bool:
-    """True when ``path`` (or its ``variant`` subfolder) is a local folder in the authors' layout, or holds
-    variants in it (then ``from_pretrained`` asks for ``variant=``)."""
+    """True when ``path`` is a local folder in the authors' layout: their files at its root or in its
+    ``variant`` subfolder, or variants in subfolders (then ``from_pretrained`` names them when ``variant`` is
+    missing or wrong), and no diffusers ``model_index.json``."""
     root = Path(path)
-    base = root / variant if variant else root
-    if not base.is_dir() or (base / "model_index.json").is_file():
+    if not root.is_dir() or (root / "model_index.json").is_file():
         return False
-    if all((base / n).is_file() for n in AUTHORS_FILES):
+
+    def holds(folder: Path) -> bool:
+        return folder.is_dir() and all((folder / n).is_file() for n in AUTHORS_FILES)
+
+    if holds(root) or (variant and holds(root / variant)):
         return True
-    return not variant and any(
-        p.is_dir() and all((p / n).is_file() for n in AUTHORS_FILES) for p in base.iterdir()
-    )
+    return any(holds(p) for p in root.iterdir())
+
+
+def _cached_snapshot(repo_id: str, cache_dir: str | None, revision: str | None) -> Path | None:
+    """The repo's snapshot folder in the HF cache (only the files downloaded so far), or None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several types)
+        return None
 
 
 #: ``from_pretrained`` keywords of ``MiroRINPipeline`` besides ``variant``, ``device``, ``text_encoder``.
@@ -92,28 +104,19 @@ AUTHORS_LOAD_KEYWORDS = ("cache_dir", "revision", "torch_dtype", "tokenizer", "v
 def is_authors_location(
     path: str | Path, variant: str | None = None, cache_dir: str | None = None, revision: str | None = None
 ) -> bool:
-    """Whether ``path`` is in the authors' layout: a local folder (``is_authors_folder``), or a hub repo id
-    whose files are in the HF cache as theirs (``config.json`` beside ``model.safetensors``, no
-    ``model_index.json``) or, online, are so on the hub.  False for everything else (diffusers' loader then
-    gives its own message)."""
+    """Whether ``path`` is in the authors' layout: a local folder, or a hub repo id whose cached snapshot is
+    such a folder (``is_authors_folder``: their files, or variants holding them, and no ``model_index.json``),
+    or, online and not cached, whose files are so on the hub.  False for everything else (diffusers' loader
+    then gives its own message)."""
     if Path(path).expanduser().is_dir():
         return is_authors_folder(Path(path).expanduser(), variant)
     repo = str(path)
     if repo.count("/") != 1 or repo.startswith((".", "/", "~")):
         return False
-    from huggingface_hub import try_to_load_from_cache
-
+    snapshot = _cached_snapshot(repo, cache_dir, revision)
+    if snapshot is not None:
+        return is_authors_folder(snapshot, variant)
     prefix = f"{variant}/" if variant else ""
-
-    def cached(name: str) -> bool:
-        return isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir, revision=revision), str)
-
-    if cached("model_index.json"):
-        return False
-    if all(cached(prefix + n) for n in AUTHORS_FILES):
-        return True
-    from miro.utils.weights import hub_offline
-
     if hub_offline():
         return False
     try:
@@ -243,8 +246,17 @@ class MiroRINPipeline(nn.Module):
             folder = resolve_authors_folder(root, variant)
         elif Path(str(repo_id_or_path)).is_absolute() or str(repo_id_or_path).startswith("."):
             raise AuthorsCheckpointError(f"{repo_id_or_path}: no such folder")
-        else:
-            folder = _download_authors_files(str(repo_id_or_path), variant, cache_dir, revision)
+        else:  # a hub repo id: the cached snapshot if it has the files, else a download
+            repo, folder = str(repo_id_or_path), None
+            snapshot = _cached_snapshot(repo, cache_dir, revision)
+            if snapshot is not None:
+                try:
+                    folder = resolve_authors_folder(snapshot, variant)
+                except AuthorsCheckpointError:
+                    if hub_offline():  # nothing to download: say what the cached repo holds
+                        raise
+            if folder is None:
+                folder = _download_authors_files(repo, variant, cache_dir, revision)
         ckpt = load_authors_checkpoint(folder)
         scale, bias = _latent_buffers(ckpt.pipeline_state, ckpt.config)
         if vae is None or isinstance(vae, (str, Path)):

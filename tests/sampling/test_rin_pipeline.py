@@ -129,8 +129,15 @@ def test_variants_and_their_messages(disk):
         AuthorsCheckpointError, match=r"no variant 'nope'; variants found: \['multi', 'no_clip'\]"
     ):
         MiroRINPipeline.from_pretrained(disk / "repo", variant="nope", vae=str(disk / "vae"))
+    hub = str(disk / "hub")  # the same messages for a cached hub repository of variants
+    with pytest.raises(AuthorsCheckpointError, match=r"pass variant= one of \['multi', 'no_clip'\]"):
+        MiroPipeline.from_pretrained("nicolas-dufour/miro-ablations", cache_dir=hub)
+    with pytest.raises(
+        AuthorsCheckpointError, match=r"no variant 'nope'; variants found: \['multi', 'no_clip'\]"
+    ):
+        MiroPipeline.from_pretrained("nicolas-dufour/miro-ablations", variant="nope", cache_dir=hub)
     pipe = MiroPipeline.from_pretrained(
-        repo_id_or_path="nicolas-dufour/miro-ablations", variant="no_clip", cache_dir=str(disk / "hub")
+        repo_id_or_path="nicolas-dufour/miro-ablations", variant="no_clip", cache_dir=hub
     )
     assert pipe.coherence_keys == tuple(KEYS[1:])
     with pytest.raises(ValueError, match=r"'clip_score', which this model was not trained with; allowed: "):
