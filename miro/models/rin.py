@@ -96,6 +96,18 @@ from miro.models.layers import key_padding_mask
 #: The files of one model in the authors' layout (``miro-t2i``'s ``_PIPELINE_FILES``).
 AUTHORS_FILES = ("config.json", "model.safetensors", "uncond_embedding.npy")
 
+#: Every reward name of the authors' models, in their order (``MiroPipeline.COHERENCE_KEYS``; the released
+#: model has all seven, the single-reward and leave-one-out variants a subset).
+AUTHORS_COHERENCE_KEYS = (
+    "clip_score",
+    "aesthetic_score",
+    "image_reward_score",
+    "pick_a_score_score",
+    "hpsv2_score",
+    "vqa_score",
+    "sciscore_score",
+)
+
 #: ``CADRINTextCond`` arguments that only matter in training (dropout, stochastic depth, reward dropout):
 #: accepted from an authors' config and not stored.
 AUTHORS_TRAINING_ONLY = (
@@ -405,15 +417,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         concat_cond_token_to_latents: bool = False,
         use_self_conditioning: bool = True,
         num_text_registers: int = 16,
-        coherence_keys: Sequence[str] = (
-            "clip_score",
-            "aesthetic_score",
-            "image_reward_score",
-            "pick_a_score_score",
-            "hpsv2_score",
-            "vqa_score",
-            "sciscore_score",
-        ),
+        coherence_keys: Sequence[str] = AUTHORS_COHERENCE_KEYS,
         mixer_heads: int = 16,
         mixer_depth: int = 2,
         sigma_data: float = 0.5,
@@ -591,13 +595,17 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The bare network, as the authors' ``CADRINTextCond(batch)`` in ``eval()``.
 
         ``y`` [B, C, H, W] (already scaled by c_in), ``gamma`` [B] or scalar (signal level: 1 = data),
         ``text`` [B, L, label_dim], ``text_mask`` [B, L] bool (True = a real token), ``rewards`` [B, K] in
         ``coherence_keys`` order or a mapping (``reward_matrix``; NaN or missing = dropped), ``reward_mask``
-        [B, K] bool (False = dropped), ``previous_latents`` [B, N, latents_dim] or None (no self-conditioning).
+        [B, K] bool (False = dropped), ``previous_latents`` [B, N, latents_dim] or None (no self-conditioning),
+        ``condition``: ``encode_condition(text, text_mask, rewards, reward_mask)`` computed beforehand (a sampler
+        computes it once per run: the condition mixer depends on neither y nor gamma; the time token is put
+        in front of it here), or None to compute it from ``text`` and ``rewards``.
         Returns ``(patches shaped like y, latents [B, N, latents_dim])``.
         """
         text_mask = _bool_mask(text_mask, "text_mask")
@@ -624,7 +632,15 @@ class MiroRIN(ModelMixin, ConfigMixin):
         x = self.data_ln(self.patch_extractor(x)) + self.data_pos_embedding[None]
 
         time = self.time_embedder(gamma)[:, None]
-        mixed, mixed_mask = self.encode_condition(text, text_mask, rewards, reward_mask)
+        if condition is None:
+            mixed, mixed_mask = self.encode_condition(text, text_mask, rewards, reward_mask)
+        else:  # encode_condition's output, computed once for a whole sampling run (it depends on neither y nor gamma)
+            mixed, mixed_mask = condition
+            if mixed.shape[0] != b or mixed_mask.shape != mixed.shape[:2]:
+                raise ValueError(
+                    f"condition: expected encode_condition's ([{b}, S, d], [{b}, S]), got "
+                    f"{list(mixed.shape)} and {list(mixed_mask.shape)}"
+                )
         cond = torch.cat([time, mixed], dim=1)
         cond_mask = torch.cat([torch.ones_like(mixed_mask[:, :1]), mixed_mask], dim=1)
         latents = self.latents[None].expand(b, -1, -1)
@@ -663,6 +679,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The authors' ``FlowPrecond(network, batch)``: ``c_out * net(c_in * y)``, zero previous latents
         when None; gamma is the signal level.  Returns ``(F, latents)``."""
@@ -679,6 +696,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
             rewards,
             reward_mask,
             previous_latents,
+            condition,
         )
         return out * c_out, z
 
@@ -691,6 +709,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         rewards: torch.Tensor | Mapping[str, Any] | None = None,
         reward_mask: torch.Tensor | None = None,
         previous_latents: torch.Tensor | None = None,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> RINOutput:
         """Velocity ``eps - x_0`` at this project's noise level ``t`` (gamma = 1 - t), preconditioned.
 
@@ -705,6 +724,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
             rewards,
             reward_mask,
             previous_latents,
+            condition,
         )
         return RINOutput(out, z)
 
@@ -917,11 +937,17 @@ def load_authors_checkpoint(
     model.eval()
     uncond = torch.from_numpy(np.load(base / "uncond_embedding.npy").astype(np.float32))
     if torch_dtype is not None:
-        model.to(torch_dtype)
+        cast_dtype(model, torch_dtype)
     rest = {k: v for k, v in state.items() if k.startswith(("data_preprocessing.", "postprocessing."))}
     return AuthorsCheckpoint(
         model=model, config=config, uncond_embedding=uncond, path=base, pipeline_state=rest
     )
+
+
+def cast_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` cast to ``dtype`` without diffusers' ``ModelMixin.to`` warning (it warns about modules to keep
+    in fp32 even when there are none; ``MiroRIN`` computes its norms and Fourier features in fp32 itself)."""
+    return nn.Module.to(model, dtype=dtype)
 
 
 def _few(items: list[str], n: int = 6) -> str:

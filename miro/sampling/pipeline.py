@@ -33,12 +33,21 @@ from diffusers.utils.torch_utils import randn_tensor
 from miro.contracts.buckets import bucket_values
 from miro.models.autoencoders import Autoencoder
 from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
+from miro.models.rin import AUTHORS_COHERENCE_KEYS
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
 from miro.sampling.guidance import Guidance
 from miro.sampling.sampler import Conditions, sample, total_nfe
 from miro.sampling.settings import SamplingSettings
-from miro.sampling.targets import Targets, canonical_keys, reward_tensors, target_dicts
+from miro.sampling.targets import (
+    Targets,
+    canonical_keys,
+    check_count,
+    check_generator,
+    prompt_list,
+    reward_tensors,
+    target_dicts,
+)
 from miro.utils.config import to_typed
 from miro.utils.device import parse_dtype, resolve_device
 from miro.utils.precision import precision_dtype, resolve_precision
@@ -125,6 +134,19 @@ class MiroPipelineOutput(BaseOutput):
     settings: SamplingSettings | None = None
 
 
+class _CallableParameters(dict):
+    """diffusers' ``DiffusionPipeline.parameters`` dict that, called, iterates the modules' parameters as
+    ``nn.Module.parameters(recurse)`` does (``MiroPipeline.parameters``)."""
+
+    def __init__(self, mapping: Mapping, modules: Sequence[torch.nn.Module]):
+        super().__init__(mapping)
+        self._modules = list(modules)
+
+    def __call__(self, recurse: bool = True):
+        for module in self._modules:
+            yield from module.parameters(recurse)
+
+
 def _config_dict(cfg: Any, schema: type) -> dict:
     """A plain dict of a text-encoder / autoencoder config, validated against its schema."""
     if isinstance(cfg, schema):
@@ -151,6 +173,8 @@ class MiroPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer"
+    #: Every reward name of the MIRO authors' models (their ``MiroPipeline.COHERENCE_KEYS``).
+    COHERENCE_KEYS = AUTHORS_COHERENCE_KEYS
 
     def __init__(
         self,
@@ -261,22 +285,101 @@ class MiroPipeline(DiffusionPipeline):
     def default_image_size(self) -> int:
         return int(self.transformer.config.sample_size) * self.autoencoder.downsample
 
+    # ------------------------------------------------------------------ the authors' nn.Module API
+    # Their MiroPipeline is an nn.Module; code written for it calls these (issue #17).
+    def _modules_by_name(self) -> dict[str, torch.nn.Module]:
+        return {
+            "transformer": self.transformer,
+            "text_encoder": self.text_encoder,
+            "autoencoder": self.autoencoder,
+        }
+
+    @property
+    def network(self) -> MiroTransformer:
+        """The denoiser (the authors' name for it); the same module as ``transformer``."""
+        return self.transformer
+
+    @property
+    def tokenizer(self):
+        """The text encoder's tokenizer (the authors' ``pipe.tokenizer``)."""
+        return self.text_encoder.tokenizer
+
+    @property
+    def parameters(self) -> _CallableParameters:
+        """Both meanings at once: diffusers' ``pipe.parameters`` (a dict of the optional ``__init__`` arguments,
+        for ``OtherPipeline(**pipe.components, **pipe.parameters)``) and the authors' ``pipe.parameters()``
+        (an ``nn.Module`` call: every parameter of the transformer, text encoder and autoencoder)."""
+        modules = list(self._modules_by_name().values())
+        return _CallableParameters(super().parameters, modules)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{"<component>.<name>": tensor}`` over the transformer, text encoder and autoencoder (as ``nn.Module``;
+        ``save_pretrained`` remains the way to save a pipeline)."""
+        return {
+            f"{prefix}.{k}": v
+            for prefix, m in self._modules_by_name().items()
+            for k, v in m.state_dict().items()
+        }
+
+    def eval(self) -> MiroPipeline:
+        """Every component in eval mode (they are after loading already); returns the pipeline."""
+        for module in self._modules_by_name().values():
+            module.eval()
+        return self
+
     # ------------------------------------------------------------------ loading, saving, devices
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | Path,
+        pretrained_model_name_or_path: str | Path | None = None,
         *,
         variant: str | None = None,
         device: str | torch.device | None = None,
         text_encoder: TextEncoder | str | None = None,
+        repo_id_or_path: str | Path | None = None,
         **kwargs,
     ) -> MiroPipeline:
         """Load a saved pipeline (local folder or repo id; ``cache_dir``, ``revision``, ``torch_dtype`` as in
         diffusers).  ``variant`` is, as in the authors' pipeline, a subfolder holding a whole pipeline when
         the local folder has one by that name, and otherwise diffusers' weight-file variant.  ``device``
         moves the pipeline after loading; ``text_encoder`` overrides the saved text encoder (an instance,
-        or a path/id for the saved kind)."""
+        or a path/id for the saved kind).  ``repo_id_or_path=`` is the authors' name for the first argument.
+
+        A folder or repo in the MIRO authors' layout (``config.json``, ``model.safetensors``,
+        ``uncond_embedding.npy``, variants as subfolders) loads as a ``miro.sampling.rin_pipeline.
+        MiroRINPipeline`` (their RIN and their API), as diffusers' ``DiffusionPipeline.from_pretrained``
+        returns the class a folder names; its extra keywords are ``vae`` and ``tokenizer``."""
+        if repo_id_or_path is not None:
+            if pretrained_model_name_or_path is not None:
+                raise TypeError(
+                    "from_pretrained: pass the folder or repo id once (pretrained_model_name_or_path or "
+                    "repo_id_or_path, not both)"
+                )
+            pretrained_model_name_or_path = repo_id_or_path
+        if not isinstance(pretrained_model_name_or_path, (str, Path)):
+            raise TypeError(
+                f"from_pretrained: pretrained_model_name_or_path={pretrained_model_name_or_path!r} must be a "
+                "folder path or a Hugging Face repo id (str)"
+            )
+        from miro.sampling.rin_pipeline import AUTHORS_LOAD_KEYWORDS, MiroRINPipeline, is_authors_location
+
+        if is_authors_location(
+            pretrained_model_name_or_path, variant, kwargs.get("cache_dir"), kwargs.get("revision")
+        ):
+            unknown = sorted(set(kwargs) - set(AUTHORS_LOAD_KEYWORDS))
+            if unknown:
+                raise TypeError(
+                    f"{pretrained_model_name_or_path} is in the MIRO authors' layout (a MiroRINPipeline): "
+                    f"unknown keywords {unknown}; allowed: {sorted(AUTHORS_LOAD_KEYWORDS)}, variant, device, "
+                    "text_encoder"
+                )
+            return MiroRINPipeline.from_pretrained(
+                pretrained_model_name_or_path,
+                variant=variant,
+                device=device,
+                text_encoder=text_encoder,
+                **kwargs,
+            )
         root = Path(pretrained_model_name_or_path)
         if variant and (root / variant / "model_index.json").is_file():
             pretrained_model_name_or_path, variant, root = str(root / variant), None, root / variant
@@ -329,10 +432,8 @@ class MiroPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ inputs
     def _check_call(self, prompts, num_images_per_prompt, output_type, generator):
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt={num_images_per_prompt}: must be >= 1")
+        check_count(num_images_per_prompt, "num_images_per_prompt")
+        check_generator(generator)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: must be one of {list(OUTPUT_TYPES)}")
         batch = len(prompts) * num_images_per_prompt
@@ -412,8 +513,15 @@ class MiroPipeline(DiffusionPipeline):
                 ``miro.utils.precision``), "no", "bf16" or "fp16".  Only for fp32 weights: a transformer
                 already cast to a lower dtype runs in that dtype.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = prompt_list(prompt)
         self._check_call(prompts, num_images_per_prompt, output_type, generator)
+        if num_inference_steps is not None:
+            check_count(num_inference_steps, "num_inference_steps")
+        if isinstance(guidance_scale, (int, float)) and guidance_scale < 0:
+            raise ValueError(
+                f"guidance_scale={guidance_scale}: must be >= 0 (0 = no guidance). The MIRO authors' pipeline samples "
+                "without guidance for a negative scale; pass 0 for that"
+            )
         overrides = {
             "guidance_scale": guidance_scale, "steps": num_inference_steps, "text_guidance_scale": text_guidance_scale,
             "reward_guidance_scale": reward_guidance_scale, "reward_guidance_weights": reward_guidance_weights,

@@ -1,4 +1,6 @@
-"""Reward targets from user arguments: names (with the authors' aliases), defaults, range and batch checks."""
+"""Reward targets from user arguments: names (with the authors' aliases), defaults, range and batch checks;
+and the checks of a call's other per-call arguments that both pipelines share (prompt, step count, generator),
+each message naming the argument and what is allowed."""
 
 from __future__ import annotations
 
@@ -99,3 +101,30 @@ def target_dicts(values: torch.Tensor, mask: torch.Tensor, reward_names: Sequenc
         {n: (float(values[i, k]) if mask[i, k] else None) for k, n in enumerate(reward_names)}
         for i in range(values.shape[0])
     ]
+
+
+def prompt_list(prompt) -> list[str]:
+    """``prompt`` (a string or a non-empty list of strings) as a list; ``ValueError`` naming what it got."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise ValueError(f"prompt={prompt!r} ({type(prompt).__name__}): must be a string or a non-empty list of strings")
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """An int argument such as ``num_inference_steps`` (a float, even 4.0, or a bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} ({type(value).__name__}): must be >= {minimum}, an int")
+    return int(value)
+
+
+def check_generator(generator, allow_list: bool = True) -> None:
+    """None, a ``torch.Generator`` (or, with ``allow_list``, a list of them); an int says how to seed one."""
+    ok = generator is None or isinstance(generator, torch.Generator)
+    if allow_list and isinstance(generator, list):
+        ok = all(isinstance(g, torch.Generator) for g in generator)
+    if not ok:
+        allowed = "a torch.Generator, a list of them, or None" if allow_list else "a torch.Generator or None"
+        hint = f"; for a seed, pass torch.Generator().manual_seed({generator})" if isinstance(generator, int) else ""
+        raise TypeError(f"generator={generator!r} ({type(generator).__name__}): must be {allowed}{hint}")

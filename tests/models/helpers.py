@@ -57,3 +57,33 @@ def save_tiny_vae(path, shift_factor=None, scaling_factor=0.5):
     )
     vae.save_pretrained(path)
     return vae
+
+
+T5_WORDS = ["<pad>", "</s>", "<unk>", "\u2581a", "\u2581red", "\u2581green", "\u2581apple", "\u2581blue", "\u2581car",
+            "\u2581two", "\u2581stars"]  # fmt: skip
+
+
+def save_tiny_t5(path, d_model: int = 16):
+    """A 2-layer T5 encoder over an 11-word Unigram vocabulary in transformers' on-disk format (``tokenizer.json``
+    + ``tokenizer_config.json`` naming ``T5Tokenizer``, ``T5EncoderModel.save_pretrained``), as a FLAN-T5
+    folder is laid out; "a red apple" is ``[3, 4, 6, 1]`` (</s> appended)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import T5Config, T5EncoderModel
+
+    vocab = [(w, 0.0 if i < 3 else -float(i)) for i, w in enumerate(T5_WORDS)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    path.mkdir(parents=True)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5Tokenizer", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+        "model_max_length": 512, "extra_ids": 0,
+    }))  # fmt: skip
+    cfg = T5Config(vocab_size=len(T5_WORDS), d_model=d_model, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                   feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1)  # fmt: skip
+    torch.manual_seed(0)
+    T5EncoderModel(cfg).save_pretrained(path)
+    return path

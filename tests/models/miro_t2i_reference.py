@@ -87,11 +87,15 @@ def ensure_miro_t2i(target: str | Path | None = None, timeout: float = 300) -> P
 
 def run_reference(out_dir: str | Path, package_dir: str | Path, timeout: float = 600) -> Path:
     """Run ``miro_t2i_rin_script.py`` with THEIR package only (see the module docstring); returns ``out_dir``
-    holding ``<variant>/`` checkpoint folders in their layout and ``<variant>.npz`` inputs / outputs."""
+    holding ``<variant>/`` checkpoint folders in their layout and ``<variant>.npz`` inputs / outputs, and their
+    pipeline's records (``pipeline/``, ``t5/``, ``hub/``, ``pipeline.npz``, ``pipeline_calls.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME")}
     env.update(PYTHONPATH=str(Path(package_dir).resolve()), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # their from_pretrained fetches stabilityai/sdxl-vae: the script writes a tiny one into this cache
+    env.update(HF_HOME=str(out_dir.resolve() / "hf_home"), HF_HUB_CACHE=str(out_dir.resolve() / "hub"),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
     cmd = [sys.executable, "-P", str(SCRIPT), str(out_dir.resolve()), str(Path(package_dir).resolve())]
     proc = subprocess.run(cmd, cwd=out_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -99,6 +103,32 @@ def run_reference(out_dir: str | Path, package_dir: str | Path, timeout: float =
             f"the miro-t2i reference script failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
         )
     return out_dir
+
+
+_CACHED: dict[str, Path] = {}
+
+
+def cached_reference() -> Path:
+    """``run_reference`` once per process (in a temporary folder removed at exit), for every test module
+    that compares against their package; ``ReferenceUnavailable`` when miro-t2i cannot be installed."""
+    if "dir" not in _CACHED:
+        import atexit
+
+        package = ensure_miro_t2i()
+        out = Path(tempfile.mkdtemp(prefix="miro_t2i_reference-"))
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+        _CACHED["dir"] = run_reference(out, package)
+    return _CACHED["dir"]
+
+
+def reference_or_skip() -> Path:
+    """``cached_reference()``, or skip the calling test (with pip's error) when miro-t2i cannot be installed."""
+    import pytest
+
+    try:
+        return cached_reference()
+    except ReferenceUnavailable as err:
+        pytest.skip(f"miro-t2i (the authors' package) is not installed and could not be installed: {err}")
 
 
 if __name__ == "__main__":

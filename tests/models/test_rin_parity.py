@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from miro.models.rin import MiroRIN, load_authors_checkpoint, rin_state_dict_to_authors
-from tests.models.miro_t2i_reference import ReferenceUnavailable, ensure_miro_t2i, run_reference
+from tests.models.miro_t2i_reference import reference_or_skip
 
 VARIANTS = ("main", "legacy")
 CASES = ("net_selfcond", "net_dropped", "precond", "precond_chain")
@@ -29,12 +29,8 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    try:
-        package = ensure_miro_t2i()
-    except ReferenceUnavailable as err:
-        pytest.skip(f"miro-t2i (the authors' package) is not installed and could not be installed: {err}")
-    return run_reference(tmp_path_factory.mktemp("miro_t2i_rin"), package)
+def reference():
+    return reference_or_skip()
 
 
 def case_inputs(arrays, case: str) -> dict:

@@ -1,10 +1,10 @@
-import json
 
 import pytest
 import torch
 
 from miro.models.text_encoders import TextEncoder
 from miro.utils.weights import WeightsNotFoundError
+from tests.models.helpers import save_tiny_t5
 
 
 @pytest.fixture(scope="module")
@@ -116,30 +116,8 @@ def test_missing_hub_repo_offline_says_how_to_supply(monkeypatch):
 
 
 # ---------------------------------------------------------------- tiny T5 and CLIP in the real format
-def _tiny_t5_folder(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import T5Config, T5EncoderModel
-
-    words = ["<pad>", "</s>", "<unk>", "▁a", "▁red", "▁green", "▁apple", "▁blue", "▁car", "▁two", "▁stars"]
-    vocab = [(w, 0.0 if i < 3 else -float(i)) for i, w in enumerate(words)]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    path.mkdir()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
-        "unk_token": "<unk>", "model_max_length": 512,
-    }))
-    cfg = T5Config(vocab_size=len(words), d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                   feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    T5EncoderModel(cfg).save_pretrained(path)
-    return path
-
-
 def test_t5_through_the_production_path(tmp_path):
-    path = _tiny_t5_folder(tmp_path / "t5")
+    path = save_tiny_t5(tmp_path / "t5")
     enc = TextEncoder("t5", path=str(path), max_length=6, dtype="float32")
     emb, mask = enc.encode(["a red apple", "", "two blue stars a red car apple"])
     assert enc.dim == 16 and emb.shape == (3, 6, 16)
@@ -156,7 +134,7 @@ def test_t5_through_the_production_path(tmp_path):
 
 
 def test_t5_bfloat16_weights(tmp_path):
-    path = _tiny_t5_folder(tmp_path / "t5")
+    path = save_tiny_t5(tmp_path / "t5")
     enc = TextEncoder("t5", path=str(path), max_length=6, dtype="bfloat16", output_dtype="float16")
     emb, _ = enc.encode(["a red apple"])
     assert next(enc.model.parameters()).dtype == torch.bfloat16 and emb.dtype == torch.float16

@@ -98,6 +98,38 @@ def test_authors_call_runs_unchanged(tiny_pipe):
     assert torch.equal(ours, theirs) and torch.equal(ours, explicit)
 
 
+def test_authors_module_api_and_argument_messages(tiny_pipe):
+    """Code written for their nn.Module pipeline: ``network``, ``parameters()``, ``state_dict()``, ``eval()``,
+    ``tokenizer``, ``COHERENCE_KEYS``; and the arguments their users get wrong, each named (issue #17)."""
+    from miro.sampling.pipeline import MiroPipeline
+
+    assert tiny_pipe.network is tiny_pipe.transformer and tiny_pipe.eval() is tiny_pipe
+    modules = (tiny_pipe.transformer, tiny_pipe.text_encoder, tiny_pipe.autoencoder)
+    assert sum(p.numel() for p in tiny_pipe.parameters()) == sum(
+        p.numel() for m in modules for p in m.parameters()
+    ) > sum(p.numel() for p in tiny_pipe.transformer.parameters())
+    # still diffusers' dict of the optional __init__ arguments, for Other(**pipe.components, **pipe.parameters)
+    assert tiny_pipe.parameters["text_encoder_config"] == tiny_pipe.config.text_encoder_config
+    state = tiny_pipe.state_dict()
+    assert len(state) == sum(len(m.state_dict()) for m in modules)
+    name, weight = next(iter(tiny_pipe.transformer.state_dict().items()))
+    assert torch.equal(state[f"transformer.{name}"], weight)
+    assert tiny_pipe.tokenizer("a red circle")["input_ids"][0] == tiny_pipe.text_encoder.tokenizer.cls_token_id
+    assert len(MiroPipeline.COHERENCE_KEYS) == 7 and "vqa_score" in MiroPipeline.COHERENCE_KEYS
+    cases = [
+        (dict(prompt=None), ValueError, r"prompt=None \(NoneType\): must be a string or a non-empty list"),
+        (dict(prompt=3), ValueError, r"prompt=3 \(int\)"),
+        (dict(num_inference_steps=4.0), ValueError, r"num_inference_steps=4.0 \(float\): must be >= 1, an int"),
+        (dict(generator=3), TypeError, r"generator=3 \(int\): .*torch.Generator\(\).manual_seed\(3\)"),
+        (dict(guidance_scale=-1.0), ValueError, r"guidance_scale=-1.0: must be >= 0 .*pass 0"),
+        (dict(reward_targets={"vqa_score": 1.0}), ValueError, r"'vqa_score', which this model was not trained with"),
+    ]  # fmt: skip
+    for kwargs, error, message in cases:
+        kwargs = {"prompt": PROMPTS, "num_inference_steps": 1, **kwargs}
+        with pytest.raises(error, match=message):
+            tiny_pipe(**kwargs)
+
+
 def test_guidance_modes_on_the_real_model(tiny_pipe):
     joint = run(tiny_pipe, guidance_scale=3.0)
     decoupled = run(tiny_pipe, text_guidance_scale=3.0, reward_guidance_scale=3.0, guidance_scale=1.0)
