@@ -8,6 +8,11 @@ training step with attention run as explicit matmuls (the CPU SDPA kernel is inv
 
     python scripts/bench_train.py --part model                      # tiny preset, 32 px pixel space
     python scripts/bench_train.py --part model --preset small --image-size 16 --in-channels 4 --batch 16
+    python scripts/bench_train.py --part model --device cuda --dtype bfloat16 --batch 256   # a GPU re-run
+
+``--device cuda`` times both contenders on the GPU (synchronised before every clock read); ``--dtype
+bfloat16`` runs both steps under bf16 autocast (fp32 master weights and loss, as ``mixed_precision=bf16``
+trains) and takes the bf16 matmul rate as the peak of MFU.
 
 Part ``data`` (results: docs/benchmarks/train_data.md): is the data pipeline ever the bottleneck?  The
 training stream's samples/s with ONE DataLoader worker (decode + crop + reward join, and from the feature
@@ -27,6 +32,7 @@ its noise seed, so "agree within noise" is measured against that seed-to-seed sp
 
     python scripts/bench_train.py --part precision                  # tiny preset, 32 px, batch 32
     python scripts/bench_train.py --part precision --preset small --image-size 16 --in-channels 4 --curve-steps 100
+    python scripts/bench_train.py --part precision --device cuda --preset small --batch 128
 
 Parts are functions registered in ``PARTS``; each returns markdown.
 """
@@ -67,6 +73,7 @@ class Contender:
     model: torch.nn.Module
     step: Callable[[], float]
     batch: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def params(self) -> int:
@@ -74,16 +81,20 @@ class Contender:
 
 
 def make_step(model: torch.nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-              x0: torch.Tensor, lr: float = 1e-4, seed: int = 0) -> Callable[[], float]:
-    """forward(x_t, t) -> velocity; the step draws t and noise, applies the flow loss, backward, AdamW."""
+              x0: torch.Tensor, lr: float = 1e-4, seed: int = 0,
+              autocast: torch.dtype | None = None) -> Callable[[], float]:
+    """forward(x_t, t) -> velocity; the step draws t and noise (on x0's device), applies the flow loss in fp32,
+    backward, AdamW.  ``autocast``: run the forward under autocast to that dtype, as the training loop does."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     path, times = LinearPath(), TimeSampler("logit_normal")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
 
     def step() -> float:
-        t = times(x0.shape[0], generator=gen)
-        s = path.sample(x0, t, torch.randn(x0.shape, generator=gen))
-        loss = velocity_loss(forward(s.x_t, t), s.target).mean()
+        t = times(x0.shape[0], generator=gen, device=x0.device)
+        s = path.sample(x0, t, torch.randn(x0.shape, generator=gen, device=x0.device))
+        with torch.autocast(x0.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            v = forward(s.x_t, t)
+        loss = velocity_loss(v.float(), s.target).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -106,20 +117,29 @@ def time_contenders(
     cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for c in contenders:
+            _sync(c.device)
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 c.step()
+            _sync(c.device)
             wall[c.name].append((time.perf_counter() - w0) / steps)
             cpu[c.name].append((time.process_time() - c0) / steps)
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in wall}
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # ---------------------------------------------------------------------------------------------- contenders
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
                p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None,
-               noise_seed: int = 0) -> Contender:
+               noise_seed: int = 0, device: str = "cpu", autocast: torch.dtype | None = None) -> Contender:
     """Our model from miro/conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
-    conditioned on five rewards (as every run of the project: the demo's and the paper's)."""
+    conditioned on five rewards (as every run of the project: the demo's and the paper's).  The batch is drawn
+    on the CPU (the same numbers on every device), then moved."""
     from miro.models import sample_condition_dropout
     from miro.models.config import build_model, load_preset
 
@@ -133,13 +153,16 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
     text_mask = torch.arange(text_len)[None] < lengths[:, None]
     rewards = torch.rand(batch, model.num_rewards, generator=gen)
     reward_mask, drop_text = sample_condition_dropout(batch, model.num_rewards, p_reward, p_text, generator=gen)
+    dev = torch.device(device)
+    model, x0, text, text_mask, rewards, reward_mask, drop_text = (
+        v.to(dev) for v in (model, x0, text, text_mask, rewards, reward_mask, drop_text))
 
     def forward(x_t, t):
         return model(x_t, t, text, text_mask, rewards if model.num_rewards else None,
                      reward_mask if model.num_rewards else None, drop_text)
 
-    name = f"MiroTransformer ({', '.join([preset, *overrides])})"
-    return Contender(name, model, make_step(model, forward, x0, seed=noise_seed), batch)
+    name = f"MiroTransformer ({', '.join([preset, *(overrides or [])])})"
+    return Contender(name, model, make_step(model, forward, x0, seed=noise_seed, autocast=autocast), batch, dev)
 
 
 def dit_params(num_layers: int, heads: int, head_dim: int, in_channels: int, image_size: int, patch: int,
@@ -154,7 +177,8 @@ def dit_params(num_layers: int, heads: int, head_dim: int, in_channels: int, ima
 
 
 def build_dit_peer(target_params: int, heads: int, head_dim: int, in_channels: int, image_size: int, patch: int,
-                   batch: int, num_classes: int = 10) -> Contender:
+                   batch: int, num_classes: int = 10, device: str = "cpu",
+                   autocast: torch.dtype | None = None) -> Contender:
     """diffusers' DiT (adaLN-Zero, class-conditional) with our head size and about our width (heads +- 1),
     and the depth that brings its trainable parameter count closest to ``target_params``."""
     from diffusers import DiTTransformer2DModel
@@ -175,38 +199,58 @@ def build_dit_peer(target_params: int, heads: int, head_dim: int, in_channels: i
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(batch, in_channels, image_size, image_size, generator=gen)
     labels = torch.randint(num_classes, (batch,), generator=gen)
+    dev = torch.device(device)
+    model, x0, labels = model.to(dev), x0.to(dev), labels.to(dev)
 
     def forward(x_t, t):
         return model(x_t, timestep=t * 1000, class_labels=labels, return_dict=False)[0]
 
     name = f"diffusers DiTTransformer2DModel ({layers} layers x {heads * head_dim} wide)"
-    return Contender(name, model, make_step(model, forward, x0), batch)
+    return Contender(name, model, make_step(model, forward, x0, autocast=autocast), batch, dev)
 
 
 # ---------------------------------------------------------------------------------------------- parts
+def _autocast(args: argparse.Namespace) -> torch.dtype | None:
+    return None if args.dtype == "float32" else getattr(torch, args.dtype)
+
+
+def _where(args: argparse.Namespace) -> str:
+    if args.device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(args.device))}, torch {torch.__version__}"
+    return f"{args.threads} threads"
+
+
 def part_model(args: argparse.Namespace) -> str:
     torch.set_num_threads(args.threads)
+    low = _autocast(args)
     ours = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len, args.batch,
-                      overrides=args.set)
+                      overrides=args.set, device=args.device, autocast=low)
     cfg = ours.model.config
     peer = build_dit_peer(ours.params, cfg.num_heads, cfg.width // cfg.num_heads, args.in_channels,
-                          args.image_size, cfg.patch_size, args.batch)
+                          args.image_size, cfg.patch_size, args.batch, device=args.device, autocast=low)
     contenders = [ours, peer]
     flops = {c.name: counted_flops(c.step) for c in contenders}
     analytic = training_flops(cfg, args.image_size, args.image_size, args.text_len) * args.batch
-    peak = measure_matmul_flops(size=args.matmul_size, seconds=args.matmul_seconds)
+    peak_dtype = low or torch.float32
+
+    def measure_peak() -> float:
+        return measure_matmul_flops(size=args.matmul_size, dtype=peak_dtype, device=args.device,
+                                    seconds=args.matmul_seconds)
+
+    peak = measure_peak()
     seconds = time_contenders(contenders, args.steps, args.rounds, args.warmup)
-    peak = max(peak, measure_matmul_flops(size=args.matmul_size, seconds=args.matmul_seconds))
+    peak = max(peak, measure_peak())
 
     tokens = (args.image_size // cfg.patch_size) ** 2
+    precision = "fp32" if low is None else f"{args.dtype} autocast"
     lines = [
-        f"### Model training step: MiroTransformer vs diffusers DiT (equal parameters), fp32, {args.threads} threads",
+        f"### Model training step: MiroTransformer vs diffusers DiT (equal parameters), {precision}, {_where(args)}",
         "",
         f"Batch {args.batch}, input {args.in_channels}x{args.image_size}x{args.image_size} "
         f"(patch {cfg.patch_size}, {tokens} image tokens); ours also reads {args.text_len} text tokens "
         f"({args.text_dim}-d) and {ours.model.num_rewards} reward tokens, DiT a class label.  "
         f"Median of {args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up steps.  "
-        f"Peak = best square {args.matmul_size}^3 fp32 matmul rate measured in the same run: "
+        f"Peak = best square {args.matmul_size}^3 {peak_dtype} matmul rate measured in the same run: "
         f"{peak / 1e9:.1f} GFLOP/s.",
         "",
         "| model | params | GFLOP / step | s / step | images/s | images / CPU-s | achieved GFLOP/s | MFU |",
@@ -233,15 +277,11 @@ def part_model(args: argparse.Namespace) -> str:
 def _loss_curve(args: argparse.Namespace, autocast: bool, noise_seed: int) -> tuple[list[float], float]:
     """Per-step losses of a short training run from a fixed init on fixed data, and its seconds per step."""
     contender = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len,
-                           args.batch, overrides=args.set, noise_seed=noise_seed)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else None
+                           args.batch, overrides=args.set, noise_seed=noise_seed, device=args.device,
+                           autocast=torch.bfloat16 if autocast else None)
     losses, start = [], time.perf_counter()
     for _ in range(args.curve_steps):
-        if ctx is None:
-            losses.append(contender.step())
-        else:
-            with ctx:
-                losses.append(contender.step())
+        losses.append(contender.step())
     return losses, (time.perf_counter() - start) / args.curve_steps
 
 
@@ -250,16 +290,10 @@ def part_precision(args: argparse.Namespace) -> str:
 
     torch.set_num_threads(args.threads)
     fp32 = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len, args.batch,
-                      overrides=args.set)
+                      overrides=args.set, device=args.device)
     bf16 = build_miro(args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len, args.batch,
-                      overrides=args.set)
-    plain_step = bf16.step
-
-    def autocast_step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return plain_step()
-
-    bf16.name, bf16.step = bf16.name + " bf16 autocast", autocast_step
+                      overrides=args.set, device=args.device, autocast=torch.bfloat16)
+    bf16.name += " bf16 autocast"
     seconds = time_contenders([fp32, bf16], args.steps, args.rounds, args.warmup)
     (w32, _), (w16, _) = seconds[fp32.name], seconds[bf16.name]
     ref, _ = _loss_curve(args, False, 0)
@@ -274,10 +308,11 @@ def part_precision(args: argparse.Namespace) -> str:
     seed_spread = max(abs(a - b) for a, b in zip(ref, other))
     return "\n".join([
         f"### Training step: bf16 autocast vs fp32, {args.preset} preset, batch {args.batch}, "
-        f"{args.in_channels}x{args.image_size}x{args.image_size}, {args.threads} threads",
+        f"{args.in_channels}x{args.image_size}x{args.image_size}, {_where(args)}",
         "",
-        f"`mixed_precision=auto` picks **{resolve_precision('auto', 'cpu')}** here (bf16/fp32 matmul probe: "
-        f"{cpu_bf16_speedup():.2f}x; 0 = no oneDNN bf16 kernels).",
+        f"`mixed_precision=auto` picks **{resolve_precision('auto', torch.device(args.device).type)}** here"
+        + ("" if args.device.startswith("cuda") else
+           f" (bf16/fp32 matmul probe: {cpu_bf16_speedup():.2f}x; 0 = no oneDNN bf16 kernels)") + ".",
         "",
         "| precision | s / step | images/s |",
         "|---|---:|---:|",
@@ -451,6 +486,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=sorted(PARTS), action="append", help="what to run (repeatable; default all)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu", help="model and precision parts: cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="model part: autocast dtype of both training steps (float32 = none)")
     g = p.add_argument_group("model part")
     g.add_argument("--preset", default="tiny", help="miro/conf/model/<preset>.yaml")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

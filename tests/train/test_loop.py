@@ -136,14 +136,15 @@ def test_auto_precision_is_resolved_and_recorded(tmp_path, shards_root):
     out = train(tiny_config(tmp_path / "auto", shards_root, max_steps=1, mixed_precision="auto", sample={"every": 0}),
                 tiny_components())
     recorded = OmegaConf.load(out / "config.yaml").mixed_precision
-    assert recorded == resolve_precision("auto", "cpu") and recorded in ("no", "bf16")
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"  # the loop trains on a GPU when there is one
+    assert recorded == resolve_precision("auto", device_type) and recorded in ("no", "bf16")
 
 
 def test_config_errors_stop_early(tmp_path, shards_root):
     with pytest.raises(ConfigError, match=r"reward_names=\['sharpness'\]: the model conditions on"):
         train(tiny_config(tmp_path / "a", shards_root, rewards=["sharpness"]), tiny_components())
     with pytest.raises(ConfigError, match="fp16"):
-        train(tiny_config(tmp_path / "b", shards_root, mixed_precision="fp16"), tiny_components())
+        train(tiny_config(tmp_path / "b", shards_root, mixed_precision="fp16", cpu=True), tiny_components())
     with pytest.raises(DataError, match=r"\['pickscore'\] are not in"):
         train(tiny_config(tmp_path / "c", shards_root, rewards=["pickscore"]), tiny_components(rewards=["pickscore"]))
     with pytest.raises(ConfigError, match="batch_size=6: must be divisible by grad_accum x processes = 1 x 4"):
@@ -163,7 +164,8 @@ def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tmp_path, shards_ro
     cfg = tiny_config(tmp_path / "nan", shards_root, max_nonfinite_steps=3, sample={"every": 0})
     with pytest.raises(FloatingPointError, match="3 steps in a row with a non-finite gradient"):
         train(cfg, comps)
-    assert all(torch.equal(v, before[k]) for k, v in comps.model.state_dict().items())  # no update was applied
+    state = comps.model.state_dict()  # on the GPU where there is one
+    assert all(torch.equal(v.cpu(), before[k]) for k, v in state.items())  # no update was applied
     assert not (tmp_path / "nan" / "checkpoints").exists()
 
 
@@ -201,3 +203,25 @@ def test_resolution_must_be_a_multiple_of_the_conv_levels_stride(tmp_path, shard
     assert build_components(tiny_config(tmp_path, shards_root, model=levels2)).model.spatial_stride == 4
     with pytest.raises(ConfigError, match=r"data.resolution=12: .*model.patch_size x 2\^\(model.conv_levels - 1\) = 1 x 8 = 8"):
         build_components(tiny_config(tmp_path, shards_root, model=replace(levels2, conv_levels=3), data={"resolution": 12}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_picks_bf16_resumes_and_exports_a_cpu_pipeline(tmp_path, shards_root):
+    """On a GPU: auto precision is bf16, a resumed run ends where the whole run ends (up to the order of
+    floating-point reductions, which CUDA does not fix), and the export samples on the CPU."""
+    from omegaconf import OmegaConf
+
+    whole = train(tiny_config(tmp_path / "whole", shards_root), tiny_components())
+    assert OmegaConf.load(whole / "config.yaml").mixed_precision == "bf16"
+    assert np.isfinite(scalars(whole)["train/loss"]).all()
+    split = tmp_path / "split"
+    train(tiny_config(split, shards_root, stop_after=3), tiny_components())
+    train(tiny_config(split, shards_root, resume="latest"), tiny_components(seed=123))
+    a = load_file(whole / "checkpoints/checkpoint-6/model.safetensors")
+    b = load_file(split / "checkpoints/checkpoint-6/model.safetensors")
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k].float() - b[k].float()).flatten() for k in a]).norm()
+    assert diff / torch.cat([a[k].float().flatten() for k in a]).norm() < 1e-3
+    pipe = MiroPipeline.from_pretrained(whole / "final", text_encoder=TinyTextEncoder())
+    images = pipe(["a red circle"], num_inference_steps=2, guidance_scale=0.0, output_type="np")
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
