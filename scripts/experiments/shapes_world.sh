@@ -3,6 +3,7 @@
 # the demo's stage commands (generate, annotate with the five weight-free rewards, statistics, feature cache).
 # Every stage skips finished work, so calling it on a built world is cheap.  Any further arguments are
 # overrides of the world generator (miro/conf/shapes.yaml), e.g. build_world DATA N RES LOGS $CLEAN_WORLD.
+# WORKERS (default 2) sets the processes of the generation and annotation stages.
 REWARDS="[sharpness,low_noise,colorfulness,contrast,alignment]"
 # The cleaner world of experiment=shapes_reference_clean: every degradation half as likely, no un-mentioned
 # extra objects (49% of the images clean instead of 22%; docs/text_conditioning.md, section 12).
@@ -14,8 +15,8 @@ build_world() {
     local data="$1" num="$2" res="$3" logs="$4"
     shift 4
     [ -f "$data/world.json" ] || python -m miro.data.shapes out="$data" num_samples="$num" resolution="$res" \
-        shard_size=1000 seed=0 workers=2 hydra.run.dir="$logs/world" "$@"
-    python -m annotate data.shards="$data/train" rewards="$REWARDS" workers=2 hydra.run.dir="$logs/annotate"
+        shard_size=1000 seed=0 workers="${WORKERS:-2}" hydra.run.dir="$logs/world" "$@"
+    python -m annotate data.shards="$data/train" rewards="$REWARDS" workers="${WORKERS:-2}" hydra.run.dir="$logs/annotate"
     python -m annotate stage=stats data.shards="$data/train" stats.num_bins=64 hydra.run.dir="$logs/stats"
     python -m miro.train.cache data.shards="$data/train" data.resolution="$res" reward_names="$REWARDS" \
         hydra.run.dir="$logs/cache"
