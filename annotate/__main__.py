@@ -13,7 +13,8 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from annotate.config import AnnotateConfig
-from miro.utils.config import entry_point
+from miro.contracts.rewards import our_names
+from miro.utils.config import entry_point, rename_group_options
 
 
 def run(typed: AnnotateConfig) -> None:
@@ -42,7 +43,12 @@ def _errors() -> tuple:
     return (FileNotFoundError, StatsError, ScaleError, OutputError)
 
 
-main = entry_point("annotate", AnnotateConfig, run, errors=_errors)
+def _argv(args: list[str]) -> list[str]:
+    """The MIRO authors' keys select our reward's group file: ``rewards=[image_reward_score]`` is ``[imagereward]``."""
+    return rename_group_options(args, "rewards", our_names)
+
+
+main = entry_point("annotate", AnnotateConfig, run, errors=_errors, argv=_argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from miro.contracts.rewards import REWARD_NAMES, SCALES, our_names
+from miro.contracts.rewards import REWARD_NAMES, SCALES, allowed_rewards, our_keys, our_names
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
 
@@ -38,8 +38,10 @@ class StatsConfig:
     def __post_init__(self):
         require(2 <= self.num_bins <= 32767, "stats.num_bins", self.num_bins, "must be an integer in 2..32767")
         require(self.max_samples is None or self.max_samples >= 2, "stats.max_samples", self.max_samples, "must be null or >= 2")
+        if self.rewards is not None:  # the MIRO authors' keys name our rewards
+            self.rewards = our_names(self.rewards)
         for r in self.rewards or []:
-            require_choice("stats.rewards", r, REWARD_NAMES)
+            require(r in REWARD_NAMES, "stats.rewards", r, f"must be {allowed_rewards()}")
 
 
 @dataclass
@@ -74,12 +76,10 @@ class AnnotateConfig:
             self.rewards = {r: {} for r in self.rewards}
         require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to their settings (or list names)")
         # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
-        ours = our_names(self.rewards)
-        require(len(set(ours)) == len(ours), "rewards", list(self.rewards), "names one reward twice (ours and the authors' key)")
-        self.rewards = dict(zip(ours, self.rewards.values()))
+        self.rewards = our_keys(self.rewards)
         require(len(self.rewards) > 0, "rewards", self.rewards, "must select at least one reward")
         for r, settings in self.rewards.items():
-            require_choice("rewards", r, REWARD_NAMES)
+            require(r in REWARD_NAMES, "rewards", r, f"must be {allowed_rewards()}")
             require(isinstance(settings, dict), f"rewards.{r}", settings, "must be a mapping of that reward's settings")
         require_choice("dtype", self.dtype, list(DTYPES))
         require_choice("scale", self.scale, SCALES)

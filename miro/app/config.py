@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from miro.contracts.rewards import REWARD_NAMES, unknown_rewards
+from miro.contracts.rewards import allowed_rewards, our_keys, unknown_rewards
 from miro.sampling.settings import SamplingSettings
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
@@ -91,7 +91,7 @@ class AppConfig:
 
 def scorer_configs(scorers: Any) -> dict[str, dict]:
     """``scorers`` as {reward: its scorer's settings}: None = the weight-free rewards, a list = those names with
-    their default settings (eval's ``rewards`` takes the same forms)."""
+    their default settings (eval's ``rewards`` takes the same forms); the MIRO authors' keys become our names."""
     from miro.contracts.rewards import WEIGHT_FREE_REWARDS
 
     if scorers is None:
@@ -99,8 +99,9 @@ def scorer_configs(scorers: Any) -> dict[str, dict]:
     if isinstance(scorers, (list, tuple)):
         scorers = {name: {} for name in scorers}
     require(isinstance(scorers, dict), "scorers", scorers, "must list reward names or map them to their settings")
+    scorers = our_keys(scorers, key="scorers")  # the MIRO authors' keys (pick_a_score_score, ...) name our rewards
     unknown = unknown_rewards(scorers)
-    require(not unknown, "scorers", list(scorers), f"has {unknown}, not rewards; allowed: {list(REWARD_NAMES)}")
+    require(not unknown, "scorers", list(scorers), f"has {unknown}, not rewards; allowed: {allowed_rewards()}")
     for name, settings in scorers.items():
         require(settings is None or isinstance(settings, dict), f"scorers.{name}", settings,
                 "must be a mapping of that reward's settings (miro/conf/rewards/)")  # fmt: skip

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from miro.app.config import GUIDANCE_MODES
+from miro.contracts.rewards import from_author_key
 from miro.sampling.settings import SamplingSettings
 from miro.utils.config import ConfigError
 
@@ -544,6 +545,8 @@ def prepare(cfg, workdir: str | Path) -> AppState:
         cfg.settings.guidance(state.reward_names)  # per-reward weights name rewards of this model
     except ValueError as err:
         raise AppError(f"{err} (pipeline={pipeline})") from None
+    if cfg.sweep.reward is not None:  # the MIRO authors' key of one of the model's rewards names it
+        cfg.sweep.reward = from_author_key(cfg.sweep.reward, state.reward_names) or cfg.sweep.reward
     if cfg.sweep.reward is not None and cfg.sweep.reward not in state.reward_names:
         raise AppError(f"sweep.reward={cfg.sweep.reward!r}: this model has {state.reward_names}")
     return state

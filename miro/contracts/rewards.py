@@ -11,9 +11,10 @@ Every reward is "higher is better" and reaches the network only as a bucket valu
 The MIRO authors' seven rewards have their own keys (``clip_score`` is theirs on jina-CLIP v2, ours is OpenAI
 CLIP ViT-L/14) and store rescaled values (``/100``, ``/10``, ``(IR + 2) / 4``).  Each spec records the authors'
 key and their affine rescaling of our raw score (``author_key``, ``author_affine``), so annotation can write
-their scale (``author_value``), training and sampling accept their keys (``from_author_key``), and a sidecar can
-be compared with theirs.  Quantile buckets do not change under an increasing affine map, so the two scales give
-the same conditioning.
+their scale (``author_value``), every stage's reward lists and dicts accept their keys (``our_names``,
+``our_keys``: annotation, training, sampling, test-time search, evaluation, the app) and keep our names in what
+they write, and a sidecar can be compared with theirs.  Quantile buckets do not change under an increasing affine
+map, so the two scales give the same conditioning.
 
 **Scales of stored scores.**  A sidecar column holds a reward on one of ``SCALES``: ``"raw"`` (what our scorer
 returns) or ``"authors"`` (their stored scale where the authors have the reward, our raw score otherwise: a reward
@@ -25,8 +26,9 @@ are comparable only when their affine maps agree (``same_scale``); the stages re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -172,6 +174,29 @@ def our_names(keys: Iterable[str], names: Iterable[str] = REWARD_NAMES) -> list[
     through (annotation, training, test-time search, evaluation, the app), so their keys mean our reward anywhere."""
     names = list(names)
     return [from_author_key(k, names) or k for k in keys]
+
+
+V = TypeVar("V")
+
+
+def our_keys(mapping: Mapping[str, V], names: Iterable[str] = REWARD_NAMES, key: str = "rewards") -> dict[str, V]:
+    """``mapping`` (a dict keyed by reward, e.g. ``verifier.weights``) with its keys through ``our_names``, values
+    and order kept.  Two keys that name one reward (ours and the authors' key) are a ``ConfigError`` naming
+    ``key``; other unknown keys are kept for the caller's own check."""
+    ours = our_names(mapping, names)
+    if len(set(ours)) != len(ours):
+        from miro.utils.config import ConfigError
+
+        raise ConfigError(f"{key}={list(mapping)}: names one reward twice (ours and the authors' key)")
+    return dict(zip(ours, mapping.values()))
+
+
+def allowed_rewards(names: Iterable[str] = REWARD_NAMES) -> str:
+    """The "what is allowed" part of a message about a reward name: ``names``, and the MIRO authors' keys
+    that stand for one of them (not their ``clip_score`` where our ``clip_score`` is among ``names``)."""
+    names = list(names)
+    theirs = sorted(k for k, ours in AUTHOR_KEYS.items() if ours in names and k not in names)
+    return f"one of {names}" + (f" (or the MIRO authors' keys {theirs}, mapped to ours)" if theirs else "")
 
 
 def unknown_rewards(names: Iterable[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from miro.contracts.rewards import our_keys, our_names
 from miro.utils.config import CONFIG_DIR, require
 
 WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
@@ -51,6 +52,8 @@ class DemoConfig:
     fresh: bool = False  # redo every step even if its output exists
 
     def __post_init__(self):
+        self.rewards = our_names(self.rewards)  # the MIRO authors' keys name our rewards
+        self.high_targets = our_keys(self.high_targets, key="high_targets")
         require(self.num_samples >= 100, "num_samples", self.num_samples, "must be >= 100")
         require(self.resolution in (32, 64, 128, 256), "resolution", self.resolution, "must be 32, 64, 128 or 256")
         require(self.shard_size >= 1, "shard_size", self.shard_size, "must be >= 1")

@@ -20,8 +20,9 @@ import json
 import logging
 from pathlib import Path
 
+from miro.contracts.rewards import our_names
 from miro.eval.config import EvalConfig
-from miro.utils.config import ConfigError, entry_point
+from miro.utils.config import ConfigError, entry_point, rename_group_options
 from miro.utils.device import parse_dtype, resolve_device
 
 log = logging.getLogger("miro.eval")
@@ -325,10 +326,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _argv_with_command(argv: list[str]) -> list[str]:
-    """``python -m miro.eval evaluate k=v`` -> ``k=v command=evaluate`` (hydra takes only overrides)."""
+    """``python -m miro.eval evaluate k=v`` -> ``k=v command=evaluate`` (hydra takes only overrides); the MIRO
+    authors' keys select our reward's group file (``rewards=[pick_a_score_score]`` is ``rewards=[pickscore]``)."""
     if argv and "=" not in argv[0] and not argv[0].startswith("-"):
-        return [*argv[1:], f"command={argv[0]}"]
-    return argv
+        argv = [*argv[1:], f"command={argv[0]}"]
+    return rename_group_options(argv, "rewards", our_names)
 
 
 def run_logged(cfg: EvalConfig):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from miro.contracts.geneval_rules import DEFAULT_OPTIONS, RuleOptions
+from miro.contracts.rewards import REWARD_NAMES, allowed_rewards, our_keys, our_names
 from miro.sampling.settings import SamplingSettings
 from miro.utils.config import ConfigError, require, require_choice
 from miro.utils.device import DTYPES
@@ -150,6 +151,10 @@ class SlidersConfig:
         require(self.batch_size >= 1, "sliders.batch_size", self.batch_size, "must be >= 1")
         require(self.scorers is None or len(self.scorers) >= 1, "sliders.scorers", self.scorers,
                 "name at least one scorer, or null (the swept reward's own)")  # fmt: skip
+        if self.scorers is not None:  # the MIRO authors' keys name our rewards
+            self.scorers = our_names(self.scorers)
+            for name in self.scorers:
+                require(name in REWARD_NAMES, "sliders.scorers", name, f"must be {allowed_rewards()}")
 
 
 @dataclass
@@ -187,7 +192,9 @@ class EvalConfig:
         elif isinstance(self.rewards, list | tuple):
             self.rewards = {r: {} for r in self.rewards}
         require(isinstance(self.rewards, dict), "rewards", self.rewards, "must map reward names to settings (or list names)")
+        self.rewards = our_keys(self.rewards)  # the MIRO authors' keys (pick_a_score_score, ...) name our rewards
         for name, settings in self.rewards.items():
+            require(name in REWARD_NAMES, "rewards", name, f"must be {allowed_rewards()}")
             require(isinstance(settings, dict), f"rewards.{name}", settings, "must be a mapping of that reward's settings")
 
     def require_for(self, command: str) -> None:

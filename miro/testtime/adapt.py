@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from miro.contracts.rewards import allowed_rewards, our_names
 from miro.models.lora import LoraSpec
 from miro.sampling.settings import SamplingSettings
-from miro.testtime.config import IntrinsicConfig, VerifierConfig, _int, _num
+from miro.testtime.config import VERIFIER_REWARDS, IntrinsicConfig, VerifierConfig, _int, _num
 from miro.utils.config import entry_point, require, require_choice
 from miro.utils.device import DTYPES
 from miro.utils.precision import PRECISIONS
@@ -76,6 +77,12 @@ class TTRLOptions:
 class TrackConfig:
     rewards: list[str] = field(default_factory=lambda: ["sharpness", "low_noise", "colorfulness", "contrast"])
     held_out: bool = True  # refuse a tracked reward that the monitor also reads
+
+    def __post_init__(self):
+        self.rewards = our_names(self.rewards)  # the MIRO authors' keys name our rewards
+        for name in self.rewards:
+            require(name in VERIFIER_REWARDS, "track.rewards", self.rewards,
+                    f"{name!r} is not a reward; allowed: {allowed_rewards(VERIFIER_REWARDS)}")  # fmt: skip
 
 
 @dataclass

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from miro.contracts.rewards import REWARD_NAMES
+from miro.contracts.rewards import REWARD_NAMES, allowed_rewards, our_keys, our_names
 from miro.sampling.settings import SamplingSettings
 from miro.testtime.per_prompt import TTTSettings
 from miro.utils.config import require, require_choice
@@ -90,7 +90,9 @@ class VerifierConfig:
     # annotate reward names (miro.contracts.rewards), "intrinsic" (intrinsic_<reward> per model reward), "rubric",
     # "geneval" (the shapes world's GenEval judge)
     rewards: list[str] = field(default_factory=lambda: ["sharpness", "low_noise", "colorfulness", "contrast"])
-    weights: dict[str, float] = field(default_factory=dict)  # {reward: weight}; {} = 1 unless held out
+    # {reward: weight}; null or {} = 1 unless held out (typed Any, as SamplingSettings' dicts: a typed dict node
+    # would refuse the keys of a verifier.weights={...} override)
+    weights: Any = None
     held_out: list[str] = field(default_factory=list)  # scored and reported, never used to choose
     stats: str | None = None  # reward_stats.json (file or folder): z-normalisation of the rewards it has
     reference: str = "baseline"  # baseline: rewards without stats are z-normalised on the one-sample images
@@ -102,10 +104,18 @@ class VerifierConfig:
     rubric: RubricConfig = field(default_factory=RubricConfig)
 
     def __post_init__(self):
+        # the MIRO authors' keys (pick_a_score_score, ...) name our rewards in every list and dict here
+        self.rewards = our_names(self.rewards)
+        require(self.weights is None or isinstance(self.weights, dict), "verifier.weights", self.weights,
+                "must be a mapping {reward: weight}")  # fmt: skip
+        self.weights = our_keys(self.weights or {}, key="verifier.weights")
+        self.held_out = our_names(self.held_out)
+        if isinstance(self.configs, dict):
+            self.configs = our_keys(self.configs, key="verifier.configs")
         require(bool(self.rewards), "verifier.rewards", self.rewards, "must name at least one reward")
         for name in self.rewards:
             require(name in VERIFIER_REWARDS, "verifier.rewards", self.rewards,
-                    f"{name!r} is not a reward; allowed: {list(VERIFIER_REWARDS)}")  # fmt: skip
+                    f"{name!r} is not a reward; allowed: {allowed_rewards(VERIFIER_REWARDS)}")  # fmt: skip
         require(
             len(set(self.rewards)) == len(self.rewards),
             "verifier.rewards",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miro.contracts.rewards import REWARDS
+from miro.contracts.rewards import REWARDS, our_keys, our_names
 from miro.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ class Verifier:
         scorers: objects with the ``annotate.scorers`` API; their reward names must be unique.
         weights: {reward: weight} of the rewards that choose; default weight 1 for every reward that is not
             held out.  A reward listed in neither ``weights`` nor ``held_out`` is scored and reported.
-        held_out: rewards scored and reported for every candidate, never used to choose.
+        held_out: rewards scored and reported for every candidate, never used to choose.  Here and in
+            ``weights`` the MIRO authors' keys (``pick_a_score_score``, ...) name the scorers' rewards.
         norms: {reward: ``RewardNorm``} (``norms_from_reward_stats``); rewards without one are raw until
             ``calibrate`` is called on a reference batch.
         batch_size: images per scorer call.
@@ -153,7 +154,7 @@ class Verifier:
         if dup:
             raise VerifierError(f"verifier: rewards {dup} are given by more than one scorer")
         self.names = names
-        held = list(held_out)
+        held = our_names(held_out, names)  # the MIRO authors' keys name the scorers' rewards
         unknown = [n for n in held if n not in names]
         if unknown:
             raise VerifierError(
@@ -161,7 +162,7 @@ class Verifier:
             )
         if weights is None:
             weights = {n: 1.0 for n in names if n not in held}
-        weights = {str(k): float(v) for k, v in dict(weights).items()}
+        weights = {str(k): float(v) for k, v in our_keys(dict(weights), names, "verifier.weights").items()}
         unknown = [n for n in weights if n not in names]
         if unknown:
             raise VerifierError(f"verifier.weights: unknown rewards {unknown}; the scorers give {names}")

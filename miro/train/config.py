@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from miro.contracts.rewards import REWARD_NAMES, from_author_key, unknown_rewards
+from miro.contracts.rewards import allowed_rewards, our_keys, our_names, unknown_rewards
 from miro.data.pipeline import DataConfig
 from miro.flow.timesteps import KINDS as TIME_KINDS
 from miro.models.config import AutoencoderConfig, ModelConfig, TextEncoderConfig
@@ -98,15 +98,15 @@ class TrainConfig:
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name, "name", self.name, "must be a non-empty folder name")
         # the MIRO authors' keys (image_reward_score, pick_a_score_score, ...) name our rewards
-        self.reward_names = [from_author_key(n) or n for n in self.reward_names]
+        self.reward_names = our_names(self.reward_names)
         unknown = unknown_rewards(self.reward_names)
         require(not unknown, "reward_names", list(self.reward_names),
-                f"unknown reward(s) {unknown}: each must be one of {list(REWARD_NAMES)}")
+                f"unknown reward(s) {unknown}: each must be {allowed_rewards()}")
         require(len(set(self.reward_names)) == len(self.reward_names), "reward_names", list(self.reward_names), "lists a reward twice")
         if self.recommended_reward_targets is not None:
             rec = self.recommended_reward_targets
             require(isinstance(rec, Mapping), "recommended_reward_targets", rec, "must be a mapping {reward: target}")
-            rec = dict(rec)
+            rec = our_keys(rec, self.reward_names, key="recommended_reward_targets")  # the authors' keys too
             require(set(rec) <= set(self.reward_names), "recommended_reward_targets", rec,
                     f"names rewards the run is not conditioned on; its rewards are {list(self.reward_names)}")  # fmt: skip
             require(all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0

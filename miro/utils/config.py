@@ -26,6 +26,7 @@ objects so the value checks in ``__post_init__`` run, and turns both kinds of fa
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from importlib.resources import files
@@ -136,6 +137,24 @@ def entry_point(config_name: str, schema: type[T], run: Callable[[T], Any],
     return main
 
 
+def rename_group_options(args: list[str], group: str, rename: Callable[[list[str]], list[str]]) -> list[str]:
+    """Command-line overrides with the options of the config group ``group`` passed through ``rename`` (a list of
+    names to a list of names), so that another spelling of an option selects its file before hydra looks for it:
+    the value of ``group=...`` (``[a,b]``, ``+group=a``, multirun ``[a],[b]`` or ``choice(...)``: each word) and the
+    option in ``group.a.key=v`` / ``~group.a``.  Other arguments are kept as given."""
+    out = []
+    for arg in args:
+        op = re.match(r"[+~]*", arg).group()
+        key, eq, value = arg[len(op):].partition("=")
+        if key == group and eq:
+            value = re.sub(r"[A-Za-z_]\w*", lambda m: rename([m.group()])[0], value)
+        elif key.startswith(group + "."):
+            option, dot, rest = key[len(group) + 1:].partition(".")
+            key = f"{group}.{rename([option])[0]}{dot}{rest}"
+        out.append(op + key + eq + value)
+    return out
+
+
 def composition_error(err: BaseException) -> str | None:
     """One line for an error of hydra composing the config (a value of the wrong type, an unknown key, a
     missing config group option, an unparsable override); None for any other error."""
@@ -149,5 +168,8 @@ def composition_error(err: BaseException) -> str | None:
     if isinstance(err, HydraException):
         lines = [x.strip() for x in str(err).strip().splitlines() if x.strip()]
         options = getattr(err, "options", None)  # a missing config group option: say which exist
+        missing = getattr(err, "missing_cfg_file", None)
+        if not options and missing and "/" in missing:  # hydra names none for an option of a list (rewards=[a,b])
+            options = sorted(p.stem for p in (CONFIG_DIR / missing.rsplit("/", 1)[0]).glob("*.yaml"))
         return (lines[0] if lines else type(err).__name__) + (f" (available: {', '.join(options)})" if options else "")
     return None

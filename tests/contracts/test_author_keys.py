@@ -46,3 +46,26 @@ def test_our_names_and_a_reward_named_twice():
     assert our_names(["clip_score"], ["jina_clip", "aesthetic"]) == ["jina_clip"]
     with pytest.raises(ConfigError, match="rewards=.*names one reward twice"):
         AnnotateConfig(rewards=["aesthetic", "aesthetic_score"])
+
+
+def test_our_keys_maps_a_dicts_keys_and_refuses_a_reward_named_twice():
+    from miro.contracts.rewards import our_keys
+    from miro.utils.config import ConfigError
+
+    weights = {"pick_a_score_score": 2.0, "sharpness": 1.0, "nope": 3.0}
+    assert our_keys(weights) == {"pickscore": 2.0, "sharpness": 1.0, "nope": 3.0}  # unknown keys left to the caller
+    assert list(our_keys(weights)) == ["pickscore", "sharpness", "nope"]  # order kept
+    assert our_keys({"clip_score": 1}, ["jina_clip"]) == {"jina_clip": 1}
+    with pytest.raises(ConfigError, match=r"verifier.weights=\['aesthetic', 'aesthetic_score'\]: names one reward twice"):
+        our_keys({"aesthetic": 1.0, "aesthetic_score": 2.0}, key="verifier.weights")
+
+
+def test_allowed_rewards_names_the_authors_keys_of_the_names_given():
+    from miro.contracts.rewards import REWARD_NAMES, allowed_rewards
+
+    text = allowed_rewards()
+    assert text.startswith(f"one of {list(REWARD_NAMES)}") and "'pick_a_score_score'" in text
+    assert "'clip_score', 'hpsv2_score'" not in text  # their clip_score is our clip_score where ours is allowed
+    assert allowed_rewards(["aesthetic", "sharpness"]) == (
+        "one of ['aesthetic', 'sharpness'] (or the MIRO authors' keys ['aesthetic_score'], mapped to ours)")
+    assert allowed_rewards(["sharpness"]) == "one of ['sharpness']"

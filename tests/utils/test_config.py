@@ -87,3 +87,24 @@ def test_entry_point_composes_the_shipped_config_types_it_and_names_the_job(tmp_
     with pytest.raises(SystemExit, match="^error: no such shard$"):
         entry_point("shapes", ShapesConfig, stage_error, errors=lambda: (LookupError,))(
             [f"out={tmp_path}", f"hydra.run.dir={tmp_path}", *quiet])
+
+
+def test_rename_group_options_renames_the_options_of_one_group_only():
+    from miro.contracts.rewards import our_names
+    from miro.utils.config import rename_group_options
+
+    args = ["rewards=[pick_a_score_score,sharpness]", "rewards.image_reward_score.batch_size=4", "+rewards=aesthetic_score",
+            "~rewards.vqa_score", "rewards=[hpsv2_score],[clip_score]", "stats.rewards=[aesthetic_score]",
+            "data.shards=/d/aesthetic_score", "--cfg", "job"]  # fmt: skip
+    assert rename_group_options(args, "rewards", our_names) == [
+        "rewards=[pickscore,sharpness]", "rewards.imagereward.batch_size=4", "+rewards=aesthetic", "~rewards.vqascore",
+        "rewards=[hpsv2],[clip_score]", "stats.rewards=[aesthetic_score]", "data.shards=/d/aesthetic_score", "--cfg", "job"]
+
+
+def test_a_missing_option_of_a_group_list_names_the_options(tmp_path):
+    from annotate.config import AnnotateConfig
+    from miro.utils.config import entry_point
+
+    main = entry_point("annotate", AnnotateConfig, lambda cfg: None)
+    with pytest.raises(SystemExit, match=r"^error: .*'rewards/nope'.*\(available: aesthetic, alignment, .*vqascore\)$"):
+        main([f"data.shards={tmp_path}", "rewards=[sharpness,nope]", f"hydra.run.dir={tmp_path}"])
