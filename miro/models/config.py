@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from miro.models.autoencoders import KINDS as AE_KINDS
 from miro.models.autoencoders import NORMALIZATIONS, Autoencoder, IdentityAutoencoder, KLAutoencoder
+from miro.models.rin_transformer import RIN_ARGUMENTS, MiroRINTransformer, check_rin_arguments
 from miro.models.text_encoders import KINDS as TE_KINDS
 from miro.models.text_encoders import LAYERS, TextEncoder
-from miro.models.transformer import MiroTransformer, check_arguments
+from miro.models.transformer import MiroTransformer, check_arguments, spatial_stride, stride_factors
 from miro.utils.config import ConfigError, require, require_choice
 from miro.utils.device import DTYPES
 
@@ -22,9 +23,45 @@ _MODEL_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroTransformer.__
 DERIVED = ("in_channels", "sample_size", "text_dim")  # null in a config: taken from the encoders / image size
 
 
+_RIN_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroRINTransformer.__init__).parameters.items()
+                 if k in RIN_ARGUMENTS}
+BACKBONES = ("dit", "rin")
+
+
 def _default(name: str):
     """MiroTransformer's own default for ``name`` (the class owns its defaults; the schema repeats none)."""
     return _MODEL_DEFAULTS[name]
+
+
+def _rin_default(name: str):
+    return _RIN_DEFAULTS[name]
+
+
+@dataclass
+class RINConfig:
+    """The RIN backbone's sizes (``model.backbone: rin``; ``MiroRINTransformer``, the authors' network), with the
+    class's defaults; checked by its own ``check_rin_arguments``.  Unused by the DiT."""
+
+    patch_size: int = _rin_default("patch_size")
+    data_dim: int = _rin_default("data_dim")
+    num_latents: int = _rin_default("num_latents")
+    latents_dim: int = _rin_default("latents_dim")
+    num_blocks: int = _rin_default("num_blocks")
+    num_processing_layers: int = _rin_default("num_processing_layers")
+    read_write_heads: int = _rin_default("read_write_heads")
+    compute_heads: int = _rin_default("compute_heads")
+    mixer_heads: int = _rin_default("mixer_heads")
+    mixer_depth: int = _rin_default("mixer_depth")
+    num_text_registers: int = _rin_default("num_text_registers")
+    latent_mlp_multiplier: int = _rin_default("latent_mlp_multiplier")
+    data_mlp_multiplier: int = _rin_default("data_mlp_multiplier")
+    use_cond_rin_block: bool = _rin_default("use_cond_rin_block")
+    use_self_conditioning: bool = _rin_default("use_self_conditioning")
+    sigma_data: float = _rin_default("sigma_data")
+    normalization: str | None = _rin_default("normalization")
+
+    def __post_init__(self):
+        check_rin_arguments(asdict(self), prefix="model.rin.")
 
 
 @dataclass
@@ -62,11 +99,28 @@ class ModelConfig:
     in_channels: int | None = None
     sample_size: int | None = None
     text_dim: int | None = None
+    # dit: MiroTransformer (the fields above); rin: the authors' RIN, sized by ``rin`` (MiroRINTransformer)
+    backbone: str = "dit"
+    rin: RINConfig = field(default_factory=RINConfig)
 
     def __post_init__(self):
+        require_choice("model.backbone", self.backbone, BACKBONES)
         args = {k: v for k, v in asdict(self).items()
-                if k != "gradient_checkpointing" and not (k in DERIVED and v is None)}
+                if k not in ("gradient_checkpointing", "backbone", "rin") and not (k in DERIVED and v is None)}
         check_arguments(args, prefix="model.")
+        if self.backbone == "rin":
+            require(not self.gradient_checkpointing, "model.gradient_checkpointing", self.gradient_checkpointing,
+                    "is not supported by the rin backbone")
+
+    @property
+    def spatial_stride(self) -> int:
+        """Input pixels per token side of the chosen backbone (the resolution must be a multiple of it)."""
+        return self.rin.patch_size if self.backbone == "rin" else spatial_stride(asdict(self))
+
+    def stride_factors(self) -> str:
+        """The keys whose product is ``spatial_stride``, for error messages."""
+        return "model.rin.patch_size" if self.backbone == "rin" else stride_factors(asdict(self), prefix="model.",
+                                                                                    values=False)
 
 
 @dataclass
@@ -157,8 +211,8 @@ def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
 def build_model(
     cfg: ModelConfig, *, reward_names: Sequence[str] = (), text_dim: int | None = None,
     in_channels: int | None = None, sample_size: int | None = None,
-) -> MiroTransformer:
-    """A fresh MiroTransformer conditioned on ``reward_names`` (in that order; () = the no-reward baseline);
+) -> MiroTransformer | MiroRINTransformer:
+    """A fresh MiroTransformer (or ``MiroRINTransformer`` with ``backbone: rin``) conditioned on ``reward_names`` (in that order; () = the no-reward baseline);
     values not set in ``cfg`` come from the text encoder / autoencoder / image size."""
     derived = {"text_dim": text_dim, "in_channels": in_channels, "sample_size": sample_size}
     resolved = {}
@@ -169,8 +223,11 @@ def build_model(
         resolved[key] = given if given is not None else value
         if resolved[key] is None:
             raise ConfigError(f"model.{key} is null and was not supplied by the caller")
+    if cfg.backbone == "rin":
+        return MiroRINTransformer(reward_names=list(reward_names), **resolved, **asdict(cfg.rin))
     kwargs = asdict(cfg)
     checkpointing = kwargs.pop("gradient_checkpointing")
+    kwargs.pop("backbone"), kwargs.pop("rin")
     kwargs.update(resolved)
     model = MiroTransformer(reward_names=list(reward_names), **kwargs)
     if checkpointing:

@@ -425,8 +425,7 @@ class MiroRIN(ModelMixin, ConfigMixin):
         logvar_channels: int = 128,
     ):
         super().__init__()
-        coherence_keys = list(coherence_keys)
-        _check(len(coherence_keys) > 0, f"coherence_keys={coherence_keys}: needs at least one reward key")
+        coherence_keys = list(coherence_keys)  # may be empty: the no-reward baseline (not an authors' model)
         _check(
             len(set(coherence_keys)) == len(coherence_keys), f"coherence_keys={coherence_keys}: repeated key"
         )
@@ -562,12 +561,16 @@ class MiroRIN(ModelMixin, ConfigMixin):
         if reward_mask is not None:
             keep = keep & reward_mask.to(device=text.device, dtype=torch.bool)
         safe = torch.where(keep, values, torch.zeros_like(values))
-        emb = torch.stack(
-            [
-                self.coherence_embedder[f"{n}_coherence"](safe[:, i])
-                for i, n in enumerate(self.coherence_keys)
-            ],
-            dim=1,
+        emb = (
+            torch.stack(
+                [
+                    self.coherence_embedder[f"{n}_coherence"](safe[:, i])
+                    for i, n in enumerate(self.coherence_keys)
+                ],
+                dim=1,
+            )
+            if self.coherence_keys
+            else self.coherence_positional_embedding[None].expand(b, -1, -1)  # [B, 0, d]: no rewards
         )
         emb = torch.where(keep[:, :, None], emb, torch.zeros_like(emb))  # a dropped reward: a zero embedding
         tokens = torch.cat(
@@ -608,7 +611,6 @@ class MiroRIN(ModelMixin, ConfigMixin):
         in front of it here), or None to compute it from ``text`` and ``rewards``.
         Returns ``(patches shaped like y, latents [B, N, latents_dim])``.
         """
-        text_mask = _bool_mask(text_mask, "text_mask")
         cfg = self.config
         b, c, h, w = y.shape
         p = cfg.patch_size
@@ -617,10 +619,12 @@ class MiroRIN(ModelMixin, ConfigMixin):
                 f"y: expected [B, {cfg.num_input_channels}, {cfg.data_size}, {cfg.data_size}] "
                 f"(num_input_channels, data_size), got {list(y.shape)}"
             )
-        if text.shape[:2] != text_mask.shape or text.shape[0] != b:
-            raise ValueError(
-                f"text {list(text.shape)} and text_mask {list(text_mask.shape)} must be [B, L, D] / [B, L]"
-            )
+        if condition is None:  # with a precomputed condition the text is not read (it may be None)
+            text_mask = _bool_mask(text_mask, "text_mask")
+            if text.shape[:2] != text_mask.shape or text.shape[0] != b:
+                raise ValueError(
+                    f"text {list(text.shape)} and text_mask {list(text_mask.shape)} must be [B, L, D] / [B, L]"
+                )
         dtype = self.patch_extractor.weight.dtype
         gamma = _per_sample(gamma, b, y.device)
         x = (

@@ -34,6 +34,7 @@ from miro.contracts.buckets import bucket_values
 from miro.models.autoencoders import Autoencoder
 from miro.models.config import AutoencoderConfig, TextEncoderConfig, build_autoencoder, build_text_encoder
 from miro.models.rin import AUTHORS_COHERENCE_KEYS
+from miro.models.rin_transformer import MiroRINTransformer
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
 from miro.sampling.guidance import Guidance
@@ -82,7 +83,7 @@ def check_pipeline_folder(root: Path, variant: str | None = None) -> None:
         raise PipelineFolderError(f"{index}: unreadable ({err})") from None
     weights = WEIGHTS_NAME if not variant else WEIGHTS_NAME.replace(".safetensors", f".{variant}.safetensors")
     for name, spec in components.items():
-        if not (isinstance(spec, list) and len(spec) == 2 and spec[1] in {"MiroTransformer"}):
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[1] in {"MiroTransformer", "MiroRINTransformer"}):
             continue
         folder = root / name
         file = folder / weights
@@ -155,7 +156,8 @@ def _config_dict(cfg: Any, schema: type) -> dict:
 
 
 class MiroPipeline(DiffusionPipeline):
-    """Reward-conditioned text-to-image sampling with a ``MiroTransformer``.
+    """Reward-conditioned text-to-image sampling with a ``MiroTransformer`` (or the RIN backbone,
+    ``MiroRINTransformer``: the same contract).
 
     Args:
         transformer: the velocity network; its ``config.reward_names`` are the rewards it was trained with.
@@ -178,7 +180,7 @@ class MiroPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer: MiroTransformer,
+        transformer: MiroTransformer | MiroRINTransformer,
         scheduler: FlowMatchEulerDiscreteScheduler,
         text_encoder_config: Mapping | TextEncoderConfig | None = None,
         autoencoder_config: Mapping | AutoencoderConfig | None = None,
@@ -452,6 +454,11 @@ class MiroPipeline(DiffusionPipeline):
         if h % multiple or w % multiple:
             raise ValueError(
                 f"height={h} and width={w} must be multiples of {multiple} (autoencoder x the transformer's spatial_stride)"
+            )
+        if isinstance(self.transformer, MiroRINTransformer) and (h, w) != (self.default_image_size,) * 2:
+            raise ValueError(
+                f"height={h} and width={w}: this RIN samples {self.default_image_size} x {self.default_image_size} only "
+                "(its patch positions are learned for the training size)"
             )
         return h // down, w // down
 

@@ -33,7 +33,7 @@ from contextlib import nullcontext
 import torch
 
 from miro.sampling.guidance import Guidance
-from miro.sampling.sampler import Conditions, _merge_identical
+from miro.sampling.sampler import Conditions, _branch_key, _merge_identical
 
 
 def authors_gammas(
@@ -117,10 +117,7 @@ class RINGuidedVelocity:
         if active not in self._plans:
             # positive branch first: the row order of their stacked batch
             coefs, inputs = _merge_identical(self.conds, list(reversed(self.guidance.branches(active))))
-            keys = [
-                tuple(tuple(inp[k].flatten().tolist()) for k in ("drop_text", "rewards", "reward_mask"))
-                for inp in inputs
-            ]
+            keys = [_branch_key(inp) for inp in inputs]
             batch = {}
             for inp in inputs:
                 drop = inp["drop_text"][:, None]

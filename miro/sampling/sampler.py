@@ -89,6 +89,12 @@ def _merge_identical(conds: Conditions, branches: list[Branch]) -> tuple[list[fl
     return [coefs[i] for i in keep], [inputs[i] for i in keep]
 
 
+def _branch_key(inputs: dict[str, torch.Tensor]) -> tuple:
+    """A branch condition's identity (which text, which targets), to carry its self-conditioning latents from
+    one step to the next even when the set of branches changes (the guidance interval)."""
+    return tuple(tuple(inputs[k].flatten().tolist()) for k in ("drop_text", "rewards", "reward_mask"))
+
+
 def _concat(inputs: list[dict], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     out = {k: torch.cat([d[k] for d in inputs]) for k in inputs[0]}
     if dtype is not None:
@@ -114,36 +120,53 @@ def guided_velocity(
     neither x nor t, computed once per run instead of once per step (``cache_condition=False``: call the
     model's plain forward every time).  ``autocast`` (e.g. ``torch.bfloat16``) runs the network under
     ``torch.autocast`` in that dtype, mixed precision with the fp32 weights; the state and the guidance sum
-    stay fp32.
+    stay fp32.  A model with ``self_conditioning`` True (``MiroRINTransformer``) is called with
+    ``return_latents=True`` and fed, as ``previous_latents``, the latents each branch condition produced at
+    the previous call (none at the first): the returned function then has state and is called once per
+    solver evaluation, in order (the MIRO authors' sampler carries them the same way).
     """
     split = cache_condition and all(callable(getattr(model, m, None)) for m in ("encode_condition", "velocity"))
-    plans: dict[bool, tuple[list[float], list[dict]]] = {}
+    carry = bool(getattr(model, "self_conditioning", False))
+    plans: dict[bool, tuple[list[float], list[dict], list[tuple]]] = {}
+    latents: dict[tuple, torch.Tensor] = {}  # self-conditioning: each branch condition's latents of the last call
 
-    def plan(active: bool) -> tuple[list[float], list[dict]]:
+    def plan(active: bool) -> tuple[list[float], list[dict], list[tuple]]:
         if active not in plans:
             coefs, inputs = _merge_identical(conds, guidance.branches(active))
+            keys = [_branch_key(inp) for inp in inputs] if carry else []
             groups = [inputs] if batch_branches and inputs else [[inp] for inp in inputs]
             inputs = [_concat(group, dtype) for group in groups]
             if split:
                 with _autocast(inputs[0]["text"].device if inputs else None, autocast):
                     inputs = [model.encode_condition(**inp) for inp in inputs]
-            plans[active] = (coefs, inputs)
+            plans[active] = (coefs, inputs, keys)
         return plans[active]
 
-    def forward(x: torch.Tensor, t: torch.Tensor, inputs: dict) -> torch.Tensor:
+    def forward(x: torch.Tensor, t: torch.Tensor, inputs: dict, keys: list[tuple]) -> torch.Tensor:
         x = x if dtype is None else x.to(dtype)
+        extra = {}
+        if carry:  # the latents each branch produced at the previous call (zeros before the first: None)
+            known = [latents.get(k) for k in keys]
+            if any(z is not None for z in known):
+                ref = next(z for z in known if z is not None)
+                extra["previous_latents"] = torch.cat([z if z is not None else torch.zeros_like(ref) for z in known])
+            extra["return_latents"] = True
         with _autocast(x.device, autocast):
-            return (model.velocity(x, t, **inputs) if split else model(x, t, **inputs)).float()
+            out = model.velocity(x, t, **inputs, **extra) if split else model(x, t, **inputs, **extra)
+        if carry:
+            out, z = out
+            latents.update(zip(keys, z.chunk(len(keys))))
+        return out.float()
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        coefs, inputs = plan(guidance.active(float(t[0])))
+        coefs, inputs, keys = plan(guidance.active(float(t[0])))
         n = len(coefs)
         if n == 0:  # every coefficient cancelled: the guided velocity is identically zero
             return torch.zeros_like(x, dtype=torch.float32)
         if batch_branches:
-            vs = forward(torch.cat([x] * n), t.repeat(n), inputs[0]).chunk(n)
+            vs = forward(torch.cat([x] * n), t.repeat(n), inputs[0], keys).chunk(n)
         else:
-            vs = [forward(x, t, inp) for inp in inputs]
+            vs = [forward(x, t, inp, keys[i : i + 1] if carry else []) for i, inp in enumerate(inputs)]
         v = vs[0] if coefs[0] == 1.0 else coefs[0] * vs[0]
         for c, vi in zip(coefs[1:], vs[1:]):
             v = v.add(vi, alpha=c)

@@ -64,6 +64,9 @@ class TrainConfig:
     cpu: bool = False  # train on the CPU even when a GPU is present
     reward_dropout: float = 0.1  # each reward of each sample -> its learned null (at least one kept, as MIRO)
     text_dropout: float = 0.1  # the sample's text -> the learned null text (guidance's negative branch)
+    # a backbone with latent self-conditioning (model.backbone=rin): the share of samples whose loss pass is fed
+    # the latents of a first pass at the same x_t and t (the others get zeros); the MIRO authors' 0.9
+    self_conditioning_rate: float = 0.9
     latent_sampling: bool = True  # KL autoencoders: train on posterior samples (False: the posterior mean)
     ema_decay: float = 0.999
     ema_warmup: bool = True
@@ -118,7 +121,7 @@ class TrainConfig:
         require(self.batch_size % self.grad_accum == 0, "batch_size", self.batch_size,
                 f"must be divisible by grad_accum={self.grad_accum}")
         require_choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        for key in ("reward_dropout", "text_dropout"):
+        for key in ("reward_dropout", "text_dropout", "self_conditioning_rate"):
             require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be a probability in [0, 1]")
         require(0.0 <= self.ema_decay <= 1.0, "ema_decay", self.ema_decay, "must be in [0, 1]")
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1")

@@ -41,6 +41,8 @@ def peak_flops(device: torch.device, configured_tflops: float | None, dtype: tor
 def batch_training_flops(model: torch.nn.Module, x: torch.Tensor, text: torch.Tensor) -> float:
     """Forward + backward FLOPs of one micro-batch (``miro.models.flops``, matmuls incl. attention over the
     padded text as the kernels compute it); 0 for a model without that analytic count."""
+    if callable(getattr(model, "training_flops", None)):  # a backbone that counts its own (MiroRINTransformer)
+        return float(model.training_flops(x.shape[-2], x.shape[-1], text.shape[1]) * x.shape[0])
     config = getattr(model, "config", None)
     if config is None or "patch_size" not in config:
         return 0.0

@@ -37,7 +37,6 @@ from miro.data.pipeline import (
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import build_autoencoder, build_model, build_text_encoder
-from miro.models.transformer import spatial_stride, stride_factors
 from miro.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -79,10 +78,10 @@ class Components:
 def build_components(cfg: TrainConfig) -> Components:
     """The frozen text encoder and autoencoder from their configs, and a fresh transformer sized by them."""
     te, ae = build_text_encoder(cfg.text_encoder), build_autoencoder(cfg.autoencoder)
-    tokens = spatial_stride(asdict(cfg.model))
+    tokens = cfg.model.spatial_stride
     step = ae.downsample * tokens
     if cfg.data.resolution % step:
-        factors = stride_factors(asdict(cfg.model), prefix="model.", values=False)
+        factors = cfg.model.stride_factors()
         raise ConfigError(f"data.resolution={cfg.data.resolution}: must be a multiple of autoencoder downsample x "
                           f"{factors} = {ae.downsample} x {tokens} = {step}")
     # the initial weights come from ``seed`` alone: the process's own torch seed is random (a library reseeds it
@@ -105,8 +104,32 @@ def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generato
     r = len(cfg.reward_names)
     keep, drop_text = sample_condition_dropout(b, r, cfg.reward_dropout, cfg.text_dropout, generator, device=device)
     kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep} if r else {}
+    if getattr(_unwrap(model), "self_conditioning", False):
+        kwargs["previous_latents"] = self_conditioning_latents(model, sample.x_t, t, inputs, drop_text, kwargs,
+                                                               cfg.self_conditioning_rate, generator)
     v = model(sample.x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, **kwargs)
     return velocity_loss(v, sample.target), t
+
+
+def self_conditioning_latents(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, inputs: dict,
+                              drop_text: torch.Tensor, kwargs: dict, rate: float,
+                              generator: torch.Generator) -> torch.Tensor:
+    """The MIRO authors' latent self-conditioning in training (their ``BaseLoss.latent_self_cond``): a first pass
+    at the same x_t, t and condition, without gradient, whose final latents are kept for each sample with
+    probability ``rate`` and zeroed otherwise, so the network learns both the first sampling step (zeros) and
+    the later ones (the previous estimate's latents)."""
+    with torch.no_grad():
+        _, latents = model(x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, return_latents=True,
+                           **kwargs)
+    keep = torch.rand(x_t.shape[0], generator=generator, device=x_t.device) < rate
+    return latents.detach() * keep.to(latents.dtype)[:, None, None]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DDP / torch.compile wrappers (for its attributes, not for calling)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
 
 
 def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:

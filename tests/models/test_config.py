@@ -100,15 +100,21 @@ def test_schema_defaults_are_the_model_defaults():
     import inspect
 
     from miro.models import MiroTransformer
+    from miro.models.config import RINConfig
+    from miro.models.rin_transformer import MiroRINTransformer
 
     params = inspect.signature(MiroTransformer.__init__).parameters
     cfg = ModelConfig()
     for f in dataclasses.fields(ModelConfig):
-        if f.name in ("gradient_checkpointing", "in_channels", "sample_size", "text_dim"):
-            continue  # config-only, or null = derived when the model is built
+        if f.name in ("gradient_checkpointing", "in_channels", "sample_size", "text_dim", "backbone", "rin"):
+            continue  # config-only, or null = derived when the model is built, or the RIN's (below)
         default = params[f.name].default
         assert getattr(cfg, f.name) == default, f.name
     assert cfg.patch_size == 2
+    assert cfg.backbone == "dit"
+    rin_params = inspect.signature(MiroRINTransformer.__init__).parameters
+    for f in dataclasses.fields(RINConfig):
+        assert getattr(cfg.rin, f.name) == rin_params[f.name].default, f.name
 
 
 @pytest.mark.parametrize("values,message", [
