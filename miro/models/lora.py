@@ -33,15 +33,24 @@ from miro.utils.config import ConfigError, require
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' name for one adapter's weights
 _BLOCK = r"blocks\.\d+\."
-#: Target-module presets: regexes over ``MiroTransformer``'s module names (peft matches them in full).
+#: The RIN backbone's (``MiroRINTransformer``) blocks: the condition, read, process and write attentions.
+_RIN_BLOCK = r"rin\.rin_blocks\.\d+\.(retrieve_cond|retriever_ca|processer_sa\.\d+|writer_ca)\."
+_RIN_ATTENTION = _RIN_BLOCK + r"(sa|ca)\.(qkv|q|kv|out)"
+_RIN_MLP = _RIN_BLOCK + r"ffn\.(linear_packed|linear_out)"
+_RIN_MIXER = r"rin\.transformers_blocks\.\d+\.(sa\.(qkv|out)|ffn\.linear_[12])"
+#: Target-module presets: regexes over the module names of either backbone (peft matches them in full).
 #: "attention": the backbone blocks' self- and cross-attention projections (what DreamBooth-LoRA adapts);
 #: "attention_mlp": also their MLPs (what Akyurek et al. adapt: q/v + MLP); "all": also the adaLN
-#: modulations and, in a conv U-shape, the conv blocks' convolutions (peft adapts Conv2d as well).
+#: modulations and, in a conv U-shape, the conv blocks' convolutions (peft adapts Conv2d as well), and in the
+#: RIN its condition mixer.
 TARGETS = {
-    "attention": _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out)",
-    "attention_mlp": _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out|mlp\.fc1|mlp\.fc2)",
+    "attention": "(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out)"
+                 + "|" + _RIN_ATTENTION + ")",
+    "attention_mlp": "(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out|mlp\.fc1|mlp\.fc2)"
+                     + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + ")",
     "all": r"(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out|mlp\.fc1|mlp\.fc2"
-           r"|modulation)|conv_(stem|head|down_blocks\.\d+|up_blocks\.\d+)\.(conv1|conv2|emb))",
+           r"|modulation)|conv_(stem|head|down_blocks\.\d+|up_blocks\.\d+)\.(conv1|conv2|emb)"
+           + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + "|" + _RIN_MIXER + ")",
 }  # fmt: skip
 
 

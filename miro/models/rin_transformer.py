@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -106,7 +107,7 @@ def check_rin_arguments(args: dict[str, Any], prefix: str = "") -> None:
                 "must be 'noise_driven' (the authors' FlowPrecond input scaling) or null (none)")
 
 
-class MiroRINTransformer(ModelMixin, ConfigMixin):
+class MiroRINTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """The authors' text-conditioned RIN (``MiroRIN``, held as ``rin``) behind the package's model contract.
 
     The defaults are a small CPU-sized RIN; the authors' released size is ``data_dim=512, num_latents=256,

@@ -199,3 +199,29 @@ def test_pipeline_round_trip_samples_the_same_images(tmp_path):
     with pytest.raises(ValueError, match="height=32 and width=32: this RIN samples 16 x 16 only"):
         loaded(["a red circle"], height=32, width=32, num_inference_steps=1)
     assert RINConfig().patch_size == MiroRINTransformer().config.patch_size
+
+
+# one RIN block of the small model: the condition, read and write cross-attentions (q, kv, out each) and one
+# processing self-attention (qkv, out) = 11 projections; their 4 SwiGLU MLPs = 8 linears; "all" adds the one-layer
+# condition mixer (qkv, out, and its 2 MLP linears)
+@pytest.mark.parametrize("targets,expected", [("attention", 11), ("attention_mlp", 19), ("all", 23)])
+def test_lora_presets_reach_the_rin_and_round_trip(tmp_path, targets, expected):
+    """The package's LoRA (peft) on the RIN: the presets match its attention (and MLP) projections, a fresh
+    adapter changes nothing, and save / load gives the adapted output back bit for bit."""
+    from miro.models.lora import LoraSpec, add_lora, load_lora, lora_parameters, save_lora
+
+    model = small()
+    args = inputs()
+    base = model(*args)
+    add_lora(model, LoraSpec(rank=2, alpha=4.0, targets=targets))
+    assert len([n for n, m in model.named_modules() if hasattr(m, "lora_A")]) == expected
+    assert torch.equal(model(*args), base)
+    with torch.no_grad():
+        for p in lora_parameters(model):
+            p.normal_(0, 0.05)
+    adapted = model(*args)
+    assert not torch.allclose(adapted, base)
+    save_lora(model, tmp_path / "ad")
+    fresh = small()
+    load_lora(fresh, tmp_path / "ad")
+    assert torch.equal(fresh(*args), adapted)
