@@ -33,7 +33,8 @@ def row(out: Path, mixer: str) -> dict:
     last = loss[-1][0] if loss else 0
     gaps = json.loads((run / "gaps.json").read_text()) if (run / "gaps.json").exists() else {}
     gen = json.loads((run / "geneval.json").read_text()) if (run / "geneval.json").exists() else {}
-    final = next((v for k, v in gen.items() if k != "targets"), {})
+    # the curve's results by training step ("400"); its other keys are settings (targets, sample_steps, interval...)
+    final = gen[max((k for k in gen if k.isdigit()), key=int)] if any(k.isdigit() for k in gen) else {}
     g = next(iter(final.values()), {}) if final else {}
     return {
         "mixer": mixer,

@@ -18,7 +18,7 @@ def test_table_reads_loss_speed_gaps_and_geneval(tmp_path, capsys):
         writer.add_scalar("perf/images_per_s", 4.0 if step < 200 else 6.0, step)
     writer.close()
     (run / "gaps.json").write_text(json.dumps({"0.7": {"loss": 0.09, "shuffled_text_pct": 0.3, "no_text_pct": 1.0}}))
-    (run / "geneval.json").write_text(json.dumps({"targets": [1.0], "400": {"text 3 / reward 1": {
+    (run / "geneval.json").write_text(json.dumps({"targets": [1.0], "sample_steps": 25, "interval": [0.0, 1.0], "method": "euler", "400": {"text 3 / reward 1": {
         "overall": 5.2, "colour_only": 30.0, "colour_only_chance": 9.0}}}))  # fmt: skip
     (row,) = table.main([str(tmp_path), "attention+ttt_linear"])
     assert row["steps"] == 400 and row["images_per_s"] == 6.0
