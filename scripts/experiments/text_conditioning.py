@@ -539,7 +539,21 @@ def clean_targets(data: Path) -> list[float]:
 
 
 def resolve_targets(args) -> float | list[float]:
-    return clean_targets(args.data) if args.targets == "clean" else float(args.targets)
+    """``--targets`` (a value for every reward, or the clean medians), then each ``--set-target NAME=VALUE``
+    (one reward's slider moved, the others kept)."""
+    targets = clean_targets(args.data) if args.targets == "clean" else float(args.targets)
+    overrides = getattr(args, "set_target", None) or []
+    if overrides:
+        targets = list(targets) if isinstance(targets, list) else [targets] * len(REWARDS)
+        for item in overrides:
+            name, _, value = item.partition("=")
+            if name not in REWARDS or not value:
+                raise SystemExit(f"--set-target {item!r}: expected NAME=VALUE with NAME one of {REWARDS}")
+            v = float(value)
+            if not 0.0 <= v <= 1.0:
+                raise SystemExit(f"--set-target {item!r}: the target must be in [0, 1]")
+            targets[REWARDS.index(name)] = v
+    return targets
 
 
 def export_step(folder: Path) -> int:
@@ -606,6 +620,8 @@ def main(argv=None) -> None:
     p.add_argument("--scales", type=scale_pair, nargs="+", default=[(0.0, 0.0), (3.0, 0.0), (3.0, 3.0)],
                    help="text,reward guidance scale pairs (3,3 = the joint scale 3)")
     p.add_argument("--images", type=int, default=1, help="images per held-out prompt")
+    p.add_argument("--set-target", action="append", metavar="NAME=VALUE",
+                   help="one reward's target after --targets (repeatable), e.g. alignment=0")
     p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, or 'clean' "
                    "(per reward the median of the clean, correctly captioned training samples)")
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")

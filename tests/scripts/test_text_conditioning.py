@@ -168,3 +168,16 @@ def test_failure_modes_count_objects_classes_colours_and_confusion(monkeypatch, 
     assert colors["objects"] == {"0": 1, "1": 1, "2": 0, "3+": 0} and colors["any_class"] == 0
     assert colors["any_colour"] == 1 and colors["any_colour_pct"] == 50.0
     assert out["confusion"] == {"circle": {"circle": 1, "square": 1}, "star": {"heart": 1}}
+
+
+def test_one_slider_moves_after_the_clean_targets(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(tc, "clean_targets", lambda data: [0.8, 1.0, 0.6, 0.6, 1.0])
+    args = SimpleNamespace(data=None, targets="clean", set_target=["alignment=0", "sharpness=0.25"])
+    assert tc.resolve_targets(args) == [0.25, 1.0, 0.6, 0.6, 0.0]
+    assert tc.resolve_targets(SimpleNamespace(data=None, targets="0.5", set_target=["contrast=1"])) == [0.5, 0.5, 0.5, 1.0, 0.5]
+    assert tc.resolve_targets(SimpleNamespace(data=None, targets="0.5", set_target=None)) == 0.5
+    for bad in ("aesthetic=0", "alignment", "alignment=2"):
+        with pytest.raises(SystemExit, match="--set-target"):
+            tc.resolve_targets(SimpleNamespace(data=None, targets="1.0", set_target=[bad]))
