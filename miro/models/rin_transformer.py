@@ -240,10 +240,7 @@ class MiroRINTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         t, so a sampler computes them once per run."""
         text, text_mask = self._drop_text(text, text_mask, drop_text)
         if not self.num_rewards:
-            rewards = reward_mask = None
-        elif rewards is None:
-            rewards = torch.zeros(text.shape[0], self.num_rewards, device=text.device)
-            reward_mask = torch.zeros_like(rewards, dtype=torch.bool)
+            rewards = reward_mask = None  # rewards None for a conditioned model: every reward dropped (NaN)
         mixed, mask = self.rin.encode_condition(text, text_mask, rewards, reward_mask)
         return {"condition": mixed, "condition_mask": mask}
 

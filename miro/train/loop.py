@@ -19,7 +19,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    extract_model_from_parallel,
+)
 from omegaconf import OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
@@ -104,7 +109,7 @@ def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generato
     r = len(cfg.reward_names)
     keep, drop_text = sample_condition_dropout(b, r, cfg.reward_dropout, cfg.text_dropout, generator, device=device)
     kwargs = {"rewards": inputs["rewards"], "reward_mask": inputs["reward_mask"] & keep} if r else {}
-    if getattr(_unwrap(model), "self_conditioning", False):
+    if getattr(extract_model_from_parallel(model), "self_conditioning", False):  # the network inside DDP
         kwargs["previous_latents"] = self_conditioning_latents(model, sample.x_t, t, inputs, drop_text, kwargs,
                                                                cfg.self_conditioning_rate, generator)
     v = model(sample.x_t, t, inputs["text"], inputs["text_mask"], drop_text=drop_text, **kwargs)
@@ -124,12 +129,6 @@ def self_conditioning_latents(model: nn.Module, x_t: torch.Tensor, t: torch.Tens
     keep = torch.rand(x_t.shape[0], generator=generator, device=x_t.device) < rate
     return latents.detach() * keep.to(latents.dtype)[:, None, None]
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DDP / torch.compile wrappers (for its attributes, not for calling)."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
 
 
 def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
