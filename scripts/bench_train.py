@@ -34,6 +34,13 @@ its noise seed, so "agree within noise" is measured against that seed-to-seed sp
     python scripts/bench_train.py --part precision --preset small --image-size 16 --in-channels 4 --curve-steps 100
     python scripts/bench_train.py --part precision --device cuda --preset small --batch 128
 
+Part ``compile``: our training step eager against ``torch.compile``'d (what ``miro.train compile=true
+compile_mode=...`` runs), same init and batches, with the speed ratio and the losses' agreement.  On a GPU the
+small models here are bound by kernel launches, which CUDA graphs (``reduce-overhead``, its default there) remove:
+
+    python scripts/bench_train.py --part compile --device cuda --dtype bfloat16 --preset tiny_unet \
+        --set conv_scale_shift=true --batch 32
+
 Parts are functions registered in ``PARTS``; each returns markdown.
 """
 
@@ -50,6 +57,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +90,11 @@ class Contender:
 
 def make_step(model: torch.nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
               x0: torch.Tensor, lr: float = 1e-4, seed: int = 0,
-              autocast: torch.dtype | None = None) -> Callable[[], float]:
+              autocast: torch.dtype | None = None, fused: bool | None = None) -> Callable[[], float]:
     """forward(x_t, t) -> velocity; the step draws t and noise (on x0's device), applies the flow loss in fp32,
-    backward, AdamW.  ``autocast``: run the forward under autocast to that dtype, as the training loop does."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    backward, AdamW.  ``autocast``: run the forward under autocast to that dtype, as the training loop does;
+    ``fused``: AdamW's fused kernel (the training loop's choice on CUDA)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=fused)
     path, times = LinearPath(), TimeSampler("logit_normal")
     gen = torch.Generator(device=x0.device).manual_seed(seed)
 
@@ -136,10 +145,12 @@ def _sync(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------- contenders
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
                p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None,
-               noise_seed: int = 0, device: str = "cpu", autocast: torch.dtype | None = None) -> Contender:
+               noise_seed: int = 0, device: str = "cpu", autocast: torch.dtype | None = None,
+               compile_mode: str | None = None) -> Contender:
     """Our model from miro/conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
     conditioned on five rewards (as every run of the project: the demo's and the paper's).  The batch is drawn
-    on the CPU (the same numbers on every device), then moved."""
+    on the CPU (the same numbers on every device), then moved.  ``compile_mode``: torch.compile the model in
+    place with that mode, and use the fused AdamW on CUDA, as ``miro.train`` does with ``compile=true``."""
     from miro.models import sample_condition_dropout
     from miro.models.config import build_model, load_preset
 
@@ -162,7 +173,12 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
                      reward_mask if model.num_rewards else None, drop_text)
 
     name = f"MiroTransformer ({', '.join([preset, *(overrides or [])])})"
-    return Contender(name, model, make_step(model, forward, x0, seed=noise_seed, autocast=autocast), batch, dev)
+    fused = None
+    if compile_mode is not None:
+        model.compile(mode=None if compile_mode == "default" else compile_mode)
+        name, fused = f"{name}, compiled ({compile_mode})", dev.type == "cuda" or None
+    step = make_step(model, forward, x0, seed=noise_seed, autocast=autocast, fused=fused)
+    return Contender(name, model, step, batch, dev)
 
 
 def dit_params(num_layers: int, heads: int, head_dim: int, in_channels: int, image_size: int, patch: int,
@@ -478,13 +494,47 @@ def part_data(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def part_compile(args: argparse.Namespace) -> str:
+    """Our training step eager against torch.compile'd (``miro.train compile=true compile_mode=...``), same
+    init and batches, interleaved rounds; the warm-up rounds include the compilation (and, with
+    reduce-overhead on CUDA, the CUDA-graph recording)."""
+    torch.set_num_threads(args.threads)
+    low = _autocast(args)
+    mode = args.compile_mode or ("reduce-overhead" if args.device.startswith("cuda") else "default")
+    build = partial(build_miro, args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len,
+                    args.batch, overrides=args.set, device=args.device, autocast=low)  # fmt: skip
+    eager, compiled = build(), build(compile_mode=mode)
+    eager.name += ", eager"
+    start = time.perf_counter()
+    losses = [(eager.step(), compiled.step()) for _ in range(max(3, args.warmup))]
+    warmup_s = time.perf_counter() - start
+    seconds = time_contenders([eager, compiled], args.steps, args.rounds, 0)
+    (we, _), (wc, _) = seconds[eager.name], seconds[compiled.name]
+    drift = max(abs(a - b) / max(abs(a), 1e-12) for a, b in losses)
+    return "\n".join([
+        f"### Training step: eager vs torch.compile ({mode}), {args.preset} preset, batch {args.batch}, "
+        f"{args.in_channels}x{args.image_size}x{args.image_size}, "
+        f"{'fp32' if low is None else f'{args.dtype} autocast'}, {_where(args)}",
+        "",
+        "| step | s / step | images/s |",
+        "|---|---:|---:|",
+        f"| {eager.name} | {we:.4f} | {args.batch / we:.1f} |",
+        f"| {compiled.name} | {wc:.4f} | {args.batch / wc:.1f} |",
+        "",
+        f"- images/s compiled / eager: **{we / wc:.2f}x** (median of {args.rounds} interleaved rounds of "
+        f"{args.steps} steps, after {len(losses)} warm-up steps of each that took {warmup_s:.1f} s together).",
+        f"- the first {len(losses)} losses from the same init and batches differ by at most {drift:.2e} (relative).",
+    ])
+
+
 PARTS: dict[str, Callable[[argparse.Namespace], str]] = {"model": part_model, "data": part_data,
-                                                         "precision": part_precision}
+                                                         "precision": part_precision, "compile": part_compile}
+DEFAULT_PARTS = ["data", "model", "precision"]  # compile is asked for by name: compiling takes minutes on a CPU
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=sorted(PARTS), action="append", help="what to run (repeatable; default all)")
+    p.add_argument("--part", choices=sorted(PARTS), action="append", help="what to run (repeatable; default: data, model, precision)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu", help="model and precision parts: cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
@@ -505,6 +555,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--matmul-seconds", type=float, default=2.0, help="time spent on each peak measurement")
     g.add_argument("--out", type=Path, help="also write the markdown here")
     g.add_argument("--curve-steps", type=int, default=40, help="precision part: steps of each loss curve")
+    g.add_argument("--compile-mode", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="compile part: torch.compile's mode (default: reduce-overhead on CUDA, default elsewhere)")
     g = p.add_argument_group("data part")
     g.add_argument("--data-quick", action="store_true", help="smaller data sets and shorter runs")
     return p.parse_args(argv)
@@ -512,7 +565,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sections = [PARTS[name](args) for name in (args.part or sorted(PARTS))]
+    sections = [PARTS[name](args) for name in (args.part or DEFAULT_PARTS)]
     text = "\n\n".join(sections) + "\n"
     print(text)
     if args.out:

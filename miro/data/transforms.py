@@ -48,6 +48,19 @@ def trim_text(emb: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     return emb[:, :length], mask[:, :length]
 
 
+def pad_text_to(emb: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a batch's text ``[B, n, D]`` (zeros, mask False) to ``length`` tokens, so every batch has one shape;
+    CUDA-graph replay (``compile_mode=reduce-overhead``) records a graph per shape.  The network ignores the
+    padding (its attention and pooling read the mask), so the output is the trimmed batch's."""
+    n = emb.shape[1]
+    if n > length:
+        raise ValueError(f"the batch has {n} text tokens, more than the {length} to pad to")
+    if n == length:
+        return emb, mask
+    emb = torch.cat([emb, emb.new_zeros(emb.shape[0], length - n, emb.shape[2])], dim=1)
+    return emb, torch.cat([mask, mask.new_zeros(mask.shape[0], length - n)], dim=1)
+
+
 def pad_text(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack per-sample token embeddings ``[n_i, D]`` into ``[B, max n, D]`` (zeros) plus a bool mask."""
     length = max(1, max(r.shape[0] for r in rows))

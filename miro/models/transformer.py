@@ -419,6 +419,10 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         return spatial_stride(self.config)
 
     def _positions(self, grid_h: int, grid_w: int, device, dtype) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            # inside a compiled graph the table is a constant of the graph: caching it on the module would keep
+            # a graph output alive across calls, which a CUDA-graph replay then overwrites (reduce-overhead)
+            return sincos_2d(grid_h, grid_w, self.config.width, device=device).to(dtype)
         key = (grid_h, grid_w, str(device))
         if key not in self._pos_cache:
             self._pos_cache[key] = sincos_2d(grid_h, grid_w, self.config.width, device=device)

@@ -16,6 +16,8 @@ from miro.utils.config import require, require_choice
 from miro.utils.precision import PRECISIONS
 
 TRACKERS = ("tensorboard", "wandb", "none")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # these replay CUDA graphs: the loop pads text to one length
 
 
 @dataclass
@@ -81,6 +83,9 @@ class TrainConfig:
     find_unused_parameters: bool = False
     max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf gradient (skipped) before the run stops
     compile: bool = False  # torch.compile the transformer's forward (in place: checkpoints keep their keys)
+    # torch.compile's mode: "default" fuses kernels; "reduce-overhead" also replays CUDA graphs, which is what a
+    # launch-bound small model on a GPU needs (docs/train.md); the max-autotune modes search kernel configs
+    compile_mode: str = "default"
     allow_tf32: bool = True
     peak_tflops: float | None = None  # per device, for the MFU estimate; None = known GPUs only
     progress_bar: bool = True
@@ -133,4 +138,5 @@ class TrainConfig:
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         require_choice("log_with", self.log_with, TRACKERS)
+        require_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         require(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")

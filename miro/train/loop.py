@@ -39,6 +39,7 @@ from miro.data.pipeline import (
     make_loader,
     model_inputs,
 )
+from miro.data.transforms import pad_text_to
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import build_autoencoder, build_model, build_text_encoder
@@ -50,7 +51,7 @@ from miro.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from miro.train.config import TrainConfig
+from miro.train.config import CUDA_GRAPH_MODES, TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
 from miro.train.launch import check_launch, use_cpu
@@ -219,8 +220,11 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
     model.to(device)
     optimizer = build_optimizer(model, cfg.optim)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    fixed_text = 0
     if cfg.compile:
-        model.compile()
+        model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        if cfg.compile_mode in CUDA_GRAPH_MODES:
+            fixed_text = cfg.text_encoder.max_length
     model, optimizer = accelerator.prepare(model, optimizer)  # the EMA is saved by save_checkpoint itself
 
     start, samples_seen = 0, 0
@@ -259,6 +263,8 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
             batch = next(data_iter)
             meter.data_wait += time.perf_counter() - tic
             inputs = model_inputs(batch, device, te, ae, generator, cfg.latent_sampling)
+            if fixed_text:  # one shape for every batch: one CUDA graph instead of one per caption length
+                inputs["text"], inputs["text_mask"] = pad_text_to(inputs["text"], inputs["text_mask"], fixed_text)
             sync = i == cfg.grad_accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
@@ -341,7 +347,7 @@ def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path
 # settings a checkpoint cannot be resumed with when they changed (the network and what it is fed)
 _MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution")
 _FREE = ("resume", "stop_after", "progress_bar", "output_dir", "name", "log_every", "log_with", "sample", "export_every",
-         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets")
+         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets", "compile_mode")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -74,6 +74,17 @@ def test_dropped_text_is_the_learned_null_token_and_a_masked_reward_is_never_rea
     assert not torch.allclose(a[2], model(x, t, text, mask, rewards, rmask)[2])
 
 
+def test_padding_does_not_change_the_output():
+    """Padded text tokens are never read: the training loop pads every batch to one length for CUDA graphs."""
+    model = small()
+    x, t, text, mask, rewards, reward_mask = inputs()
+    longer = torch.cat([text, torch.randn(3, 4, 8)], dim=1)
+    longer_mask = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, longer, longer_mask, rewards, reward_mask),
+                                   model(x, t, text, mask, rewards, reward_mask), rtol=1e-5, atol=1e-6)
+
+
 def test_self_conditioning_latents_in_and_out():
     model = small()
     x, t, text, mask, rewards, rmask = inputs()

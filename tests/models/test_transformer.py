@@ -160,7 +160,12 @@ def test_fully_masked_text_never_nan():
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
-def test_padding_does_not_change_the_output(model):
+@pytest.mark.parametrize("conv", [False, True])  # True: the shipped recipe's conv U-shape reading the pooled prompt
+def test_padding_does_not_change_the_output(model, conv):
+    """Padded text tokens are never read: the training loop pads every batch to one length for CUDA graphs."""
+    if conv:
+        model = randomize_(tiny_model(conv_channels=8, conv_levels=2, conv_pooled_text=True,
+                                      conv_scale_shift=True)).eval()  # fmt: skip
     x, t, text, tm, r, rm, _ = inputs(model)
     longer = torch.cat([text, torch.randn(4, 3, text.shape[2])], dim=1)
     longer_mask = torch.cat([tm, torch.zeros(4, 3, dtype=torch.bool)], dim=1)

@@ -47,3 +47,13 @@ def test_model_part_names_its_precision_and_peak(tmp_path):
 def test_bad_dtype_is_refused():
     with pytest.raises(SystemExit):
         bench.parse_args(["--dtype", "float16"])
+
+
+@pytest.mark.slow
+def test_compile_part_compares_eager_and_compiled_steps():
+    args = bench.parse_args(["--part", "compile", "--preset", "tiny", "--batch", "2", "--image-size", "16",
+                             "--text-len", "4", "--steps", "1", "--rounds", "1", "--warmup", "3", "--threads", "1"])  # fmt: skip
+    text = bench.part_compile(args)
+    assert "eager vs torch.compile (default)" in text and "compiled / eager" in text
+    drift = float(text.split("differ by at most ")[1].split(" ")[0])
+    assert drift < 1e-3  # the same init and batches: the same losses up to fusion's rounding

@@ -55,6 +55,7 @@ def test_sample_grids_use_the_sampling_settings_schema():
     ("data.sampling=sometimes", "data.sampling='sometimes'"),
     ("optim.lr=-1", "optim.lr=-1"),
     ("time.kind=beta", "time.kind='beta'"),
+    ("compile_mode=fast", "compile_mode='fast': must be one of"),
     ("text_dropout=2", "text_dropout=2"),
     ("cache_job.rank=3", "cache_job.rank=3"),
     ("reward_names=[sharpness,beauty]", "unknown reward(s) ['beauty']"),

@@ -170,10 +170,14 @@ def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tmp_path, shards_ro
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager(tmp_path, shards_root):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])  # on CUDA the second replays CUDA graphs
+def test_compiled_training_matches_eager(tmp_path, shards_root, mode):
     runs = {}
     for compiled in (False, True):
-        cfg = tiny_config(tmp_path / f"c{compiled}", shards_root, max_steps=3, compile=compiled, sample={"every": 0})
+        # fp32: under bf16 autocast fused and unfused kernels round differently, and Adam's first steps turn
+        # any gradient near zero into a full +-lr update, so only fp32 compares at a tight tolerance
+        cfg = tiny_config(tmp_path / f"c{compiled}", shards_root, max_steps=3, compile=compiled, compile_mode=mode,
+                          mixed_precision="no", allow_tf32=False, sample={"every": 0})  # fmt: skip
         runs[compiled] = load_file(train(cfg, tiny_components()) / "checkpoints/checkpoint-3/model.safetensors")
     assert runs[True].keys() == runs[False].keys()  # compiled in place: the same checkpoint keys
     for k in runs[False]:

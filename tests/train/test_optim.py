@@ -43,6 +43,27 @@ def test_weight_decay_only_on_matrices():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])  # fmt: skip
+def test_fused_adamw_on_cuda_only(device):
+    """The fused kernel on CUDA (one launch per step); the default implementation elsewhere.  Both take the same
+    step: the fused update matches the reference update to float rounding."""
+    net = Net().to(device)
+    opt = build_optimizer(net, OptimConfig(weight_decay=0.05))
+    assert bool(opt.defaults["fused"]) == (device == "cuda")
+    ref = Net().to(device)
+    ref.load_state_dict(net.state_dict())
+    ref_opt = torch.optim.AdamW(param_groups(ref, 0.05), lr=opt.defaults["lr"], foreach=False)
+    for model, optimizer in ((net, opt), (ref, ref_opt)):
+        torch.manual_seed(0)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model.lin(torch.randn(4, model.lin.in_features, device=device)).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError, match="optim.schedule='linear'"):
         to_typed({"schedule": "linear"}, OptimConfig)
