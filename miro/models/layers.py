@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 MLP_TYPES = ("gelu", "swiglu")
+# every SDPA backend but cuDNN's (flash takes no mask, so a masked call lands on memory-efficient attention)
+_NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -17,6 +20,20 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     """[B, S] bool (True = attend) -> the [B, 1, 1, S] layout SDPA broadcasts over heads and queries."""
     return mask[:, None, None, :]
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` that keeps a masked call off the cuDNN backend when gradients flow.
+
+    cuDNN's SDPA backward returns NaN gradients for some masked shapes on Hopper GPUs (pytorch/pytorch#196678:
+    torch >= 2.11, bf16/fp16, an explicit ``attn_mask``), and torch picks cuDNN first there for half-precision
+    inputs.  The reference recipe under bf16 autocast on an H200 skipped 3,477 of its first 4,400 steps for a
+    non-finite gradient, and none in fp32 (docs/benchmarks/gpu.md); the memory-efficient kernel takes the
+    same masks.  Inference keeps the default choice (the forward is correct), the CPU is unaffected."""
+    if mask is not None and q.is_cuda and torch.is_grad_enabled():
+        with sdpa_kernel(_NO_CUDNN):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class RMSNorm(nn.RMSNorm):
@@ -66,7 +83,7 @@ class Attention(nn.Module):
         else:
             q, k, v = self.to_qkv(x).view(b, n, 3, h, hd).unbind(2)
         q, k = self.norm_q(q).transpose(1, 2), self.norm_k(k).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=mask)
+        out = masked_attention(q, k, v.transpose(1, 2), mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
 

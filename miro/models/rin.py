@@ -91,7 +91,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from miro.models.layers import key_padding_mask
+from miro.models.layers import key_padding_mask, masked_attention
 
 #: The files of one model in the authors' layout (``miro-t2i``'s ``_PIPELINE_FILES``).
 AUTHORS_FILES = ("config.json", "model.safetensors", "uncond_embedding.npy")
@@ -233,7 +233,7 @@ class RINAttention(nn.Module):
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = masked_attention(q, k, v, mask)
         b, _, n, _ = out.shape
         return self.out(out.transpose(1, 2).reshape(b, n, -1))
 
