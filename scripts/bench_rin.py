@@ -170,6 +170,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--compile", action="store_true", help="torch.compile our network (warm-up includes compiling)"
     )
     ap.add_argument(
+        "--compile-mode", default="default",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--freezing", action="store_true",
+        help="with --compile: inductor's freezing (weights as constants, prepacked for oneDNN on the CPU)",
+    )
+    ap.add_argument(
         "--out", default=None, help="also write the rows (times in seconds per step) as JSON here"
     )
     args = ap.parse_args(argv)
@@ -177,6 +186,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if getattr(args, name) < 1:
             ap.error(f"--{name}={getattr(args, name)}: must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.freezing:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
     from tests.models.miro_t2i_reference import ensure_miro_t2i
 
     package = ensure_miro_t2i()
@@ -186,7 +199,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         inputs = make_inputs(config, args.batch)
         np.savez(tmp / "inputs.npz", **inputs)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{'compiled, ' if args.compile else ''}torch {torch.__version__}, {args.device}, {args.threads} thread(s); RIN {args.size} "
+        how = f"compiled ({args.compile_mode}{', freezing' if args.freezing else ''}), " if args.compile else ""
+        print(f"{how}torch {torch.__version__}, {args.device}, {args.threads} thread(s); RIN {args.size} "
               f"({params:.1f}M parameters), batch {args.batch}, {args.steps} steps per run, guidance "
               f"{args.guidance} (2 network evaluations per image and step), {args.repeats} interleaved runs")  # fmt: skip
         theirs = Theirs(tmp / "ckpt", tmp / "inputs.npz", args.device, package, args.threads)
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 cast_dtype(model, getattr(torch, dtype))
                 if args.compile:
                     torch.compiler.reset()
-                    model.compile()  # in place: precondition's self(...) call goes through the compiled forward
+                    model.compile(mode=None if args.compile_mode == "default" else args.compile_mode)  # in place: precondition's self(...) call goes through the compiled forward
                 their_modes = [dtype] if dtype == "float32" else ["bfloat16", "cast-bfloat16"]
                 ours = ours_runner(model, inputs, args.device, args.guidance, args.steps, cache=True)
                 uncached = ours_runner(model, inputs, args.device, args.guidance, args.steps, cache=False)
@@ -206,8 +220,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "ours, mixer at every step": [],
                     **{f"theirs ({m})": [] for m in their_modes},
                 }
-                _, ours_final = ours()  # warm-up and parity
-                uncached()
+                for _ in range(3 if args.compile else 1):  # warm-up (compiling; CUDA graphs record at the 2nd call)
+                    _, ours_final = ours()  # and parity
+                    uncached()
                 finals = {}
                 for mode in their_modes:
                     result = theirs.run(args.steps, args.guidance, mode)
