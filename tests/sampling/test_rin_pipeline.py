@@ -183,6 +183,24 @@ def test_torch_dtype_bf16_runs_on_the_cpu_without_warnings(disk, caplog):
     assert 0 < (low - ref).abs().max() < 0.25 * ref.abs().max()
 
 
+@pytest.mark.slow
+def test_compiled_network_with_freezing_samples_the_same(disk):
+    """docs/rin.md's CPU recipe for speed (inductor's freezing, then ``pipe.network.compile()``) changes the
+    kernels, not the sampler: the same latents as the eager network, to float rounding."""
+    import torch._inductor.config as inductor_config
+
+    def call(pipe):
+        return pipe("a red apple", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                    output_type="latent")  # fmt: skip
+
+    ref = call(local(disk))
+    pipe = local(disk)
+    pipe.network.compile()
+    with inductor_config.patch(freezing=True):  # read when the first call compiles
+        out = call(pipe)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_arguments_are_named_with_what_is_allowed(disk):
     pipe = local(disk)
     cases = [
