@@ -62,6 +62,8 @@ METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     # s+ and s- only, at the settings' guidance scale: the candidates of a round share one scale and render as one
     # batch (each distinct w is its own sampling call, so the full search renders its random draws one by one)
     "condition_search_targets": ("condition_search", {"search_w": False}),
+    # the same, each candidate from its own noise (as best-of-N's): the condition and the noise searched together
+    "condition_search_targets_noise": ("condition_search", {"search_w": False, "share_noise": False}),
     "reno": ("reno", {}),
     # per-prompt test-time training, its settings sized to each budget (miro.testtime.per_prompt.settings_for_budget)
     "ttt_per_prompt": ("ttt_per_prompt", {}),

@@ -169,7 +169,7 @@ class NoiseSearchConfig:
 
 @dataclass
 class ConditionSearchConfig:
-    rewards: list[str] | None = None  # the model's rewards whose targets are searched (null = all)
+    rewards: list[str] | None = None  # the targets searched (null = the model rewards the verifier chooses with, else all)
     search_s_plus: bool = True
     search_s_minus: bool = True
     search_w: bool = True

@@ -146,13 +146,17 @@ def condition_search(pipe, prompts: Sequence[str], verifier: Verifier, budget: B
                      mixed_precision: str = "auto") -> tuple[list, Trace]:  # fmt: skip
     """Search the reward condition (s+, s-, w) per prompt: random draws, then local refinement (module docstring).
 
-    ``rewards``: the model's rewards whose targets are searched (default all; the others keep the settings'
-    targets).  ``step``: the refinement's standard deviation as a fraction of each range; ``shrink`` multiplies
+    ``rewards``: the model's rewards whose targets are searched; the others keep the settings' targets.  Default:
+    those the verifier chooses with (a target the verifier cannot see is a blind move: on the shapes world,
+    searching the held-out alignment target with a quality verifier lowered alignment, docs/testtime.md), or
+    every reward of the model when the verifier chooses with none of them by name (an intrinsic or a toy judge).  ``step``: the refinement's standard deviation as a fraction of each range; ``shrink`` multiplies
     it after a round (``batch_size`` candidates) without improvement.  ``share_noise``: every candidate starts
     from the seed's noise (False: candidate j from noise j)."""
     renderer = as_renderer(pipe, settings, mixed_precision)
     names = renderer.names
-    rewards = our_names(names if rewards is None else rewards, names)  # the authors' keys name the model's rewards
+    if rewards is None:
+        rewards = [n for n in names if n in verifier.choosers] or list(names)
+    rewards = our_names(rewards, names)  # the authors' keys name the model's rewards
     unknown = [r for r in rewards if r not in names]
     require(not unknown, "condition_search.rewards", rewards, f"must be rewards of the model: {names}")
     require(len(set(rewards)) == len(rewards), "condition_search.rewards", rewards, "names a reward twice")

@@ -70,15 +70,18 @@ def test_parse_targets_reads_clean_and_pairs_and_rejects_garbage():
 def test_summary_compares_both_condition_searches_with_best_of_n_at_equal_budget():
     bench = load_bench()
     assert bench.METHOD_RUNS["condition_search_targets"] == ("condition_search", {"search_w": False})
+    assert bench.METHOD_RUNS["condition_search_targets_noise"] == (
+        "condition_search", {"search_w": False, "share_noise": False})  # fmt: skip
 
     def row(method, budget, own, held, gen):
         return {"setting": "quality", "method": method, "budget": budget, "verifier_delta": own,
                 "held_out_delta_z": held, "geneval_gain_points": gen}  # fmt: skip
 
     results = [row("best_of_n", 8, 2.0, 0.1, 0.0), row("condition_search", 8, 1.5, 0.3, 1.0),
-               row("condition_search_targets", 8, 2.5, -0.1, 2.0), row("condition_search", 1, 0, 0, 0)]  # fmt: skip
+               row("condition_search_targets", 8, 2.5, -0.1, 2.0), row("condition_search", 1, 0, 0, 0),
+               row("condition_search_targets_noise", 8, 3.0, 0.0, 0.0)]  # fmt: skip
     pairs = {c["method"]: c for c in bench.summarize(results)["condition_vs_best_of_n"]}
-    assert set(pairs) == {"condition_search", "condition_search_targets"}
+    assert set(pairs) == {"condition_search", "condition_search_targets", "condition_search_targets_noise"}
     assert (
         pairs["condition_search"]["verifier_delta"] == -0.5
         and pairs["condition_search_targets"]["geneval_points"] == 2.0

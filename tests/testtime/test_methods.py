@@ -146,6 +146,27 @@ def test_condition_search_stays_in_its_box_and_starts_from_the_default(renderer)
     assert s.chosen_condition == s.candidates[s.chosen].condition
 
 
+def test_condition_search_moves_only_the_targets_its_verifier_sees(renderer):
+    """By default the searched targets are the model's rewards the verifier chooses with; a held-out reward's
+    target stays the settings' (searching it would be blind).  A verifier that chooses by none of the model's
+    rewards by name searches them all."""
+
+    class Sharpness(Brightness):
+        name = "sharpness"
+
+    class Aesthetic(Brightness):
+        name = "aesthetic"
+
+    v = Verifier([Sharpness(), Aesthetic()], held_out=["aesthetic"])
+    _, trace = condition_search(renderer, PROMPTS[:1], v, Budget(samples=6), seeds=0, search_w=False)
+    assert trace.options["rewards"] == ["sharpness"]
+    conds = [c.condition for c in trace.searches[0].candidates]
+    assert {c["reward_targets"]["sharpness"] for c in conds} != {1.0}  # searched
+    assert {(c["reward_targets"]["aesthetic"], c["reward_targets"]["pickscore"]) for c in conds} == {(1.0, 1.0)}
+    _, trace = condition_search(renderer, PROMPTS[:1], brightness_verifier(), Budget(samples=2), seeds=0)
+    assert trace.options["rewards"] == ["sharpness", "aesthetic", "pickscore"]
+
+
 def test_bad_arguments_give_clear_errors(renderer):
     v = brightness_verifier()
     with pytest.raises(BudgetError, match=r"below one sample \(6 NFE-eq"):
