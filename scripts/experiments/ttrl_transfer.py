@@ -7,8 +7,10 @@ adapted on, and on every other task (forgetting), with the base model and with t
 - Sampling: the pipeline's own settings (``--steps`` Euler steps, decoupled guidance text ``--text-guidance-scale``
   / reward ``--reward-guidance-scale``, reward targets = ``pipe.recommended_reward_targets``).
 - Monitor: ``intrinsic`` (the model as its own judge, M1) or ``rewards`` (M3: the weight-free quality rewards
-  sharpness, low_noise, colorfulness, contrast, annotate's scorers).  The GenEval detector never enters the update;
-  it only scores the evaluation images.  ``track`` = the quality rewards (the history's monitor-fidelity agreement).
+  sharpness, low_noise, colorfulness, contrast, annotate's scorers); with these two the GenEval detector never
+  enters the update, it only scores the evaluation images.  ``detector`` is the control that says what the RL
+  update can do with a reward that reads the prompt: the detector's graded GenEval score (``GenEvalScorer(soft=
+  True)``) of the adaptation prompts (Flow-GRPO's GenEval reward; an upper bound, since the judge is the same).  ``track`` = the quality rewards (the history's monitor-fidelity agreement).
   The quality rewards are z-normalised on the base model's images of the adaptation half.
 - Evaluation: ``--images`` samples per prompt, seeds 0..N-1 (the pipeline's own noise of each seed), scored with
   the shapes detector and GenEval's rules (``GenEvalScorer``, as ``scripts/bench_testtime.py``).  The base model is
@@ -39,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_testtime import QUALITY, _finite, nan_mean, select_prompts  # noqa: E402
 
-MONITORS = ("intrinsic", "rewards")
+MONITORS = ("intrinsic", "rewards", "detector")
 
 
 def parse_args(argv=None):
@@ -193,8 +195,11 @@ def markdown(report: dict) -> str:
                      f"| {r['delta_points']:+.1f} | {r['gained']} / {r['lost']} |")  # fmt: skip
     h, a = report["history"], report["adaptation"]
 
+    def num(x):  # None: a NaN in the JSON (e.g. the agreement of a group whose scores are all equal)
+        return "n/a" if x is None else f"{x:.3g}"
+
     def fmt(d):
-        return f"{d['first']:.3g} → {d['last']:.3g} (quarters {d['first_quarter']:.3g} → {d['last_quarter']:.3g})"
+        return f"{num(d['first'])} → {num(d['last'])} (quarters {num(d['first_quarter'])} → {num(d['last_quarter'])})"
 
     lines += ["", f"- monitor ({report['config']['monitor']}) mean: {fmt(h['monitor_mean'])}",
               f"- tracked quality score: {fmt(h['track_mean'])}; agreement (Spearman): {fmt(h['agreement'])}",
@@ -254,11 +259,16 @@ def run(args) -> dict:
     cohort = [r["prompt"] for r in splits["adapted_on"]]
     calib = base["adapted_on"]
     quality = quality_verifier(calib["images"], [p for p in calib["prompts"] for _ in range(args.images)])
-    monitor_kw = (
-        {"monitor": "rewards", "verifier": quality, "track": quality, "track_held_out": False}
-        if args.monitor == "rewards"
-        else {"monitor": "intrinsic", "track": quality, "monitor_options": {"draws": args.intrinsic_draws}}
-    )
+    if args.monitor == "intrinsic":
+        monitor_kw = {"monitor": "intrinsic", "track": quality, "monitor_options": {"draws": args.intrinsic_draws}}
+    else:
+        judge = quality
+        if args.monitor == "detector":
+            from miro.testtime.verifier import Verifier
+
+            judge = Verifier([GenEvalScorer(rows, soft=True)]).calibrate(calib["images"], [
+                p for p in calib["prompts"] for _ in range(args.images)])  # fmt: skip
+        monitor_kw = {"monitor": "rewards", "verifier": judge, "track": quality, "track_held_out": False}
     t0 = time.perf_counter()
     result = ttrl_adapt(renderer, cohort, group_size=args.group_size, iterations=args.iterations,
                         prompts_per_iteration=args.prompts_per_iteration, train_steps=args.train_steps,

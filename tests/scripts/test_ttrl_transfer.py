@@ -22,7 +22,7 @@ def load():
     return load_script("experiments/ttrl_transfer.py")
 
 
-@pytest.mark.parametrize("monitor", ["intrinsic", "rewards"])
+@pytest.mark.parametrize("monitor", ["intrinsic", "rewards", "detector"])
 def test_script_scores_base_and_adapted_on_the_same_prompts(saved_pipe, tmp_path, capsys, monitor):  # noqa: F811
     meta = tmp_path / "evaluation_metadata.jsonl"
     meta.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
