@@ -27,7 +27,7 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
     cuDNN's SDPA backward returns NaN gradients for some masked shapes on Hopper GPUs (pytorch/pytorch#196678:
     torch >= 2.11, bf16/fp16, an explicit ``attn_mask``), and torch picks cuDNN first there for half-precision
-    inputs.  The reference recipe under bf16 autocast on an H200 skipped 3,477 of its first 4,400 steps for a
+    inputs.  The reference recipe under bf16 autocast on an H200 skipped 3,477 of its first 4,500 steps for a
     non-finite gradient, and none in fp32 (docs/benchmarks/gpu.md); the memory-efficient kernel takes the
     same masks.  Inference keeps the default choice (the forward is correct), the CPU is unaffected."""
     if mask is not None and q.is_cuda and torch.is_grad_enabled():
