@@ -39,6 +39,7 @@ from miro.models.rin import MiroRIN, cast_dtype, rin_config_from_authors, rin_st
 from miro.sampling.guidance import Guidance
 from miro.sampling.rin import authors_gammas, sample_rin
 from miro.sampling.sampler import Conditions
+from miro.train.config import COMPILE_MODES
 
 THEIRS = Path(__file__).with_name("bench_rin_theirs.py")
 KEYS = ["clip_score", "aesthetic_score", "image_reward_score", "pick_a_score_score", "hpsv2_score",
@@ -170,8 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--compile", action="store_true", help="torch.compile our network (warm-up includes compiling)"
     )
     ap.add_argument(
-        "--compile-mode", default="default",
-        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        "--compile-mode", default="default", choices=COMPILE_MODES,
         help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs)",
     )  # fmt: skip
     ap.add_argument(
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 cast_dtype(model, getattr(torch, dtype))
                 if args.compile:
                     torch.compiler.reset()
-                    model.compile(mode=None if args.compile_mode == "default" else args.compile_mode)  # in place: precondition's self(...) call goes through the compiled forward
+                    model.compile(mode=args.compile_mode)  # in place: precondition's self(...) call goes through the compiled forward
                 their_modes = [dtype] if dtype == "float32" else ["bfloat16", "cast-bfloat16"]
                 ours = ours_runner(model, inputs, args.device, args.guidance, args.steps, cache=True)
                 uncached = ours_runner(model, inputs, args.device, args.guidance, args.steps, cache=False)

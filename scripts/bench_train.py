@@ -67,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
 from miro.models.flops import counted_flops, measure_matmul_flops, training_flops  # noqa: E402
+from miro.train.config import COMPILE_MODES  # noqa: E402
 from miro.utils.config import CONFIG_DIR  # noqa: E402
 
 CONF = CONFIG_DIR  # the shipped hydra configs (miro/conf)
@@ -146,11 +147,11 @@ def _sync(device: torch.device) -> None:
 def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, text_len: int, batch: int,
                p_reward: float = 0.1, p_text: float = 0.1, overrides: list[str] | None = None,
                noise_seed: int = 0, device: str = "cpu", autocast: torch.dtype | None = None,
-               compile_mode: str | None = None) -> Contender:
+               compile_mode: str | None = None, fused: bool | None = None) -> Contender:
     """Our model from miro/conf/model/<preset>.yaml (plus ``key=value`` overrides) with a fixed random batch,
     conditioned on five rewards (as every run of the project: the demo's and the paper's).  The batch is drawn
     on the CPU (the same numbers on every device), then moved.  ``compile_mode``: torch.compile the model in
-    place with that mode, and use the fused AdamW on CUDA, as ``miro.train`` does with ``compile=true``."""
+    place with that mode, as ``miro.train`` does with ``compile=true``; ``fused``: AdamW's fused kernel."""
     from miro.models import sample_condition_dropout
     from miro.models.config import build_model, load_preset
 
@@ -173,10 +174,9 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
                      reward_mask if model.num_rewards else None, drop_text)
 
     name = f"MiroTransformer ({', '.join([preset, *(overrides or [])])})"
-    fused = None
     if compile_mode is not None:
-        model.compile(mode=None if compile_mode == "default" else compile_mode)
-        name, fused = f"{name}, compiled ({compile_mode})", dev.type == "cuda" or None
+        model.compile(mode=compile_mode)
+        name = f"{name}, compiled ({compile_mode})"
     step = make_step(model, forward, x0, seed=noise_seed, autocast=autocast, fused=fused)
     return Contender(name, model, step, batch, dev)
 
@@ -502,7 +502,8 @@ def part_compile(args: argparse.Namespace) -> str:
     low = _autocast(args)
     mode = args.compile_mode or ("reduce-overhead" if args.device.startswith("cuda") else "default")
     build = partial(build_miro, args.preset, args.in_channels, args.image_size, args.text_dim, args.text_len,
-                    args.batch, overrides=args.set, device=args.device, autocast=low)  # fmt: skip
+                    args.batch, overrides=args.set, device=args.device, autocast=low,
+                    fused=args.device.startswith("cuda") or None)  # both with the loop's optimizer  # fmt: skip
     eager, compiled = build(), build(compile_mode=mode)
     eager.name += ", eager"
     start = time.perf_counter()
@@ -556,7 +557,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--out", type=Path, help="also write the markdown here")
     g.add_argument("--curve-steps", type=int, default=40, help="precision part: steps of each loss curve")
     g.add_argument("--compile-mode", default=None,
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=COMPILE_MODES,
                    help="compile part: torch.compile's mode (default: reduce-overhead on CUDA, default elsewhere)")
     g = p.add_argument_group("data part")
     g.add_argument("--data-quick", action="store_true", help="smaller data sets and shorter runs")

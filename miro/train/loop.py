@@ -222,7 +222,7 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     fixed_text = 0
     if cfg.compile:
-        model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        model.compile(mode=cfg.compile_mode)
         if cfg.compile_mode in CUDA_GRAPH_MODES:
             fixed_text = cfg.text_encoder.max_length
     model, optimizer = accelerator.prepare(model, optimizer)  # the EMA is saved by save_checkpoint itself

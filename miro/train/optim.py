@@ -50,7 +50,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """On CUDA the fused AdamW kernel: one launch per step instead of a dozen per parameter group, which is
     most of an optimizer step for the small models of this project (they are launch-bound on a GPU)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = bool(params) and all(p.is_cuda and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    fused = bool(params) and all(p.is_cuda for p in params)
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              fused=fused or None)  # fmt: skip
 
