@@ -15,3 +15,15 @@ def _one_thread_per_worker():
 
         torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: fastest on tiny tensors (two spin-wait badly on a shared machine), and the
+    same summation order as a one-thread reference subprocess."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -98,6 +98,7 @@ def image_metadata(out, k: int, image, **run) -> dict:
         "nfe": out.nfe,
         "steps": settings.steps,
         "sampler": settings.sampler,
+        **({"sde_noise": settings.sde_noise} if settings.sampler == "sde" else {}),
         "height": image.height,
         "width": image.width,
     }

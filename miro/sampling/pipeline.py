@@ -486,6 +486,7 @@ class MiroPipeline(DiffusionPipeline):
         reward_guidance_weights: Mapping[str, float] | None = None,
         guidance_interval: Sequence[float] | None = None,
         sampler: str | None = None,
+        sde_noise: float | None = None,
         height: int | None = None,
         width: int | None = None,
         latents: torch.Tensor | None = None,
@@ -509,7 +510,9 @@ class MiroPipeline(DiffusionPipeline):
             text_guidance_scale / reward_guidance_scale: decoupled scales (default ``guidance_scale``).
             reward_guidance_weights: {reward: scale}, per-reward scales (default the reward scale).
             guidance_interval: (t_lo, t_hi) noise levels where guidance applies (default all of [0, 1]).
-            sampler: "euler" (1 evaluation per step) or "heun" (2); default "euler".
+            sampler: "euler" (1 evaluation per step), "heun" (2) or "sde" (1, stochastic: its fresh noise at every
+                step comes from ``generator``, so a seed still fixes the images); default "euler".
+            sde_noise: the "sde" sampler's noise scale (default 0.7; 0 is the Euler sampler).
             generator: one generator, or one per image (prompt-major: the images of prompt 0 first).
             output_type: "pil" (list), "np" (float [B, H, W, 3] in [0, 1]), "pt" (float [B, 3, H, W] in
                 [0, 1]), "numpy" (uint8 [B, H, W, 3], the authors' "numpy") or "latent".
@@ -532,7 +535,7 @@ class MiroPipeline(DiffusionPipeline):
         overrides = {
             "guidance_scale": guidance_scale, "steps": num_inference_steps, "text_guidance_scale": text_guidance_scale,
             "reward_guidance_scale": reward_guidance_scale, "reward_guidance_weights": reward_guidance_weights,
-            "guidance_interval": guidance_interval, "sampler": sampler, "height": height, "width": width,
+            "guidance_interval": guidance_interval, "sampler": sampler, "sde_noise": sde_noise, "height": height, "width": width,
         }  # fmt: skip
         overrides = {k: v for k, v in overrides.items() if v is not None}
         for key in ("reward_guidance_weights", "guidance_interval"):
@@ -595,6 +598,8 @@ class MiroPipeline(DiffusionPipeline):
                 dtype=self.transformer.dtype,
                 callback=lambda i, x: bar.update(),
                 autocast=autocast,
+                sde_noise=settings.sde_noise,
+                noise_fn=lambda: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32),
             )
         images = self._postprocess(out, output_type)
         self.maybe_free_model_hooks()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from miro.flow import integrate
+from miro.flow.solvers import DEFAULT_SDE_NOISE
 from miro.sampling.guidance import Branch, Guidance
 
 Model = Callable[..., torch.Tensor]
@@ -206,13 +207,16 @@ def sample(
     cache_condition: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
     autocast: torch.dtype | None = None,
+    sde_noise: float = DEFAULT_SDE_NOISE,
+    noise_fn: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate from ``noise`` (at sigmas[0]) along the decreasing grid ``sigmas`` with guided velocities.
 
     Returns the fp32 state at sigmas[-1] (the data estimate when the grid ends at 0).  Grad mode is the
-    caller's: wrap in ``torch.no_grad()`` for plain sampling.
+    caller's: wrap in ``torch.no_grad()`` for plain sampling.  ``sde_noise`` / ``noise_fn``: the ``sde``
+    method's noise scale and fresh-noise draws (``miro.flow.solvers.integrate``).
     """
     if noise.shape[0] != conds.batch_size:
         raise ValueError(f"noise has batch {noise.shape[0]} but the conditions have {conds.batch_size}")
     velocity = guided_velocity(model, conds, guidance, dtype, batch_branches, cache_condition, autocast)
-    return integrate(velocity, noise.float(), sigmas, method, callback)
+    return integrate(velocity, noise.float(), sigmas, method, callback, sde_noise, noise_fn)

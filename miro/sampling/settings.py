@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from miro.flow.solvers import METHODS
+from miro.flow.solvers import DEFAULT_SDE_NOISE, METHODS
 from miro.sampling.guidance import Guidance
 from miro.sampling.targets import canonical_keys
 from miro.utils.config import require
@@ -45,7 +45,9 @@ class SamplingSettings:
         reward_guidance_weights: {reward: scale}, per-reward scales (missing = the reward scale).
         guidance_interval: [t_lo, t_hi], the noise levels t where guidance applies.
         steps: sampling steps (the pipeline's ``num_inference_steps``).
-        sampler: a ``miro.flow.solvers.METHODS`` name: "euler" (1 evaluation per branch and step), "heun" (2).
+        sampler: a ``miro.flow.solvers.METHODS`` name: "euler" (1 evaluation per branch and step), "heun" (2),
+            "sde" (1: the stochastic sampler with the ODE's marginals; its fresh noise comes from the call's generator).
+        sde_noise: the ``sde`` sampler's noise scale a (g(t) = a sqrt(t / (1 - t)); 0 = Euler); unused otherwise.
         height / width: image size in pixels (None = the model's training size).
     """
 
@@ -61,6 +63,7 @@ class SamplingSettings:
     guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])
     steps: int = 50
     sampler: str = "euler"
+    sde_noise: float = DEFAULT_SDE_NOISE
     height: int | None = None
     width: int | None = None
 
@@ -91,6 +94,8 @@ class SamplingSettings:
         require(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1,
                 "settings.steps", self.steps, "must be >= 1 (an integer)")  # fmt: skip
         require(self.sampler in METHODS, "settings.sampler", self.sampler, f"must be one of {list(METHODS)}")
+        require(_number(self.sde_noise) and self.sde_noise >= 0, "settings.sde_noise", self.sde_noise,
+                "must be a finite number >= 0 (0 = the Euler sampler)")  # fmt: skip
         for key in ("height", "width"):
             value = getattr(self, key)
             require(value is None or (isinstance(value, int) and value >= 1), f"settings.{key}", value,

@@ -25,6 +25,7 @@ from miro.sampling.guidance import Guidance
 from miro.sampling.sampler import Conditions, sample, total_nfe
 from miro.sampling.settings import SamplingSettings
 from miro.sampling.targets import canonical_keys, reward_tensors, target_dicts
+from miro.utils.config import ConfigError
 from miro.utils.precision import precision_dtype, resolve_precision
 
 NOISE_STREAMS = {"candidate": 0, "neighbour": 1}
@@ -136,6 +137,11 @@ class Renderer:
     def __init__(self, pipe, settings: SamplingSettings | None = None, mixed_precision: str = "auto"):
         self.pipe = pipe
         self.settings = settings if settings is not None else SamplingSettings()
+        if self.settings.sampler == "sde":
+            raise ConfigError(
+                "settings.sampler='sde': test-time search needs a candidate to be a function of its initial noise "
+                "(noise search moves it, ReNO differentiates through the sampler); use 'euler' or 'heun'"
+            )
         self.names = list(pipe.reward_names)
         h, w = pipe._image_shape(self.settings.height, self.settings.width)
         self.latent_shape = (int(pipe.transformer.config.in_channels), h, w)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,9 @@ class SampleGrid:
         for _, target in self.rows:
             positive = torch.full((n, r), float(target or 0.0), device=self.device)
             conds = Conditions(self.text, self.text_mask, positive, known, negative, negative_known)
-            latents = sample(model, self.noise, conds, guidance, sigmas, s.sampler)
+            fresh = torch.Generator().manual_seed(self.cfg.seed + 1)  # the sde sampler's noise: the same every grid
+            latents = sample(model, self.noise, conds, guidance, sigmas, s.sampler, sde_noise=s.sde_noise,
+                             noise_fn=partial(torch.randn, self.noise.shape, generator=fresh))  # fmt: skip
             tiles.append((autoencoder.decode(latents).float().clamp(-1, 1).cpu() + 1) / 2)
         grid = make_grid(torch.cat(tiles), nrow=n, padding=PAD, pad_value=1.0)  # rows x prompts, white gaps
         return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

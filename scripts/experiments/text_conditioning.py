@@ -60,6 +60,7 @@ from miro.data.cache import read_shard_cache  # noqa: E402
 from miro.data.shapes.vocab import CLASSES, COLORS  # noqa: E402
 from miro.data.transforms import pad_text  # noqa: E402
 from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
+from miro.flow.solvers import DEFAULT_SDE_NOISE, METHODS  # noqa: E402
 from miro.models import MiroTransformer, sample_condition_dropout  # noqa: E402
 
 REWARDS = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
@@ -284,11 +285,13 @@ def cmd_ablate(args) -> dict:
 @torch.no_grad()
 def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
                    images: int = 1, steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0,
-                   interval: tuple[float, float] = (0.0, 1.0), method: str = "euler") -> list[list[dict]]:  # fmt: skip
+                   interval: tuple[float, float] = (0.0, 1.0), method: str = "euler",
+                   sde_noise: float = 0.7) -> list[list[dict]]:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
     at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales
-    applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver; returns the shapes
-    detector's detections of each image."""
+    applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver (``sde``: with noise scale
+    ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``); returns the shapes detector's detections
+    of each image."""
     from PIL import Image
 
     from miro.data.shapes.detector import default_detector
@@ -307,7 +310,9 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
     guidance = Guidance(float(text_scale), (float(reward_scale),) * r, tuple(map(float, interval)))
     noise = torch.randn(n, model.config.in_channels, model.config.sample_size, model.config.sample_size,
                         generator=torch.Generator().manual_seed(seed))
-    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0), method=method)
+    fresh = torch.Generator().manual_seed(seed + 1)
+    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0), method=method, sde_noise=sde_noise,
+                 noise_fn=lambda: torch.randn(noise.shape, generator=fresh))  # fmt: skip
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
     return [detector(Image.fromarray(p)) for p in pixels]
@@ -595,8 +600,8 @@ def cmd_curve(args) -> dict:
 
 
 def solver_args(args) -> dict:
-    """The sampling commands' solver options: the guidance interval in t and the ODE method."""
-    return {"interval": args.interval, "method": args.method}
+    """The sampling commands' solver options: the guidance interval in t, the solver and the SDE's noise scale."""
+    return {"interval": args.interval, "method": args.method, "sde_noise": args.sde_noise}
 
 
 def scale_pair(text: str) -> tuple[float, float]:
@@ -630,7 +635,9 @@ def main(argv=None) -> None:
     p.add_argument("--sample-steps", type=int, default=25, help="curve, failures: solver steps")
     p.add_argument("--interval", type=scale_pair, default=(0.0, 1.0),
                    help="curve, failures: guidance only at noise levels t_lo,t_hi (default 0,1: everywhere)")
-    p.add_argument("--method", choices=["euler", "heun"], default="euler", help="curve, failures: the ODE solver")
+    p.add_argument("--method", choices=list(METHODS), default="euler", help="curve, failures: the solver")
+    p.add_argument("--sde-noise", type=float, default=DEFAULT_SDE_NOISE,
+                   help="curve, failures: the sde solver's noise scale a (g = a sqrt(t / (1 - t)))")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")

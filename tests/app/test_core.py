@@ -91,7 +91,7 @@ def test_an_empty_prompt_is_a_message_not_a_call(prompt):
     ({"steps": 2.5}, "steps=2.5: must be a whole number >= 1"),
     ({"num_images": 17}, "number of images=17: must be a whole number in 1..16"),
     ({"seed": -1}, "seed=-1: must be a whole number in 0.."),
-    ({"sampler": "dpm"}, "settings.sampler='dpm': must be one of ['euler', 'heun']"),
+    ({"sampler": "dpm"}, "settings.sampler='dpm': must be one of ['euler', 'heun', 'sde']"),
     ({"guidance_mode": "both"}, "guidance mode 'both': must be one of ['joint', 'decoupled']"),
     ({"text_guidance_scale": math.inf}, "settings.text_guidance_scale=inf: must be a finite number"),
 ])  # fmt: skip

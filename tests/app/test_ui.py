@@ -27,7 +27,7 @@ def test_the_page_has_a_slider_per_reward_and_every_control(state):
                  "status", "sweep", "sweep-reward", "sweep-plot", "sweep-summary", "sweep-download"):  # fmt: skip
         assert elem in found, elem
     assert found["guidance-mode"].choices == [("joint", "joint"), ("decoupled", "decoupled")]
-    assert found["sampler"].choices == [("euler", "euler"), ("heun", "heun")]
+    assert found["sampler"].choices == [("euler", "euler"), ("heun", "heun"), ("sde", "sde")]
     assert found["guidance-scale"].visible is False and found["text-guidance-scale"].visible is True
     assert found["steps"].value == 4 and found["num-images"].maximum == 16
     # generation and sweeps share one queue slot on the model; Cancel is not queued behind them

@@ -54,6 +54,20 @@ def test_deterministic_for_a_generator_and_per_image_generators(tiny_pipe):
     torch.testing.assert_close(both[1:], run(tiny_pipe, PROMPTS[1], seed=6), atol=1e-5, rtol=1e-5)
 
 
+def test_sde_sampler_is_fixed_by_the_generators_and_per_image(tiny_pipe):
+    """The stochastic sampler draws its fresh noise from the call's generators: a seed fixes the images, one
+    generator per image gives each image what its seed gives alone, and it costs what Euler costs."""
+    a, b = run(tiny_pipe, seed=3, sampler="sde"), run(tiny_pipe, seed=3, sampler="sde")
+    assert torch.equal(a, b) and not torch.allclose(a, run(tiny_pipe, seed=3), atol=1e-3)
+    torch.testing.assert_close(run(tiny_pipe, seed=3, sampler="sde", sde_noise=0.0), run(tiny_pipe, seed=3),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    both = tiny_pipe(PROMPTS, num_inference_steps=4, generator=[gen(5), gen(6)], output_type="pt", sampler="sde")
+    torch.testing.assert_close(both[1:], run(tiny_pipe, PROMPTS[1], seed=6, sampler="sde"), atol=1e-5, rtol=1e-5)
+    out = tiny_pipe(PROMPTS, num_inference_steps=4, generator=gen(0), sampler="sde", return_dict=True)
+    euler = tiny_pipe(PROMPTS, num_inference_steps=4, generator=gen(0), return_dict=True)
+    assert out.nfe == euler.nfe and out.settings.sampler == "sde" and out.settings.sde_noise == 0.7
+
+
 def test_output_types(tiny_pipe):
     pil = tiny_pipe(PROMPTS[0], num_inference_steps=2, num_images_per_prompt=3, generator=gen(0))
     assert (
@@ -179,7 +193,8 @@ def test_cached_condition_set_equals_the_full_forward(tiny_pipe):
             "list of 3 but 4 images are requested .2 prompts x num_images_per_prompt=2",
         ),
         ({"reward_guidance_weights": {"clip_score": 1.0}}, "allowed"),
-        ({"sampler": "dpm"}, r"must be one of \['euler', 'heun'\]"),
+        ({"sampler": "dpm"}, r"must be one of \['euler', 'heun', 'sde'\]"),
+        ({"sampler": "sde", "sde_noise": -0.5}, r"settings.sde_noise=-0.5: must be a finite number >= 0"),
         ({"output_type": "jpeg"}, "output_type"),
         ({"height": 9}, "multiples of 2"),
         ({"num_inference_steps": 0}, "must be >= 1"),

@@ -80,7 +80,7 @@ def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp
              "--method", "heun", "--sample-steps", "12", "--out", str(tmp_path / "out.json")])
     (args, kwargs), = calls
     assert args[1:6] == (tmp_path, 5.0, 1.0, 1, 12)
-    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun"}
+    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7}
 
 
 def test_shape_probe_takes_only_clean_correct_one_object_samples(tmp_path):

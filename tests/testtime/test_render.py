@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from miro.sampling.settings import SamplingSettings
 from miro.testtime.render import Renderer, derived_seed, to_pil
+from miro.utils.config import ConfigError
 from tests.testtime.conftest import SETTINGS
 
 
@@ -17,6 +19,12 @@ def test_candidate_zero_is_the_pipelines_sample_bit_for_bit(tiny_pipe, renderer)
         assert rows == r.one_sample_nfe() == tiny_pipe("a red circle", settings=settings, return_dict=True,
                                                        output_type="pt").nfe  # fmt: skip
     assert to_pil(got)[0].size == (8, 8)
+
+
+def test_the_stochastic_sampler_is_refused(tiny_pipe):
+    """A candidate must be a function of its initial noise (noise search moves it, ReNO differentiates it)."""
+    with pytest.raises(ConfigError, match="settings.sampler='sde': test-time search needs"):
+        Renderer(tiny_pipe, SETTINGS.updated(sampler="sde"))
 
 
 def test_rows_with_different_conditions_render_as_they_would_alone(renderer):
