@@ -42,6 +42,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 PROMPT = "a photo of a red circle"
 REWARD, LOW, HIGH = "contrast", 0.1, 0.9
+LONG = 1000  # steps of the generation the test cancels: 100 could finish before the click landed (seen once)
 MARGIN = 0.02  # the measured mean contrast must rise by at least this much (seen: 0.05)
 
 
@@ -80,7 +81,7 @@ def app(ready, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
     port, log = _free_port(), folder / "app.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
-    args = [sys.executable, "-m", "miro.app", f"port={port}", "threads=1", "settings.steps=8", "num_images=4",
+    args = [sys.executable, "-m", "miro.app", f"port={port}", "threads=1", "settings.steps=8", "num_images=4", f"max_steps={LONG}",
             f"sweep.reward={REWARD}", "sweep.num_targets=3", "sweep.num_seeds=2"]  # fmt: skip
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -270,9 +271,9 @@ def test_the_app_in_a_browser(app, driver, tmp_path):
     assert rho > 0.5, f"the measured {REWARD} does not follow its target in the sweep: {row.text}"
     _screenshot(drv, "sweep.png")
 
-    # 6. Cancel: a long generation (100 steps, 16 images) shows its progress, stops, and frees the model
+    # 6. Cancel: a long generation (LONG steps, 16 images) shows its progress, stops, and frees the model
     _open(drv, url).send_keys(PROMPT)
-    _move_slider(drv, "steps", Keys.END, 100)
+    _move_slider(drv, "steps", Keys.END, LONG)
     _move_slider(drv, "num-images", Keys.END, 16)
     _click(drv, "generate")
     _wait(drv, lambda d: any("steps" in p.text for p in _css(d, "#gallery .progress-text")), 120, "no progress bar")
@@ -281,7 +282,7 @@ def test_the_app_in_a_browser(app, driver, tmp_path):
     _wait(drv, lambda d: "generation cancelled after step" in log.read_text(), 60, "the job did not stop")
     stopped = [line for line in log.read_text().splitlines() if "generation cancelled after step" in line][-1]
     done, total = (int(w) for w in stopped.split("after step ")[1].split(" of "))
-    assert done < total == 100, stopped
+    assert done < total == LONG, stopped
     _move_slider(drv, "steps", Keys.HOME + Keys.ARROW_RIGHT * 3, 4)
     _move_slider(drv, "num-images", Keys.HOME + Keys.ARROW_RIGHT, 2)
     _click(drv, "generate")
