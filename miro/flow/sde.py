@@ -20,8 +20,8 @@ runs t downwards so dt = t_next - t < 0):
       mean = x + (v + g^2 / (2 t) * (x + (1 - t) v)) * dt,        noise std = g * sqrt(-dt)
 
   which is Flow-GRPO's ``x (1 + g^2 dt / (2 sigma)) + v (1 + g^2 (1 - sigma) / (2 sigma)) dt``: SD3's path
-  is this project's (``sigma`` = t).  ``tests/testtime/test_sde.py`` checks it on Gaussian data, where the
-  exact velocity is known, and a wrong factor or sign fails that test.
+  is this project's (``sigma`` = t).  ``tests/flow/test_sde.py`` (the sampler) and ``tests/testtime/test_sde.py``
+  (the rollouts) check it on Gaussian data, where the exact velocity is known; a wrong factor or sign fails them.
 - Flow-GRPO's noise schedule: g = a * sqrt(t / (1 - t)) with ``a = sde_noise`` (~0.7).  At t = 1 it is infinite,
   so the (1 - t) under the root takes the next level t_next there (Flow-GRPO's clamp ``sigma == 1 ->
   sigmas[1]``); elsewhere the step is exact in the formula above.  a = 0 is the Euler step of the ODE.
@@ -111,8 +111,6 @@ def sde_step(velocity_fn: VelocityFn, x: torch.Tensor, t: float, t_next: float, 
     z = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
     x_next = mean + std * z
     return x_next, gaussian_log_prob(x_next, mean, std, reduce)
-
-
 
 
 __all__ = ["REDUCTIONS", "VelocityFn", "gaussian_kl", "gaussian_log_prob", "sde_mean", "sde_std", "sde_step",

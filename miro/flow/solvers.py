@@ -69,10 +69,7 @@ def integrate(
     if method == "sde":
         if noise_fn is None:
             noise_fn = partial(torch.randn, x.shape, device=x.device)
-        a = float(sde_noise)
-
-        def step(fn, x, t, t_next):
-            return sde_sample_step(fn, x, t, t_next, a, noise_fn)
+        step = partial(sde_sample_step, sde_noise=float(sde_noise), noise_fn=noise_fn)
     else:
         step = euler_step if method == "euler" else heun_step
     ts = [float(s) for s in sigmas]
