@@ -286,18 +286,23 @@ def cmd_ablate(args) -> dict:
 def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
                    images: int = 1, steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0,
                    interval: tuple[float, float] = (0.0, 1.0), method: str = "euler",
-                   sde_noise: float = 0.7) -> list[list[dict]]:  # fmt: skip
+                   sde_noise: float = 0.7, class_contrast: tuple[float, float, float] | None = None,
+                   ) -> list[list[dict]]:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
     at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales
     applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver (``sde``: with noise scale
     ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``); returns the shapes detector's detections
-    of each image."""
+    of each image.  ``class_contrast`` (lam, t_lo, t_hi), one-object prompts only: inside [t_lo, t_hi] the
+    velocity gains lam (v(c, s+) - mean_j v(c_j, s+)), c_j the prompt with its class word replaced by each other
+    class: a negative prompt per confusable class, guidance on the class word alone."""
     from PIL import Image
 
     from miro.data.shapes.detector import default_detector
     from miro.flow import flow_sigmas
+    from miro.flow.solvers import integrate
     from miro.models.text_encoders import TextEncoder
     from miro.sampling import Conditions, Guidance, sample
+    from miro.sampling.sampler import guided_velocity
 
     model.eval()
     emb, mask = TextEncoder().encode([m["prompt"] for m in meta])
@@ -311,11 +316,70 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
     noise = torch.randn(n, model.config.in_channels, model.config.sample_size, model.config.sample_size,
                         generator=torch.Generator().manual_seed(seed))
     fresh = torch.Generator().manual_seed(seed + 1)
-    out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0), method=method, sde_noise=sde_noise,
-                 noise_fn=lambda: torch.randn(noise.shape, generator=fresh))  # fmt: skip
+    solver = {"method": method, "sde_noise": sde_noise, "noise_fn": lambda: torch.randn(noise.shape, generator=fresh)}
+    if class_contrast is None:
+        out = sample(model, noise, conds, guidance, flow_sigmas(steps, 1.0), **solver)
+    else:
+        velocity = contrast_velocity(model, guided_velocity(model, conds, guidance), meta, images, conds,
+                                     class_contrast)  # fmt: skip
+        out = integrate(velocity, noise.float(), flow_sigmas(steps, 1.0), **solver)
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
     return [detector(Image.fromarray(p)) for p in pixels]
+
+
+def contrast_velocity(model: MiroTransformer, base, meta: list[dict], images: int, conds,
+                      class_contrast: tuple[float, float, float]):  # fmt: skip
+    """``base`` (a guided velocity) plus lam (v(c, s+) - mean_j v(c_j, s+)) inside [t_lo, t_hi] (``render_heldout``)."""
+    from miro.models.text_encoders import TextEncoder
+
+    lam, lo, hi = class_contrast
+    if any(len(m["include"]) != 1 for m in meta):
+        raise SystemExit("--class-contrast: only for one-object prompts (the failures command)")
+    others = len(CLASSES) - 1
+    counterfactual = [m["prompt"].replace(m["include"][0]["class"], o) for m in meta for o in CLASSES
+                      if o != m["include"][0]["class"]]  # fmt: skip
+    emb, mask = TextEncoder().encode(counterfactual)
+    emb = emb.view(len(meta), others, *emb.shape[1:]).repeat_interleave(images, 0).flatten(0, 1)
+    mask = mask.view(len(meta), others, -1).repeat_interleave(images, 0).flatten(0, 1)
+    rewards = {"rewards": conds.pos_rewards, "reward_mask": conds.pos_mask} if model.num_rewards else {}
+    many = {k: v.repeat_interleave(others, 0) for k, v in rewards.items()}
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v = base(x, t)
+        if lam and lo <= float(t[0]) <= hi:
+            own = model(x, t, conds.text, conds.text_mask, **rewards)
+            alt = model(x.repeat_interleave(others, 0), t.repeat_interleave(others, 0), emb, mask, **many)
+            v = v + lam * (own - alt.view(x.shape[0], others, *x.shape[1:]).mean(1))
+        return v
+
+    return velocity
+
+
+class AutoGuided(torch.nn.Module):
+    """Autoguidance (Karras et al. 2024): v_good + lam (v_good - v_bad) at every condition, with ``bad`` a weaker
+    model of the same kind (here an earlier export of the same run).  No ``encode_condition``: the sampler
+    calls the plain forward of both."""
+
+    def __init__(self, good: MiroTransformer, bad: MiroTransformer, scale: float):
+        super().__init__()
+        self.good, self.bad, self.scale = good, bad, float(scale)
+        self.config, self.num_rewards = good.config, good.num_rewards
+
+    def forward(self, x, t, *args, **kwargs):
+        v = self.good(x, t, *args, **kwargs)
+        return v + self.scale * (v - self.bad(x, t, *args, **kwargs))
+
+
+def load_model(folder: Path, args) -> MiroTransformer:
+    """A pipeline folder's transformer in fp32, autoguided by ``--autoguide`` when given."""
+    from miro.sampling.pipeline import MiroPipeline
+
+    model = MiroPipeline.from_pretrained(folder).transformer.float()
+    if getattr(args, "autoguide", None) is None:
+        return model
+    bad = MiroPipeline.from_pretrained(args.autoguide).transformer.float()
+    return AutoGuided(model, bad, args.autoguide_scale)
 
 
 def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
@@ -472,11 +536,10 @@ def cmd_classgap(args) -> dict:
 
 def sampling_setup(args, command: str) -> tuple[MiroTransformer, float, float, float | list[float]]:
     """The pipeline's transformer, the first ``--scales`` pair and the targets of a command that samples."""
-    from miro.sampling.pipeline import MiroPipeline
 
     if args.pipeline is None:
         raise SystemExit(f"{command}: --pipeline is required")
-    model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
+    model = load_model(args.pipeline, args)
     (text_scale, reward_scale), = args.scales[:1]
     return model, text_scale, reward_scale, (resolve_targets(args) if model.num_rewards else 1.0)
 
@@ -570,7 +633,6 @@ def export_step(folder: Path) -> int:
 
 
 def cmd_curve(args) -> dict:
-    from miro.sampling.pipeline import MiroPipeline
 
     if (args.run is None) == (args.pipeline is None):
         raise SystemExit("curve: give a training run (--run) or one pipeline (--pipeline)")
@@ -589,7 +651,7 @@ def cmd_curve(args) -> dict:
     results = {"targets": targets, "sample_steps": args.sample_steps, **solver_args(args)}
     for folder in folders:
         step = steps[folder]
-        model = MiroPipeline.from_pretrained(folder).transformer.float()
+        model = load_model(folder, args)
         results[str(step)] = {}
         for text_scale, reward_scale in args.scales:
             key = f"text {text_scale:g} / reward {reward_scale:g}"
@@ -601,7 +663,10 @@ def cmd_curve(args) -> dict:
 
 def solver_args(args) -> dict:
     """The sampling commands' solver options: the guidance interval in t, the solver and the SDE's noise scale."""
-    return {"interval": args.interval, "method": args.method, "sde_noise": args.sde_noise}
+    out = {"interval": args.interval, "method": args.method, "sde_noise": args.sde_noise}
+    if args.class_contrast:
+        out["class_contrast"] = (args.class_contrast, *args.class_contrast_interval)
+    return out
 
 
 def scale_pair(text: str) -> tuple[float, float]:
@@ -638,6 +703,12 @@ def main(argv=None) -> None:
     p.add_argument("--method", choices=list(METHODS), default="euler", help="curve, failures: the solver")
     p.add_argument("--sde-noise", type=float, default=DEFAULT_SDE_NOISE,
                    help="curve, failures: the sde solver's noise scale a (g = a sqrt(t / (1 - t)))")
+    p.add_argument("--autoguide", type=Path, help="curve, failures: autoguidance by this weaker pipeline (an early export)")
+    p.add_argument("--autoguide-scale", type=float, default=1.0, help="curve, failures: autoguidance's lam")
+    p.add_argument("--class-contrast", type=float, default=0.0,
+                   help="failures: guidance lam on the class word against every other class (0: off)")
+    p.add_argument("--class-contrast-interval", type=scale_pair, default=(0.3, 0.8),
+                   help="failures: the noise levels t_lo,t_hi where --class-contrast applies")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")

@@ -181,3 +181,61 @@ def test_one_slider_moves_after_the_clean_targets(monkeypatch):
     for bad in ("aesthetic=0", "alignment", "alignment=2"):
         with pytest.raises(SystemExit, match="--set-target"):
             tc.resolve_targets(SimpleNamespace(data=None, targets="1.0", set_target=[bad]))
+
+
+def _perturbed(seed):
+    torch.manual_seed(seed)
+    model = MiroTransformer(**SMALL).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_autoguidance_extrapolates_away_from_the_weaker_model_and_samples():
+    """``--autoguide``: v_good + lam (v_good - v_bad) at every condition; lam = 0 or bad = good is the good model,
+    and the sampler runs it through the plain forward (it has no cached-condition split)."""
+    from miro.sampling import Conditions, Guidance, sample
+
+    good, bad = _perturbed(0), _perturbed(1)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t, text, mask, rewards = _args()
+    with torch.no_grad():
+        vg, vb = good(x, t, text, mask, rewards), bad(x, t, text, mask, rewards)
+        torch.testing.assert_close(tc.AutoGuided(good, bad, 2.0)(x, t, text, mask, rewards), 3 * vg - 2 * vb)
+        torch.testing.assert_close(tc.AutoGuided(good, bad, 0.0)(x, t, text, mask, rewards), vg)
+        torch.testing.assert_close(tc.AutoGuided(good, good, 5.0)(x, t, text, mask, rewards), vg)
+        known = torch.ones(3, 5, dtype=torch.bool)
+        conds = Conditions(text=text, text_mask=mask, pos_rewards=rewards, pos_mask=known,
+                           neg_rewards=torch.zeros(3, 5), neg_mask=known)
+        same = [sample(m, x, conds, Guidance(3.0, (1.0,) * 5), torch.tensor([1.0, 0.5, 0.0]))
+                for m in (good, tc.AutoGuided(good, good, 4.0))]
+    torch.testing.assert_close(same[0], same[1], rtol=1e-4, atol=1e-4)
+
+
+def test_class_contrast_guides_against_the_other_classes_inside_its_interval():
+    """``--class-contrast lam``: inside [t_lo, t_hi] the velocity gains lam (v(c) - mean_j v(c_j)), c_j the prompt
+    naming each other class; outside it (or at lam = 0) it is the base velocity; multi-object prompts are refused."""
+    from miro.models.text_encoders import TextEncoder
+    from miro.sampling import Conditions
+
+    model = _perturbed(0)
+    meta = [{"tag": "colors", "prompt": "a photo of a red star", "include": [{"class": "star", "color": "red"}]}]
+    emb, mask = TextEncoder().encode(["a photo of a red star"] * 2)
+    rewards, known = torch.rand(2, 5, generator=torch.Generator().manual_seed(3)), torch.ones(2, 5, dtype=torch.bool)
+    conds = Conditions(text=emb, text_mask=mask, pos_rewards=rewards, pos_mask=known, neg_rewards=rewards, neg_mask=known)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    base = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    v = tc.contrast_velocity(model, base, meta, 2, conds, (2.0, 0.3, 0.8))
+    t = torch.full((2,), 0.5)
+    others = [c for c in tc.CLASSES if c != "star"]
+    alt_emb, alt_mask = TextEncoder().encode([f"a photo of a red {c}" for c in others])
+    with torch.no_grad():
+        own = model(x, t, emb, mask, rewards=rewards, reward_mask=known)
+        alt = torch.stack([model(x, t, alt_emb[j].expand(2, -1, -1), alt_mask[j].expand(2, -1), rewards=rewards,
+                                 reward_mask=known) for j in range(len(others))]).mean(0)  # fmt: skip
+        torch.testing.assert_close(v(x, t), 2.0 * (own - alt), rtol=1e-4, atol=1e-5)
+        assert v(x, torch.full((2,), 0.9)).abs().max() == 0
+    two = [{**meta[0], "include": [{"class": "star"}, {"class": "circle"}]}]
+    with pytest.raises(SystemExit, match="one-object prompts"):
+        tc.contrast_velocity(model, base, two, 2, conds, (2.0, 0.3, 0.8))
