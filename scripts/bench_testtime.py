@@ -43,6 +43,7 @@ from miro.testtime.budget import Budget  # noqa: E402
 from miro.testtime.intrinsic import IntrinsicVerifier, RubricVerifier  # noqa: E402
 from miro.testtime.methods import run_method  # noqa: E402
 from miro.testtime.render import Renderer, to_pil  # noqa: E402
+from miro.testtime.search import Search  # noqa: E402
 from miro.testtime.verifier import (  # noqa: E402
     GenEvalScorer,
     Verifier,
@@ -68,6 +69,7 @@ METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     # per-prompt test-time training, its settings sized to each budget (miro.testtime.per_prompt.settings_for_budget)
     "ttt_per_prompt": ("ttt_per_prompt", {}),
 }
+POOLED = ("best_of_n", "noise_random")  # candidate j of a seed is the same noise at every budget
 
 
 def parse_args(argv=None):
@@ -117,6 +119,11 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--stats", default=None, help="reward_stats.json for the z-scores (default: the baseline images)"
+    )
+    p.add_argument(
+        "--pooled", action="store_true",
+        help="best_of_n / noise_random from one pool of candidates per (prompt, seed), rendered and scored once "
+        "for every budget, setting and leave-one-out row (the choices equal the method's; wall times are the pool's)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
@@ -215,6 +222,9 @@ class Bench:
         self.geneval = GenEvalScorer(self.rows)
         self.geneval_soft = GenEvalScorer(self.rows, soft=True, name="geneval_soft")
         self.norms = {}
+        self.pool: dict[tuple[str, int], list] = {}  # (prompt, seed) -> candidate images (``--pooled``)
+        self.pool_raw: dict[tuple[int, str, int], np.ndarray] = {}  # (scorer id, prompt, seed) -> [n, outputs]
+        self.pool_wall = [0.0, 0]  # seconds spent rendering the pool, candidates rendered
 
     # ------------------------------------------------------------------ verifiers
     def scorers(self, setting: str) -> list:
@@ -310,6 +320,20 @@ class Bench:
                                    seeds=[s for _, s in self.jobs], **opts)  # fmt: skip
         wall = time.perf_counter() - t0
         kept = [s.chosen_rewards for s in trace.searches]
+        dim = trace.searches[0].noise_dim
+        norms = [s.noise_norm / math.sqrt(dim) for s in trace.searches if s.noise_norm is not None and dim]
+        extra = ({"beats_best_demo": nan_mean(float(s.extra["beats_best_demo"]) for s in trace.searches),
+                  "chosen_minus_best_demo": nan_mean(s.extra["chosen_score"] - s.extra["best_demo_score"]
+                                                     for s in trace.searches),
+                  "final_minus_demo_mean": nan_mean(s.extra["final_mean_score"] - s.extra["demo_mean_score"]
+                                                    for s in trace.searches)}
+                 if key == "ttt_per_prompt" else {})  # fmt: skip
+        return self.result_row(setting, method, budget, verifier, kept, images, trace.nfe, trace.report_nfe, wall,
+                               float(np.mean([len(s.candidates) for s in trace.searches])), norms, extra)  # fmt: skip
+
+    def result_row(self, setting: str, method: str, budget: float, verifier: Verifier, kept: list[dict], images: list,
+                   nfe: float, report_nfe: float, wall: float, candidates: float, norms: list, extra: dict) -> dict:  # fmt: skip
+        """One row of the report: the kept candidates' rewards against the baseline's, per image."""
         delta = {}
         for name in verifier.names:
             norm = self.norms[name]
@@ -321,8 +345,6 @@ class Bench:
         by_prompt: dict[str, list] = {}
         for (p, _), im in zip(self.jobs, images):
             by_prompt.setdefault(p, []).append(im)
-        dim = trace.searches[0].noise_dim
-        norms = [s.noise_norm / math.sqrt(dim) for s in trace.searches if s.noise_norm is not None and dim]
         return {
             "setting": setting, "method": method, "budget": budget,
             "geneval": nan_mean(k.get("geneval", math.nan) for k in kept),
@@ -330,19 +352,67 @@ class Bench:
                                           - nan_mean(self.base_raw["geneval"])),
             "delta_z": delta, "verifier_delta": own,
             "held_out_delta_z": nan_mean(delta[n] for n in held) if held else math.nan,
-            "nfe_per_image": trace.nfe / len(self.jobs), "report_nfe_per_image": trace.report_nfe / len(self.jobs),
+            "nfe_per_image": nfe / len(self.jobs), "report_nfe_per_image": report_nfe / len(self.jobs),
             "wall_per_image": wall / len(self.jobs), "diversity": diversity(by_prompt),
-            "candidates_per_search": float(np.mean([len(s.candidates) for s in trace.searches])),
-            "noise_norm_ratio": nan_mean(norms),
+            "candidates_per_search": candidates, "noise_norm_ratio": nan_mean(norms),
             # test-time training's own question: does the adapted sample beat the best pseudo-demonstration?
-            **({"beats_best_demo": nan_mean(float(s.extra["beats_best_demo"]) for s in trace.searches),
-                "chosen_minus_best_demo": nan_mean(s.extra["chosen_score"] - s.extra["best_demo_score"]
-                                                   for s in trace.searches),
-                "final_minus_demo_mean": nan_mean(s.extra["final_mean_score"] - s.extra["demo_mean_score"]
-                                                  for s in trace.searches)}
-               if key == "ttt_per_prompt" else {}),
+            **extra,
         }  # fmt: skip
 
+
+    # ------------------------------------------------------------------ pooled best-of-N
+    def pool_images(self, prompt: str, seed: int, n: int) -> list:
+        """The first ``n`` best-of-N candidates of (prompt, seed): rendered in the method's batches (candidates
+        ``batch_size * k`` onwards together), kept, and extended when a larger budget asks for more."""
+        have = self.pool.setdefault((prompt, seed), [])
+        step = self.args.batch_size
+        while len(have) < n:
+            start = len(have)
+            idx = list(range(start, (start // step + 1) * step))
+            t0 = time.perf_counter()
+            noise = torch.cat([self.renderer.noise(seed, j) for j in idx])
+            out, _ = self.renderer.render(prompt, noise, self.renderer.default)
+            have += to_pil(out)
+            self.pool_wall[0] += time.perf_counter() - t0
+            self.pool_wall[1] += len(idx)
+        return have[:n]
+
+    def pool_scores(self, verifier: Verifier, prompt: str, seed: int, n: int) -> np.ndarray:
+        """[n, K] raw rewards (``verifier.names``) of the first ``n`` pool candidates, each scorer run once per image."""
+        from miro.testtime.verifier import score_with
+
+        cols = []
+        for scorer in verifier.scorers:
+            key = (id(scorer), prompt, seed)
+            have = self.pool_raw.get(key, np.zeros((0, len(scorer_outputs(scorer)))))
+            if len(have) < n:
+                images = self.pool_images(prompt, seed, n)[len(have):]
+                new = score_with(scorer, images, [prompt] * len(images))
+                have = np.concatenate([have, np.stack([new[o] for o in scorer_outputs(scorer)], axis=1)])
+                self.pool_raw[key] = have
+            cols.append(have[:n])
+        return np.concatenate(cols, axis=1)
+
+    def run_pooled(self, setting: str, method: str, budget: float, verifier: Verifier | None = None) -> dict:
+        """``run`` for best-of-N from the pool: per search as many candidates as ``Search.plan`` pays for at this
+        budget (the verifier's scoring cost included), the first of the best verifier score chosen, as
+        ``best_of_n`` does, without rendering again."""
+        verifier = verifier or self.verifier(setting)
+        cost = self.renderer.nfe(self.renderer.default)
+        kept, images, counts, nfe, report = [], [], [], 0.0, 0.0
+        for p, s in self.jobs:
+            search = Search(self.renderer, verifier, Budget(samples=budget), p, s)
+            total = search.plan(cost)
+            raw = self.pool_scores(verifier, p, s, total)
+            score = verifier.combine(verifier.normalize(raw))
+            best = int(np.argmax(score)) if total > 1 else 0
+            kept.append(dict(zip(verifier.names, map(float, raw[best]))))
+            images.append(self.pool_images(p, s, total)[best])
+            counts.append(total)
+            nfe += total * cost + (search.choose_nfe * total if total > 1 else 0.0)
+            report += search.report_nfe * total + (0.0 if total > 1 else search.choose_nfe)
+        return self.result_row(setting, method, budget, verifier, kept, images, nfe, report, math.nan,
+                               float(np.mean(counts)), [], {"pooled": True})  # fmt: skip
 
 def baseline_row(bench: Bench, setting: str, method: str, base: dict) -> dict:
     v = bench.verifier(setting)
@@ -439,7 +509,7 @@ def main(argv=None) -> dict:
                         f"({setting}) {method} x{budget:g}: skipped (test-time training needs >= 4 samples)"
                     )
                     continue
-                r = bench.run(setting, method, budget)
+                r = (bench.run_pooled if args.pooled and method in POOLED else bench.run)(setting, method, budget)
                 results.append(r)
                 print(f"({setting}) {method} x{budget:g}: GenEval {r['geneval']:.3f} ({r['geneval_gain_points']:+.1f} "
                       f"pts), verifier Δ {r['verifier_delta']:+.3f}, held-out Δz {r['held_out_delta_z']:+.3f}, "
@@ -450,7 +520,8 @@ def main(argv=None) -> dict:
             choosers = [n for n in WEIGHT_FREE if n != held]
             for method in args.loo_methods:
                 v = bench.verifier("quality", choosers)
-                r = bench.run(f"loo:{held}", method, args.loo_budget, verifier=v)
+                run = bench.run_pooled if args.pooled and method in POOLED else bench.run
+                r = run(f"loo:{held}", method, args.loo_budget, verifier=v)
                 loo.append({"held_out": held, "method": method, "budget": args.loo_budget,
                             "held_out_delta_z": r["delta_z"][held],
                             "choosers_delta_z": nan_mean(r["delta_z"][c] for c in choosers),
@@ -462,6 +533,8 @@ def main(argv=None) -> dict:
         "pipeline_rewards": list(bench.pipe.reward_names), "settings": bench.renderer.settings.to_dict(),
         "device": str(bench.renderer.device), "torch": torch.__version__,
         "baseline": base, "intrinsic_agreement": bench.agreement(), "results": results, "leave_one_out": loo,
+        "pool": {"candidates_rendered": bench.pool_wall[1],
+                 "wall_per_candidate": bench.pool_wall[0] / max(bench.pool_wall[1], 1)} if args.pooled else None,
         "targets": summarize(results),
     }  # fmt: skip
     (out / "bench_testtime.json").write_text(json.dumps(_finite(report), indent=1) + "\n")

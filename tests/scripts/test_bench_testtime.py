@@ -105,3 +105,32 @@ def test_bench_runs_per_prompt_test_time_training_within_each_budget(saved_pipe,
     assert [r["budget"] for r in rows] == [1.0, 32.0]  # budget 2 leaves nothing to train with: skipped
     assert 0 < rows[1]["nfe_per_image"] <= 32 * rows[0]["nfe_per_image"] + 1e-9
     assert 0 <= rows[1]["beats_best_demo"] <= 1 and "chosen_minus_best_demo" in rows[1]
+
+
+def test_pooled_best_of_n_chooses_what_the_method_chooses_at_every_budget(saved_pipe, tmp_path):  # noqa: F811
+    """``--pooled``: best-of-N's candidate j is the same noise at every budget, so one pool rendered and scored once
+    gives every budget's, setting's and leave-one-out row; the choices, costs and rewards equal the method's own
+    (up to the float noise of rendering candidates in other batch sizes)."""
+    import math
+
+    rows = [{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"},
+            {"tag": "single_object", "include": [{"class": "star", "count": 1}], "prompt": "a photo of a star"}]  # fmt: skip
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = load_bench()
+    common = ["--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--budgets", "1", "2", "3", "5",
+              "--seeds", "2", "--steps", "2", "--methods", "best_of_n", "noise_random", "--settings", "quality", "all",
+              "--intrinsic-draws", "1", "--batch-size", "2", "--loo-budget", "3", "--loo-methods", "best_of_n"]  # fmt: skip
+    plain = bench.main([*common, "--out", str(tmp_path / "plain")])
+    pooled = bench.main([*common, "--out", str(tmp_path / "pooled"), "--pooled"])
+    assert len(plain["results"]) == len(pooled["results"]) == 2 * 2 * 4
+    for a, b in zip(plain["results"] + plain["leave_one_out"], pooled["results"] + pooled["leave_one_out"]):
+        for key in ("setting", "method", "budget", "nfe_per_image", "report_nfe_per_image", "candidates_per_search",
+                    "geneval", "held_out"):  # fmt: skip
+            assert a.get(key) == b.get(key), (key, a, b)
+        for key in ("verifier_delta", "held_out_delta_z", "choosers_delta_z", "diversity"):
+            if key in a and not (isinstance(a[key], float) and math.isnan(a[key])):
+                assert math.isclose(a[key], b[key], rel_tol=1e-3, abs_tol=1e-3), (key, a, b)
+    chosen = [r for r in pooled["results"] if r["budget"] == 5 and r["setting"] == "all"]
+    assert all(r["candidates_per_search"] < 5 for r in chosen)  # the judges' scoring cost buys fewer candidates
+    assert pooled["pool"]["candidates_rendered"] >= 2 * 2 * 5 - 1
