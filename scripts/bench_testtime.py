@@ -270,12 +270,22 @@ class Bench:
             by_prompt.setdefault(p, []).append(im)
         return {
             "geneval": nan_mean(self.base_raw["geneval"]),
+            "geneval_by_task": self.by_task(self.base_raw["geneval"]),
             "rewards": {n: nan_mean(v) for n, v in self.base_raw.items()},
             "diversity": diversity(by_prompt),
             "wall_per_image": wall,
             "nfe_per_image": float(self.renderer.one_sample_nfe()),
             "norms": {n: {"mean": v.mean, "std": v.std, "source": v.source} for n, v in self.norms.items()},
         }
+
+    def by_task(self, values) -> dict[str, float]:
+        """Per-image GenEval verdicts (job order) as GenEval reports them: the mean per task, and ``overall``, the
+        mean over tasks (``geneval`` in a row is the mean over images, which weights a task by its prompts)."""
+        per: dict[str, list] = {}
+        for (i, v) in enumerate(values):
+            per.setdefault(self.rows[i // len(self.seeds)].get("tag", ""), []).append(v)
+        out = {tag: nan_mean(v) for tag, v in per.items()}
+        return {**out, "overall": nan_mean(out.values())}
 
     def agreement(self) -> dict:
         """The intrinsic verifier against the external rewards on the baseline images."""
@@ -348,6 +358,7 @@ class Bench:
         return {
             "setting": setting, "method": method, "budget": budget,
             "geneval": nan_mean(k.get("geneval", math.nan) for k in kept),
+            "geneval_by_task": self.by_task([k.get("geneval", math.nan) for k in kept]),
             "geneval_gain_points": 100 * (nan_mean(k.get("geneval", math.nan) for k in kept)
                                           - nan_mean(self.base_raw["geneval"])),
             "delta_z": delta, "verifier_delta": own,
@@ -416,7 +427,7 @@ class Bench:
 
 def baseline_row(bench: Bench, setting: str, method: str, base: dict) -> dict:
     v = bench.verifier(setting)
-    return {"setting": setting, "method": method, "budget": 1.0, "geneval": base["geneval"], "geneval_gain_points": 0.0,
+    return {"setting": setting, "method": method, "budget": 1.0, "geneval": base["geneval"], "geneval_by_task": base["geneval_by_task"], "geneval_gain_points": 0.0,
             "delta_z": {n: 0.0 for n in v.names}, "verifier_delta": 0.0, "held_out_delta_z": 0.0,
             "nfe_per_image": base["nfe_per_image"], "report_nfe_per_image": 0.0,
             "wall_per_image": base["wall_per_image"], "diversity": base["diversity"], "candidates_per_search": 1.0,

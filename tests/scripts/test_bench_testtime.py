@@ -131,6 +131,11 @@ def test_pooled_best_of_n_chooses_what_the_method_chooses_at_every_budget(saved_
         for key in ("verifier_delta", "held_out_delta_z", "choosers_delta_z", "diversity"):
             if key in a and not (isinstance(a[key], float) and math.isnan(a[key])):
                 assert math.isclose(a[key], b[key], rel_tol=1e-3, abs_tol=1e-3), (key, a, b)
+    for r in pooled["results"]:  # GenEval's overall: the mean over tasks of the per-task means
+        by = r["geneval_by_task"]
+        assert set(by) == {"colors", "single_object", "overall"}
+        assert math.isclose(by["overall"], (by["colors"] + by["single_object"]) / 2)
+        assert math.isclose(r["geneval"], (by["colors"] + by["single_object"]) / 2)  # equal prompts per task
     chosen = [r for r in pooled["results"] if r["budget"] == 5 and r["setting"] == "all"]
     assert all(r["candidates_per_search"] < 5 for r in chosen)  # the judges' scoring cost buys fewer candidates
     assert pooled["pool"]["candidates_rendered"] >= 2 * 2 * 5 - 1
