@@ -49,6 +49,7 @@ from miro.testtime.verifier import (  # noqa: E402
     Verifier,
     load_prompt_metadata,
     norms_from_reward_stats,
+    score_with,
     scorer_outputs,
 )
 
@@ -282,7 +283,7 @@ class Bench:
         """Per-image GenEval verdicts (job order) as GenEval reports them: the mean per task, and ``overall``, the
         mean over tasks (``geneval`` in a row is the mean over images, which weights a task by its prompts)."""
         per: dict[str, list] = {}
-        for (i, v) in enumerate(values):
+        for i, v in enumerate(values):
             per.setdefault(self.rows[i // len(self.seeds)].get("tag", ""), []).append(v)
         out = {tag: nan_mean(v) for tag, v in per.items()}
         return {**out, "overall": nan_mean(out.values())}
@@ -370,7 +371,6 @@ class Bench:
             **extra,
         }  # fmt: skip
 
-
     # ------------------------------------------------------------------ pooled best-of-N
     def pool_images(self, prompt: str, seed: int, n: int) -> list:
         """The first ``n`` best-of-N candidates of (prompt, seed): rendered in the method's batches (candidates
@@ -390,8 +390,6 @@ class Bench:
 
     def pool_scores(self, verifier: Verifier, prompt: str, seed: int, n: int) -> np.ndarray:
         """[n, K] raw rewards (``verifier.names``) of the first ``n`` pool candidates, each scorer run once per image."""
-        from miro.testtime.verifier import score_with
-
         cols = []
         for scorer in verifier.scorers:
             key = (id(scorer), prompt, seed)
@@ -425,9 +423,15 @@ class Bench:
         return self.result_row(setting, method, budget, verifier, kept, images, nfe, report, math.nan,
                                float(np.mean(counts)), [], {"pooled": True})  # fmt: skip
 
+    def runner(self, method: str):
+        """``run_pooled`` for best-of-N's methods under ``--pooled``, ``run`` for every other."""
+        return self.run_pooled if self.args.pooled and method in POOLED else self.run
+
+
 def baseline_row(bench: Bench, setting: str, method: str, base: dict) -> dict:
     v = bench.verifier(setting)
-    return {"setting": setting, "method": method, "budget": 1.0, "geneval": base["geneval"], "geneval_by_task": base["geneval_by_task"], "geneval_gain_points": 0.0,
+    return {"setting": setting, "method": method, "budget": 1.0, "geneval": base["geneval"],
+            "geneval_by_task": base["geneval_by_task"], "geneval_gain_points": 0.0,
             "delta_z": {n: 0.0 for n in v.names}, "verifier_delta": 0.0, "held_out_delta_z": 0.0,
             "nfe_per_image": base["nfe_per_image"], "report_nfe_per_image": 0.0,
             "wall_per_image": base["wall_per_image"], "diversity": base["diversity"], "candidates_per_search": 1.0,
@@ -520,7 +524,7 @@ def main(argv=None) -> dict:
                         f"({setting}) {method} x{budget:g}: skipped (test-time training needs >= 4 samples)"
                     )
                     continue
-                r = (bench.run_pooled if args.pooled and method in POOLED else bench.run)(setting, method, budget)
+                r = bench.runner(method)(setting, method, budget)
                 results.append(r)
                 print(f"({setting}) {method} x{budget:g}: GenEval {r['geneval']:.3f} ({r['geneval_gain_points']:+.1f} "
                       f"pts), verifier Δ {r['verifier_delta']:+.3f}, held-out Δz {r['held_out_delta_z']:+.3f}, "
@@ -531,8 +535,7 @@ def main(argv=None) -> dict:
             choosers = [n for n in WEIGHT_FREE if n != held]
             for method in args.loo_methods:
                 v = bench.verifier("quality", choosers)
-                run = bench.run_pooled if args.pooled and method in POOLED else bench.run
-                r = run(f"loo:{held}", method, args.loo_budget, verifier=v)
+                r = bench.runner(method)(f"loo:{held}", method, args.loo_budget, verifier=v)
                 loo.append({"held_out": held, "method": method, "budget": args.loo_budget,
                             "held_out_delta_z": r["delta_z"][held],
                             "choosers_delta_z": nan_mean(r["delta_z"][c] for c in choosers),

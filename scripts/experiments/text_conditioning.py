@@ -536,7 +536,6 @@ def cmd_classgap(args) -> dict:
 
 def sampling_setup(args, command: str) -> tuple[MiroTransformer, float, float, float | list[float]]:
     """The pipeline's transformer, the first ``--scales`` pair and the targets of a command that samples."""
-
     if args.pipeline is None:
         raise SystemExit(f"{command}: --pipeline is required")
     model = load_model(args.pipeline, args)
@@ -633,7 +632,6 @@ def export_step(folder: Path) -> int:
 
 
 def cmd_curve(args) -> dict:
-
     if (args.run is None) == (args.pipeline is None):
         raise SystemExit("curve: give a training run (--run) or one pipeline (--pipeline)")
     if args.pipeline is not None:
