@@ -19,6 +19,8 @@ ENTRY_POINTS = [
     ("annotate", ["data.shards={tmp}", "batch_size=0"], "batch_size=0: must be a positive integer"),
     ("miro.train.cache", ["cache_job.batch_size=0"], "cache_job.batch_size=0: must be >= 1"),
     ("miro.train", ["max_steps=0"], "max_steps=0: must be >= 1"),
+    ("miro.train.autoencoder", ["data.shards={tmp}", "out={tmp}/ae", "norm_num_groups=5"],
+     "norm_num_groups=5: must be positive and divide every block width"),
     ("miro.sampling", ["pipeline={tmp}/pipeline", "mode=nope"], "mode='nope': must be one of"),
     ("miro.eval", ["nope"], "command='nope': must be one of"),
     ("miro.demo", ["out={tmp}/demo", "resolution=48"], "resolution=48: must be 32, 64, 128 or 256"),
