@@ -29,7 +29,10 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py failures --data runs/demo/data --pipeline models/shapes_reference \
         --scales 3,1 --targets clean --images 4
 
-    # held-out shapes GenEval of every export of a run, over text / reward guidance scales
+    # a latent-space model's ceiling: clean one-object images and their autoencoder reconstructions, read by the detector
+    python scripts/experiments/text_conditioning.py autoencoder --data runs/demo/data --autoencoder models/shapes_autoencoder
+
+    # held-out shapes GenEval of every export of a run, over text / reward guidance scales (pixel or latent space)
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
 
@@ -56,7 +59,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from miro.data.annotations import bucket_values, read_buckets, read_reward_stats  # noqa: E402
-from miro.data.cache import read_shard_cache  # noqa: E402
+from miro.data.cache import read_cache_metadata, read_shard_cache  # noqa: E402
 from miro.data.shapes.vocab import CLASSES, COLORS  # noqa: E402
 from miro.data.transforms import pad_text  # noqa: E402
 from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
@@ -74,9 +77,10 @@ class Cached:
 
     def __init__(self, data: Path):
         train = data / "train"
-        caches = sorted(train.glob("*.cache-*.safetensors"))
+        caches = [p for p in sorted(train.glob("*.cache-*.safetensors"))
+                  if read_cache_metadata(p)["identity"]["autoencoder"] == "identity"]
         if not caches:
-            raise SystemExit(f"no feature cache in {train}: run the demo (or python -m miro.train.cache) first")
+            raise SystemExit(f"no pixel-space feature cache in {train}: run the demo (or python -m miro.train.cache) first")
         stats = read_reward_stats(train / "reward_stats.json")
         xs, self.text, self.captions, self.keys, vals, masks = [], [], [], [], [], []
         for path in caches:
@@ -174,6 +178,7 @@ def text_gaps(model: MiroTransformer, batch: dict, times=(0.1, 0.3, 0.5, 0.7, 0.
 def cmd_gaps(args) -> dict:
     from miro.sampling.pipeline import MiroPipeline
 
+    pixel_space_only(args.pipeline, "gaps")
     data = Cached(args.data)
     model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
     return text_gaps(model, data.batch(torch.arange(len(data) - 512, len(data))))
@@ -287,14 +292,15 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
                    images: int = 1, steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0,
                    interval: tuple[float, float] = (0.0, 1.0), method: str = "euler",
                    sde_noise: float = 0.7, class_contrast: tuple[float, float, float] | None = None,
-                   ) -> list[list[dict]]:  # fmt: skip
+                   decode=None) -> list[list[dict]]:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
     at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales
     applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver (``sde``: with noise scale
     ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``); returns the shapes detector's detections
     of each image.  ``class_contrast`` (lam, t_lo, t_hi), one-object prompts only: inside [t_lo, t_hi] the
     velocity gains lam (v(c, s+) - mean_j v(c_j, s+)), c_j the prompt with its class word replaced by each other
-    class: a negative prompt per confusable class, guidance on the class word alone."""
+    class: a negative prompt per confusable class, guidance on the class word alone.  ``decode``: the
+    pipeline's autoencoder decode for a latent-space model (``pipeline_decoder``); None for pixel space."""
     from PIL import Image
 
     from miro.data.shapes.detector import default_detector
@@ -323,6 +329,9 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
         velocity = contrast_velocity(model, guided_velocity(model, conds, guidance), meta, images, conds,
                                      class_contrast)  # fmt: skip
         out = integrate(velocity, noise.float(), flow_sigmas(steps, 1.0), **solver)
+    if decode is not None:
+        with torch.no_grad():
+            out = torch.cat([decode(out[i:i + 256]) for i in range(0, len(out), 256)])
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     detector = default_detector()
     return [detector(Image.fromarray(p)) for p in pixels]
@@ -371,6 +380,22 @@ class AutoGuided(torch.nn.Module):
         return v + self.scale * (v - self.bad(x, t, *args, **kwargs))
 
 
+def pipeline_decoder(folder: Path):
+    """The pipeline's ``autoencoder.decode`` when it samples in a latent space, None in pixel space."""
+    from miro.models.autoencoders import IdentityAutoencoder
+    from miro.sampling.pipeline import MiroPipeline
+
+    ae = MiroPipeline.from_pretrained(folder).autoencoder
+    return None if isinstance(ae, IdentityAutoencoder) else ae.decode
+
+
+def pixel_space_only(folder: Path, command: str) -> None:
+    """The probes noise cached *pixels*: a latent-space pipeline stops them with a message."""
+    if pipeline_decoder(folder) is not None:
+        raise SystemExit(f"{command}: {folder} samples in an autoencoder's latent space; this probe is for pixel-space "
+                         "models (curve and failures take either)")
+
+
 def load_model(folder: Path, args) -> MiroTransformer:
     """A pipeline folder's transformer in fp32, autoguided by ``--autoguide`` when given."""
     from miro.sampling.pipeline import MiroPipeline
@@ -383,14 +408,15 @@ def load_model(folder: Path, args) -> MiroTransformer:
 
 
 def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
-            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0, **solver) -> dict:
+            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0, decode=None, **solver) -> dict:
     """Held-out shapes GenEval of a bare transformer (``render_heldout``; ``solver``: its ``interval`` and
     ``method``).  Returns per-task accuracies and ``overall`` (in %)."""
     from miro.contracts.geneval_rules import result_row
     from miro.eval.geneval.summary import summarize
 
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
-    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets, **solver)
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets, decode=decode,
+                                **solver)
     rows = [result_row(str(i), meta[i // images], dets) for i, dets in enumerate(detections)]
     summary = summarize(rows)
     # colour alone: of the images whose prompt names colours, the share where the detector finds an object of
@@ -530,6 +556,7 @@ def cmd_classgap(args) -> dict:
 
     if args.pipeline is None:
         raise SystemExit("classgap: --pipeline is required")
+    pixel_space_only(args.pipeline, "classgap")
     model = MiroPipeline.from_pretrained(args.pipeline).transformer.float()
     return {"pipeline": str(args.pipeline), **class_gap(model, args.data, limit=2 * args.images_probe)}
 
@@ -544,6 +571,8 @@ def sampling_setup(args, command: str) -> tuple[MiroTransformer, float, float, f
 
 
 def cmd_shapes(args) -> dict:
+    if args.pipeline is not None:
+        pixel_space_only(args.pipeline, "shapes")
     model, text_scale, reward_scale, targets = sampling_setup(args, "shapes")
     return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale,
             **shape_probe(model, args.data, tuple(args.times), args.images_probe, text_scale=text_scale,
@@ -551,13 +580,14 @@ def cmd_shapes(args) -> dict:
 
 
 def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 4,
-                  steps: int = 25, targets: float | list[float] = 1.0, **solver) -> dict:  # fmt: skip
+                  steps: int = 25, targets: float | list[float] = 1.0, decode=None, **solver) -> dict:  # fmt: skip
     """Where one-object prompts fail: on the held-out single_object and colors prompts, how many objects the
     detector finds, whether the most confident one has the prompt's class, whether any has it, whether any has
     the prompt's colour, and the confusion of the wanted class against the most confident detection's."""
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
     meta = [m for m in meta if m["tag"] in ("single_object", "colors")]
-    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, 0, targets, **solver)
+    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, 0, targets, decode=decode,
+                                **solver)
     from miro.contracts.geneval_rules import RuleOptions
 
     floor = RuleOptions().threshold  # GenEval's score floor for every tag but counting
@@ -591,9 +621,51 @@ def failure_modes(model: MiroTransformer, data: Path, text_scale: float, reward_
 def cmd_failures(args) -> dict:
     model, text_scale, reward_scale, targets = sampling_setup(args, "failures")
     result = failure_modes(model, args.data, text_scale, reward_scale, args.images, args.sample_steps, targets,
-                           **solver_args(args))
+                           decode=pipeline_decoder(args.pipeline), **solver_args(args))
     print(json.dumps(result["tasks"], indent=1))
     return {"pipeline": str(args.pipeline), "text_scale": text_scale, "reward_scale": reward_scale, **result}
+
+
+def autoencoder_fidelity(folder: Path, data: Path, limit: int = 480) -> dict:
+    """What a latent-space model can reach at best: clean one-object training images (``single_objects``) and their
+    reconstructions through the autoencoder at ``folder`` (posterior mean, then decode), each read by the detector
+    (the most confident object's class and colour) at GenEval's score floor; and the reconstruction MSE in [-1, 1]."""
+    from PIL import Image
+
+    from miro.contracts.geneval_rules import RuleOptions
+    from miro.data.shapes.detector import default_detector
+    from miro.models.autoencoders import KLAutoencoder
+
+    items = single_objects(data, limit)
+    if not items:
+        raise SystemExit(f"no clean one-object training samples in {data / 'train'}")
+    cached = Cached(data)
+    row = {k: i for i, k in enumerate(cached.keys)}
+    x = cached.x[torch.tensor([row[it["key"]] for it in items])]
+    ae = KLAutoencoder(str(folder), normalization="scale")
+    with torch.no_grad():
+        rec = torch.cat([ae.decode(ae.encode(x[i:i + 256])) for i in range(0, len(x), 256)])
+    detector, floor = default_detector(), RuleOptions().threshold
+
+    def read(images: torch.Tensor) -> dict:
+        pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        hits = {"class": 0, "colour": 0, "one_object": 0}
+        for it, p in zip(items, pixels):
+            dets = [d for d in detector(Image.fromarray(p)) if d["score"] > floor]
+            top = max(dets, key=lambda d: d["score"]) if dets else {}
+            hits["class"] += top.get("class") == it["class"]
+            hits["colour"] += top.get("color") == it["color"]
+            hits["one_object"] += len(dets) == 1
+        return {k + "_pct": round(100 * v / len(items), 1) for k, v in hits.items()}
+
+    return {"autoencoder": str(folder), "images": len(items), "original": read(x), "reconstruction": read(rec),
+            "mse": round(float((rec - x).pow(2).mean()), 5)}
+
+
+def cmd_autoencoder(args) -> dict:
+    if args.autoencoder is None:
+        raise SystemExit("autoencoder: --autoencoder FOLDER (a python -m miro.train.autoencoder output) is required")
+    return autoencoder_fidelity(args.autoencoder, args.data, 5 * args.images_probe)
 
 
 def clean_targets(data: Path) -> list[float]:
@@ -649,12 +721,13 @@ def cmd_curve(args) -> dict:
     results = {"targets": targets, "sample_steps": args.sample_steps, **solver_args(args)}
     for folder in folders:
         step = steps[folder]
-        model = load_model(folder, args)
+        model, decode = load_model(folder, args), pipeline_decoder(folder)
         results[str(step)] = {}
         for text_scale, reward_scale in args.scales:
             key = f"text {text_scale:g} / reward {reward_scale:g}"
             results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images, args.sample_steps,
-                                              targets=targets if model.num_rewards else 1.0, **solver_args(args))
+                                              targets=targets if model.num_rewards else 1.0, decode=decode,
+                                              **solver_args(args))
             print(step, key, json.dumps(results[str(step)][key]), flush=True)
     return results
 
@@ -674,9 +747,11 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures"])
+    p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures",
+                                        "autoencoder"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
+    p.add_argument("--autoencoder", type=Path, help="autoencoder: a python -m miro.train.autoencoder output folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final), every export")
     p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
@@ -713,7 +788,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
-              "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures}[args.command](args)
+              "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures,
+              "autoencoder": cmd_autoencoder}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -71,7 +71,10 @@ def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp
 
     model = SimpleNamespace(num_rewards=0)
     model.float = lambda: model
-    monkeypatch.setattr(MiroPipeline, "from_pretrained", classmethod(lambda cls, path: SimpleNamespace(transformer=model)))
+    from miro.models.autoencoders import IdentityAutoencoder
+
+    monkeypatch.setattr(MiroPipeline, "from_pretrained",
+                        classmethod(lambda cls, path: SimpleNamespace(transformer=model, autoencoder=IdentityAutoencoder())))
     calls = []
     monkeypatch.setattr(tc, "geneval", lambda *a, **k: calls.append((a, k)) or {"overall": 1.0})
     with pytest.raises(SystemExit, match="--run.*or one pipeline"):
@@ -80,7 +83,68 @@ def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp
              "--method", "heun", "--sample-steps", "12", "--out", str(tmp_path / "out.json")])
     (args, kwargs), = calls
     assert args[1:6] == (tmp_path, 5.0, 1.0, 1, 12)
-    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7}
+    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7, "decode": None}
+
+
+def test_a_latent_model_is_decoded_before_the_detector_reads_it(monkeypatch, tmp_path):
+    """A latent-space pipeline (docs/text_conditioning.md section 19): its samples go through the autoencoder's
+    decode before the detector; the pixel-space probes refuse it with a message."""
+    model = MiroTransformer(**{**SMALL, "in_channels": 4, "sample_size": 8, "patch_size": 1}).eval()
+    meta = [{"tag": "single_object", "prompt": "a photo of a circle", "include": [{"class": "circle", "count": 1}]}]
+    seen = []
+
+    def decode(z):
+        seen.append(tuple(z.shape))
+        img = torch.full((len(z), 3, 32, 32), 0.4)  # the background colour, with one red disc
+        yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+        disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 64
+        img[:, 0, disc], img[:, 1, disc], img[:, 2, disc] = 0.8, -0.9, -0.9
+        return img
+
+    dets = tc.render_heldout(model, meta, 3.0, 1.0, images=2, steps=2, targets=0.5, decode=decode)
+    assert seen == [(2, 4, 8, 8)]
+    assert [d[0]["class"] for d in dets] == ["circle", "circle"]
+    monkeypatch.setattr(tc, "pipeline_decoder", lambda folder: decode)
+    for command in ("shapes", "classgap", "gaps"):
+        with pytest.raises(SystemExit, match=f"{command}: .* latent space; this probe is for pixel-space"):
+            tc.main([command, "--pipeline", str(tmp_path), "--data", str(tmp_path), "--targets", "1.0"])
+
+
+def test_autoencoder_fidelity_reads_the_originals_and_the_reconstructions(monkeypatch, tmp_path):
+    """``autoencoder``: the detector reads each clean one-object image and its reconstruction; an autoencoder that
+    gives the image back loses nothing, one that erases the object loses every reading."""
+    from types import SimpleNamespace
+
+    import miro.models.autoencoders as aes
+
+    img = torch.full((3, 32, 32), 0.4)  # background, with one red disc
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 64
+    img[0, disc], img[1, disc], img[2, disc] = 0.8, -0.9, -0.9
+    items = [{"key": f"k{i}", "caption": "a red circle", "class": "circle", "color": "red"} for i in range(3)]
+    monkeypatch.setattr(tc, "single_objects", lambda data, limit: items)
+    monkeypatch.setattr(tc, "Cached", lambda data: SimpleNamespace(keys=["k0", "k1", "k2"], x=img.expand(3, -1, -1, -1)))
+
+    class Stub:
+        def __init__(self, path, normalization):
+            assert (path, normalization) == (str(tmp_path), "scale")
+
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            return z if erase is None else torch.full_like(z, erase)
+
+    monkeypatch.setattr(aes, "KLAutoencoder", Stub)
+    erase = None
+    same = tc.autoencoder_fidelity(tmp_path, tmp_path)
+    assert same["original"] == same["reconstruction"] == {"class_pct": 100.0, "colour_pct": 100.0, "one_object_pct": 100.0}
+    assert same["mse"] == 0 and same["images"] == 3
+    erase = 0.4
+    gone = tc.autoencoder_fidelity(tmp_path, tmp_path)
+    assert gone["reconstruction"] == {"class_pct": 0.0, "colour_pct": 0.0, "one_object_pct": 0.0} and gone["mse"] > 0.2
+    with pytest.raises(SystemExit, match="--autoencoder FOLDER"):
+        tc.main(["autoencoder", "--data", str(tmp_path)])
 
 
 def test_shape_probe_takes_only_clean_correct_one_object_samples(tmp_path):
