@@ -136,8 +136,11 @@ def is_complete(path: Path, identity: dict) -> bool:
         return False
 
 
-def _decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], order: list[str],
-                     damage: list[str], ignored: dict[str, str] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
+def decoded_samples(shard: Path, resolution: int, skipped: dict[str, str], order: list[str],
+                    damage: list[str], ignored: dict[str, str] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """``(key, caption, uint8 image)`` of a shard's decodable samples, decoded as training decodes them (the cache
+    and the autoencoder trainer read shards through this); undecodable keys go to ``skipped``, a broken tar to
+    ``damage``."""
     ignored = {} if ignored is None else ignored
     try:
         yield from _decode_all(iter_shard(shard, on_skip=ignored.__setitem__), resolution, skipped, order)
@@ -192,7 +195,7 @@ def encode_shard(shard: str | Path, text_encoder, autoencoder, resolution: int, 
         captions.extend(bcaps)
 
     batch: list = []
-    for item in _decoded_samples(shard, resolution, skipped, order, damage, ignored):
+    for item in decoded_samples(shard, resolution, skipped, order, damage, ignored):
         batch.append(item)
         if len(batch) == batch_size:
             flush(batch)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from miro.contracts.shards import find_shards
-from miro.data.cache import _decoded_samples
+from miro.data.cache import decoded_samples
 from miro.data.transforms import uint8_to_unit
 from miro.utils.config import ConfigError, entry_point, require, require_choice
 from miro.utils.precision import PRECISIONS, resolve_precision
@@ -114,7 +114,7 @@ def load_images(spec: str, resolution: int) -> tuple[torch.Tensor, dict]:
     images, skipped, damaged = [], {}, []
     for shard in shards:
         before = len(images)
-        images.extend(img for _, _, img in _decoded_samples(shard, resolution, skipped, [], damaged))
+        images.extend(img for _, _, img in decoded_samples(shard, resolution, skipped, [], damaged))
         if len(images) == before:
             raise ConfigError(f"data.shards: {shard} has no decodable image")
     return torch.stack(images), {"shards": len(shards), "images": len(images), "skipped": len(skipped),
