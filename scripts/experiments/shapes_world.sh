@@ -10,6 +10,12 @@ REWARDS="[sharpness,low_noise,colorfulness,contrast,alignment]"
 CLEAN_WORLD="scene.extra_objects=0.0 degradations.clutter.prob=0.1 degradations.blur.prob=0.12
 degradations.low_contrast.prob=0.1 degradations.color_cast.prob=0.1 degradations.noise.prob=0.12
 degradations.jpeg.prob=0.12"
+# A diagnostic world (docs/text_conditioning.md, section 20): only the one-object tasks (single object, colours),
+# every image clean, every caption correct, no un-mentioned objects: what is left to learn is the object's class,
+# colour, size and place.
+EASY_WORLD="scene.tasks.two_object=0 scene.tasks.counting=0 scene.tasks.position=0 scene.tasks.color_attr=0
+scene.extra_objects=0.0 captions.wrong=0.0 degradations.clutter.prob=0 degradations.blur.prob=0
+degradations.low_contrast.prob=0 degradations.color_cast.prob=0 degradations.noise.prob=0 degradations.jpeg.prob=0"
 
 build_world() {
     local data="$1" num="$2" res="$3" logs="$4"
