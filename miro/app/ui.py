@@ -4,7 +4,7 @@ core's results and ``AppError`` messages into what the page shows.
 
 Generation and sweeps go through gradio's queue, one job at a time on the model (``concurrency_id="model"``),
 with a progress bar per sampling step; Cancel stops the running job at its next step (its session's flag in
-``AppState.cancels``) and tells the page to stop waiting for it.
+``AppState.cancels``), which then says "Cancelled." itself, and drops the session's requests still queued.
 """
 
 import logging
@@ -247,12 +247,21 @@ def build_app(state: AppState):
             [sweep_status, sweep_plot, sweep_summary, sweep_grid, sweep_download], **model_queue,
         )  # fmt: skip
 
-        def on_cancel(request: gr.Request):
-            running = state.cancels.cancel(request.session_hash or "anonymous")
-            return status_html("info", "Cancelled." if running else "Nothing is running.")
+        # Cancel has two paths.  A running job gets its session's flag and stops itself at its next sampling step,
+        # returning "Cancelled." through its own outputs: gradio's task cancellation is not used on it, since the
+        # page then races the cancelled event's closing message and could mark the outputs "Error" (seen in
+        # headless chromium on a loaded CPU).  A request still waiting in the queue has no flag yet; for it the
+        # handler bumps a counter whose change event drops the session's queued requests (gradio's ``cancels``).
+        def on_cancel(request: gr.Request, bumps: int):
+            if state.cancels.cancel(request.session_hash or "anonymous"):
+                return status_html("info", "Cancelling: the job stops at its next step."), bumps
+            return status_html("info", "Cancelled: nothing was running."), bumps + 1
 
-        cancel_btn.click(on_cancel, None, status, cancels=[gen_click, gen_submit], queue=False)
-        sweep_cancel.click(on_cancel, None, sweep_status, cancels=[sweep_click], queue=False)
+        gen_queued, sweep_queued = gr.State(0), gr.State(0)
+        cancel_btn.click(on_cancel, gen_queued, [status, gen_queued], queue=False)
+        sweep_cancel.click(on_cancel, sweep_queued, [sweep_status, sweep_queued], queue=False)
+        gen_queued.change(None, None, None, cancels=[gen_click, gen_submit], queue=False)
+        sweep_queued.change(None, None, None, cancels=[sweep_click], queue=False)
 
     demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
     return demo

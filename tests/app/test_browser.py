@@ -278,7 +278,11 @@ def test_the_app_in_a_browser(app, driver, tmp_path):
     _click(drv, "generate")
     _wait(drv, lambda d: any("steps" in p.text for p in _css(d, "#gallery .progress-text")), 120, "no progress bar")
     _click(drv, "cancel")
-    _wait(drv, lambda d: _css(d, "#status")[0].text.strip() == "Cancelled.", 30, "no cancel message")
+    try:
+        _wait(drv, lambda d: _css(d, "#status")[0].text.strip() == "Cancelled.", 30)
+    except Exception as err:
+        raise AssertionError(f"no cancel message: the status reads {_css(drv, '#status')[0].text!r}; the app's log "
+                             f"ends with:\n{log.read_text()[-2000:]}") from err
     _wait(drv, lambda d: "generation cancelled after step" in log.read_text(), 60, "the job did not stop")
     stopped = [line for line in log.read_text().splitlines() if "generation cancelled after step" in line][-1]
     done, total = (int(w) for w in stopped.split("after step ")[1].split(" of "))

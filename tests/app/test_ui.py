@@ -34,9 +34,29 @@ def test_the_page_has_a_slider_per_reward_and_every_control(state):
     model = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
     assert len(model) == 3 and all(fn.concurrency_limit == 1 for fn in model)
     names = {fn._id: fn.name for fn in demo.fns.values()}
-    cancels = [sorted(names[i] for i in d["cancels"]) for d in demo.config["dependencies"] if d["cancels"]]
+    deps = demo.config["dependencies"]
+    assert all(not d["cancels"] for d in deps if names[d["id"]] == "on_cancel")  # a running job stops itself
+    assert all(d["queue"] is False for d in deps if names[d["id"]] == "on_cancel")
+    # the requests still queued are dropped by gradio, from the change of a counter that on_cancel bumps
+    cancels = [sorted(names[i] for i in d["cancels"]) for d in deps if d["cancels"]]
     assert sorted(cancels) == [["on_generate", "on_generate"], ["on_sweep"]]
-    assert all(d["queue"] is False for d in demo.config["dependencies"] if d["cancels"])
+    assert all(d["queue"] is False and d["targets"][0][1] == "change" for d in deps if d["cancels"])
+
+
+def test_cancel_flags_the_running_job_or_drops_the_queued_ones(state):
+    """on_cancel: with a job running in the session, its flag is set and the counter stays (no gradio cancel,
+    so the job's own "Cancelled." reaches the page); with none, the counter moves (the queued requests drop)."""
+    from miro.app.ui import build_app
+
+    demo = build_app(state)
+    on_cancel = _handler(demo, "on_cancel").fn
+    request = type("Request", (), {"session_hash": "s1"})()
+    flag = state.cancels.start("s1")
+    shown, bumps = on_cancel(request, 3)
+    assert flag.is_set() and bumps == 3 and "stops at its next step" in shown
+    state.cancels.finish("s1", flag)
+    shown, bumps = on_cancel(request, 3)
+    assert bumps == 4 and "nothing was running" in shown
 
 
 def test_a_bad_pipeline_folder_serves_a_page_that_says_so(tmp_path, monkeypatch, capsys):
