@@ -112,7 +112,7 @@ def resolve_resume(resume: str, folder: Path) -> Path | None:
     if resume == "latest":
         named = _named(folder)
         if not named:
-            log.info("resume=latest: no checkpoint in %s, starting from scratch", folder)
+            log.info("resume=latest: no checkpoint in %s, starting at step 0", folder)
             return None
         skipped = []
         for _, path in reversed(named):

@@ -29,11 +29,15 @@ class TimeConfig:
     std: float = 1.0
     mode_scale: float = 1.29
     shift: float = 1.0
+    low: float = 0.0  # train on the band [low, high] of noise levels only (an eDiff-I expert; 0, 1 = all)
+    high: float = 1.0
 
     def __post_init__(self):
         require_choice("time.kind", self.kind, TIME_KINDS)
         require(self.std > 0, "time.std", self.std, "must be > 0")
         require(self.shift > 0, "time.shift", self.shift, "must be > 0")
+        require(0.0 <= self.low < 1.0, "time.low", self.low, "must be in [0, 1)")
+        require(self.low < self.high <= 1.0, "time.high", self.high, f"must be in (time.low={self.low}, 1]")
 
 
 @dataclass
@@ -75,6 +79,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 3  # 0 keeps all
     resume: str = ""  # "", "latest" or a checkpoint folder
+    # a pipeline folder (or its transformer/ folder) whose transformer weights start the run (same architecture):
+    # fine-tuning, e.g. an eDiff-I noise-band expert from the shared model; a resumed run loads its checkpoint
+    init_from: str = ""
     stop_after: int = 0  # end this job after so many steps (a multiple of checkpoint_every); 0 = run to max_steps
     export_every: int = 0  # also write the EMA pipeline to pipelines/step-<N>/ every N steps (0 = only final/)
     log_every: int = 50

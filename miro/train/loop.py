@@ -96,7 +96,32 @@ def build_components(cfg: TrainConfig) -> Components:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, reward_names=cfg.reward_names, text_dim=te.dim, in_channels=ae.latent_channels,
                             sample_size=cfg.data.resolution // ae.downsample)
+    if cfg.init_from:
+        load_initial_weights(model, cfg.init_from)
     return Components(model=model, text_encoder=te, autoencoder=ae)
+
+
+def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
+    """``init_from``: copy the weights of a saved transformer (``<folder>/transformer`` of a pipeline, or the
+    folder itself) into ``model``, which the config built; a different architecture is a ConfigError naming
+    what differs, never a partial load."""
+    path = Path(folder)
+    src = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
+    if not (src / "config.json").is_file():
+        raise ConfigError(f"init_from={folder}: no transformer/config.json or config.json there (give a pipeline "
+                          "folder such as models/shapes_reference, or its transformer/ folder)")
+    try:
+        saved = type(model).from_pretrained(src).state_dict()
+    except (OSError, ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(f"init_from={folder}: cannot load the transformer in {src} as {type(model).__name__}: {err}") from err
+    own = model.state_dict()
+    missing, extra = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
+    shapes = [f"{k} {tuple(saved[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in saved and saved[k].shape != v.shape]
+    if missing or extra or shapes:
+        raise ConfigError(f"init_from={folder}: its transformer is not the configured model (missing {missing[:4]}, "
+                          f"unexpected {extra[:4]}, shapes {shapes[:4]}); set model.* to the saved one's config.json")
+    model.load_state_dict(saved)
+    log.info("init_from=%s: %d tensors loaded", folder, len(saved))
 
 
 def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generator, time_sampler: TimeSampler,
@@ -347,7 +372,8 @@ def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path
 # settings a checkpoint cannot be resumed with when they changed (the network and what it is fed)
 _MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution")
 _FREE = ("resume", "stop_after", "progress_bar", "output_dir", "name", "log_every", "log_with", "sample", "export_every",
-         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets", "compile_mode")
+         "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets", "compile_mode",
+         "init_from")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

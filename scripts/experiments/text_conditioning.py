@@ -380,6 +380,26 @@ class AutoGuided(torch.nn.Module):
         return v + self.scale * (v - self.bad(x, t, *args, **kwargs))
 
 
+class NoiseBandExperts(torch.nn.Module):
+    """eDiff-I's expert denoisers: ``high`` predicts the velocity at noise levels t >= ``switch``, ``low`` below
+    it (per sample; a batch shares its t in sampling, so one expert runs per step).  No ``encode_condition``."""
+
+    def __init__(self, low: MiroTransformer, high: MiroTransformer, switch: float):
+        super().__init__()
+        self.low, self.high, self.switch = low, high, float(switch)
+        self.config, self.num_rewards = low.config, low.num_rewards
+
+    def forward(self, x, t, *args, **kwargs):
+        t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else t
+        up = t >= self.switch
+        if bool(up.all()):
+            return self.high(x, t, *args, **kwargs)
+        if not bool(up.any()):
+            return self.low(x, t, *args, **kwargs)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return torch.where(up.view(shape), self.high(x, t, *args, **kwargs), self.low(x, t, *args, **kwargs))
+
+
 def pipeline_decoder(folder: Path):
     """The pipeline's ``autoencoder.decode`` when it samples in a latent space, None in pixel space."""
     from miro.models.autoencoders import IdentityAutoencoder
@@ -401,6 +421,8 @@ def load_model(folder: Path, args) -> MiroTransformer:
     from miro.sampling.pipeline import MiroPipeline
 
     model = MiroPipeline.from_pretrained(folder).transformer.float()
+    if getattr(args, "expert_high", None) is not None:
+        model = NoiseBandExperts(model, MiroPipeline.from_pretrained(args.expert_high).transformer.float(), args.switch)
     if getattr(args, "autoguide", None) is None:
         return model
     bad = MiroPipeline.from_pretrained(args.autoguide).transformer.float()
@@ -782,6 +804,9 @@ def main(argv=None) -> None:
                    help="failures: guidance lam on the class word against every other class (0: off)")
     p.add_argument("--class-contrast-interval", type=scale_pair, default=(0.3, 0.8),
                    help="failures: the noise levels t_lo,t_hi where --class-contrast applies")
+    p.add_argument("--expert-high", type=Path, help="curve, failures: a pipeline whose transformer takes the noise "
+                   "levels t >= --switch (eDiff-I's experts; --pipeline then takes those below)")
+    p.add_argument("--switch", type=float, default=0.5, help="curve, failures: the noise level where experts switch")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")

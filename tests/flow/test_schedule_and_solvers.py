@@ -59,6 +59,28 @@ def test_logit_normal_matches_its_density():
     torch.testing.assert_close(hist, sampler.density(centers), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("kind, shift", [("uniform", 1.0), ("logit_normal", 1.0), ("logit_normal", 3.0), ("mode", 1.0)])
+def test_a_band_of_noise_levels_is_the_distribution_conditioned_on_it(kind, shift):
+    """``low`` / ``high``: every draw is in the band, and the draws follow the full distribution conditioned on
+    the band (its conditional CDF at five points, from 400k unrestricted draws, within 0.01)."""
+    full = TimeSampler(kind, mean=-0.3, shift=shift)
+    band = TimeSampler(kind, mean=-0.3, shift=shift, low=0.5, high=0.9)
+    ref = full(400_000, torch.Generator().manual_seed(0))
+    ref = ref[(ref >= 0.5) & (ref <= 0.9)]
+    t = band(100_000, torch.Generator().manual_seed(1))
+    assert 0.5 <= t.min() and t.max() <= 0.9
+    for q in (0.55, 0.6, 0.7, 0.8, 0.85):
+        assert abs((t <= q).float().mean() - (ref <= q).float().mean()) < 0.01, q
+    # the uniform band is uniform on it: mean 0.7, standard deviation 0.4 / sqrt(12)
+    u = TimeSampler("uniform", low=0.2, high=0.6)(100_000, torch.Generator().manual_seed(2))
+    assert abs(u.mean() - 0.4) < 0.003 and abs(u.std() - 0.4 / 12**0.5) < 0.003
+    # no band: the draws of the sampler as it was before the option (runs resume bit for bit)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(TimeSampler("logit_normal")(64, g1), torch.sigmoid(torch.randn(64, generator=g2)).clamp(1e-5, 1 - 1e-5))
+    with pytest.raises(ValueError, match="low=0.6, high=0.6"):
+        TimeSampler(low=0.6, high=0.6)
+
+
 def test_time_sampler_range_shift_and_errors():
     t = TimeSampler("uniform", shift=3.0)(100_000, torch.Generator().manual_seed(0))
     assert 0 < t.min() and t.max() < 1

@@ -55,6 +55,8 @@ def test_sample_grids_use_the_sampling_settings_schema():
     ("data.sampling=sometimes", "data.sampling='sometimes'"),
     ("optim.lr=-1", "optim.lr=-1"),
     ("time.kind=beta", "time.kind='beta'"),
+    ("time.low=1.0", "time.low=1.0: must be in [0, 1)"),
+    ("time.high=0.2|time.low=0.5", "time.high=0.2: must be in (time.low=0.5, 1]"),
     ("compile_mode=fast", "compile_mode='fast': must be one of"),
     ("text_dropout=2", "text_dropout=2"),
     ("cache_job.rank=3", "cache_job.rank=3"),
@@ -70,7 +72,7 @@ def test_sample_grids_use_the_sampling_settings_schema():
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        typed(override)
+        typed(*override.split("|"))  # "a|b": two overrides
 
 
 def test_missing_data_path_of_the_web_preset():

@@ -198,6 +198,28 @@ def test_initial_weights_depend_on_the_seed_only(tmp_path, shards_root):
     assert not torch.equal(weights(0, 1), weights(1, 1))
 
 
+def test_init_from_starts_from_a_saved_transformer_and_refuses_another_architecture(tmp_path, shards_root):
+    """``init_from``: a pipeline folder's (or a transformer folder's) weights replace the seed's, exactly; a
+    saved model of another width or a folder without a transformer is a ConfigError, not a partial load."""
+    from miro.train.loop import build_components
+
+    def flat(model):
+        return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
+
+    saved = build_components(tiny_config(tmp_path, shards_root, seed=1)).model
+    saved.save_pretrained(tmp_path / "pipe" / "transformer")
+    fresh = build_components(tiny_config(tmp_path, shards_root, seed=0)).model
+    assert not torch.equal(flat(fresh), flat(saved))
+    for folder in (tmp_path / "pipe", tmp_path / "pipe" / "transformer"):
+        loaded = build_components(tiny_config(tmp_path, shards_root, seed=0, init_from=str(folder))).model
+        assert torch.equal(flat(loaded), flat(saved))
+    wider = ModelConfig(patch_size=2, width=64, depth=2, num_heads=2)
+    with pytest.raises(ConfigError, match=r"init_from=.*pipe: its transformer is not the configured model .*shapes"):
+        build_components(tiny_config(tmp_path, shards_root, model=wider, init_from=str(tmp_path / "pipe")))
+    with pytest.raises(ConfigError, match=r"init_from=.*nowhere: no transformer/config.json"):
+        build_components(tiny_config(tmp_path, shards_root, init_from=str(tmp_path / "nowhere")))
+
+
 def test_resolution_must_be_a_multiple_of_the_conv_levels_stride(tmp_path, shards_root):
     """With a conv U-shape the tokens are patches of the deepest level: 16 px works for patch 2 and two
     levels (stride 4), three levels need 16 (patch 2 x 2^2 = 8 divides 16) and 12 px fails naming the key."""
