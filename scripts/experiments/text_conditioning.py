@@ -740,7 +740,7 @@ def cmd_curve(args) -> dict:
             where = args.pipeline or f"{args.run / 'pipelines'} or {args.run / 'final'}"
             raise SystemExit(f"no export of steps {args.exports} in {where}")
     targets = resolve_targets(args)
-    results = {"targets": targets, "sample_steps": args.sample_steps, **solver_args(args)}
+    results = {"targets": targets, "sample_steps": args.sample_steps, "seed": args.seed, **solver_args(args)}
     for folder in folders:
         step = steps[folder]
         model, decode = load_model(folder, args), pipeline_decoder(folder)
@@ -748,6 +748,7 @@ def cmd_curve(args) -> dict:
         for text_scale, reward_scale in args.scales:
             key = f"text {text_scale:g} / reward {reward_scale:g}"
             results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images, args.sample_steps,
+                                              seed=args.seed,
                                               targets=targets if model.num_rewards else 1.0, decode=decode,
                                               **solver_args(args))
             print(step, key, json.dumps(results[str(step)][key]), flush=True)
@@ -807,6 +808,8 @@ def main(argv=None) -> None:
     p.add_argument("--expert-high", type=Path, help="curve, failures: a pipeline whose transformer takes the noise "
                    "levels t >= --switch (eDiff-I's experts; --pipeline then takes those below)")
     p.add_argument("--switch", type=float, default=0.5, help="curve, failures: the noise level where experts switch")
+    p.add_argument("--seed", type=int, default=0, help="curve: the seed of the held-out images' noise (0: every "
+                   "earlier number; another seed is a second, independent draw of the same prompts)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
