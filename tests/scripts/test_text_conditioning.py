@@ -80,10 +80,31 @@ def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp
     with pytest.raises(SystemExit, match="--run.*or one pipeline"):
         tc.main(["curve", "--run", str(tmp_path), "--pipeline", str(tmp_path)])
     tc.main(["curve", "--pipeline", str(tmp_path), "--data", str(tmp_path), "--targets", "1.0", "--scales", "5,1", "--interval", "0.2,0.8",
-             "--method", "heun", "--sample-steps", "12", "--out", str(tmp_path / "out.json")])
+             "--method", "heun", "--sample-steps", "12", "--seed", "3", "--out", str(tmp_path / "out.json")])
     (args, kwargs), = calls
     assert args[1:6] == (tmp_path, 5.0, 1.0, 1, 12)
-    assert kwargs == {"targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7, "decode": None}
+    assert kwargs == {"seed": 3, "targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7, "decode": None}
+
+
+def test_noise_band_experts_route_each_sample_by_its_noise_level():
+    """``--expert-high``: at t >= switch the high expert's velocity, below it the low one's, per sample."""
+    low = MiroTransformer(**SMALL).eval()
+    high = MiroTransformer(**SMALL).eval()
+    with torch.no_grad():
+        for p in high.parameters():
+            p.add_(0.05)
+    experts = tc.NoiseBandExperts(low, high, 0.5)
+    c, size = SMALL.get("in_channels", 3), SMALL.get("sample_size", 8)
+    x = torch.randn(3, c, size, size, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.2, 0.5, 0.9])
+    text = torch.randn(3, 4, SMALL["text_dim"], generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    with torch.no_grad():
+        out, v_low, v_high = experts(x, t, text, mask), low(x, t, text, mask), high(x, t, text, mask)
+        assert (v_low - v_high).abs().max() > 1e-3
+        torch.testing.assert_close(out[0], v_low[0])
+        torch.testing.assert_close(out[1:], v_high[1:])
+        torch.testing.assert_close(experts(x, torch.full((3,), 0.3), text, mask), low(x, torch.full((3,), 0.3), text, mask))
 
 
 def test_a_latent_model_is_decoded_before_the_detector_reads_it(monkeypatch, tmp_path):
