@@ -75,16 +75,11 @@ class TimeSampler:
             u_lo, u_hi = self._band
             u = u_lo + (u_hi - u_lo) * torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
             t = self.quantile(u).float().clamp(self.low, self.high)
-            return t.clamp(self.eps, 1 - self.eps)
-        if self.kind == "uniform":
-            t = torch.rand(batch, generator=generator, device=device)
-        elif self.kind == "logit_normal":
+        elif self.kind == "logit_normal":  # the normal draw itself, not ndtri(u): the draws runs were trained with
             t = torch.sigmoid(self.mean + self.std * torch.randn(batch, generator=generator, device=device))
+            t = shift_time(t, self.shift) if self.shift != 1.0 else t
         else:
-            u = torch.rand(batch, generator=generator, device=device)
-            t = 1 - u - self.mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
-        if self.shift != 1.0:
-            t = shift_time(t, self.shift)
+            t = self.quantile(torch.rand(batch, generator=generator, device=device))
         return t.clamp(self.eps, 1 - self.eps)
 
     def density(self, t: torch.Tensor) -> torch.Tensor:

@@ -390,8 +390,7 @@ class NoiseBandExperts(torch.nn.Module):
         self.config, self.num_rewards = low.config, low.num_rewards
 
     def forward(self, x, t, *args, **kwargs):
-        t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else t
-        up = t >= self.switch
+        up = (torch.as_tensor(t, device=x.device) >= self.switch).expand(x.shape[0])
         if bool(up.all()):
             return self.high(x, t, *args, **kwargs)
         if not bool(up.any()):
