@@ -286,6 +286,18 @@ def cmd_ablate(args) -> dict:
     return results
 
 
+def reward_condition(n: int, r: int, targets: float | list | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive reward targets [n, r] and their mask: ``targets`` one value for every reward, or one per
+    reward where None leaves that reward out (mask False), or None: no reward given at all (the condition reward
+    dropout trains)."""
+    if targets is None or not r:
+        return torch.zeros(n, r), torch.zeros(n, r, dtype=torch.bool)
+    values = targets if isinstance(targets, list) else [targets] * r
+    given = torch.tensor([v is not None for v in values])
+    pos = torch.tensor([0.0 if v is None else float(v) for v in values], dtype=torch.float32)
+    return pos.expand(n, r).clone(), given.expand(n, r).clone()
+
+
 # ------------------------------------------------------------------------------------------- geneval
 @torch.no_grad()
 def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
@@ -294,7 +306,8 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
                    sde_noise: float = 0.7, class_contrast: tuple[float, float, float] | None = None,
                    decode=None) -> list[list[dict]]:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
-    at ``targets`` (one value, or one per reward in model order), negative targets 0, decoupled guidance scales
+    at ``targets`` (one value, or one per reward in model order; None: no reward given, as in reward dropout),
+    negative targets 0, decoupled guidance scales
     applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver (``sde``: with noise scale
     ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``); returns the shapes detector's detections
     of each image.  ``class_contrast`` (lam, t_lo, t_hi), one-object prompts only: inside [t_lo, t_hi] the
@@ -314,8 +327,7 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
     emb, mask = TextEncoder().encode([m["prompt"] for m in meta])
     n, r = len(meta) * images, model.num_rewards
     emb, mask = emb.repeat_interleave(images, 0), mask.repeat_interleave(images, 0)
-    known = torch.ones(n, r, dtype=torch.bool)
-    pos = torch.tensor(targets, dtype=torch.float32).expand(n, r) if r else torch.zeros(n, 0)
+    pos, known = reward_condition(n, r, targets)
     conds = Conditions(text=emb, text_mask=mask, pos_rewards=pos, pos_mask=known,
                        neg_rewards=torch.zeros(n, r), neg_mask=known)
     guidance = Guidance(float(text_scale), (float(reward_scale),) * r, tuple(map(float, interval)))
@@ -511,8 +523,7 @@ def shape_probe(model: MiroTransformer, data: Path, times=(0.5, 0.7, 0.85), limi
                "edited": [f"a photo of a {it['color']} {o}" for it, o in zip(items, other)]}
     wanted = {"kept": [it["class"] for it in items], "edited": other}
     n, r = len(items), model.num_rewards
-    known = torch.ones(n, r, dtype=torch.bool)
-    pos = torch.tensor(targets, dtype=torch.float32).expand(n, r) if r else torch.zeros(n, 0)
+    pos, known = reward_condition(n, r, targets)
     guidance = Guidance(float(text_scale), (float(reward_scale),) * r)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     detector = default_detector()
@@ -701,6 +712,10 @@ def clean_targets(data: Path) -> list[float]:
 def resolve_targets(args) -> float | list[float]:
     """``--targets`` (a value for every reward, or the clean medians), then each ``--set-target NAME=VALUE``
     (one reward's slider moved, the others kept)."""
+    if args.targets == "none":
+        if getattr(args, "set_target", None):
+            raise SystemExit("--set-target needs --targets clean or a value, not none")
+        return None
     targets = clean_targets(args.data) if args.targets == "clean" else float(args.targets)
     overrides = getattr(args, "set_target", None) or []
     if overrides:
@@ -709,9 +724,9 @@ def resolve_targets(args) -> float | list[float]:
             name, _, value = item.partition("=")
             if name not in REWARDS or not value:
                 raise SystemExit(f"--set-target {item!r}: expected NAME=VALUE with NAME one of {REWARDS}")
-            v = float(value)
-            if not 0.0 <= v <= 1.0:
-                raise SystemExit(f"--set-target {item!r}: the target must be in [0, 1]")
+            v = None if value == "none" else float(value)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise SystemExit(f"--set-target {item!r}: the target must be in [0, 1] or none (left out)")
             targets[REWARDS.index(name)] = v
     return targets
 
@@ -786,9 +801,11 @@ def main(argv=None) -> None:
                    help="text,reward guidance scale pairs (3,3 = the joint scale 3)")
     p.add_argument("--images", type=int, default=1, help="images per held-out prompt")
     p.add_argument("--set-target", action="append", metavar="NAME=VALUE",
-                   help="one reward's target after --targets (repeatable), e.g. alignment=0")
-    p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, or 'clean' "
-                   "(per reward the median of the clean, correctly captioned training samples)")
+                   help="one reward's target after --targets (repeatable), e.g. alignment=0; "
+                   "NAME=none leaves that reward out of the condition")
+    p.add_argument("--targets", default="1.0", help="reward targets for GenEval: a value for all, 'clean' "
+                   "(per reward the median of the clean, correctly captioned training samples) or 'none' (no reward "
+                   "given: the reward-dropped condition)")
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.7, 0.85], help="shapes: noise levels")
     p.add_argument("--images-probe", type=int, default=96,
                    help="shapes: clean one-object images probed (classgap: twice as many)")

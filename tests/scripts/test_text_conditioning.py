@@ -266,6 +266,21 @@ def test_one_slider_moves_after_the_clean_targets(monkeypatch):
     for bad in ("aesthetic=0", "alignment", "alignment=2"):
         with pytest.raises(SystemExit, match="--set-target"):
             tc.resolve_targets(SimpleNamespace(data=None, targets="1.0", set_target=[bad]))
+    left_out = SimpleNamespace(data=None, targets="clean", set_target=["colorfulness=none", "contrast=none"])
+    assert tc.resolve_targets(left_out) == [0.8, 1.0, None, None, 1.0]
+    assert tc.resolve_targets(SimpleNamespace(data=None, targets="none", set_target=None)) is None
+    with pytest.raises(SystemExit, match="not none"):
+        tc.resolve_targets(SimpleNamespace(data=None, targets="none", set_target=["contrast=1"]))
+
+
+def test_the_reward_condition_gives_every_reward_some_or_none():
+    pos, mask = tc.reward_condition(2, 3, 0.5)
+    assert pos.tolist() == [[0.5] * 3] * 2 and mask.all()
+    pos, mask = tc.reward_condition(2, 3, [0.25, None, 0.75])
+    assert pos.tolist() == [[0.25, 0.0, 0.75]] * 2 and mask.tolist() == [[True, False, True]] * 2
+    pos, mask = tc.reward_condition(2, 3, None)
+    assert not mask.any() and pos.shape == (2, 3)
+    assert tc.reward_condition(2, 0, 1.0)[0].shape == (2, 0)
 
 
 def _perturbed(seed):
