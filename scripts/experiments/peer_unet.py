@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,10 +31,19 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from text_conditioning import REWARDS, TINY, Cached, clean_keys, failure_modes, geneval  # noqa: E402
+from text_conditioning import (  # noqa: E402
+    REWARDS,
+    TINY,
+    Cached,
+    clean_keys,
+    failure_modes,
+    geneval,
+    recipe_step,
+    sample_heldout,
+)
 
-from miro.flow import LinearPath, TimeSampler, velocity_loss  # noqa: E402
-from miro.models import MiroTransformer, sample_condition_dropout  # noqa: E402
+from miro.flow import TimeSampler  # noqa: E402
+from miro.models import MiroTransformer  # noqa: E402
 
 #: ``experiment=shapes_reference_adagn``'s network (miro/conf/model/tiny_unet.yaml + conv_scale_shift), no rewards.
 OURS = {**TINY, "patch_size": 2, "conv_channels": 32, "conv_levels": 2, "conv_pooled_text": True,
@@ -132,30 +140,10 @@ def train(args) -> None:
         print(f"resumed at step {start_step}", flush=True)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {params / 1e6:.2f}M parameters", flush=True)
-    autocast = torch.autocast("cpu", torch.bfloat16, enabled=args.bf16)
     begin = time.perf_counter() - spent
     for step in range(start_step, args.steps):
         b = data.batch(torch.randint(len(data), (args.batch,), generator=g))
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        t = times(args.batch, generator=g)
-        s = LinearPath().sample(b["x"], t, torch.randn(b["x"].shape, generator=g))
-        r = model.num_rewards
-        keep, drop = sample_condition_dropout(args.batch, r, 0.1, 0.1, g)
-        kw = {"rewards": b["rewards"], "reward_mask": b["reward_mask"] & keep} if r else {}
-        model.train()
-        with autocast:
-            out = model(s.x_t, t, b["text"], b["text_mask"], drop_text=drop, **kw)
-        loss = velocity_loss(out.float(), s.target).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        opt.step()
-        d = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(p, 1 - d)
+        loss = recipe_step(model, ema, opt, b, step, args.steps, args.lr, args.warmup, times, g, autocast=args.bf16)
         done = step + 1
         if done % args.log_every == 0:
             history.append({"step": done, "seconds": round(time.perf_counter() - begin), "loss": round(loss.item(), 5)})
@@ -202,6 +190,30 @@ def evaluate(args, ema: nn.Module, step: int, history: list, params: int, second
         (args.out / "result.json").write_text(json.dumps(result, indent=1))
 
 
+def grid(args) -> None:
+    """The run's EMA network (``<out>/checkpoint.pt``) on the first ``--grid-prompts`` held-out colour + class
+    prompts, ``--images`` seeds each (columns: prompts; rows: seeds), the evaluation's settings and noise."""
+    from PIL import Image
+
+    state = torch.load(args.out / "checkpoint.pt", weights_only=False)
+    data = Cached(args.data)
+    if args.rewards == "residual":
+        data.rewards = caption_residual_rewards(data)
+    ema = build(args.arch, args.rewards != "none")
+    ema.load_state_dict(state["ema"])
+    meta = [json.loads(line) for line in (args.data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    meta = [m for m in meta if m["tag"] == "colors"][: args.grid_prompts]
+    targets = sampling_targets(args, data) if ema.num_rewards else 1.0
+    pixels = sample_heldout(ema, meta, args.text_scale, args.reward_scale, args.images, args.sample_steps, 0, targets)
+    k, n, size = len(meta), args.images, pixels.shape[1]
+    canvas = Image.new("RGB", (k * (size + 2), n * (size + 2)), "white")
+    for i, img in enumerate(pixels):  # prompt-major: image i is prompt i // n, seed i % n
+        canvas.paste(Image.fromarray(img), ((i // n) * (size + 2), (i % n) * (size + 2)))
+    canvas = canvas.resize((canvas.width * 3, canvas.height * 3), Image.NEAREST)
+    canvas.save(args.grid)
+    print(json.dumps({"grid": str(args.grid), "step": state["step"], "prompts": [m["prompt"] for m in meta]}))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="a built shapes world with its feature cache")
@@ -226,12 +238,18 @@ def main(argv=None) -> None:
     p.add_argument("--geneval", action="store_true", help="also held-out GenEval on every task (a world with them all)")
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grid", type=Path, default=None,
+                   help="no training: a PNG of the run's last checkpoint on held-out colour prompts")
+    p.add_argument("--grid-prompts", type=int, default=8)
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 2e-3 if args.arch == "ours" else 1e-3
     args.eval_at = set(args.eval_at)
     torch.set_num_threads(args.threads)
-    train(args)
+    if args.grid is not None:
+        grid(args)
+    else:
+        train(args)
 
 
 if __name__ == "__main__":

@@ -225,6 +225,33 @@ VARIANTS = {
 }
 
 
+def recipe_step(model, ema, opt, b: dict, step: int, steps: int, lr: float, warmup: int, times: TimeSampler,
+                g: torch.Generator, autocast: bool = False) -> torch.Tensor:
+    """One step of the recipe on batch ``b``: the learning rate at ``step`` (linear warm-up, cosine to a tenth),
+    t and noise from ``g``, 10% text and reward dropout, the velocity loss (the forward under bf16 autocast
+    with ``autocast``), clip 2, AdamW, EMA 0.999 with warm-up.  Returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
+    n, r = len(b["x"]), model.num_rewards
+    t = times(n, generator=g)
+    s = LinearPath().sample(b["x"], t, torch.randn(b["x"].shape, generator=g))
+    keep, drop = sample_condition_dropout(n, r, 0.1, 0.1, g)
+    kw = {"rewards": b["rewards"], "reward_mask": b["reward_mask"] & keep} if r else {}
+    model.train()
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        out = model(s.x_t, t, b["text"], b["text_mask"], drop_text=drop, **kw)
+    loss = velocity_loss(out.float(), s.target).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+    opt.step()
+    d = min(0.999, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(p, 1 - d)
+    return loss
+
+
 def cmd_ablate(args) -> dict:
     """The demo's recipe (tiny preset, AdamW 1e-3, 100 warm-up steps, cosine to 0.1, clip 2, EMA 0.999 with
     warm-up, 10% text and reward dropout, logit-normal t) on in-memory cached data, one change per variant."""
@@ -253,23 +280,7 @@ def cmd_ablate(args) -> dict:
     start = time.perf_counter()
     for step in range(args.steps):
         b = data.batch(pool[torch.randint(len(pool), (args.batch,), generator=g)])
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        t = times(args.batch, generator=g)
-        s = LinearPath().sample(b["x"], t, torch.randn(b["x"].shape, generator=g))
-        keep, drop = sample_condition_dropout(args.batch, r, 0.1, 0.1, g)
-        kw = {"rewards": b["rewards"], "reward_mask": b["reward_mask"] & keep} if r else {}
-        model.train()
-        loss = velocity_loss(model(s.x_t, t, b["text"], b["text_mask"], drop_text=drop, **kw), s.target).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        opt.step()
-        d = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(p, 1 - d)
+        loss = recipe_step(model, ema, opt, b, step, args.steps, args.lr, args.warmup, times, g)
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             gaps = text_gaps(ema, data.batch(held), times=(0.5, 0.9))
             history.append({"step": step + 1, "seconds": round(time.perf_counter() - start), "loss": loss.item(), **gaps})
@@ -299,24 +310,31 @@ def reward_condition(n: int, r: int, targets: float | list | None) -> tuple[torc
 
 
 # ------------------------------------------------------------------------------------------- geneval
+def render_heldout(model: MiroTransformer, meta: list[dict], *args, **kwargs) -> list[list[dict]]:
+    """The shapes detector's detections of each image of ``sample_heldout(model, meta, *args, **kwargs)``."""
+    from PIL import Image
+
+    from miro.data.shapes.detector import default_detector
+
+    detector = default_detector()
+    return [detector(Image.fromarray(p)) for p in sample_heldout(model, meta, *args, **kwargs)]
+
+
 @torch.no_grad()
-def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
+def sample_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, reward_scale: float,
                    images: int = 1, steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0,
                    interval: tuple[float, float] = (0.0, 1.0), method: str = "euler",
                    sde_noise: float = 0.7, class_contrast: tuple[float, float, float] | None = None,
-                   decode=None) -> list[list[dict]]:  # fmt: skip
+                   decode=None) -> np.ndarray:  # fmt: skip
     """``images`` samples of a bare transformer (MiniLM text, pixel space) per metadata row (prompt-major), rewards
     at ``targets`` (one value, or one per reward in model order; None: no reward given, as in reward dropout),
     negative targets 0, decoupled guidance scales
     applied inside the noise-level ``interval``, ``steps`` steps of the ``method`` solver (``sde``: with noise scale
-    ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``); returns the shapes detector's detections
-    of each image.  ``class_contrast`` (lam, t_lo, t_hi), one-object prompts only: inside [t_lo, t_hi] the
+    ``sde_noise``, its fresh noise from a generator seeded ``seed + 1``), as uint8 [N, H, W, 3] pixels.
+    ``class_contrast`` (lam, t_lo, t_hi), one-object prompts only: inside [t_lo, t_hi] the
     velocity gains lam (v(c, s+) - mean_j v(c_j, s+)), c_j the prompt with its class word replaced by each other
     class: a negative prompt per confusable class, guidance on the class word alone.  ``decode``: the
     pipeline's autoencoder decode for a latent-space model (``pipeline_decoder``); None for pixel space."""
-    from PIL import Image
-
-    from miro.data.shapes.detector import default_detector
     from miro.flow import flow_sigmas
     from miro.flow.solvers import integrate
     from miro.models.text_encoders import TextEncoder
@@ -344,9 +362,7 @@ def render_heldout(model: MiroTransformer, meta: list[dict], text_scale: float, 
     if decode is not None:
         with torch.no_grad():
             out = torch.cat([decode(out[i:i + 256]) for i in range(0, len(out), 256)])
-    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    detector = default_detector()
-    return [detector(Image.fromarray(p)) for p in pixels]
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def contrast_velocity(model: MiroTransformer, base, meta: list[dict], images: int, conds,

@@ -1,10 +1,12 @@
 """scripts/experiments/peer_unet.py: the peer U-Net keeps the model call contract, and a killed run resumes exactly."""
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "experiments"))
 import peer_unet as pu  # noqa: E402
@@ -54,7 +56,12 @@ def test_a_killed_run_resumes_to_the_same_weights(monkeypatch, tmp_path, arch, e
     monkeypatch.setattr(pu, "clean_keys", lambda data: {"k1", "k3"})
     evaluated = []
     monkeypatch.setattr(pu, "failure_modes", lambda *a, **k: evaluated.append(a[6]) or {"tasks": {}})
-    common = ["--data", "unused", "--arch", arch, "--steps", "4", "--batch", "2", "--checkpoint-every", "2",
+    data = tmp_path / "data"
+    (data / "heldout").mkdir(parents=True)
+    rows = [{"tag": "colors", "prompt": f"a photo of a {c} circle", "include": [{"class": "circle", "count": 1, "color": c}]}
+            for c in ("red", "blue", "green")]
+    (data / "heldout" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--data", str(data), "--arch", arch, "--steps", "4", "--batch", "2", "--checkpoint-every", "2",
               "--eval-at", "2", "--log-every", "1", *extra]
 
     pu.main([*common, "--out", str(tmp_path / "straight")])
@@ -84,6 +91,11 @@ def test_a_killed_run_resumes_to_the_same_weights(monkeypatch, tmp_path, arch, e
     for key in a["ema"]:
         torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0)
     assert len(a["history"]) == 4 and [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+    # the grid of the last checkpoint: columns the first two colour prompts, rows two seeds, 3x nearest upscaling
+    pu.main([*common, "--out", str(tmp_path / "resumed"), "--grid", str(tmp_path / "g.png"), "--images", "2",
+             "--grid-prompts", "2", "--sample-steps", "2"])
+    assert Image.open(tmp_path / "g.png").size == (2 * 34 * 3, 2 * 34 * 3)
 
 
 def test_only_our_model_takes_reward_tokens():
