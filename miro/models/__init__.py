@@ -14,6 +14,7 @@ from miro.models.flops import estimate_mfu, forward_flops, measure_matmul_flops,
 from miro.models.rin import MiroRIN, load_authors_checkpoint
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
+from miro.models.unet import MiroUNet
 from miro.utils.weights import WeightsNotFoundError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "KLAutoencoder",
     "MiroRIN",
     "MiroTransformer",
+    "MiroUNet",
     "ModelConfig",
     "TextEncoder",
     "TextEncoderConfig",

@@ -16,6 +16,7 @@ from miro.models.rin_transformer import RIN_ARGUMENTS, MiroRINTransformer, check
 from miro.models.text_encoders import KINDS as TE_KINDS
 from miro.models.text_encoders import LAYERS, TextEncoder
 from miro.models.transformer import MiroTransformer, check_arguments, spatial_stride, stride_factors
+from miro.models.unet import UNET_ARGUMENTS, MiroUNet, check_unet_arguments
 from miro.utils.config import ConfigError, require, require_choice
 from miro.utils.device import DTYPES
 
@@ -25,7 +26,9 @@ DERIVED = ("in_channels", "sample_size", "text_dim")  # null in a config: taken 
 
 _RIN_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroRINTransformer.__init__).parameters.items()
                  if k in RIN_ARGUMENTS}
-BACKBONES = ("dit", "rin")
+_UNET_DEFAULTS = {k: p.default for k, p in inspect.signature(MiroUNet.__init__).parameters.items()
+                  if k in UNET_ARGUMENTS}
+BACKBONES = ("dit", "rin", "unet")
 
 
 def _default(name: str):
@@ -64,6 +67,32 @@ class RINConfig:
         check_rin_arguments(asdict(self), prefix="model.rin.")
 
 
+def _unet_default(name: str):
+    return _UNET_DEFAULTS[name]
+
+
+@dataclass
+class UNetConfig:
+    """The U-Net backbone's sizes (``model.backbone: unet``; ``MiroUNet``, diffusers' ``UNet2DConditionModel``
+    reading the condition set), with the class's defaults; checked by its own ``check_unet_arguments``.  Unused
+    by the other backbones."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: list(_unet_default("block_out_channels")))
+    layers_per_block: int = _unet_default("layers_per_block")
+    attention_head_dim: int = _unet_default("attention_head_dim")
+    norm_num_groups: int = _unet_default("norm_num_groups")
+    cond_width: int = _unet_default("cond_width")
+    cond_heads: int = _unet_default("cond_heads")
+    cond_refiner_depth: int = _unet_default("cond_refiner_depth")
+    reward_fourier_dim: int = _unet_default("reward_fourier_dim")
+    reward_fourier_scale: float = _unet_default("reward_fourier_scale")
+    num_registers: int = _unet_default("num_registers")
+    pooled_text: bool = _unet_default("pooled_text")
+
+    def __post_init__(self):
+        check_unet_arguments(asdict(self), prefix="model.unet.")
+
+
 @dataclass
 class ModelConfig:
     """MiroTransformer hyper-parameters, with the class's defaults.  ``in_channels``, ``sample_size`` and
@@ -99,14 +128,16 @@ class ModelConfig:
     in_channels: int | None = None
     sample_size: int | None = None
     text_dim: int | None = None
-    # dit: MiroTransformer (the fields above); rin: the authors' RIN, sized by ``rin`` (MiroRINTransformer)
+    # dit: MiroTransformer (the fields above); rin: the authors' RIN, sized by ``rin`` (MiroRINTransformer);
+    # unet: diffusers' SD-style U-Net on the same condition set, sized by ``unet`` (MiroUNet)
     backbone: str = "dit"
     rin: RINConfig = field(default_factory=RINConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self):
         require_choice("model.backbone", self.backbone, BACKBONES)
         args = {k: v for k, v in asdict(self).items()
-                if k not in ("gradient_checkpointing", "backbone", "rin") and not (k in DERIVED and v is None)}
+                if k not in ("gradient_checkpointing", "backbone", "rin", "unet") and not (k in DERIVED and v is None)}
         check_arguments(args, prefix="model.")
         if self.backbone == "rin":
             require(not self.gradient_checkpointing, "model.gradient_checkpointing", self.gradient_checkpointing,
@@ -115,10 +146,14 @@ class ModelConfig:
     @property
     def spatial_stride(self) -> int:
         """Input pixels per token side of the chosen backbone (the resolution must be a multiple of it)."""
+        if self.backbone == "unet":
+            return 2 ** (len(self.unet.block_out_channels) - 1)
         return self.rin.patch_size if self.backbone == "rin" else spatial_stride(asdict(self))
 
     def stride_factors(self) -> str:
         """The keys whose product is ``spatial_stride``, for error messages."""
+        if self.backbone == "unet":
+            return "2^(len(model.unet.block_out_channels) - 1)"
         return "model.rin.patch_size" if self.backbone == "rin" else stride_factors(asdict(self), prefix="model.",
                                                                                     values=False)
 
@@ -211,8 +246,8 @@ def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
 def build_model(
     cfg: ModelConfig, *, reward_names: Sequence[str] = (), text_dim: int | None = None,
     in_channels: int | None = None, sample_size: int | None = None,
-) -> MiroTransformer | MiroRINTransformer:
-    """A fresh MiroTransformer (or ``MiroRINTransformer`` with ``backbone: rin``) conditioned on ``reward_names`` (in that order; () = the no-reward baseline);
+) -> MiroTransformer | MiroRINTransformer | MiroUNet:
+    """A fresh MiroTransformer (or ``MiroRINTransformer`` with ``backbone: rin``, ``MiroUNet`` with ``unet``) conditioned on ``reward_names`` (in that order; () = the no-reward baseline);
     values not set in ``cfg`` come from the text encoder / autoencoder / image size."""
     derived = {"text_dim": text_dim, "in_channels": in_channels, "sample_size": sample_size}
     resolved = {}
@@ -225,9 +260,14 @@ def build_model(
             raise ConfigError(f"model.{key} is null and was not supplied by the caller")
     if cfg.backbone == "rin":
         return MiroRINTransformer(reward_names=list(reward_names), **resolved, **asdict(cfg.rin))
+    if cfg.backbone == "unet":
+        model = MiroUNet(reward_names=list(reward_names), **resolved, **asdict(cfg.unet))
+        if cfg.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        return model
     kwargs = asdict(cfg)
     checkpointing = kwargs.pop("gradient_checkpointing")
-    kwargs.pop("backbone"), kwargs.pop("rin")
+    kwargs.pop("backbone"), kwargs.pop("rin"), kwargs.pop("unet")
     kwargs.update(resolved)
     model = MiroTransformer(reward_names=list(reward_names), **kwargs)
     if checkpointing:

@@ -239,3 +239,24 @@ def counted_flops(fn: Callable[[], Any]) -> int:
     finally:
         F.scaled_dot_product_attention = sdpa
     return counter.get_total_flops()
+
+
+def counted_training_flops(model: torch.nn.Module, height: int, width: int, text_len: int, passes: int = 3) -> int:
+    """Training FLOPs per sample of a model that follows the project's call contract, counted by ``counted_flops``
+    on a one-sample forward at these sizes and cached on the model per shape: ``passes`` forwards' worth (3: the
+    forward and its backward at twice the forward)."""
+    key = (height, width, text_len, passes)
+    cache = model.__dict__.setdefault("_flops_cache", {})
+    if key not in cache:
+        cfg = model.config
+        p = next(model.parameters())
+        x = torch.zeros(1, cfg.in_channels, height, width, device=p.device, dtype=p.dtype)
+        text = torch.zeros(1, text_len, cfg.text_dim, device=p.device, dtype=p.dtype)
+        mask = torch.ones(1, text_len, dtype=torch.bool, device=p.device)
+        rewards = torch.zeros(1, model.num_rewards, device=p.device)
+        t = torch.full((1,), 0.5, device=p.device)
+        with torch.no_grad():
+            forward = counted_flops(lambda: model(x, t, text, mask, rewards if model.num_rewards else None,
+                                                  (rewards > 0) if model.num_rewards else None))
+        cache[key] = forward * passes
+    return cache[key]

@@ -38,19 +38,25 @@ _RIN_BLOCK = r"rin\.rin_blocks\.\d+\.(retrieve_cond|retriever_ca|processer_sa\.\
 _RIN_ATTENTION = _RIN_BLOCK + r"(sa|ca)\.(qkv|q|kv|out)"
 _RIN_MLP = _RIN_BLOCK + r"ffn\.(linear_packed|linear_out)"
 _RIN_MIXER = r"rin\.transformers_blocks\.\d+\.(sa\.(qkv|out)|ffn\.linear_[12])"
-#: Target-module presets: regexes over the module names of either backbone (peft matches them in full).
+#: The U-Net backbone's (``MiroUNet``: diffusers' UNet2DConditionModel) transformer blocks and ResNet blocks.
+_UNET_BLOCK = r"unet\.(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.attentions\.\d+\.transformer_blocks\.\d+\."
+_UNET_ATTENTION = _UNET_BLOCK + r"(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
+_UNET_MLP = _UNET_BLOCK + r"ff\.net\.(0\.proj|2)"
+_UNET_CONV = r"unet\.(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.resnets\.\d+\.(conv1|conv2|time_emb_proj)"
+#: Target-module presets: regexes over the module names of every backbone (peft matches them in full).
 #: "attention": the backbone blocks' self- and cross-attention projections (what DreamBooth-LoRA adapts);
 #: "attention_mlp": also their MLPs (what Akyurek et al. adapt: q/v + MLP); "all": also the adaLN
 #: modulations and, in a conv U-shape, the conv blocks' convolutions (peft adapts Conv2d as well), and in the
-#: RIN its condition mixer.
+#: RIN its condition mixer, in the U-Net its ResNet blocks' convolutions and time projections.
 TARGETS = {
     "attention": "(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out)"
-                 + "|" + _RIN_ATTENTION + ")",
+                 + "|" + _RIN_ATTENTION + "|" + _UNET_ATTENTION + ")",
     "attention_mlp": "(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out|mlp\.fc1|mlp\.fc2)"
-                     + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + ")",
+                     + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + "|" + _UNET_ATTENTION + "|" + _UNET_MLP + ")",
     "all": r"(" + _BLOCK + r"(attn\.to_qkv|attn\.to_out|cross_attn\.to_q|cross_attn\.to_kv|cross_attn\.to_out|mlp\.fc1|mlp\.fc2"
            r"|modulation)|conv_(stem|head|down_blocks\.\d+|up_blocks\.\d+)\.(conv1|conv2|emb)"
-           + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + "|" + _RIN_MIXER + ")",
+           + "|" + _RIN_ATTENTION + "|" + _RIN_MLP + "|" + _RIN_MIXER
+           + "|" + _UNET_ATTENTION + "|" + _UNET_MLP + "|" + _UNET_CONV + ")",
 }  # fmt: skip
 
 

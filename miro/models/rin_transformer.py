@@ -283,19 +283,6 @@ class MiroRINTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         """Forward + backward FLOPs per sample of one training step, counted by ``FlopCounterMode`` on a
         one-sample forward (cached per shape): 3 x forward for the loss pass plus one forward for the
         self-conditioning pass when the network has one."""
-        key = (height, width, text_len)
-        cache = self.__dict__.setdefault("_flops_cache", {})
-        if key not in cache:
-            from miro.models.flops import counted_flops
+        from miro.models.flops import counted_training_flops
 
-            cfg = self.config
-            p = next(self.parameters())
-            x = torch.zeros(1, cfg.in_channels, height, width, device=p.device, dtype=p.dtype)
-            text = torch.zeros(1, text_len, cfg.text_dim, device=p.device, dtype=p.dtype)
-            mask = torch.ones(1, text_len, dtype=torch.bool, device=p.device)
-            rewards = torch.zeros(1, self.num_rewards, device=p.device)
-            with torch.no_grad():
-                forward = counted_flops(lambda: self(x, torch.full((1,), 0.5, device=p.device), text, mask, rewards,
-                                                     rewards > 0))
-            cache[key] = forward * (4 if self.self_conditioning else 3)
-        return cache[key]
+        return counted_training_flops(self, height, width, text_len, passes=4 if self.self_conditioning else 3)

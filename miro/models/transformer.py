@@ -222,7 +222,169 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
         check("sample_size", lambda v: v % stride == 0, f"must be a multiple of {stride_factors(geometry)}{total}")
 
 
-class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class ConditionSetMixin:
+    """The condition set of the backbones that read the prompt and the rewards through cross-attention
+    (``MiroTransformer``, ``MiroUNet``): one token per reward, the registers, a null-text slot and the projected
+    text tokens, refined by ``cond_refiner_depth`` self-attention blocks, plus the pooled prompt for the time
+    embedding; the input checks of the model call (docs/contracts.md, "Model call").  The host sets
+    ``reward_names`` and calls ``_build_condition_set`` in its ``__init__``, and defines ``spatial_stride`` and
+    ``_stride_text``."""
+
+    #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
+    #: CPU, where the check reads host memory; True = on every device (debugging: one host sync per call on an
+    #: accelerator, which stalls the training loop); False = never.  The environment variable
+    #: ``MIRO_CHECK_VALUES=1`` (or ``0``) sets the default.  Training data is checked where it is produced, on the
+    #: CPU (the data pipeline rejects a bucket outside 0..num_bins-1), and the sampler builds t and the targets.
+    check_values: bool | None = _env_flag("MIRO_CHECK_VALUES")
+
+    def _build_condition_set(self, width: int, text_dim: int, reward_names: list[str], reward_fourier_dim: int,
+                             reward_fourier_scale: float, num_registers: int, cond_refiner_depth: int, num_heads: int,
+                             mlp_ratio: float, mlp_type: str, qk_norm: bool, pooled_text: bool) -> None:
+        """The modules of the condition set, ``width`` wide (registered in this order: it fixes the init draws)."""
+        self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
+        self.text_proj = nn.Linear(text_dim, width)
+        self.null_text = nn.Parameter(torch.zeros(1, 1, width))
+        self.pooled_text_proj = (
+            nn.Sequential(nn.Linear(text_dim, width), nn.SiLU(), nn.Linear(width, width)) if pooled_text else None
+        )
+        self.reward_embedder = (
+            RewardEmbedder(len(reward_names), width, reward_fourier_dim, reward_fourier_scale) if reward_names else None
+        )
+        self.registers = nn.Parameter(torch.zeros(1, num_registers, width)) if num_registers else None
+        self.cond_blocks = nn.ModuleList(
+            ConditionBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(cond_refiner_depth)
+        )
+
+    @property
+    def num_rewards(self) -> int:
+        return len(self.reward_names)
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(self, x, t, text, text_mask, rewards, reward_mask, drop_text) -> None:
+        cfg = self.config
+        _require(x.dim() == 4, f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        _require(c == cfg.in_channels, f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
+        stride = self.spatial_stride
+        _require(h % stride == 0 and w % stride == 0,
+                 f"x spatial size {h}x{w} must be a multiple of {self._stride_text()}")
+        _require(t.shape == (b,), f"t must have shape [B]=[{b}], got {tuple(t.shape)}")
+        _require(text.dim() == 3 and text.shape[0] == b and text.shape[2] == cfg.text_dim,
+                 f"text must be [B={b}, L, text_dim={cfg.text_dim}], got {tuple(text.shape)}")
+        _require(text_mask.shape == text.shape[:2] and text_mask.dtype == torch.bool,
+                 f"text_mask must be a bool tensor of shape {tuple(text.shape[:2])}, got {text_mask.dtype} {tuple(text_mask.shape)}")
+        if drop_text is not None:
+            _require(drop_text.shape == (b,) and drop_text.dtype == torch.bool,
+                     f"drop_text must be a bool tensor of shape [{b}], got {drop_text.dtype} {tuple(drop_text.shape)}")
+        r = self.num_rewards
+        if r == 0:
+            _require(rewards is None or rewards.numel() == 0,
+                     "this is the no-reward baseline (reward_names=[]); pass rewards=None")
+            _require(reward_mask is None or reward_mask.numel() == 0,
+                     "this is the no-reward baseline (reward_names=[]); pass reward_mask=None")
+            return
+        if rewards is not None:
+            _require(rewards.shape == (b, r),
+                     f"rewards must be [B={b}, R={r}] in the order {self.reward_names}, got {tuple(rewards.shape)}")
+            _require(rewards.is_floating_point(), f"rewards must be floating point, got {rewards.dtype}")
+        if reward_mask is not None:
+            _require(reward_mask.shape == (b, r) and reward_mask.dtype == torch.bool,
+                     f"reward_mask must be a bool tensor of shape [{b}, {r}], got {reward_mask.dtype} {tuple(reward_mask.shape)}")
+            _require(rewards is not None, "reward_mask given without rewards")
+
+    def _check_values(self, t: torch.Tensor, rewards: torch.Tensor | None, reward_mask: torch.Tensor | None) -> None:
+        """Range checks of t and the rewards, as ``check_values`` asks (never under torch.compile)."""
+        if torch.compiler.is_compiling() or self.check_values is False:
+            return
+        on_cpu = t.device.type == "cpu" and (rewards is None or rewards.device.type == "cpu")
+        if not (on_cpu or self.check_values):
+            return  # no host sync per forward on an accelerator
+        bad_t = (t < 0) | (t > 1) | torch.isnan(t)
+        checks = [bad_t.any()]
+        if rewards is not None and rewards.numel():
+            bad_r = (rewards < 0) | (rewards > 1) | torch.isnan(rewards)
+            if reward_mask is not None:
+                bad_r = bad_r & reward_mask
+            checks.append(bad_r.any())
+        if torch.stack(checks).any():
+            if bool(checks[0]):
+                raise ValueError(f"t must lie in [0, 1] (noise level), got values {t[bad_t].tolist()[:8]}")
+            raise ValueError(
+                f"rewards must lie in [0, 1] where reward_mask is True (for {self.reward_names}), "
+                f"got {rewards[bad_r].tolist()[:8]}"
+            )
+
+    def encode_condition(
+        self,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        rewards: torch.Tensor | None = None,
+        reward_mask: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """The condition: ``cond`` [rewards (R), registers, null text (1), text (L)], its key mask ``cond_mask``
+        [B, S], and ``pooled`` [B, width] (the pooled-text term of the modulation, None without ``pooled_text``).
+
+        It does not depend on x or t, so a sampler can compute it once per prompt and call
+        ``velocity(x, t, **condition)``.
+        The null-text slot is attended exactly when the sample has no usable text token (dropped, or every
+        text token masked), so every sample attends to at least one key and no row of attention is empty.
+        """
+        b = text.shape[0]
+        dtype = self.text_proj.weight.dtype
+        keep = text_mask if drop_text is None else text_mask & ~drop_text[:, None]
+        # masked tokens are zeroed, so whatever padding holds (even NaN) is never read
+        normed = self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0))
+        txt = self.text_proj(normed)
+        pooled = None
+        if self.pooled_text_proj is not None:  # mean of the kept tokens; zeros when none is kept (dropped text)
+            kept = keep.to(normed.dtype)[..., None]
+            pooled = self.pooled_text_proj((normed * kept).sum(1) / kept.sum(1).clamp(min=1))
+        tokens, masks = [], []
+        if self.reward_embedder is not None:
+            if rewards is None:
+                rewards = torch.zeros(b, self.num_rewards, device=text.device)
+                reward_mask = torch.zeros(b, self.num_rewards, dtype=torch.bool, device=text.device)
+            elif reward_mask is None:
+                reward_mask = torch.ones(rewards.shape, dtype=torch.bool, device=rewards.device)
+            tokens.append(self.reward_embedder(rewards, reward_mask))
+            masks.append(torch.ones(b, self.num_rewards, dtype=torch.bool, device=text.device))
+        if self.registers is not None:
+            tokens.append(self.registers.expand(b, -1, -1))
+            masks.append(torch.ones(b, self.registers.shape[1], dtype=torch.bool, device=text.device))
+        tokens += [self.null_text.expand(b, -1, -1), txt]
+        masks += [~keep.any(dim=1, keepdim=True), keep]
+        cond = torch.cat([tok.to(txt.dtype) for tok in tokens], dim=1)
+        mask = torch.cat(masks, dim=1)
+        if len(self.cond_blocks):
+            kpm = key_padding_mask(mask)
+            for block in self.cond_blocks:
+                if torch.is_grad_enabled() and self.gradient_checkpointing:
+                    cond = self._gradient_checkpointing_func(block, cond, kpm)
+                else:
+                    cond = block(cond, kpm)
+        return {"cond": cond, "cond_mask": mask, "pooled": pooled}
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        rewards: torch.Tensor | None = None,
+        reward_mask: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity eps - x_0 at noise level t (shaped like x): the inputs checked, the condition encoded, the
+        host's ``velocity`` on it (docs/contracts.md, "Model call")."""
+        self._check_inputs(x, t, text, text_mask, rewards, reward_mask, drop_text)
+        if self.num_rewards == 0:
+            rewards = reward_mask = None
+        self._check_values(t, rewards, reward_mask)
+        return self.velocity(x, t, **self.encode_condition(text, text_mask, rewards, reward_mask, drop_text))
+
+
+class MiroTransformer(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Reward- and text-conditioned flow-matching transformer for pixels or latents.
 
     Args (all saved to config.json):
@@ -278,12 +440,6 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
             "raster", "raster_rev", "col", "col_rev" (default "raster+raster_rev").
     """
 
-    #: When ``forward`` checks that t and the rewards lie in [0, 1]: None (the default) = when they are on the
-    #: CPU, where the check reads host memory; True = on every device (debugging: one host sync per call on an
-    #: accelerator, which stalls the training loop); False = never.  The environment variable
-    #: ``MIRO_CHECK_VALUES=1`` (or ``0``) sets the default.  Training data is checked where it is produced, on the
-    #: CPU (the data pipeline rejects a bucket outside 0..num_bins-1), and the sampler builds t and the targets.
-    check_values: bool | None = _env_flag("MIRO_CHECK_VALUES")
     _supports_gradient_checkpointing = True
     _no_split_modules = ["MiroBlock", "ConditionBlock"]
 
@@ -331,19 +487,8 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.token_channels = levels[-1] if levels else in_channels
         self.patch_embed = nn.Linear(self.token_channels * patch_size**2, width)
         self.time_embedder = TimestepEmbedder(width, time_frequency_dim)
-        self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
-        self.text_proj = nn.Linear(text_dim, width)
-        self.null_text = nn.Parameter(torch.zeros(1, 1, width))
-        self.pooled_text_proj = (
-            nn.Sequential(nn.Linear(text_dim, width), nn.SiLU(), nn.Linear(width, width)) if pooled_text else None
-        )
-        self.reward_embedder = (
-            RewardEmbedder(len(reward_names), width, reward_fourier_dim, reward_fourier_scale) if reward_names else None
-        )
-        self.registers = nn.Parameter(torch.zeros(1, num_registers, width)) if num_registers else None
-        self.cond_blocks = nn.ModuleList(
-            ConditionBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(cond_refiner_depth)
-        )
+        self._build_condition_set(width, text_dim, reward_names, reward_fourier_dim, reward_fourier_scale, num_registers,
+                                  cond_refiner_depth, num_heads, mlp_ratio, mlp_type, qk_norm, pooled_text)
         self.blocks = nn.ModuleList(
             MiroBlock(
                 width, num_heads, mlp_ratio, mlp_type, qk_norm, token_mixer, ttt_mini_batch, ttt_scan_orders
@@ -410,13 +555,13 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     # ------------------------------------------------------------------ helpers
     @property
-    def num_rewards(self) -> int:
-        return len(self.reward_names)
-
-    @property
     def spatial_stride(self) -> int:
         """Input pixels per token side (input sizes must be multiples of it)."""
         return spatial_stride(self.config)
+
+    def _stride_text(self) -> str:
+        stride = self.spatial_stride
+        return stride_factors(self.config) + (f" = {stride}" if stride != self.config.patch_size else "")
 
     def _positions(self, grid_h: int, grid_w: int, device, dtype) -> torch.Tensor:
         if torch.compiler.is_compiling():
@@ -441,114 +586,7 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         x = tokens.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(b, c, h, w)
 
-    # ------------------------------------------------------------------ checks
-    def _check_inputs(self, x, t, text, text_mask, rewards, reward_mask, drop_text) -> None:
-        cfg = self.config
-        _require(x.dim() == 4, f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
-        b, c, h, w = x.shape
-        _require(c == cfg.in_channels, f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
-        stride = self.spatial_stride
-        _require(h % stride == 0 and w % stride == 0,
-                 f"x spatial size {h}x{w} must be a multiple of {stride_factors(cfg)}"
-                 + (f" = {stride}" if stride != cfg.patch_size else ""))
-        _require(t.shape == (b,), f"t must have shape [B]=[{b}], got {tuple(t.shape)}")
-        _require(text.dim() == 3 and text.shape[0] == b and text.shape[2] == cfg.text_dim,
-                 f"text must be [B={b}, L, text_dim={cfg.text_dim}], got {tuple(text.shape)}")
-        _require(text_mask.shape == text.shape[:2] and text_mask.dtype == torch.bool,
-                 f"text_mask must be a bool tensor of shape {tuple(text.shape[:2])}, got {text_mask.dtype} {tuple(text_mask.shape)}")
-        if drop_text is not None:
-            _require(drop_text.shape == (b,) and drop_text.dtype == torch.bool,
-                     f"drop_text must be a bool tensor of shape [{b}], got {drop_text.dtype} {tuple(drop_text.shape)}")
-        r = self.num_rewards
-        if r == 0:
-            _require(rewards is None or rewards.numel() == 0,
-                     "this is the no-reward baseline (reward_names=[]); pass rewards=None")
-            _require(reward_mask is None or reward_mask.numel() == 0,
-                     "this is the no-reward baseline (reward_names=[]); pass reward_mask=None")
-            return
-        if rewards is not None:
-            _require(rewards.shape == (b, r),
-                     f"rewards must be [B={b}, R={r}] in the order {self.reward_names}, got {tuple(rewards.shape)}")
-            _require(rewards.is_floating_point(), f"rewards must be floating point, got {rewards.dtype}")
-        if reward_mask is not None:
-            _require(reward_mask.shape == (b, r) and reward_mask.dtype == torch.bool,
-                     f"reward_mask must be a bool tensor of shape [{b}, {r}], got {reward_mask.dtype} {tuple(reward_mask.shape)}")
-            _require(rewards is not None, "reward_mask given without rewards")
-
-    def _check_values(self, t: torch.Tensor, rewards: torch.Tensor | None, reward_mask: torch.Tensor | None) -> None:
-        """Range checks of t and the rewards, as ``check_values`` asks (never under torch.compile)."""
-        if torch.compiler.is_compiling() or self.check_values is False:
-            return
-        on_cpu = t.device.type == "cpu" and (rewards is None or rewards.device.type == "cpu")
-        if not (on_cpu or self.check_values):
-            return  # no host sync per forward on an accelerator
-        bad_t = (t < 0) | (t > 1) | torch.isnan(t)
-        checks = [bad_t.any()]
-        if rewards is not None and rewards.numel():
-            bad_r = (rewards < 0) | (rewards > 1) | torch.isnan(rewards)
-            if reward_mask is not None:
-                bad_r = bad_r & reward_mask
-            checks.append(bad_r.any())
-        if torch.stack(checks).any():
-            if bool(checks[0]):
-                raise ValueError(f"t must lie in [0, 1] (noise level), got values {t[bad_t].tolist()[:8]}")
-            raise ValueError(
-                f"rewards must lie in [0, 1] where reward_mask is True (for {self.reward_names}), "
-                f"got {rewards[bad_r].tolist()[:8]}"
-            )
-
     # ------------------------------------------------------------------ forward
-    def encode_condition(
-        self,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        rewards: torch.Tensor | None = None,
-        reward_mask: torch.Tensor | None = None,
-        drop_text: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | None]:
-        """The condition: ``cond`` [rewards (R), registers, null text (1), text (L)], its key mask ``cond_mask``
-        [B, S], and ``pooled`` [B, width] (the pooled-text term of the modulation, None without ``pooled_text``).
-
-        It does not depend on x or t, so a sampler can compute it once per prompt and call
-        ``velocity(x, t, **condition)``.
-        The null-text slot is attended exactly when the sample has no usable text token (dropped, or every
-        text token masked), so every sample attends to at least one key and no row of attention is empty.
-        """
-        b = text.shape[0]
-        dtype = self.text_proj.weight.dtype
-        keep = text_mask if drop_text is None else text_mask & ~drop_text[:, None]
-        # masked tokens are zeroed, so whatever padding holds (even NaN) is never read
-        normed = self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0))
-        txt = self.text_proj(normed)
-        pooled = None
-        if self.pooled_text_proj is not None:  # mean of the kept tokens; zeros when none is kept (dropped text)
-            kept = keep.to(normed.dtype)[..., None]
-            pooled = self.pooled_text_proj((normed * kept).sum(1) / kept.sum(1).clamp(min=1))
-        tokens, masks = [], []
-        if self.reward_embedder is not None:
-            if rewards is None:
-                rewards = torch.zeros(b, self.num_rewards, device=text.device)
-                reward_mask = torch.zeros(b, self.num_rewards, dtype=torch.bool, device=text.device)
-            elif reward_mask is None:
-                reward_mask = torch.ones(rewards.shape, dtype=torch.bool, device=rewards.device)
-            tokens.append(self.reward_embedder(rewards, reward_mask))
-            masks.append(torch.ones(b, self.num_rewards, dtype=torch.bool, device=text.device))
-        if self.registers is not None:
-            tokens.append(self.registers.expand(b, -1, -1))
-            masks.append(torch.ones(b, self.registers.shape[1], dtype=torch.bool, device=text.device))
-        tokens += [self.null_text.expand(b, -1, -1), txt]
-        masks += [~keep.any(dim=1, keepdim=True), keep]
-        cond = torch.cat([tok.to(txt.dtype) for tok in tokens], dim=1)
-        mask = torch.cat(masks, dim=1)
-        if len(self.cond_blocks):
-            kpm = key_padding_mask(mask)
-            for block in self.cond_blocks:
-                if torch.is_grad_enabled() and self.gradient_checkpointing:
-                    cond = self._gradient_checkpointing_func(block, cond, kpm)
-                else:
-                    cond = block(cond, kpm)
-        return {"cond": cond, "cond_mask": mask, "pooled": pooled}
-
     def velocity(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor,
         pooled: torch.Tensor | None = None,
@@ -597,20 +635,3 @@ class MiroTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
             if unshuffle > 1:
                 out = F.pixel_shuffle(out, unshuffle)
         return out.to(x.dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        rewards: torch.Tensor | None = None,
-        reward_mask: torch.Tensor | None = None,
-        drop_text: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Velocity eps - x_0 at noise level t (shaped like x); see the module docstring for the contract."""
-        self._check_inputs(x, t, text, text_mask, rewards, reward_mask, drop_text)
-        if self.num_rewards == 0:
-            rewards = reward_mask = None
-        self._check_values(t, rewards, reward_mask)
-        return self.velocity(x, t, **self.encode_condition(text, text_mask, rewards, reward_mask, drop_text))

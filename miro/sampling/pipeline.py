@@ -83,7 +83,7 @@ def check_pipeline_folder(root: Path, variant: str | None = None) -> None:
         raise PipelineFolderError(f"{index}: unreadable ({err})") from None
     weights = WEIGHTS_NAME if not variant else WEIGHTS_NAME.replace(".safetensors", f".{variant}.safetensors")
     for name, spec in components.items():
-        if not (isinstance(spec, list) and len(spec) == 2 and spec[1] in {"MiroTransformer", "MiroRINTransformer"}):
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[1] in {"MiroTransformer", "MiroRINTransformer", "MiroUNet"}):
             continue
         folder = root / name
         file = folder / weights

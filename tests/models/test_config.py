@@ -106,8 +106,8 @@ def test_schema_defaults_are_the_model_defaults():
     params = inspect.signature(MiroTransformer.__init__).parameters
     cfg = ModelConfig()
     for f in dataclasses.fields(ModelConfig):
-        if f.name in ("gradient_checkpointing", "in_channels", "sample_size", "text_dim", "backbone", "rin"):
-            continue  # config-only, or null = derived when the model is built, or the RIN's (below)
+        if f.name in ("gradient_checkpointing", "in_channels", "sample_size", "text_dim", "backbone", "rin", "unet"):
+            continue  # config-only, or null = derived when the model is built, or the RIN's / U-Net's (below)
         default = params[f.name].default
         assert getattr(cfg, f.name) == default, f.name
     assert cfg.patch_size == 2
@@ -115,6 +115,12 @@ def test_schema_defaults_are_the_model_defaults():
     rin_params = inspect.signature(MiroRINTransformer.__init__).parameters
     for f in dataclasses.fields(RINConfig):
         assert getattr(cfg.rin, f.name) == rin_params[f.name].default, f.name
+    from miro.models.unet import MiroUNet
+
+    unet_params = inspect.signature(MiroUNet.__init__).parameters
+    for f in dataclasses.fields(type(cfg.unet)):
+        default = unet_params[f.name].default
+        assert getattr(cfg.unet, f.name) == (list(default) if isinstance(default, tuple) else default), f.name
 
 
 @pytest.mark.parametrize("values,message", [

@@ -127,8 +127,8 @@ def test_bad_inputs_name_the_argument():
 def test_config_errors_name_the_key(values, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         to_typed({"backbone": "rin", "rin": values}, ModelConfig)
-    with pytest.raises(ConfigError, match="model.backbone='unet': must be one of"):
-        to_typed({"backbone": "unet"}, ModelConfig)
+    with pytest.raises(ConfigError, match="model.backbone='vit': must be one of"):
+        to_typed({"backbone": "vit"}, ModelConfig)
 
 
 def test_preset_builds_the_rin_and_the_stride_follows_its_patch():

@@ -3,20 +3,17 @@ a run end to end with resume, and its export sampled by the pipeline."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from miro.flow import LinearPath, TimeSampler, velocity_loss
 from miro.models import sample_condition_dropout
 from miro.models.config import ModelConfig, RINConfig, build_model
-from miro.sampling.pipeline import MiroPipeline
 from miro.train.loop import Components, flow_matching_loss, train
 from miro.utils.config import ConfigError
 from tests.data.make_dataset import REWARDS
+from tests.train.backbones import check_run_resumes_and_exports
 from tests.train.conftest import tiny_config
-from tests.train.test_loop import scalars
 from tests.train.tiny import TinyTextEncoder
 
 RIN = ModelConfig(backbone="rin", rin=RINConfig(patch_size=4, data_dim=16, num_latents=6, latents_dim=24, num_blocks=1,
@@ -69,24 +66,8 @@ def test_loss_feeds_the_first_pass_latents_kept_with_the_rate(tmp_path, rate):
 
 
 def test_a_rin_run_trains_resumes_bit_identically_and_exports_a_pipeline(tmp_path, shards_root):
-    def cfg(out, **kw):
-        return tiny_config(out, shards_root, model=RIN, **kw)
-
-    whole = train(cfg(tmp_path / "whole"), rin_components())
-    split = tmp_path / "split"
-    train(cfg(split, stop_after=3), rin_components())
-    train(cfg(split, resume="latest"), rin_components(seed=5))
-    a = load_file(whole / "checkpoints/checkpoint-6/model.safetensors")
-    b = load_file(split / "checkpoints/checkpoint-6/model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(k.startswith("rin.rin_blocks.") for k in a) and "null_text" in a
-    logged = scalars(whole)
-    assert all(np.isfinite(logged["train/loss"])) and all(v > 0 for v in logged["perf/mfu"])  # FLOPs counted
-    assert logged["_images"]  # the sample grid rendered through the guided sampler
-    pipe = MiroPipeline.from_pretrained(whole / "final", text_encoder=TinyTextEncoder())
-    assert type(pipe.transformer).__name__ == "MiroRINTransformer" and pipe.reward_names == list(REWARDS)
-    images = pipe(["a red circle"], num_inference_steps=3, guidance_scale=2.0, output_type="np")
-    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
+    check_run_resumes_and_exports(tmp_path, shards_root, RIN, lambda seed: rin_components(seed=seed),
+                                  "MiroRINTransformer", "rin.rin_blocks.")
 
 
 def test_rin_config_errors_stop_before_training(tmp_path, shards_root):
