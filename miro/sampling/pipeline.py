@@ -37,6 +37,7 @@ from miro.models.rin import AUTHORS_COHERENCE_KEYS
 from miro.models.rin_transformer import MiroRINTransformer
 from miro.models.text_encoders import TextEncoder
 from miro.models.transformer import MiroTransformer
+from miro.models.unet import MiroUNet
 from miro.sampling.guidance import Guidance
 from miro.sampling.sampler import Conditions, sample, total_nfe
 from miro.sampling.settings import SamplingSettings
@@ -157,7 +158,7 @@ def _config_dict(cfg: Any, schema: type) -> dict:
 
 class MiroPipeline(DiffusionPipeline):
     """Reward-conditioned text-to-image sampling with a ``MiroTransformer`` (or the RIN backbone,
-    ``MiroRINTransformer``: the same contract).
+    ``MiroRINTransformer``, or the U-Net backbone, ``MiroUNet``: the same contract).
 
     Args:
         transformer: the velocity network; its ``config.reward_names`` are the rewards it was trained with.
@@ -180,7 +181,7 @@ class MiroPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer: MiroTransformer | MiroRINTransformer,
+        transformer: MiroTransformer | MiroRINTransformer | MiroUNet,
         scheduler: FlowMatchEulerDiscreteScheduler,
         text_encoder_config: Mapping | TextEncoderConfig | None = None,
         autoencoder_config: Mapping | AutoencoderConfig | None = None,
