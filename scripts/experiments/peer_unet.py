@@ -38,6 +38,7 @@ from text_conditioning import (  # noqa: E402
     clean_keys,
     failure_modes,
     geneval,
+    recipe_optimizer,
     recipe_step,
     sample_heldout,
 )
@@ -122,10 +123,7 @@ def train(args) -> None:
     model, ema = build(args.arch, args.rewards != "none"), build(args.arch, args.rewards != "none")
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr)
+    opt = recipe_optimizer(model, args.lr)
     times = TimeSampler("logit_normal", mean=0.0, std=1.0)
     g = torch.Generator().manual_seed(args.seed)
     start_step, history, spent = 0, [], 0.0

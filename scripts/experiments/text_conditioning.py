@@ -225,6 +225,16 @@ VARIANTS = {
 }
 
 
+def recipe_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay 0.01 on every parameter of two or more dimensions (the experiments' grouping since
+    section 1, kept so their numbers reproduce; the package trainer's ``param_groups`` decays only linear and conv
+    weights)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr)
+
+
 def recipe_step(model, ema, opt, b: dict, step: int, steps: int, lr: float, warmup: int, times: TimeSampler,
                 g: torch.Generator, autocast: bool = False) -> torch.Tensor:
     """One step of the recipe on batch ``b``: the learning rate at ``step`` (linear warm-up, cosine to a tenth),
@@ -269,10 +279,7 @@ def cmd_ablate(args) -> dict:
     ema = RecipeVariant(**cfg).setup(**heads)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr)
+    opt = recipe_optimizer(model, args.lr)
     times = TimeSampler("logit_normal", mean=spec.get("time_mean", 0.0), std=1.0)
     g = torch.Generator().manual_seed(0)
     r = model.num_rewards
