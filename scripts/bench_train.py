@@ -41,6 +41,13 @@ small models here are bound by kernel launches, which CUDA graphs (``reduce-over
     python scripts/bench_train.py --part compile --device cuda --dtype bfloat16 --preset tiny_unet \
         --set conv_scale_shift=true --batch 32
 
+Part ``backbones``: the model presets of ``--presets`` (each ``preset[:key=value...]``) in the same minimal loop,
+side by side: the DiT (``tiny_unet`` with adaGN, the shipped shapes reference's network) against the U-Net
+backbone (``tiny_sd_unet``, diffusers' UNet2DConditionModel on the same condition set, ``model.backbone: unet``),
+with counted FLOPs and MFU; ``--dtype bfloat16`` times both under autocast as ``mixed_precision=bf16`` trains:
+
+    python scripts/bench_train.py --part backbones --threads 1 --dtype bfloat16
+
 Parts are functions registered in ``PARTS``; each returns markdown.
 """
 
@@ -173,7 +180,7 @@ def build_miro(preset: str, in_channels: int, image_size: int, text_dim: int, te
         return model(x_t, t, text, text_mask, rewards if model.num_rewards else None,
                      reward_mask if model.num_rewards else None, drop_text)
 
-    name = f"MiroTransformer ({', '.join([preset, *(overrides or [])])})"
+    name = f"{type(model).__name__} ({', '.join([preset, *(overrides or [])])})"
     if compile_mode is not None:
         model.compile(mode=compile_mode)
         name = f"{name}, compiled ({compile_mode})"
@@ -286,6 +293,42 @@ def part_model(args: argparse.Namespace) -> str:
         f"- our analytic training FLOPs ({analytic / 1e9:.3f} G/step) vs counted "
         f"({flops[ours.name] / 1e9:.3f} G/step): {analytic / flops[ours.name]:.3f}.",
     ]
+    return "\n".join(lines)
+
+
+def part_backbones(args: argparse.Namespace) -> str:
+    torch.set_num_threads(args.threads)
+    low = _autocast(args)
+    contenders = []
+    for spec in args.presets.split(","):
+        preset, *overrides = spec.split(":")
+        contenders.append(build_miro(preset, args.in_channels, args.image_size, args.text_dim, args.text_len,
+                                     args.batch, overrides=overrides, device=args.device, autocast=low))
+    flops = {c.name: counted_flops(c.step) for c in contenders}
+    peak_dtype = low or torch.float32
+    peak = measure_matmul_flops(size=args.matmul_size, dtype=peak_dtype, device=args.device,
+                                seconds=args.matmul_seconds)
+    seconds = time_contenders(contenders, args.steps, args.rounds, args.warmup)
+    peak = max(peak, measure_matmul_flops(size=args.matmul_size, dtype=peak_dtype, device=args.device,
+                                          seconds=args.matmul_seconds))
+    precision = "fp32" if low is None else f"{args.dtype} autocast"
+    lines = [
+        f"### Backbones' training step, {precision}, {_where(args)}",
+        "",
+        f"Batch {args.batch}, input {args.in_channels}x{args.image_size}x{args.image_size}, {args.text_len} text "
+        f"tokens ({args.text_dim}-d), five reward tokens; forward + flow loss + backward + AdamW.  Median of "
+        f"{args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up steps.  Peak = best "
+        f"square {args.matmul_size}^3 {peak_dtype} matmul rate in the same run: {peak / 1e9:.1f} GFLOP/s.",
+        "",
+        "| model | params | GFLOP / step | s / step | images/s | images / CPU-s | MFU | images/s vs first |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = seconds[contenders[0].name][0]
+    for c in contenders:
+        wall, cpu = seconds[c.name]
+        lines.append(f"| {c.name} | {c.params / 1e6:.2f}M | {flops[c.name] / 1e9:.2f} | {wall:.4f} | "
+                     f"{c.batch / wall:.1f} | {c.batch / cpu:.1f} | {flops[c.name] / wall / peak:.1%} | "
+                     f"{first / wall:.2f}x |")
     return "\n".join(lines)
 
 
@@ -529,7 +572,8 @@ def part_compile(args: argparse.Namespace) -> str:
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], str]] = {"model": part_model, "data": part_data,
-                                                         "precision": part_precision, "compile": part_compile}
+                                                         "precision": part_precision, "compile": part_compile,
+                                                         "backbones": part_backbones}
 DEFAULT_PARTS = ["data", "model", "precision"]  # compile is asked for by name: compiling takes minutes on a CPU
 
 
@@ -555,6 +599,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--matmul-size", type=int, default=1024)
     g.add_argument("--matmul-seconds", type=float, default=2.0, help="time spent on each peak measurement")
     g.add_argument("--out", type=Path, help="also write the markdown here")
+    g.add_argument("--presets", default="tiny_unet:conv_scale_shift=true,tiny_sd_unet",
+                   help="backbones part: comma-separated preset[:key=value...] to time side by side")
     g.add_argument("--curve-steps", type=int, default=40, help="precision part: steps of each loss curve")
     g.add_argument("--compile-mode", default=None,
                    choices=COMPILE_MODES,

@@ -57,3 +57,15 @@ def test_compile_part_compares_eager_and_compiled_steps():
     assert "eager vs torch.compile (default)" in text and "compiled / eager" in text
     drift = float(text.split("differ by at most ")[1].split(" ")[0])
     assert drift < 1e-3  # the same init and batches: the same losses up to fusion's rounding
+
+
+def test_backbones_part_times_the_dit_and_the_unet_side_by_side():
+    args = bench.parse_args(["--part", "backbones", "--batch", "2", "--text-len", "4", "--steps", "1",
+                             "--rounds", "1", "--warmup", "1", "--matmul-size", "64", "--matmul-seconds", "0.01",
+                             "--threads", "1"])  # fmt: skip
+    text = bench.part_backbones(args)
+    rows = [line for line in text.splitlines() if line.startswith("| Miro")]
+    assert [r.split(" (")[0] for r in rows] == ["| MiroTransformer", "| MiroUNet"]
+    assert "tiny_unet, conv_scale_shift=true" in rows[0] and rows[0].endswith("| 1.00x |")
+    gflops = [float(r.split("|")[3]) for r in rows]
+    assert all(g > 0 for g in gflops)  # FLOPs counted for both backbones
