@@ -81,10 +81,10 @@ class AppConfig:
         require(_is_int(self.display_size) and 16 <= self.display_size <= 2048, "display_size", self.display_size,
                 "must be in 16..2048 pixels")  # fmt: skip
         require(_is_int(self.queue_size) and self.queue_size >= 1, "queue_size", self.queue_size, "must be >= 1")
-        for key in ("reward_targets", "negative_reward_targets"):
-            free = [k for k, v in getattr(self.settings, key).items() if v is None]
-            require(not free, f"settings.{key}", getattr(self.settings, key),
-                    "a slider needs a value for every reward: null (free) is not offered by the app")  # fmt: skip
+        negatives = self.settings.negative_reward_targets
+        require(all(v is not None for v in negatives.values()), "settings.negative_reward_targets", negatives,
+                "the app frees a reward in both branches at once: set its settings.reward_targets entry to null "
+                "instead")  # fmt: skip
         self.scorers = scorer_configs(self.scorers)
         require(bool(self.scorers), "scorers", self.scorers, "name at least one reward to measure, or null (the weight-free ones)")
 

@@ -22,7 +22,7 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class Form:
     sampler: str = "euler"
     seed: int = 0
     num_images: int = 4
+    free: list[str] = field(default_factory=list)  # rewards left free: the null token in both guidance branches
 
 
 @dataclass
@@ -137,10 +138,13 @@ def form_settings(form: Form, base: SamplingSettings) -> SamplingSettings:
         scales = {"guidance_scale": form.guidance_scale, "text_guidance_scale": None, "reward_guidance_scale": None}
     else:
         scales = {"text_guidance_scale": form.text_guidance_scale, "reward_guidance_scale": form.reward_guidance_scale}
+    unknown = [n for n in form.free if n not in form.reward_targets]
+    if unknown:
+        raise AppError(f"free rewards {unknown}: this model has {list(form.reward_targets)}")
     try:
         return base.updated(
-            reward_targets=dict(form.reward_targets),
-            negative_reward_targets=dict(form.negative_reward_targets),
+            reward_targets={n: None if n in form.free else v for n, v in form.reward_targets.items()},
+            negative_reward_targets={n: None if n in form.free else v for n, v in form.negative_reward_targets.items()},
             steps=_integer(form.steps, "steps", 1),
             sampler=form.sampler,
             **scales,
@@ -275,6 +279,13 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
+def _target(targets: Mapping[str, float | None], name: str) -> str:
+    """A reward's target as the rewards table shows it: its value, "free" (None: not steered), "-" (not given)."""
+    if name not in targets:
+        return "-"
+    return "free" if targets[name] is None else _fmt(targets[name])
+
+
 # ---------------------------------------------------------------------------------------------------- generation
 @dataclass
 class Generation:
@@ -349,7 +360,7 @@ def rewards_table_html(gen: Generation) -> str:
     targets = gen.metadata[0]["reward_targets"] if gen.metadata else {}
     head = "".join(f'<th data-reward="{html.escape(n)}">{html.escape(n)}</th>' for n in names)
     target_row = "".join(
-        f'<td data-reward="{html.escape(n)}" data-role="target">{_fmt(targets.get(n)) if n in targets else "-"}</td>'
+        f'<td data-reward="{html.escape(n)}" data-role="target">{_target(targets, n)}</td>'
         for n in names
     )
     rows = []
@@ -409,16 +420,18 @@ class SweepView:
 def sweep(pipe, form: Form, base: SamplingSettings, measurer: Measurer, reward: str, targets: Sequence[float],
           num_seeds: int, folder: str | Path, plot_all: bool = False, pipeline: str = "", batch_size: int = 16,
           on_step: StepCallback | None = None, cancel: threading.Event | None = None) -> SweepView:  # fmt: skip
-    """Vary ``reward`` over ``targets`` (the other rewards at the form's sliders) for seeds seed..seed+num_seeds-1,
+    """Vary ``reward`` over ``targets`` (the other rewards at the form's sliders, or free where the form frees them;
+    the swept reward is steered even when the form frees it) for seeds seed..seed+num_seeds-1,
     measure the images (``miro.eval.sliders``: the swept reward, or every measured one with ``plot_all``) and write
     the sweep folder (grid, images, sweep.json with the scores, plot.png) and its zip into ``folder``."""
     from miro.eval.sliders import save_scores, score_sweep
     from miro.sampling.sliders import grid_image, reward_sweep, save_sweep
 
     prompt = check_prompt(form.prompt)
-    settings = form_settings(form, base)
     if reward not in form.reward_targets:
         raise AppError(f"reward {reward!r}: this model has {list(form.reward_targets)}")
+    form = replace(form, free=[n for n in form.free if n != reward])
+    settings = form_settings(form, base)
     seed = _integer(form.seed, "seed", 0)
     seeds = [seed + k for k in range(_integer(num_seeds, "number of seeds", 1, 8))]
     measured = [reward] if reward in measurer.names else []
@@ -428,7 +441,7 @@ def sweep(pipe, form: Form, base: SamplingSettings, measurer: Measurer, reward: 
         try:
             result = reward_sweep(
                 pipe, prompt, reward, list(targets), seeds,
-                fixed_targets={n: v for n, v in form.reward_targets.items() if n != reward},
+                fixed_targets={n: None if n in form.free else v for n, v in form.reward_targets.items() if n != reward},
                 batch_size=batch_size, settings=settings.updated(reward_targets={}),
             )  # fmt: skip
         except ValueError as err:
@@ -508,17 +521,20 @@ class AppState:
     def initial_form(self) -> Form:
         """The controls' starting values: the configured settings against this model (targets the configured
         ones, else the pipeline's ``recommended_reward_targets``, else 1.0; negatives 0.0; the pipeline's
-        defaults)."""
+        defaults).  A target at None (configured or recommended) starts that reward free; its sliders start
+        at the clean defaults, 1.0 and 0.0, for when the user steers it again."""
         from miro.sampling.targets import canonical_keys
 
         s, names = self.cfg.settings, self.reward_names
         recommended = getattr(self.pipe, "recommended_reward_targets", None) or {}
         targets = {**recommended, **canonical_keys(s.reward_targets, names, "settings.reward_targets")}
         negatives = canonical_keys(s.negative_reward_targets, names, "settings.negative_reward_targets")
+        free = [n for n in names if n in targets and targets[n] is None]
         return Form(
             prompt="",
-            reward_targets={n: float(targets.get(n, 1.0)) for n in names},
+            reward_targets={n: 1.0 if n in free else float(targets.get(n, 1.0)) for n in names},
             negative_reward_targets={n: float(negatives.get(n, 0.0)) for n in names},
+            free=free,
             guidance_mode=self.cfg.guidance_mode,
             guidance_scale=s.guidance_scale,
             text_guidance_scale=s.guidance_scale if s.text_guidance_scale is None else s.text_guidance_scale,

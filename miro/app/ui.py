@@ -100,6 +100,10 @@ def build_app(state: AppState):
                                   info=REWARDS[n].summary if n in REWARDS else None)  # fmt: skip
                         for n in names
                     ]
+                    free = gr.CheckboxGroup(names, value=start.free, label="Free rewards",
+                                            info="not steered: the null token in both guidance branches, so the "
+                                                 "model draws what the prompt alone implies for them",
+                                            elem_id="free")  # fmt: skip
                 with gr.Accordion("Negative targets (what guidance pushes away from)", open=False):
                     negatives = [
                         gr.Slider(0.0, 1.0, value=start.negative_reward_targets[n], step=0.01, label=n,
@@ -164,14 +168,15 @@ def build_app(state: AppState):
                         sweep_download = gr.File(label="Download: the sweep (images, sweep.json, plot)", interactive=False,
                                                  elem_id="sweep-download")  # fmt: skip
 
-        form_inputs = {prompt, *targets, *negatives, mode, scale, text_scale, reward_scale, steps, sampler, seed, num_images}
+        form_inputs = {prompt, *targets, *negatives, free, mode, scale, text_scale, reward_scale, steps, sampler, seed,
+                       num_images}
 
         def read_form(data: dict) -> Form:
             """The form from gradio's {component: value} (the inputs are passed as a set)."""
             return Form(
                 data[prompt], {n: float(data[c]) for n, c in zip(names, targets)},
                 {n: float(data[c]) for n, c in zip(names, negatives)}, data[mode], data[scale], data[text_scale],
-                data[reward_scale], data[steps], data[sampler], data[seed], data[num_images],
+                data[reward_scale], data[steps], data[sampler], data[seed], data[num_images], list(data[free] or []),
             )  # fmt: skip
 
         def on_mode(m):

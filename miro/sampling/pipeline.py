@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import PIL.Image
@@ -168,11 +168,13 @@ class MiroPipeline(DiffusionPipeline):
         num_bins: the number of reward buckets of training (targets k / (num_bins - 1) were seen).
         text_encoder / autoencoder: already built instances (else built from the configs); a string
             ``text_encoder`` replaces the configured encoder's path (the authors' argument).
-        recommended_reward_targets: {reward: target in [0, 1]}, the targets this model's maker recommends
-            as a starting point (for the shapes reference model: the clean training images' medians, where every
-            reward at 1 asks for a corner no training image occupies); saved in ``model_index.json``.  The
-            slider app starts its sliders there; a call without ``reward_targets`` still uses 1.0 for every
-            reward (the authors' default), so existing code keeps its meaning.
+        recommended_reward_targets: {reward: target in [0, 1], or None = leave it free}, the targets this
+            model's maker recommends as a starting point (for the shapes reference model: the clean training images'
+            medians, where every reward at 1 asks for a corner no training image occupies, with the two rewards that
+            carry the object's colour left free); saved in ``model_index.json``.  A free reward is free in both
+            guidance branches: pass ``recommended_negative_reward_targets`` as the negatives.  The slider app
+            starts there; a call without ``reward_targets`` still uses 1.0 for every reward (the authors'
+            default), so existing code keeps its meaning.
     """
 
     model_cpu_offload_seq = "transformer"
@@ -188,7 +190,8 @@ class MiroPipeline(DiffusionPipeline):
         num_bins: int | None = None,
         text_encoder: TextEncoder | str | None = None,
         autoencoder: Autoencoder | None = None,
-        recommended_reward_targets: Mapping[str, float] | None = None,
+        # typing.Optional: diffusers' init type check does not unpack a nested ``float | None``
+        recommended_reward_targets: Mapping[str, Optional[float]] | None = None,  # noqa: UP045
     ):
         super().__init__()
         if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
@@ -220,7 +223,7 @@ class MiroPipeline(DiffusionPipeline):
             names = list(transformer.config.reward_names)
             canon = canonical_keys(recommended_reward_targets, names, "recommended_reward_targets")
             reward_tensors(canon, names, 1, 1.0, "recommended_reward_targets")  # the values' checks
-            recommended = {n: float(canon[n]) for n in names if canon.get(n) is not None}
+            recommended = {n: (None if canon[n] is None else float(canon[n])) for n in names if n in canon}
         self.register_modules(transformer=transformer, scheduler=scheduler)
         self.register_to_config(text_encoder_config=te_cfg, autoencoder_config=ae_cfg, num_bins=num_bins,
                                 recommended_reward_targets=recommended)  # fmt: skip
@@ -265,10 +268,18 @@ class MiroPipeline(DiffusionPipeline):
         return tuple(self.reward_names)
 
     @property
-    def recommended_reward_targets(self) -> dict[str, float] | None:
-        """The maker's recommended starting targets (``__init__``), or None."""
+    def recommended_reward_targets(self) -> dict[str, float | None] | None:
+        """The maker's recommended starting targets (``__init__``; None = a reward left free), or None."""
         value = self.config.get("recommended_reward_targets")
         return dict(value) if value else None
+
+    @property
+    def recommended_negative_reward_targets(self) -> dict[str, None] | None:
+        """The negatives that go with ``recommended_reward_targets``: the rewards it leaves free are free in the
+        negative branch too (not steered at all; a free positive against the default negative 0 would still push
+        away from 0), the others keep the call's default; None when it frees none."""
+        free = {n: None for n, v in (self.recommended_reward_targets or {}).items() if v is None}
+        return free or None
 
     @property
     def num_bins(self) -> int | None:

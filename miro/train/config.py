@@ -98,9 +98,9 @@ class TrainConfig:
     progress_bar: bool = True
     reward_names: list[str] = field(default_factory=list)  # the conditioned rewards, in token order; [] = the baseline
     # written into the exported pipelines as their recommended starting targets (MiroPipeline's
-    # recommended_reward_targets: where the slider app starts); null = none recorded
+    # recommended_reward_targets: where the slider app starts; a reward at null is left free); null = none recorded
     # (typed Any because an omegaconf Optional[Dict] node holding None cannot take a dict override)
-    recommended_reward_targets: Any = None  # dict[str, float]
+    recommended_reward_targets: Any = None  # dict[str, float | None]
     model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -124,9 +124,10 @@ class TrainConfig:
             rec = our_keys(rec, self.reward_names, key="recommended_reward_targets")  # the authors' keys too
             require(set(rec) <= set(self.reward_names), "recommended_reward_targets", rec,
                     f"names rewards the run is not conditioned on; its rewards are {list(self.reward_names)}")  # fmt: skip
-            require(all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
-                        for v in rec.values()), "recommended_reward_targets", rec, "every target must be in [0, 1]")  # fmt: skip
-            self.recommended_reward_targets = {k: float(v) for k, v in rec.items()}
+            require(all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0)
+                        for v in rec.values()), "recommended_reward_targets", rec,
+                    "every target must be in [0, 1], or null to leave that reward free")  # fmt: skip
+            self.recommended_reward_targets = {k: (None if v is None else float(v)) for k, v in rec.items()}
         require(self.max_steps >= 1, "max_steps", self.max_steps, "must be >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")

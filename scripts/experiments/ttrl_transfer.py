@@ -5,7 +5,8 @@ adapted on, and on every other task (forgetting), with the base model and with t
 - Prompts: the shapes world's held-out GenEval file.  ``--task``'s prompts are split in two halves by ``--seed``
   (adaptation, unseen); the other tasks contribute their first ``--other-limit`` prompts (file order).
 - Sampling: the pipeline's own settings (``--steps`` Euler steps, decoupled guidance text ``--text-guidance-scale``
-  / reward ``--reward-guidance-scale``, reward targets = ``pipe.recommended_reward_targets``).
+  / reward ``--reward-guidance-scale``, reward targets = ``pipe.recommended_reward_targets``, negatives
+  ``pipe.recommended_negative_reward_targets``).
 - Monitor: ``intrinsic`` (the model as its own judge, M1) or ``rewards`` (M3: the weight-free quality rewards
   sharpness, low_noise, colorfulness, contrast, annotate's scorers); with these two the GenEval detector never
   enters the update, it only scores the evaluation images.  ``detector`` is the control that says what the RL
@@ -247,7 +248,8 @@ def run(args) -> dict:
     settings = SamplingSettings(steps=args.steps, guidance_scale=args.text_guidance_scale,
                                 text_guidance_scale=args.text_guidance_scale,
                                 reward_guidance_scale=args.reward_guidance_scale,
-                                reward_targets=pipe.recommended_reward_targets)  # fmt: skip
+                                reward_targets=pipe.recommended_reward_targets,
+                                negative_reward_targets=pipe.recommended_negative_reward_targets)  # fmt: skip
     renderer = Renderer(pipe, settings)
     geneval = GenEvalScorer(rows)
     n_eval = sum(len(r) for r in splits.values()) * args.images

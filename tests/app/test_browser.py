@@ -2,7 +2,8 @@
 (both given by path: Selenium Manager never downloads a driver or a browser).
 
 ``python -m miro.app`` starts on a free local port with the shipped reference model (8 steps, 4 images); the test
-types a prompt, moves the contrast slider to 0.1, generates, moves it to 0.9, generates again, and checks that
+types a prompt, unticks contrast among the free rewards (the reference model recommends leaving colourfulness and
+contrast free, so the page starts with both ticked), moves the contrast slider to 0.1, generates, moves it to 0.9, generates again, and checks that
 images appear, that they change with the slider, that the measured contrast rises with it (every image and the
 mean), and that the download holds the images with their settings.  Then an empty prompt (a message on the page),
 the sweep tab (measured contrast against its target) and Cancel of a long generation (the job stops at its next
@@ -201,6 +202,18 @@ def _screenshot(drv, name: str):
         drv.save_screenshot(str(Path(folder) / name))
 
 
+def _free_rewards(drv) -> dict[str, bool]:
+    """The "Free rewards" checkboxes: {reward: ticked} (gradio renders each as a label holding its input)."""
+    return {label.text.strip(): label.find_element("css selector", "input").is_selected()
+            for label in _css(drv, "#free label") if label.text.strip()}  # fmt: skip
+
+
+def _toggle_free(drv, reward: str):
+    (label,) = [x for x in _css(drv, "#free label") if x.text.strip() == reward]
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", label)
+    label.click()
+
+
 def _click(drv, elem_id: str):
     (button,) = _css(drv, f"#{elem_id}")
     drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
@@ -215,13 +228,19 @@ def test_the_app_in_a_browser(app, driver, tmp_path):
     drv = driver
     t0 = time.monotonic()
 
-    # 1. a prompt, the contrast slider at 0.1, Generate: four images with their measured rewards
+    # 1. a prompt; the reference model recommends leaving colourfulness and contrast free, so the page starts with
+    # both ticked: untick contrast, its slider at 0.1, Generate: four images with their measured rewards
     _open(drv, url).send_keys(PROMPT)
+    ticked = _free_rewards(drv)
+    assert len(ticked) == 5 and {k for k, v in ticked.items() if v} == {"colorfulness", "contrast"}, ticked
+    _toggle_free(drv, REWARD)
+    _wait(drv, lambda d: not _free_rewards(d)[REWARD], 10, f"{REWARD} is still ticked free")
     _move_slider(drv, f"target-{REWARD}", Keys.HOME + Keys.ARROW_RIGHT * 10, LOW)
     _click(drv, "generate")
     low = _generation(drv, 0)
     assert len(low["pixels"]) == 4 and low["pixels"][0].shape[:2] == (192, 192)  # 32 px shown 6x
     assert low["targets"][REWARD] == "0.1" and len(low["measured"][REWARD]) == 4
+    assert low["targets"]["colorfulness"] == "free"
     assert "4 images in" in _css(drv, "#status")[0].text
 
     # 2. the slider at 0.9, Generate again: other images, and the measured contrast rises with the slider

@@ -36,6 +36,7 @@ from miro.app.core import (
     write_download,
 )
 from miro.sampling.settings import SamplingSettings
+from miro.sampling.targets import reward_tensors
 from tests.app.conftest import REFERENCE, WEIGHT_FREE, app_config
 
 NAMES = WEIGHT_FREE  # the reference model's rewards, in its order
@@ -67,6 +68,17 @@ def test_a_decoupled_form_becomes_one_pipeline_call():
     assert kwargs["settings"] is s and kwargs["num_images_per_prompt"] == 3
     assert kwargs["output_type"] == "pil" and kwargs["return_dict"] is True
     assert [g.initial_seed() for g in kwargs["generator"]] == [5, 6, 7]
+
+
+def test_a_free_reward_is_the_null_token_in_both_branches_and_must_be_a_reward_of_the_model():
+    s = form_settings(form(free=["contrast"]), SamplingSettings())
+    assert s.reward_targets["contrast"] is None and s.negative_reward_targets["contrast"] is None
+    assert s.reward_targets["sharpness"] == 1.0 and s.negative_reward_targets["sharpness"] == 0.1
+    for targets, default in ((s.reward_targets, 1.0), (s.negative_reward_targets, 0.0)):
+        _, mask = reward_tensors(targets, NAMES, 1, default)
+        assert mask[0].tolist() == [n != "contrast" for n in NAMES]  # the null token where False
+    with pytest.raises(AppError, match=r"free rewards \['aesthetic'\]: this model has \['sharpness'"):
+        form_settings(form(free=["aesthetic"]), SamplingSettings())
 
 
 def test_the_joint_mode_uses_one_scale_for_text_and_rewards():
@@ -145,13 +157,22 @@ def test_the_initial_form_follows_the_config_and_the_model(state, tmp_path):
 
     start = state.initial_form()
     assert state.reward_names == NAMES and list(start.reward_targets) == NAMES
-    # the reference model recommends the clean images' medians (model_index.json), and the sliders start there
-    assert start.reward_targets == CLEAN_TARGETS and set(start.negative_reward_targets.values()) == {0.0}
+    # the reference model recommends the clean images' medians (model_index.json) with colourfulness and contrast
+    # left free (they carry the object's colour): the sliders start there, those two ticked free
+    free = ["colorfulness", "contrast"]
+    assert start.free == free and set(start.negative_reward_targets.values()) == {0.0}
+    assert start.reward_targets == {n: 1.0 if n in free else v for n, v in CLEAN_TARGETS.items()}
+    s = form_settings(start, state.cfg.settings)
+    assert s.reward_targets == {n: None if n in free else v for n, v in CLEAN_TARGETS.items()}
+    assert s.negative_reward_targets == {n: None if n in free else 0.0 for n in NAMES}  # free in both branches
     assert (start.guidance_mode, start.text_guidance_scale, start.reward_guidance_scale) == ("decoupled", 3.0, 1.0)
     other = prepare(app_config(settings={"reward_targets": {"contrast": 0.2}, "text_guidance_scale": None},
                                guidance_mode="joint"), tmp_path)  # fmt: skip
     start = other.initial_form()
     assert start.reward_targets["contrast"] == 0.2 and start.reward_targets["sharpness"] == CLEAN_TARGETS["sharpness"]
+    assert start.free == ["colorfulness"]  # a configured target overrides the recommendation to leave it free
+    freed = prepare(app_config(settings={"reward_targets": {"sharpness": None}}), tmp_path).initial_form()
+    assert freed.free == ["sharpness", "colorfulness", "contrast"]  # and a configured null frees one
     assert start.guidance_mode == "joint" and start.text_guidance_scale == 7.0  # unset: the joint scale
 
 
@@ -233,6 +254,8 @@ def test_the_rewards_table_lists_every_image_the_targets_and_the_mean():
     assert '<td data-reward="contrast" data-role="target">0.9</td>' in table
     assert '<td data-reward="alignment" data-image="0">n/a</td>' in table  # not measurable: NaN
     assert '<td data-reward="alignment" data-role="target">-</td>' in table  # not a reward of the model
+    free = Generation(3, req, [None, None], [{"reward_targets": {"contrast": None}}] * 2, {"contrast": [0.1, 0.3]}, "p", 1.0)
+    assert '<td data-reward="contrast" data-role="target">free</td>' in rewards_table_html(free)
 
 
 def test_images_are_shown_enlarged_by_a_whole_factor():
@@ -267,8 +290,12 @@ def test_a_sweep_varies_one_reward_measures_it_and_writes_its_folder(state, tmp_
     assert data["reward"] == "contrast" and data["targets"] == [0.1, 0.5, 0.9] and "summary" in data
     html = sweep_summary_html(view)
     assert 'data-reward="contrast"' in html and "data-spearman=" in html
-    every = sweep(state.pipe, form(sampler="euler"), state.cfg.settings, state.measurer, "contrast", [0.0, 1.0], 1,
-                  tmp_path / "all", plot_all=True)  # fmt: skip
+    every = sweep(state.pipe, form(sampler="euler", free=["contrast", "low_noise"]), state.cfg.settings, state.measurer,
+                  "contrast", [0.0, 1.0], 1, tmp_path / "all", plot_all=True)  # fmt: skip
+    # the swept reward is steered even when the form frees it; the other free ones stay free
+    assert every.scored.sweep.fixed_targets["low_noise"] is None and every.scored.sweep.fixed_targets["sharpness"] == 1.0
+    negatives = every.scored.sweep.settings["negative_reward_targets"]
+    assert negatives["low_noise"] is None and negatives["contrast"] == 0.0, negatives
     assert list(every.scored.scores) == ["contrast", "sharpness", "low_noise", "colorfulness", "alignment"]
 
 

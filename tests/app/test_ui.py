@@ -17,11 +17,15 @@ def test_the_page_has_a_slider_per_reward_and_every_control(state):
 
     demo = build_app(state)
     found = _components(demo)
-    start = state.pipe.recommended_reward_targets  # the reference model's clean-image medians
+    start = state.pipe.recommended_reward_targets  # the reference model's clean-image medians, two rewards free
     for name in WEIGHT_FREE:
         target, negative = found[f"target-{name}"], found[f"negative-{name}"]
-        assert isinstance(target, gr.Slider) and (target.minimum, target.maximum, target.value) == (0.0, 1.0, start[name])
+        value = 1.0 if start[name] is None else start[name]  # a free reward's slider waits at 1.0
+        assert isinstance(target, gr.Slider) and (target.minimum, target.maximum, target.value) == (0.0, 1.0, value)
         assert negative.value == 0.0
+    free = found["free"]
+    assert isinstance(free, gr.CheckboxGroup) and [c[0] for c in free.choices] == WEIGHT_FREE
+    assert free.value == ["colorfulness", "contrast"]  # the recommended nulls start ticked
     for elem in ("prompt", "generate", "cancel", "guidance-mode", "guidance-scale", "text-guidance-scale",
                  "reward-guidance-scale", "steps", "sampler", "seed", "num-images", "gallery", "rewards", "download",
                  "status", "sweep", "sweep-reward", "sweep-plot", "sweep-summary", "sweep-download"):  # fmt: skip

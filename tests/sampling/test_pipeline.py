@@ -325,6 +325,19 @@ def test_recommended_targets_round_trip_and_are_checked(tiny_pipe, tmp_path):
         "pickscore": 0.75,
     }
     assert MiroPipeline(**parts).recommended_reward_targets is None
+    assert pipe.recommended_negative_reward_targets is None  # frees nothing
+    # a reward recommended free (None) stays free through save and load, and is free in the negative branch too
+    free = MiroPipeline(**parts, recommended_reward_targets={"sharpness": 0.25, "pickscore": None})
+    free.save_pretrained(tmp_path / "f")
+    from unittest import mock
+
+    from diffusers.pipelines import pipeline_utils
+
+    with mock.patch.object(pipeline_utils.logger, "warning") as warned:  # diffusers type-checks the loaded value
+        loaded = MiroPipeline.from_pretrained(tmp_path / "f")
+    assert not [c for c in warned.call_args_list if "Expected types" in str(c)], warned.call_args_list
+    assert loaded.recommended_reward_targets == {"sharpness": 0.25, "pickscore": None}
+    assert loaded.recommended_negative_reward_targets == {"pickscore": None}
     with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
         MiroPipeline(**parts, recommended_reward_targets={"sharpness": 1.5})
     with pytest.raises(ValueError, match="nope"):

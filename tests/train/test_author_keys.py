@@ -19,6 +19,11 @@ def test_the_authors_keys_give_the_same_run_config():
     assert "aesthetic_score" not in written and "imagereward: 0.9" in written
 
 
+def test_a_recommended_target_may_leave_a_reward_free():
+    cfg = typed("reward_names=[aesthetic,sharpness]", "recommended_reward_targets={aesthetic_score: null, sharpness: 1}")
+    assert cfg.recommended_reward_targets == {"aesthetic": None, "sharpness": 1.0}
+
+
 def test_an_unknown_reward_still_names_the_key_and_value():
     with pytest.raises(ConfigError, match=r"reward_names=\['aesthetic', 'beauty'\]: unknown reward\(s\) \['beauty'\]: "
                                           r"each must be one of \[.*\] \(or the MIRO authors' keys \["):

@@ -31,7 +31,8 @@ def scalars(run: Path) -> dict[str, list[float]]:
 
 
 def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
-    out = train(tiny_config(tmp_path / "run", shards_root, recommended_reward_targets={"contrast": 0.3}), tiny_components())
+    out = train(tiny_config(tmp_path / "run", shards_root, recommended_reward_targets={"contrast": 0.3, "alignment": None}),
+                tiny_components())  # fmt: skip
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6]
     assert (out / "config.yaml").is_file() and (out / "logs" / "train.log").is_file()
     grid = Image.open(out / "samples" / "step-0000006.png")
@@ -50,7 +51,7 @@ def test_end_to_end_run_writes_the_documented_layout(tmp_path, shards_root):
     for k, v in pipe.transformer.state_dict().items():
         assert torch.equal(v, ema[k]), k
     assert pipe.reward_names == ["sharpness", "contrast", "alignment"] and pipe.num_bins == 8
-    assert pipe.recommended_reward_targets == {"contrast": 0.3}
+    assert pipe.recommended_reward_targets == {"contrast": 0.3, "alignment": None}  # None: recommended free
     images = pipe(["a red circle"], num_inference_steps=2, guidance_scale=1.0, output_type="np")
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
     meta = json.loads((out / "final" / "miro_training.json").read_text())
