@@ -441,7 +441,7 @@ def sweep(pipe, form: Form, base: SamplingSettings, measurer: Measurer, reward: 
         try:
             result = reward_sweep(
                 pipe, prompt, reward, list(targets), seeds,
-                fixed_targets={n: None if n in form.free else v for n, v in form.reward_targets.items() if n != reward},
+                fixed_targets={n: v for n, v in settings.reward_targets.items() if n != reward},  # None where free
                 batch_size=batch_size, settings=settings.updated(reward_targets={}),
             )  # fmt: skip
         except ValueError as err:
