@@ -88,6 +88,7 @@ class UNetConfig:
     reward_fourier_scale: float = _unet_default("reward_fourier_scale")
     num_registers: int = _unet_default("num_registers")
     pooled_text: bool = _unet_default("pooled_text")
+    reward_path: str = _unet_default("reward_path")
 
     def __post_init__(self):
         check_unet_arguments(asdict(self), prefix="model.unet.")

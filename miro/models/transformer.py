@@ -239,8 +239,14 @@ class ConditionSetMixin:
 
     def _build_condition_set(self, width: int, text_dim: int, reward_names: list[str], reward_fourier_dim: int,
                              reward_fourier_scale: float, num_registers: int, cond_refiner_depth: int, num_heads: int,
-                             mlp_ratio: float, mlp_type: str, qk_norm: bool, pooled_text: bool) -> None:
-        """The modules of the condition set, ``width`` wide (registered in this order: it fixes the init draws)."""
+                             mlp_ratio: float, mlp_type: str, qk_norm: bool, pooled_text: bool,
+                             reward_path: str = "tokens") -> None:
+        """The modules of the condition set, ``width`` wide (registered in this order: it fixes the init draws).
+
+        ``reward_path`` says where the reward embeddings go: ``"tokens"`` (MIRO's: one token per reward in the
+        cross-attended set, mixed with the text by the refiner) or ``"time"`` (their sum, through a zero-initialised
+        linear map, added to the pooled vector that the host adds to its time embedding, as SDXL's refiner reads its
+        aesthetic score; the cross-attended set then holds the text alone, as the no-reward baseline's)."""
         self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
         self.text_proj = nn.Linear(text_dim, width)
         self.null_text = nn.Parameter(torch.zeros(1, 1, width))
@@ -250,6 +256,8 @@ class ConditionSetMixin:
         self.reward_embedder = (
             RewardEmbedder(len(reward_names), width, reward_fourier_dim, reward_fourier_scale) if reward_names else None
         )
+        self.reward_path = reward_path
+        self.reward_time_proj = nn.Linear(width, width) if reward_names and reward_path == "time" else None
         self.registers = nn.Parameter(torch.zeros(1, num_registers, width)) if num_registers else None
         self.cond_blocks = nn.ModuleList(
             ConditionBlock(width, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(cond_refiner_depth)
@@ -324,6 +332,7 @@ class ConditionSetMixin:
     ) -> dict[str, torch.Tensor | None]:
         """The condition: ``cond`` [rewards (R), registers, null text (1), text (L)], its key mask ``cond_mask``
         [B, S], and ``pooled`` [B, width] (the pooled-text term of the modulation, None without ``pooled_text``).
+        With ``reward_path="time"`` the rewards are not in ``cond``: their embedding is added to ``pooled``.
 
         It does not depend on x or t, so a sampler can compute it once per prompt and call
         ``velocity(x, t, **condition)``.
@@ -347,8 +356,13 @@ class ConditionSetMixin:
                 reward_mask = torch.zeros(b, self.num_rewards, dtype=torch.bool, device=text.device)
             elif reward_mask is None:
                 reward_mask = torch.ones(rewards.shape, dtype=torch.bool, device=rewards.device)
-            tokens.append(self.reward_embedder(rewards, reward_mask))
-            masks.append(torch.ones(b, self.num_rewards, dtype=torch.bool, device=text.device))
+            embedded = self.reward_embedder(rewards, reward_mask)
+            if self.reward_time_proj is not None:
+                vec = self.reward_time_proj(embedded.sum(1))
+                pooled = vec if pooled is None else pooled + vec.to(pooled.dtype)
+            else:
+                tokens.append(embedded)
+                masks.append(torch.ones(b, self.num_rewards, dtype=torch.bool, device=text.device))
         if self.registers is not None:
             tokens.append(self.registers.expand(b, -1, -1))
             masks.append(torch.ones(b, self.registers.shape[1], dtype=torch.bool, device=text.device))

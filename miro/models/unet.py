@@ -29,10 +29,14 @@ from torch import nn
 
 from miro.models.transformer import ConditionSetMixin
 
+#: Where the reward embeddings enter (``ConditionSetMixin._build_condition_set``): cross-attended tokens, or the
+#: time embedding.
+REWARD_PATHS = ("tokens", "time")
+
 #: The keyword arguments that size the U-Net (``model.unet`` in a config).
 UNET_ARGUMENTS = ("block_out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups", "cond_width",
                   "cond_heads", "cond_refiner_depth", "reward_fourier_dim", "reward_fourier_scale", "num_registers",
-                  "pooled_text")  # fmt: skip
+                  "pooled_text", "reward_path")  # fmt: skip
 
 
 def _is_int(value) -> bool:
@@ -66,6 +70,7 @@ def check_unet_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     check("reward_fourier_dim", lambda v: v % 2 == 0, "must be even")
     check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
     check("pooled_text", lambda v: isinstance(v, bool), "must be true or false")
+    check("reward_path", lambda v: v in REWARD_PATHS, f"must be one of {list(REWARD_PATHS)}")
 
 
 class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
@@ -82,6 +87,10 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
             the condition set (``ConditionSetMixin``): its token width, the refiner's heads and depth, the reward
             embedding, learned register tokens.
         pooled_text: add the pooled prompt to the time embedding (diffusers' "projection" class embedding).
+        reward_path: "tokens" (MIRO's: one cross-attended token per reward) or "time" (the rewards' embedding
+            added to the time embedding through the same projection, the cross-attention left to the text: global
+            image statistics as a modulation of every ResNet block, the way SDXL's refiner reads its aesthetic
+            score; docs/text_conditioning.md, section 25).
     """
 
     _supports_gradient_checkpointing = True
@@ -105,6 +114,7 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
         reward_fourier_scale: float = 1.0,
         num_registers: int = 0,
         pooled_text: bool = True,
+        reward_path: str = "tokens",
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -116,7 +126,9 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.out_channels = out_channels or in_channels
         self.gradient_checkpointing = False
         self._build_condition_set(cond_width, text_dim, reward_names, reward_fourier_dim, reward_fourier_scale,
-                                  num_registers, cond_refiner_depth, cond_heads, 4.0, "gelu", False, pooled_text)
+                                  num_registers, cond_refiner_depth, cond_heads, 4.0, "gelu", False, pooled_text,
+                                  reward_path)
+        class_input = pooled_text or self.reward_time_proj is not None  # something feeds the class embedding
         levels = len(block_out_channels)
         self.unet = UNet2DConditionModel(
             sample_size=sample_size, in_channels=in_channels, out_channels=self.out_channels,
@@ -125,8 +137,8 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
             up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
             layers_per_block=layers_per_block, cross_attention_dim=cond_width, attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
-            class_embed_type="projection" if pooled_text else None,
-            projection_class_embeddings_input_dim=cond_width if pooled_text else None,
+            class_embed_type="projection" if class_input else None,
+            projection_class_embeddings_input_dim=cond_width if class_input else None,
         )  # fmt: skip
         self.initialize_weights()
 
@@ -145,6 +157,9 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
         if self.pooled_text_proj is not None:
             nn.init.zeros_(self.pooled_text_proj[2].weight)
             nn.init.zeros_(self.pooled_text_proj[2].bias)
+        if self.reward_time_proj is not None:  # starts as "no reward", as the pooled path starts as "no text"
+            nn.init.zeros_(self.reward_time_proj.weight)
+            nn.init.zeros_(self.reward_time_proj.bias)
 
     @property
     def spatial_stride(self) -> int:

@@ -123,3 +123,55 @@ def test_lora_presets_reach_the_unet_blocks_and_a_fresh_adapter_changes_nothing(
     load_lora(again, tmp_path / "lora", "a")
     with torch.no_grad():
         assert torch.equal(again.eval()(x, t, text, mask, rewards), changed)
+
+
+@torch.no_grad()
+def test_rewards_through_the_time_embedding_leave_the_cross_attended_set_to_the_text():
+    tokens, time = small(reward_path="tokens"), small(reward_path="time")
+    x, t, text, mask, rewards = inputs()
+    # the cross-attended set: [rewards (2), null text (1), text (5)] against the text path alone, as the baseline's
+    assert tokens.encode_condition(text, mask, rewards)["cond"].shape[1] == 8
+    cond = time.encode_condition(text, mask, rewards)
+    assert cond["cond"].shape[1] == 6
+    baseline = small(reward_names=[])
+    assert baseline.encode_condition(text, mask)["cond"].shape[1] == 6
+    # the rewards move the pooled vector (so the time embedding), and through it the velocity
+    other = time.encode_condition(text, mask, 1 - rewards)
+    torch.testing.assert_close(other["cond"], cond["cond"])
+    assert (other["pooled"] - cond["pooled"]).abs().max() > 1e-3
+    out = time(x, t, text, mask, rewards)
+    assert (time(x, t, text, mask, 1 - rewards) - out).abs().max() > 1e-3
+    # a masked reward is not read; the null condition of a dropped prompt still holds
+    known = torch.tensor([[True, False]] * 3)
+    torch.testing.assert_close(time(x, t, text, mask, rewards, known),
+                               time(x, t, text, mask, rewards.index_fill(1, torch.tensor([1]), 0.9), known))
+    drop = torch.tensor([True, False, True])
+    torch.testing.assert_close(time(x, t, text, mask, rewards, drop_text=drop)[drop],
+                               time(x, t, torch.randn_like(text), mask, rewards, drop_text=drop)[drop])
+
+
+def test_a_fresh_time_path_starts_as_no_reward_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = MiroUNet(**{**SMALL, "reward_path": "time"}).eval()
+    x, t, text, mask, rewards = inputs()
+    with torch.no_grad():  # zero-initialised: the rewards do not move a fresh model, as the pooled text does not
+        torch.testing.assert_close(model(x, t, text, mask, rewards), model(x, t, text, mask, 1 - rewards))
+    model = small(seed=4, reward_path="time")
+    model.save_pretrained(tmp_path / "unet")
+    again = MiroUNet.from_pretrained(tmp_path / "unet").eval()
+    assert again.config.reward_path == "time" and again.reward_time_proj is not None
+    with torch.no_grad():
+        assert torch.equal(again(x, t, text, mask, rewards), model(x, t, text, mask, rewards))
+    # without the pooled prompt the class embedding exists for the rewards alone
+    assert small(reward_path="time", pooled_text=False).unet.class_embedding is not None
+    assert small(reward_path="tokens", pooled_text=False).unet.class_embedding is None
+
+
+def test_a_bad_reward_path_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"reward_path='cross': must be one of \['tokens', 'time'\]"):
+        MiroUNet(**{**SMALL, "reward_path": "cross"})
+    with pytest.raises(ConfigError, match=r"model.unet.reward_path='cross': must be one of"):
+        to_typed({"backbone": "unet", "unet": {"reward_path": "cross"}}, ModelConfig)
+    cfg = to_typed({"backbone": "unet", "unet": {"reward_path": "time"}}, ModelConfig)
+    model = build_model(cfg, reward_names=REWARDS, text_dim=8, in_channels=3, sample_size=16)
+    assert model.config.reward_path == "time"
