@@ -32,6 +32,10 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     # a latent-space model's ceiling: clean one-object images and their autoencoder reconstructions, read by the detector
     python scripts/experiments/text_conditioning.py autoencoder --data runs/demo/data --autoencoder models/shapes_autoencoder
 
+    # each reward's slider (its target 0..1, the others at the clean medians) read by its own scorer and by GenEval
+    python scripts/experiments/text_conditioning.py sliders --data runs/demo/data --pipeline models/shapes_reference \
+        --scales 3,1 --targets clean --images 2 --slider-prompts 16
+
     # held-out shapes GenEval of every export of a run, over text / reward guidance scales (pixel or latent space)
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
@@ -792,6 +796,67 @@ def cmd_curve(args) -> dict:
     return results
 
 
+def spread_heldout(data: Path, limit: int) -> list[dict]:
+    """``limit`` held-out metadata rows spread evenly over the file (so over its tasks, which it lists in turn)."""
+    meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    return meta[:: max(1, len(meta) // limit)][:limit]
+
+
+def cmd_sliders(args) -> dict:
+    """Each reward's slider on a pipeline: its target over ``--values`` with the others at ``--targets`` and
+    ``--set-target``, on ``--slider-prompts`` held-out prompts x ``--images`` seeds (the same noise at every value),
+    read by that reward's own scorer (Spearman between target and score, the mean per value) and by GenEval on the
+    same images (so the alignment slider's effect on prompt following is read where it is moved)."""
+    from PIL import Image
+    from scipy.stats import spearmanr
+
+    from annotate.scorers import build_scorer
+    from miro.contracts.geneval_rules import result_row
+    from miro.data.shapes.detector import default_detector
+    from miro.eval.geneval.summary import summarize
+
+    if args.pipeline is None:
+        raise SystemExit("sliders: give a pipeline (--pipeline)")
+    model, decode = load_model(args.pipeline, args), pipeline_decoder(args.pipeline)
+    if list(model.reward_names) != REWARDS:
+        raise SystemExit(f"sliders: the pipeline's rewards are {list(model.reward_names)}; this script sweeps {REWARDS}")
+    sweep = args.sweep or REWARDS
+    unknown = [name for name in sweep if name not in REWARDS]
+    if unknown:
+        raise SystemExit(f"--sweep {unknown}: expected names among {REWARDS}")
+    base = resolve_targets(args)
+    base = [None] * len(REWARDS) if base is None else list(base) if isinstance(base, list) else [base] * len(REWARDS)
+    items = spread_heldout(args.data, args.slider_prompts)
+    text_scale, reward_scale = args.scales[0]
+    detector = default_detector()
+    prompts = [items[k // args.images]["prompt"] for k in range(len(items) * args.images)]
+    result = {"base_targets": base, "values": args.values, "prompts": [it["prompt"] for it in items],
+              "images": args.images, "scales": [text_scale, reward_scale], "seed": args.seed, "rewards": {}}
+    for name in sweep:
+        scorer, column = build_scorer(name), REWARDS.index(name)
+        xs, scores, per_value = [], [], {}
+        for value in args.values:
+            targets = list(base)
+            targets[column] = value
+            pixels = sample_heldout(model, items, text_scale, reward_scale, args.images, args.sample_steps, args.seed,
+                                    targets, decode=decode, **solver_args(args))  # fmt: skip
+            images = [Image.fromarray(p) for p in pixels]
+            score = np.asarray(scorer.score(images, prompts), dtype=np.float64)
+            rows = [result_row(str(k), items[k // args.images], detector(img)) for k, img in enumerate(images)]
+            per_value[f"{value:g}"] = {"mean": round(float(np.nanmean(score)), 4),
+                                       "geneval": round(100 * summarize(rows)["overall"], 1)}
+            xs += [value] * len(score)
+            scores += score.tolist()
+        finite = np.isfinite(scores)
+        if np.ptp(np.asarray(scores)[finite]) > 0:
+            rho, pval = (round(float(v), 3 if i == 0 else 6) for i, v in enumerate(spearmanr(xs, scores, nan_policy="omit")))
+        else:  # the reward does not move at all: no rank correlation is defined (null in the JSON, not NaN)
+            rho = pval = None
+        result["rewards"][name] = {"spearman": rho, "p": pval, "per_value": per_value}
+        print(name, json.dumps(result["rewards"][name]), flush=True)
+    return result
+
+
 def solver_args(args) -> dict:
     """The sampling commands' solver options: the guidance interval in t, the solver and the SDE's noise scale."""
     out = {"interval": args.interval, "method": args.method, "sde_noise": args.sde_noise}
@@ -805,10 +870,10 @@ def scale_pair(text: str) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures",
-                                        "autoencoder"])
+                                        "autoencoder", "sliders"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
     p.add_argument("--autoencoder", type=Path, help="autoencoder: a python -m miro.train.autoencoder output folder")
@@ -849,14 +914,22 @@ def main(argv=None) -> None:
     p.add_argument("--switch", type=float, default=0.5, help="curve, failures: the noise level where experts switch")
     p.add_argument("--seed", type=int, default=0, help="curve: the seed of the held-out images' noise (0: every "
                    "earlier number; another seed is a second, independent draw of the same prompts)")
+    p.add_argument("--values", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="sliders: the swept reward's targets")
+    p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
+    p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
               "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures,
-              "autoencoder": cmd_autoencoder}[args.command](args)
+              "autoencoder": cmd_autoencoder, "sliders": cmd_sliders}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

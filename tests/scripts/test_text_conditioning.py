@@ -339,3 +339,54 @@ def test_class_contrast_guides_against_the_other_classes_inside_its_interval():
     two = [{**meta[0], "include": [{"class": "star"}, {"class": "circle"}]}]
     with pytest.raises(SystemExit, match="one-object prompts"):
         tc.contrast_velocity(model, base, two, 2, conds, (2.0, 0.3, 0.8))
+
+
+def test_sliders_sweep_one_reward_after_the_base_targets_and_read_it_with_its_scorer(monkeypatch, tmp_path):
+    """``sliders``: the swept reward alone moves (the others stay at the resolved targets), every value starts from
+    the same noise seed, and the swept reward's own scorer reads the images (a fake sampler whose contrast is the
+    contrast target gives Spearman 1; one whose images ignore the target gives no correlation)."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    rows = [{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": f"a photo of a circle {i}"}
+            for i in range(6)]  # fmt: skip
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(tc, "load_model", lambda folder, args: SimpleNamespace(reward_names=list(tc.REWARDS)))
+    monkeypatch.setattr(tc, "pipeline_decoder", lambda folder: None)
+    monkeypatch.setattr(tc, "clean_targets", lambda data: [0.8, 1.0, 0.6, 0.6, 1.0])
+    calls = []
+
+    def fake_sample(model, items, text_scale, reward_scale, images, steps, seed, targets, decode=None, **solver):
+        calls.append((len(items), images, seed, list(targets)))
+        c = targets[3]  # contrast: a split image whose halves lie c * 100 either side of grey
+        img = np.full((len(items) * images, 32, 32, 3), 128, dtype=np.float64)
+        img[:, :, :16] -= 100 * c
+        img[:, :, 16:] += 100 * c
+        return img.round().astype(np.uint8)
+
+    monkeypatch.setattr(tc, "sample_heldout", fake_sample)
+    out = tc.cmd_sliders(tc_args(tmp_path, ["sliders", "--sweep", "contrast", "sharpness", "--values", "0", "0.5", "1",
+                                            "--slider-prompts", "3", "--images", "2", "--set-target", "alignment=0"]))
+    assert [c[3] for c in calls[:3]] == [[0.8, 1.0, 0.6, v, 0.0] for v in (0.0, 0.5, 1.0)]
+    assert [c[3] for c in calls[3:]] == [[v, 1.0, 0.6, 0.6, 0.0] for v in (0.0, 0.5, 1.0)]
+    assert {c[:3] for c in calls} == {(3, 2, 0)}  # three prompts spread over six, two images each, one seed
+    assert out["prompts"] == ["a photo of a circle 0", "a photo of a circle 2", "a photo of a circle 4"]
+    contrast = out["rewards"]["contrast"]
+    assert contrast["spearman"] > 0.99
+    means = [contrast["per_value"][k]["mean"] for k in ("0", "0.5", "1")]
+    assert means[0] < means[1] < means[2]
+    assert out["rewards"]["sharpness"]["spearman"] is None  # the images ignore the sharpness target: no ranks
+    assert out["rewards"]["sharpness"]["per_value"]["0"]["geneval"] == 0.0  # no circle drawn, nothing found
+    with pytest.raises(SystemExit, match=r"--sweep \['aesthetic'\]"):
+        tc.cmd_sliders(tc_args(tmp_path, ["sliders", "--sweep", "aesthetic"]))
+    with pytest.raises(SystemExit, match="give a pipeline"):
+        tc.main(["sliders", "--data", str(tmp_path)])
+
+
+
+def tc_args(data, argv):
+    """The parsed command line of ``argv`` with --data, a pipeline path and the clean targets."""
+    return tc.parse_args([*argv, "--data", str(data), "--pipeline", str(data), "--targets", "clean"])
