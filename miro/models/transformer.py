@@ -222,6 +222,11 @@ def check_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
         check("sample_size", lambda v: v % stride == 0, f"must be a multiple of {stride_factors(geometry)}{total}")
 
 
+#: Where the reward embeddings enter (``ConditionSetMixin._build_condition_set``): cross-attended tokens, or the
+#: time embedding.
+REWARD_PATHS = ("tokens", "time")
+
+
 class ConditionSetMixin:
     """The condition set of the backbones that read the prompt and the rewards through cross-attention
     (``MiroTransformer``, ``MiroUNet``): one token per reward, the registers, a null-text slot and the projected

@@ -27,11 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from torch import nn
 
-from miro.models.transformer import ConditionSetMixin
-
-#: Where the reward embeddings enter (``ConditionSetMixin._build_condition_set``): cross-attended tokens, or the
-#: time embedding.
-REWARD_PATHS = ("tokens", "time")
+from miro.models.transformer import REWARD_PATHS, ConditionSetMixin
 
 #: The keyword arguments that size the U-Net (``model.unet`` in a config).
 UNET_ARGUMENTS = ("block_out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups", "cond_width",
