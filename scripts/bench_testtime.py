@@ -106,7 +106,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--reward-targets",
         default=None,
-        help="'clean' (the shapes world's clean-image targets) or name=value,... (default all 1)",
+        help="'clean' (the shapes world's clean-image targets), 'recommended' (the pipeline's own, free rewards "
+        "free in both branches) or name=value,... with value a number or 'none' (free) (default all 1)",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
@@ -152,20 +153,28 @@ def diversity(images_by_prompt: dict[str, list]) -> float:
     return float(np.mean(per)) if per else math.nan
 
 
-def parse_targets(text: str | None) -> dict[str, float] | None:
-    """``--reward-targets``: "clean" (the shapes world's clean-image targets, ``miro.demo.config.CLEAN_TARGETS``)
-    or "name=value,name=value"; None = the settings' default (every reward at 1)."""
+def parse_targets(text: str | None, pipe=None) -> dict[str, float | None] | None:
+    """``--reward-targets``: "clean" (the shapes world's clean-image targets, ``miro.demo.config.CLEAN_TARGETS``),
+    "recommended" (``pipe.recommended_reward_targets``) or "name=value,name=value" with "none" for a free reward;
+    None = the settings' default (every reward at 1)."""
     if text is None:
         return None
     if text == "clean":
         from miro.demo.config import CLEAN_TARGETS
 
         return dict(CLEAN_TARGETS)
+    if text == "recommended":
+        if pipe is None or pipe.recommended_reward_targets is None:
+            raise SystemExit("--reward-targets recommended: the pipeline recommends no targets")
+        return pipe.recommended_reward_targets
     try:
-        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+        return {
+            k.strip(): None if v.strip().lower() == "none" else float(v)
+            for k, v in (item.split("=", 1) for item in text.split(","))
+        }
     except ValueError:
         raise SystemExit(
-            f"--reward-targets {text!r}: must be 'clean' or name=value[,name=value...]"
+            f"--reward-targets {text!r}: must be 'clean', 'recommended' or name=value[,name=value...]"
         ) from None
 
 
@@ -204,6 +213,9 @@ class Bench:
         self.seeds = list(range(args.seeds))
         self.jobs = [(p, s) for p in self.prompts for s in self.seeds]
         self.pipe = load_pipeline(args.pipeline, args.device, args.dtype)
+        from miro.sampling.targets import free_negatives
+
+        targets = parse_targets(args.reward_targets, self.pipe)
         overrides = {
             k: v
             for k, v in (
@@ -211,7 +223,8 @@ class Bench:
                 ("guidance_scale", args.guidance_scale),
                 ("text_guidance_scale", args.text_guidance_scale),
                 ("reward_guidance_scale", args.reward_guidance_scale),
-                ("reward_targets", parse_targets(args.reward_targets)),
+                ("reward_targets", targets),
+                ("negative_reward_targets", free_negatives(targets)),
             )
             if v is not None
         }

@@ -46,6 +46,7 @@ from miro.sampling.targets import (
     canonical_keys,
     check_count,
     check_generator,
+    free_negatives,
     prompt_list,
     reward_tensors,
     target_dicts,
@@ -278,8 +279,7 @@ class MiroPipeline(DiffusionPipeline):
         """The negatives that go with ``recommended_reward_targets``: the rewards it leaves free are free in the
         negative branch too (not steered at all; a free positive against the default negative 0 would still push
         away from 0), the others keep the call's default; None when it frees none."""
-        free = {n: None for n, v in (self.recommended_reward_targets or {}).items() if v is None}
-        return free or None
+        return free_negatives(self.recommended_reward_targets)
 
     @property
     def num_bins(self) -> int | None:

@@ -103,6 +103,14 @@ def target_dicts(values: torch.Tensor, mask: torch.Tensor, reward_names: Sequenc
     ]
 
 
+def free_negatives(targets: Mapping[str, float | None] | None) -> dict[str, None] | None:
+    """The negative targets that go with ``targets``: a reward left free (None) in the positive branch is free in
+    the negative one too, so guidance does not steer it at all (a free positive against the default negative 0
+    would still push away from 0); None when ``targets`` frees none (the call's default negatives stand)."""
+    free = {name: None for name, value in (targets or {}).items() if value is None}
+    return free or None
+
+
 def prompt_list(prompt) -> list[str]:
     """``prompt`` (a string or a non-empty list of strings) as a list; ``ValueError`` naming what it got."""
     if isinstance(prompt, str):

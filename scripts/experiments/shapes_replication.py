@@ -105,11 +105,13 @@ def render(pipe, prompts: list[str], seeds: list[int], targets: list[dict], args
     same (prompt, seed) starts from the same noise in every run and at every target."""
     import torch
 
+    from miro.sampling.targets import free_negatives
+
     images = []
     for start in range(0, len(prompts), args.batch_size):
         sl = slice(start, start + args.batch_size)
         # a free reward (target None) is free in the negative branch too, so guidance does not push it
-        negatives = [{r: None for r, v in t.items() if v is None} for t in targets[sl]]
+        negatives = [free_negatives(t) or {} for t in targets[sl]]
         images += pipe(
             prompts[sl], reward_targets=targets[sl], negative_reward_targets=negatives,
             generator=[torch.Generator().manual_seed(s) for s in seeds[sl]],

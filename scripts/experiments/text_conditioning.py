@@ -54,6 +54,7 @@ import re
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -468,15 +469,26 @@ def load_model(folder: Path, args) -> MiroTransformer:
 
 
 def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale: float, images: int = 1,
-            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0, decode=None, **solver) -> dict:
-    """Held-out shapes GenEval of a bare transformer (``render_heldout``; ``solver``: its ``interval`` and
-    ``method``).  Returns per-task accuracies and ``overall`` (in %)."""
+            steps: int = 25, seed: int = 0, targets: float | list[float] = 1.0, decode=None,
+            rewards: Sequence[str] = (), **solver) -> dict:
+    """Held-out shapes GenEval of a bare transformer (``sample_heldout``; ``solver``: its ``interval`` and
+    ``method``).  Returns per-task accuracies and ``overall`` (in %); with ``rewards``, also each named reward's
+    mean over the same images (``"rewards"``), read by its own scorer (so a model without reward tokens is read
+    on the same scale as one with them: the paper's reward curves)."""
+    from PIL import Image
+
+    from annotate.scorers import build_scorer
     from miro.contracts.geneval_rules import result_row
+    from miro.data.shapes.detector import default_detector
     from miro.eval.geneval.summary import summarize
 
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
-    detections = render_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets, decode=decode,
-                                **solver)
+    pixels = sample_heldout(model, meta, text_scale, reward_scale, images, steps, seed, targets, decode=decode, **solver)
+    pictures = [Image.fromarray(p) for p in pixels]
+    detector = default_detector()
+    detections = [detector(img) for img in pictures]
+    prompts = [meta[k // images]["prompt"] for k in range(len(pictures))]
+    means = {name: round(float(np.nanmean(build_scorer(name).score(pictures, prompts))), 4) for name in rewards}
     rows = [result_row(str(i), meta[i // images], dets) for i, dets in enumerate(detections)]
     summary = summarize(rows)
     # colour alone: of the images whose prompt names colours, the share where the detector finds an object of
@@ -496,7 +508,8 @@ def geneval(model: MiroTransformer, data: Path, text_scale: float, reward_scale:
 
     return {**{k: round(100 * v["accuracy"], 1) for k, v in summary["tasks"].items()},
             "overall": round(100 * summary["overall"], 1),
-            "colour_only": colour_hits(0), "colour_only_chance": colour_hits(1)}
+            "colour_only": colour_hits(0), "colour_only_chance": colour_hits(1),
+            **({"rewards": means} if rewards else {})}
 
 
 def single_objects(data: Path, limit: int) -> list[dict]:
@@ -791,7 +804,7 @@ def cmd_curve(args) -> dict:
             results[str(step)][key] = geneval(model, args.data, text_scale, reward_scale, args.images, args.sample_steps,
                                               seed=args.seed,
                                               targets=targets if model.num_rewards else 1.0, decode=decode,
-                                              **solver_args(args))
+                                              rewards=args.score_rewards or (), **solver_args(args))
             print(step, key, json.dumps(results[str(step)][key]), flush=True)
     return results
 
@@ -871,6 +884,8 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from miro.contracts.rewards import REWARD_NAMES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures",
                                         "autoencoder", "sliders"])
@@ -918,6 +933,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sliders: the swept reward's targets")
     p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
     p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
+    p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
+                   help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--save-model", type=Path, help="ablate: save the EMA weights here (safetensors)")

@@ -65,6 +65,18 @@ def test_parse_targets_reads_clean_and_pairs_and_rejects_garbage():
     assert bench.parse_targets("sharpness=0.5, contrast=1") == {"sharpness": 0.5, "contrast": 1.0}
     with pytest.raises(SystemExit, match="name=value"):
         bench.parse_targets("sharpness:0.5")
+    free = bench.parse_targets("sharpness=0.5,contrast=none")
+    assert free == {"sharpness": 0.5, "contrast": None}
+    from miro.sampling.targets import free_negatives
+
+    assert free_negatives(free) == {"contrast": None} and free_negatives({"sharpness": 1.0}) is None
+
+    from types import SimpleNamespace
+
+    shipped = {"sharpness": 0.778, "colorfulness": None, "contrast": None}
+    assert bench.parse_targets("recommended", SimpleNamespace(recommended_reward_targets=shipped)) == shipped
+    with pytest.raises(SystemExit, match="recommends no targets"):
+        bench.parse_targets("recommended", SimpleNamespace(recommended_reward_targets=None))
 
 
 def test_summary_compares_both_condition_searches_with_best_of_n_at_equal_budget():

@@ -83,7 +83,43 @@ def test_curve_takes_one_pipeline_and_passes_the_solver_options(monkeypatch, tmp
              "--method", "heun", "--sample-steps", "12", "--seed", "3", "--out", str(tmp_path / "out.json")])
     (args, kwargs), = calls
     assert args[1:6] == (tmp_path, 5.0, 1.0, 1, 12)
-    assert kwargs == {"seed": 3, "targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7, "decode": None}
+    assert kwargs == {"seed": 3, "targets": 1.0, "interval": (0.2, 0.8), "method": "heun", "sde_noise": 0.7, "decode": None,
+                      "rewards": ()}
+    calls.clear()
+    tc.main(["curve", "--pipeline", str(tmp_path), "--data", str(tmp_path), "--score-rewards", "contrast", "sharpness"])
+    assert calls[0][1]["rewards"] == ["contrast", "sharpness"]
+    with pytest.raises(SystemExit):  # argparse names the allowed rewards
+        tc.parse_args(["curve", "--score-rewards", "beauty"])
+
+
+def test_geneval_reads_the_asked_rewards_on_the_images_it_judges(tmp_path):
+    """``curve --score-rewards``: each reward's mean over exactly the images the detector read (here every sample
+    decodes to the same red disc, so the mean is that image's own score)."""
+    import json
+
+    from PIL import Image
+
+    from annotate.scorers import build_scorer
+
+    model = MiroTransformer(**{**SMALL, "in_channels": 4, "sample_size": 8, "patch_size": 1}).eval()
+    meta = {"tag": "single_object", "prompt": "a photo of a circle", "include": [{"class": "circle", "count": 1}]}
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(meta) + "\n")
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 64
+    picture = torch.full((3, 32, 32), 0.4)
+    picture[0, disc], picture[1, disc], picture[2, disc] = 0.8, -0.9, -0.9
+
+    out = tc.geneval(model, tmp_path, 3.0, 1.0, images=2, steps=2, targets=0.5,
+                     decode=lambda z: picture.expand(len(z), 3, 32, 32).clone(), rewards=["contrast", "colorfulness"])
+    assert out["single_object"] == 100.0 and out["overall"] == 100.0
+    pixels = ((picture.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    for name in ("contrast", "colorfulness"):
+        expected = float(build_scorer(name).score([Image.fromarray(pixels)], [meta["prompt"]])[0])
+        assert out["rewards"][name] == pytest.approx(expected, abs=2e-3)
+    assert out["rewards"]["colorfulness"] > 10  # a saturated red disc: the reading is not a constant
+    assert "rewards" not in tc.geneval(model, tmp_path, 3.0, 1.0, images=1, steps=2, targets=0.5,
+                                       decode=lambda z: picture.expand(len(z), 3, 32, 32).clone())
 
 
 def test_noise_band_experts_route_each_sample_by_its_noise_level():
