@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -272,14 +273,15 @@ def steps_to_reach(steps: list[int], values: list[float], level: float) -> float
     return float(s0 + (s1 - s0) * (level - v0) / (v1 - v0))
 
 
-def speedups(curves: dict) -> dict:
+def speedups(curves: dict, metrics: Sequence[str] = ("geneval", *DEFAULT_REWARDS)) -> dict:
     """Per metric, the paper's measure: the baseline's final score (mean of its last ``FINAL_WINDOW``
     exports), the steps from which the conditioned model holds that score, and the baseline's total steps
-    over those steps. A ratio at the first export is a lower bound (the conditioned curve starts above)."""
+    over those steps. A ratio at the first export is a lower bound (the conditioned curve starts above).
+    ``curves``: ``{"baseline": rows, "miro": rows}``, each row ``{"step": int, metric: value, ...}`` by step."""
     base, miro = curves["baseline"], curves["miro"]
     total = base[-1]["step"]
     out = {}
-    for metric in ("geneval", *DEFAULT_REWARDS):
+    for metric in metrics:
         tail = [r[metric] for r in base[-FINAL_WINDOW:]]
         final = float(np.mean(tail))
         steps = [r["step"] for r in miro]

@@ -809,6 +809,35 @@ def cmd_curve(args) -> dict:
     return results
 
 
+def curve_rows(result: dict) -> list[dict]:
+    """A ``curve`` result (one guidance setting) as rows by step: GenEval overall and per task (in %) and the
+    mean of every reward read with ``--score-rewards``."""
+    rows = []
+    for step in sorted((k for k in result if k.isdigit()), key=int):
+        if len(result[step]) != 1:
+            raise SystemExit(f"step {step}: {len(result[step])} guidance settings; speedup reads curves of one")
+        (setting,) = result[step].values()
+        rows.append({"step": int(step), **{k: v for k, v in setting.items() if isinstance(v, (int, float))},
+                     **setting.get("rewards", {})})
+    return rows
+
+
+def cmd_speedup(args) -> dict:
+    """The paper's convergence speed-up between two ``curve`` results of runs with the same schedule (the
+    baseline first): per metric the baseline's final (the mean of its last exports), the step from which the
+    conditioned run holds it, and the ratio (``shapes_replication.speedups``)."""
+    from shapes_replication import speedups
+
+    if not args.curves or len(args.curves) != 2:
+        raise SystemExit("speedup: give two curve results, --curves BASELINE.json MIRO.json")
+    base, miro = (curve_rows(json.loads(Path(f).read_text())) for f in args.curves)
+    if [r["step"] for r in base] != [r["step"] for r in miro] or len(base) < 2:
+        raise SystemExit(f"speedup: the curves must share their steps (>= 2): {[r['step'] for r in base]} "
+                         f"against {[r['step'] for r in miro]}")
+    metrics = [k for k in base[-1] if k != "step" and k in miro[-1] and not k.startswith("colour_only")]
+    return speedups({"baseline": base, "miro": miro}, metrics)
+
+
 def spread_heldout(data: Path, limit: int) -> list[dict]:
     """``limit`` held-out metadata rows spread evenly over the file (so over its tasks, which it lists in turn)."""
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
@@ -888,7 +917,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures",
-                                        "autoencoder", "sliders"])
+                                        "autoencoder", "sliders", "speedup"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
     p.add_argument("--autoencoder", type=Path, help="autoencoder: a python -m miro.train.autoencoder output folder")
@@ -933,6 +962,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sliders: the swept reward's targets")
     p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
     p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
+    p.add_argument("--curves", type=Path, nargs="+", help="speedup: two curve results (--out), the baseline's first")
     p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
                    help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")
     p.add_argument("--threads", type=int, default=1)
@@ -946,7 +976,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
               "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures,
-              "autoencoder": cmd_autoencoder, "sliders": cmd_sliders}[args.command](args)
+              "autoencoder": cmd_autoencoder, "sliders": cmd_sliders, "speedup": cmd_speedup}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

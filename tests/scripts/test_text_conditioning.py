@@ -426,3 +426,27 @@ def test_sliders_sweep_one_reward_after_the_base_targets_and_read_it_with_its_sc
 def tc_args(data, argv):
     """The parsed command line of ``argv`` with --data, a pipeline path and the clean targets."""
     return tc.parse_args([*argv, "--data", str(data), "--pipeline", str(data), "--targets", "clean"])
+
+
+def test_speedup_reads_two_curves_and_finds_where_the_conditioned_run_holds_the_baselines_final(tmp_path):
+    """``speedup``: the baseline's final is the mean of its last three exports; the conditioned run's step is where
+    it reaches that level and stays (interpolated), the ratio the baseline's steps over it; a metric the
+    conditioned run never reaches has no ratio."""
+    import json
+
+    def curve(overall, sharp):
+        return {"targets": None, **{str(1000 * (i + 1)): {"text 3 / reward 0": {"overall": o, "single_object": o,
+                "colour_only": 1.0, "rewards": {"sharpness": s}}} for i, (o, s) in enumerate(zip(overall, sharp))}}
+
+    (tmp_path / "b.json").write_text(json.dumps(curve([10, 20, 30, 40, 50, 60], [0.1, 0.2, 0.2, 0.3, 0.3, 0.3])))
+    (tmp_path / "m.json").write_text(json.dumps(curve([5, 10, 20, 30, 40, 45], [0.2, 0.4, 0.5, 0.5, 0.6, 0.6])))
+    out = tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "m.json"), "--out", str(tmp_path / "s.json")])
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert out is None and set(result) == {"overall", "single_object", "sharpness"}
+    assert result["overall"]["baseline_final"] == 50.0 and result["overall"]["speedup"] is None  # MIRO ends at 45
+    sharp = result["sharpness"]
+    assert sharp["baseline_final"] == pytest.approx(0.3) and sharp["miro_steps"] == pytest.approx(1500.0)
+    assert sharp["speedup"] == pytest.approx(4.0) and not sharp["lower_bound"]
+    with pytest.raises(SystemExit, match="share their steps"):
+        (tmp_path / "short.json").write_text(json.dumps(curve([10, 20], [0.1, 0.2])))
+        tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "short.json")])
