@@ -835,7 +835,36 @@ def cmd_speedup(args) -> dict:
         raise SystemExit(f"speedup: the curves must share their steps (>= 2): {[r['step'] for r in base]} "
                          f"against {[r['step'] for r in miro]}")
     metrics = [k for k in base[-1] if k != "step" and k in miro[-1] and not k.startswith("colour_only")]
-    return speedups({"baseline": base, "miro": miro}, metrics)
+    result = speedups({"baseline": base, "miro": miro}, metrics)
+    if args.plot:
+        plot_curves({"baseline": base, "MIRO": miro}, result, args.plot)
+    return result
+
+
+def plot_curves(curves: dict[str, list[dict]], result: dict, path: Path) -> None:
+    """One panel per metric: each run's curve over the steps and the baseline's final (the level to reach)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(result)
+    cols = min(6, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for (name, rows_), style in zip(curves.items(), ("o--", "s-")):
+            ax.plot([r["step"] for r in rows_], [r[metric] for r in rows_], style, ms=3, label=name)
+        ax.axhline(result[metric]["baseline_final"], color="grey", lw=0.6)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def spread_heldout(data: Path, limit: int) -> list[dict]:
@@ -963,6 +992,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
     p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
     p.add_argument("--curves", type=Path, nargs="+", help="speedup: two curve results (--out), the baseline's first")
+    p.add_argument("--plot", type=Path, help="speedup: also draw both runs' curves here (PNG)")
     p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
                    help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")
     p.add_argument("--threads", type=int, default=1)

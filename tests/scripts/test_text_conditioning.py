@@ -440,7 +440,9 @@ def test_speedup_reads_two_curves_and_finds_where_the_conditioned_run_holds_the_
 
     (tmp_path / "b.json").write_text(json.dumps(curve([10, 20, 30, 40, 50, 60], [0.1, 0.2, 0.2, 0.3, 0.3, 0.3])))
     (tmp_path / "m.json").write_text(json.dumps(curve([5, 10, 20, 30, 40, 45], [0.2, 0.4, 0.5, 0.5, 0.6, 0.6])))
-    out = tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "m.json"), "--out", str(tmp_path / "s.json")])
+    out = tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "m.json"), "--out", str(tmp_path / "s.json"),
+                   "--plot", str(tmp_path / "curves.png")])
+    assert (tmp_path / "curves.png").stat().st_size > 1000
     result = json.loads((tmp_path / "s.json").read_text())
     assert out is None and set(result) == {"overall", "single_object", "sharpness"}
     assert result["overall"]["baseline_final"] == 50.0 and result["overall"]["speedup"] is None  # MIRO ends at 45
