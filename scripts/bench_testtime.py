@@ -87,7 +87,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--methods", nargs="+", default=list(METHOD_RUNS), choices=list(METHOD_RUNS))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--seeds", type=int, default=4, help="images per prompt (seeds 0..N-1)")
+    p.add_argument("--seeds", type=int, default=4, help="images per prompt (seeds F..F+N-1, F = --first-seed)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="the first seed (another value: an independent draw of the same prompts)"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out prompts")
     p.add_argument(
         "--per-task", type=int, default=None, help="only the first N prompts of every GenEval task"
@@ -210,7 +213,7 @@ class Bench:
         meta = Path(args.data) / "heldout" / "evaluation_metadata.jsonl"
         self.rows = select_prompts(load_prompt_metadata(meta), args.limit, args.per_task)
         self.prompts = [r["prompt"] for r in self.rows]
-        self.seeds = list(range(args.seeds))
+        self.seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         self.jobs = [(p, s) for p in self.prompts for s in self.seeds]
         self.pipe = load_pipeline(args.pipeline, args.device, args.dtype)
         from miro.sampling.targets import free_negatives

@@ -110,9 +110,10 @@ def test_bench_runs_per_prompt_test_time_training_within_each_budget(saved_pipe,
     (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
     report = load_bench().main([
         "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
-        "--budgets", "1", "2", "32", "--seeds", "1", "--steps", "2", "--methods", "ttt_per_prompt",
+        "--budgets", "1", "2", "32", "--seeds", "1", "--first-seed", "3", "--steps", "2", "--methods", "ttt_per_prompt",
         "--settings", "quality", "--loo-budget", "0",
     ])  # fmt: skip
+    assert json.loads((tmp_path / "out" / "bench_testtime.json").read_text())["seeds"] == [3]  # --first-seed
     rows = [r for r in report["results"] if r["method"] == "ttt_per_prompt"]
     assert [r["budget"] for r in rows] == [1.0, 32.0]  # budget 2 leaves nothing to train with: skipped
     assert 0 < rows[1]["nfe_per_image"] <= 32 * rows[0]["nfe_per_image"] + 1e-9
