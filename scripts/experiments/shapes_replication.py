@@ -294,6 +294,34 @@ def speedups(curves: dict, metrics: Sequence[str] = ("geneval", *DEFAULT_REWARDS
     return out
 
 
+def plot_curves(curves: dict[str, list[dict]], speedup: dict, path: Path) -> None:
+    """One panel per metric of ``speedup`` (``speedups``' result): each run's curve over the steps (the baseline
+    first, dashed) and the baseline's final, the level to reach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(speedup)
+    cols = min(6, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for (name, run), style in zip(curves.items(), ("o--", "s-")):
+            ax.plot([r["step"] for r in run], [r[metric] for r in run], style, ms=3, label=name)
+        ax.axhline(speedup[metric]["baseline_final"], color="grey", lw=0.6)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def phase_report(args) -> None:
     import matplotlib
 
@@ -313,18 +341,7 @@ def phase_report(args) -> None:
     results["settings"] = vars(args) | {"out": str(args.out), "docs": str(args.docs)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
-    metrics = ("geneval", *DEFAULT_REWARDS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3))
-    for ax, metric in zip(axes, metrics):
-        for run, style in zip(RUNS, ("o--", "s-")):
-            ax.plot([r["step"] for r in curves[run]], [r[metric] for r in curves[run]], style, label=run, ms=3)
-        ax.axhline(results["speedups"][metric]["baseline_final"], color="grey", lw=0.6)  # the level to reach
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(figs / "curves.png", dpi=80)
-    plt.close(fig)
+    plot_curves(curves, results["speedups"], figs / "curves.png")
     if "sliders" in results:
         s = results["sliders"]
         fig, axes = plt.subplots(1, len(DEFAULT_REWARDS), figsize=(3.2 * len(DEFAULT_REWARDS), 3))

@@ -826,9 +826,9 @@ def cmd_speedup(args) -> dict:
     """The paper's convergence speed-up between two ``curve`` results of runs with the same schedule (the
     baseline first): per metric the baseline's final (the mean of its last exports), the step from which the
     conditioned run holds it, and the ratio (``shapes_replication.speedups``)."""
-    from shapes_replication import speedups
+    from shapes_replication import plot_curves, speedups
 
-    if not args.curves or len(args.curves) != 2:
+    if not args.curves:
         raise SystemExit("speedup: give two curve results, --curves BASELINE.json MIRO.json")
     base, miro = (curve_rows(json.loads(Path(f).read_text())) for f in args.curves)
     if [r["step"] for r in base] != [r["step"] for r in miro] or len(base) < 2:
@@ -839,32 +839,6 @@ def cmd_speedup(args) -> dict:
     if args.plot:
         plot_curves({"baseline": base, "MIRO": miro}, result, args.plot)
     return result
-
-
-def plot_curves(curves: dict[str, list[dict]], result: dict, path: Path) -> None:
-    """One panel per metric: each run's curve over the steps and the baseline's final (the level to reach)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(result)
-    cols = min(6, len(metrics))
-    rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        for (name, rows_), style in zip(curves.items(), ("o--", "s-")):
-            ax.plot([r["step"] for r in rows_], [r[metric] for r in rows_], style, ms=3, label=name)
-        ax.axhline(result[metric]["baseline_final"], color="grey", lw=0.6)
-        ax.set_title(metric, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def spread_heldout(data: Path, limit: int) -> list[dict]:
@@ -991,7 +965,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sliders: the swept reward's targets")
     p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
     p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
-    p.add_argument("--curves", type=Path, nargs="+", help="speedup: two curve results (--out), the baseline's first")
+    p.add_argument("--curves", type=Path, nargs=2, metavar=("BASELINE", "MIRO"),
+                   help="speedup: two curve results (--out), the baseline's first")
     p.add_argument("--plot", type=Path, help="speedup: also draw both runs' curves here (PNG)")
     p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
                    help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")
