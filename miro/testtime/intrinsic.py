@@ -341,10 +341,13 @@ class RubricVerifier(_LikelihoodJudge):
     def nfe(self, prompts: Sequence[str]) -> int:
         return sum(self.draws * (1 + len(p)) for p in (self.probes(q) for q in prompts) if p)
 
-    def margins(self, latents: torch.Tensor, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Per image, the margin [P] of each probe (positive: the image fits the prompt better)."""
+    def margins(self, latents: torch.Tensor, prompts: Sequence[str], per_draw: bool = False) -> list[torch.Tensor]:
+        """Per image, the margin [P] of each probe (positive: the image fits the prompt better); with ``per_draw``,
+        [draws, P]: each (t, eps) draw's margin apart (``t_draws()`` gives their t), for studies of which noise
+        levels carry the prompt's words."""
         b, device = latents.shape[0], latents.device
         per_image = [self.probes(p) for p in prompts]
+        empty = torch.zeros((self.draws, 0) if per_draw else (0,), device=device)
         texts: list[str] = []
         index: dict[str, int] = {}
 
@@ -367,7 +370,7 @@ class RubricVerifier(_LikelihoodJudge):
                     draw.append(m)
                     text_idx.append(j)
         if not img:
-            return [torch.zeros(0, device=device) for _ in range(b)]
+            return [empty for _ in range(b)]
         conds = None
         r = len(getattr(self.pipe, "reward_names", []))
         if r:
@@ -381,12 +384,17 @@ class RubricVerifier(_LikelihoodJudge):
         out = []
         for span in spans:
             if span is None:
-                out.append(torch.zeros(0, device=device))
+                out.append(empty)
                 continue
             start, n = span
             block = e[start : start + self.draws * n].view(self.draws, n)
-            out.append((block[:, 1:] - block[:, :1]).mean(0))
+            diff = block[:, 1:] - block[:, :1]
+            out.append(diff if per_draw else diff.mean(0))
         return out
+
+    def t_draws(self, latents: torch.Tensor) -> torch.Tensor:
+        """The noise level t of each fixed draw [draws] (the order of ``margins(per_draw=True)``'s rows)."""
+        return self._draws(tuple(latents.shape[1:]), latents.device)[0]
 
     def _aggregate(self, margins: torch.Tensor, probes: list[Probe]) -> torch.Tensor:
         kinds = sorted({p.kind for p in probes})

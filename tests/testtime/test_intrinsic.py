@@ -121,6 +121,12 @@ def test_rubric_prefers_the_prompt_that_names_the_images_colour():
     assert margins[1][g] < 0  # for the green image, "a green circle" beats "a red circle"
     assert judge.nfe(["a red circle"]) == 2 * (1 + len(probes)) and judge.nfe(["hello"]) == 0
     assert np.isnan(judge.score_latents_dict(x[:1], ["hello world"])["rubric"][0].item())
+    # per draw: [draws, probes] whose mean over draws is the margin; t of each draw inside t_range
+    per = judge.margins(x, ["a red circle", "hello"], per_draw=True)
+    assert per[0].shape == (2, len(probes)) and per[1].shape == (2, 0)
+    torch.testing.assert_close(per[0].mean(0), margins[0])
+    t = judge.t_draws(x)
+    assert t.shape == (2,) and bool(((t > judge.t_range[0]) & (t < judge.t_range[1])).all())
 
 
 def test_counterfactual_probes():
