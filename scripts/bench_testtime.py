@@ -11,7 +11,8 @@ one-sample baseline at the same seeds (every method's candidate 0, so budget 1 i
   seeds (a collapse toward one image per prompt is a reward-hacking signature), baseline alongside.
 
 Verifier settings, reported separately: (a) ``quality``: sharpness, low_noise, colorfulness, contrast; (b)
-``intrinsic``: the model as its own judge (intrinsic_<reward> for every reward of the model, and the rubric); (c)
+``intrinsic``: the model as its own judge (intrinsic_<reward> for every reward of the model, and the rubric); (b')
+``rubric``: its prompt-against-counterfactual rubric alone (``--rubric-aggregate``: mean or the worst probe); (c)
 ``all``: both, with the alignment reward and the soft GenEval judge (an upper bound: GenEval's judge is the same
 detector).  GenEval and every reward a setting does not choose with are held out (scored, reported, never used to
 choose).  Leave-one-reward-out: choose with four of the five weight-free rewards, report the fifth.  And the
@@ -55,7 +56,8 @@ from miro.testtime.verifier import (  # noqa: E402
 
 QUALITY = ["sharpness", "low_noise", "colorfulness", "contrast"]
 WEIGHT_FREE = [*QUALITY, "alignment"]
-SETTINGS = ("quality", "intrinsic", "all")
+SETTINGS = ("quality", "intrinsic", "rubric", "all")
+LABELS = {"quality": "(a)", "intrinsic": "(b)", "rubric": "(b')", "all": "(c)"}
 METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     "best_of_n": ("best_of_n", {}),
     "noise_random": ("noise_search", {"algo": "random"}),
@@ -114,6 +116,8 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
+    p.add_argument("--rubric-aggregate", choices=["mean", "min"], default="mean",
+                   help="the rubric's image score: the mean probe margin over kinds, or the worst probe")
     p.add_argument("--reno-steps", type=int, default=4)
     p.add_argument("--reno-reg", type=float, default=0.01, help="ReNO's chi-norm prior weight")
     p.add_argument(
@@ -235,7 +239,7 @@ class Bench:
         self.pixels = build_scorers(WEIGHT_FREE)[0]  # one scorer, five outputs
         model_rewards = list(self.pipe.reward_names)
         self.intrinsic = IntrinsicVerifier(self.pipe, draws=args.intrinsic_draws) if model_rewards else None
-        self.rubric = RubricVerifier(self.pipe, draws=args.intrinsic_draws)
+        self.rubric = RubricVerifier(self.pipe, draws=args.intrinsic_draws, aggregate=args.rubric_aggregate)
         self.geneval = GenEvalScorer(self.rows)
         self.geneval_soft = GenEvalScorer(self.rows, soft=True, name="geneval_soft")
         self.norms = {}
@@ -247,11 +251,13 @@ class Bench:
     def scorers(self, setting: str) -> list:
         judges = [s for s in (self.intrinsic, self.rubric) if s is not None]
         cheap = [self.pixels, self.geneval, self.geneval_soft]
+        if setting == "rubric":
+            return [*cheap, self.rubric]
         return cheap + (judges if setting in ("intrinsic", "all", "every") else [])
 
     def choosers(self, setting: str) -> list[str]:
         judges = [n for s in (self.intrinsic, self.rubric) if s is not None for n in scorer_outputs(s)]
-        return {"quality": QUALITY, "intrinsic": judges, "all": [*WEIGHT_FREE, *judges, "geneval_soft"]}[
+        return {"quality": QUALITY, "intrinsic": judges, "rubric": ["rubric"], "all": [*WEIGHT_FREE, *judges, "geneval_soft"]}[
             setting
         ]
 
@@ -479,7 +485,7 @@ def plot(results: list[dict], path: Path) -> None:
                         marker="o",
                         label=method,
                     )
-            ax.set_title(f"({'abc'[SETTINGS.index(setting)]}) {setting}: {title}", fontsize=9)
+            ax.set_title(f"{LABELS[setting]} {setting}: {title}", fontsize=9)
             ax.set_xlabel("log2(compute / one sample)")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
@@ -492,7 +498,7 @@ def summarize(results: list[dict]) -> dict:
     """The issue's targets, read off the results (reported whatever they are)."""
     out: dict = {"geneval_gain_at_8x_points": {}, "condition_vs_best_of_n": []}
     for r in results:
-        if r["budget"] == 8 and r["setting"] in ("quality", "intrinsic"):
+        if r["budget"] == 8 and r["setting"] in ("quality", "intrinsic", "rubric"):  # the detector's not in them
             out["geneval_gain_at_8x_points"][f"{r['setting']}/{r['method']}"] = r["geneval_gain_points"]
     for a in results:
         if not a["method"].startswith("condition_search") or a["budget"] == 1:

@@ -55,7 +55,7 @@ def build_scorers(cfg: TestTimeConfig, pipe, metadata: list[dict]) -> list:
 
         r = v.rubric
         scorers.append(RubricVerifier(pipe, r.draws, r.t_range, r.max_counterfactuals, r.reward_targets, r.seed,
-                                      mixed_precision=cfg.mixed_precision))  # fmt: skip
+                                      mixed_precision=cfg.mixed_precision, aggregate=r.aggregate))  # fmt: skip
     if "geneval" in v.rewards:
         from miro.testtime.verifier import GenEvalScorer
 

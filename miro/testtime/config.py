@@ -9,6 +9,7 @@ from typing import Any
 
 from miro.contracts.rewards import REWARD_NAMES, allowed_rewards, our_keys, our_names
 from miro.sampling.settings import SamplingSettings
+from miro.testtime.intrinsic import RUBRIC_AGGREGATES
 from miro.testtime.per_prompt import TTTSettings
 from miro.utils.config import require, require_choice
 from miro.utils.device import DTYPES
@@ -77,8 +78,10 @@ class RubricConfig:
     max_counterfactuals: int = 3
     reward_targets: float | None = None
     seed: int = 0
+    aggregate: str = "mean"  # "mean" over kinds of the probes' margins, or "min": the worst probe (RubricVerifier)
 
     def __post_init__(self):
+        require_choice("verifier.rubric.aggregate", self.aggregate, RUBRIC_AGGREGATES)
         require(_int(self.draws), "verifier.rubric.draws", self.draws, "must be a positive integer")
         _range("verifier.rubric.t_range", self.t_range, strict_low=True)
         require(_int(self.max_counterfactuals), "verifier.rubric.max_counterfactuals", self.max_counterfactuals,

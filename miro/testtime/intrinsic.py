@@ -42,6 +42,7 @@ from miro.contracts.rewards import our_names
 from miro.utils.config import ConfigError, require
 
 DEFAULT_T_RANGE = (0.1, 0.9)
+RUBRIC_AGGREGATES = ("mean", "min")
 
 
 def _check_common(draws, t_range, batch_size) -> tuple[float, float]:
@@ -318,7 +319,10 @@ class RubricVerifier(_LikelihoodJudge):
     """The prompt against counterfactual prompts, as the model's likelihood ratio (module docstring).
 
     Output ``rubric`` (NaN for a prompt with no probe word).  ``reward_targets``: the reward condition of every
-    row (None: every reward's null embedding; or a value in [0, 1] for all rewards)."""
+    row (None: every reward's null embedding; or a value in [0, 1] for all rewards).  ``aggregate``: how an image's
+    probe margins become its score: "mean" (the mean over kinds of each kind's mean margin) or "min" (the worst
+    probe: the image is judged by the counterfactual that fits it best, as a classifier would; it ranked
+    passing above failing candidates of the same prompt more often on the shapes reference, docs/testtime.md)."""
 
     name = "rubric"
     outputs = ("rubric",)
@@ -326,8 +330,10 @@ class RubricVerifier(_LikelihoodJudge):
 
     def __init__(self, pipe, draws: int = 4, t_range=DEFAULT_T_RANGE, max_counterfactuals: int = 3,
                  reward_targets: float | None = None, seed: int = 0, batch_size: int = 64,
-                 mixed_precision: str = "auto"):  # fmt: skip
+                 mixed_precision: str = "auto", aggregate: str = "mean"):  # fmt: skip
         super().__init__(pipe, draws, t_range, seed, batch_size, mixed_precision)
+        require(aggregate in RUBRIC_AGGREGATES, "rubric.aggregate", aggregate, f"must be one of {RUBRIC_AGGREGATES}")
+        self.aggregate = aggregate
         require(isinstance(max_counterfactuals, int) and max_counterfactuals >= 1, "rubric.max_counterfactuals",
                 max_counterfactuals, "must be a positive integer")  # fmt: skip
         require(reward_targets is None or (isinstance(reward_targets, (int, float)) and 0 <= reward_targets <= 1),
@@ -397,6 +403,8 @@ class RubricVerifier(_LikelihoodJudge):
         return self._draws(tuple(latents.shape[1:]), latents.device)[0]
 
     def _aggregate(self, margins: torch.Tensor, probes: list[Probe]) -> torch.Tensor:
+        if self.aggregate == "min":
+            return margins.min()
         kinds = sorted({p.kind for p in probes})
         per_kind = [margins[[i for i, p in enumerate(probes) if p.kind == k]].mean() for k in kinds]
         return torch.stack(per_kind).mean()

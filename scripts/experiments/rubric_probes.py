@@ -44,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pipeline", type=Path, default=Path("models/shapes_reference"))
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world (its heldout/ prompts)")
     p.add_argument("--per-task", type=int, default=4, help="the first N held-out prompts of every GenEval task")
-    p.add_argument("--seeds", type=int, default=2, help="groups per prompt (seeds 0..N-1)")
+    p.add_argument("--seeds", type=int, default=2, help="groups per prompt (seeds F..F+N-1)")
+    p.add_argument("--first-seed", type=int, default=0, help="F: another value draws independent groups")
     p.add_argument("--candidates", type=int, default=8, help="best-of-N candidates per (prompt, seed)")
     p.add_argument("--draws", type=int, default=8, help="(t, eps) draws per probe, stratified over --t-range")
     p.add_argument("--t-range", type=float, nargs=2, default=[0.05, 0.95])
@@ -76,7 +77,7 @@ def render_groups(args, pipe, rows) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     groups = {}
     for i, row in enumerate(rows):
-        for s in range(args.seeds):
+        for s in range(args.first_seed, args.first_seed + args.seeds):
             paths = [folder / f"p{i:03d}_s{s}_c{j}.png" for j in range(args.candidates)]
             if all(p.exists() for p in paths):
                 groups[i, s] = [Image.open(p).convert("RGB") for p in paths]
@@ -250,7 +251,7 @@ def main(argv=None) -> None:
     margins = group_margins(args, judge, rows, groups)
     t2 = time.perf_counter()
     passes, truths = probe_truths(rows, groups, judge)
-    t_draws = judge.t_draws(judge.pil_latents(groups[0, 0][:1])).cpu().numpy()
+    t_draws = judge.t_draws(judge.pil_latents(next(iter(groups.values()))[:1])).cpu().numpy()
     result = analyse(rows, margins, passes, truths, probes, t_draws, args.split)
     result.update({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                    "prompts": [r["prompt"] for r in rows], "t_draws": t_draws.tolist(),

@@ -152,3 +152,19 @@ def test_pooled_best_of_n_chooses_what_the_method_chooses_at_every_budget(saved_
     chosen = [r for r in pooled["results"] if r["budget"] == 5 and r["setting"] == "all"]
     assert all(r["candidates_per_search"] < 5 for r in chosen)  # the judges' scoring cost buys fewer candidates
     assert pooled["pool"]["candidates_rendered"] >= 2 * 2 * 5 - 1
+
+
+def test_the_rubric_alone_chooses_in_its_setting(saved_pipe, tmp_path):  # noqa: F811
+    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    report = load_bench().main([
+        "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
+        "--budgets", "1", "8", "--seeds", "2", "--steps", "2", "--intrinsic-draws", "1", "--methods", "best_of_n",
+        "--settings", "rubric", "--rubric-aggregate", "min", "--loo-budget", "0", "--pooled",
+    ])  # fmt: skip
+    rows = report["results"]
+    assert [r["setting"] for r in rows] == ["rubric", "rubric"]
+    assert {"rubric", "sharpness"} <= set(rows[1]["delta_z"])  # scored: the rubric and the held-out rewards
+    assert rows[1]["verifier_delta"] == rows[1]["delta_z"]["rubric"] >= 0  # the rubric alone chooses (weight 1)
+    assert rows[1]["candidates_per_search"] > 1

@@ -68,6 +68,7 @@ def test_the_entry_point_runs_end_to_end(saved_pipe, tmp_path):
     ({"noise_search": {"step": 0}}, "noise_search.step=0"),
     ({"condition_search": {"w_max": -1}}, "condition_search.w_max=-1"),
     ({"reno": {"momentum": 1.0}}, "reno.momentum=1.0"),
+    ({"verifier": {"rubric": {"aggregate": "max"}}}, r"verifier.rubric.aggregate='max': must be one of \['mean', 'min'\]"),
 ])  # fmt: skip
 def test_bad_values_name_the_key(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -125,6 +125,12 @@ def test_rubric_prefers_the_prompt_that_names_the_images_colour():
     per = judge.margins(x, ["a red circle", "hello"], per_draw=True)
     assert per[0].shape == (2, len(probes)) and per[1].shape == (2, 0)
     torch.testing.assert_close(per[0].mean(0), margins[0])
+    # the worst probe as the score: the red image's smallest margin, the green image's most negative one
+    worst = RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), draws=2, max_counterfactuals=3, aggregate="min")
+    torch.testing.assert_close(worst.score_latents_dict(x, ["a red circle"] * 2)["rubric"],
+                               torch.stack([margins[0].min(), margins[1].min()]))  # fmt: skip
+    with pytest.raises(ConfigError, match="rubric.aggregate"):
+        RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), aggregate="median")
     t = judge.t_draws(x)
     assert t.shape == (2,) and bool(((t > judge.t_range[0]) & (t < judge.t_range[1])).all())
 
