@@ -116,8 +116,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
-    p.add_argument("--rubric-aggregate", choices=["mean", "min"], default="mean",
-                   help="the rubric's image score: the mean probe margin over kinds, or the worst probe")
+    p.add_argument("--rubric-aggregate", choices=["mean", "min"], default="min",
+                   help="the rubric's image score: the worst probe, or the mean probe margin over kinds (the "
+                        "default before session 24, which measured sessions 9-23)")
     p.add_argument("--reno-steps", type=int, default=4)
     p.add_argument("--reno-reg", type=float, default=0.01, help="ReNO's chi-norm prior weight")
     p.add_argument(

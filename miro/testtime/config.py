@@ -78,7 +78,7 @@ class RubricConfig:
     max_counterfactuals: int = 3
     reward_targets: float | None = None
     seed: int = 0
-    aggregate: str = "mean"  # "mean" over kinds of the probes' margins, or "min": the worst probe (RubricVerifier)
+    aggregate: str = "min"  # "min": the worst probe, or "mean" over kinds of the probes' margins (RubricVerifier)
 
     def __post_init__(self):
         require_choice("verifier.rubric.aggregate", self.aggregate, RUBRIC_AGGREGATES)

@@ -105,7 +105,7 @@ def colour_encoder(prompts):
 def test_rubric_prefers_the_prompt_that_names_the_images_colour():
     from miro.data.shapes.vocab import PALETTE
 
-    judge = RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), draws=2, max_counterfactuals=3)
+    judge = RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), draws=2, max_counterfactuals=3, aggregate="mean")
     red, green = (torch.tensor(PALETTE[c], dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 4, 4) / 127.5 - 1
                   for c in ("red", "green"))  # fmt: skip
     x = torch.cat([red, green])
@@ -126,7 +126,7 @@ def test_rubric_prefers_the_prompt_that_names_the_images_colour():
     assert per[0].shape == (2, len(probes)) and per[1].shape == (2, 0)
     torch.testing.assert_close(per[0].mean(0), margins[0])
     # the worst probe as the score: the red image's smallest margin, the green image's most negative one
-    worst = RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), draws=2, max_counterfactuals=3, aggregate="min")
+    worst = RubricVerifier(stub_pipe(ColourStub(), [], colour_encoder), draws=2, max_counterfactuals=3)  # the default
     torch.testing.assert_close(worst.score_latents_dict(x, ["a red circle"] * 2)["rubric"],
                                torch.stack([margins[0].min(), margins[1].min()]))  # fmt: skip
     with pytest.raises(ConfigError, match="rubric.aggregate"):
