@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from miro.testtime.budget import Budget  # noqa: E402
-from miro.testtime.intrinsic import IntrinsicVerifier, RubricVerifier  # noqa: E402
+from miro.testtime.intrinsic import RUBRIC_AGGREGATES, IntrinsicVerifier, RubricVerifier  # noqa: E402
 from miro.testtime.methods import run_method  # noqa: E402
 from miro.testtime.render import Renderer, to_pil  # noqa: E402
 from miro.testtime.search import Search  # noqa: E402
@@ -116,7 +116,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--intrinsic-draws", type=int, default=4)
-    p.add_argument("--rubric-aggregate", choices=["mean", "min"], default="min",
+    p.add_argument("--rubric-aggregate", choices=list(RUBRIC_AGGREGATES), default="min",
                    help="the rubric's image score: the worst probe, or the mean probe margin over kinds (the "
                         "default before session 24, which measured sessions 9-23)")
     p.add_argument("--reno-steps", type=int, default=4)
@@ -208,11 +208,33 @@ def nan_mean(values) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
 
 
+def build_renderer(pipe, reward_targets: str | None, steps: int | None = None, guidance_scale: float | None = None,
+                   text_guidance_scale: float | None = None, reward_guidance_scale: float | None = None) -> Renderer:
+    """The benchmark's renderer: the sampling settings' defaults with these overrides (None keeps the default);
+    ``reward_targets`` as ``--reward-targets`` reads it, a free reward free in both branches."""  # fmt: skip
+    from miro.sampling.settings import SamplingSettings
+    from miro.sampling.targets import free_negatives
+
+    targets = parse_targets(reward_targets, pipe)
+    overrides = {
+        k: v
+        for k, v in (
+            ("steps", steps),
+            ("guidance_scale", guidance_scale),
+            ("text_guidance_scale", text_guidance_scale),
+            ("reward_guidance_scale", reward_guidance_scale),
+            ("reward_targets", targets),
+            ("negative_reward_targets", free_negatives(targets)),
+        )
+        if v is not None
+    }
+    return Renderer(pipe, SamplingSettings(**overrides))
+
+
 class Bench:
     def __init__(self, args):
         from annotate.scorers.registry import build_scorers
         from miro.sampling.pipeline import load_pipeline
-        from miro.sampling.settings import SamplingSettings
 
         self.args = args
         meta = Path(args.data) / "heldout" / "evaluation_metadata.jsonl"
@@ -221,22 +243,8 @@ class Bench:
         self.seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         self.jobs = [(p, s) for p in self.prompts for s in self.seeds]
         self.pipe = load_pipeline(args.pipeline, args.device, args.dtype)
-        from miro.sampling.targets import free_negatives
-
-        targets = parse_targets(args.reward_targets, self.pipe)
-        overrides = {
-            k: v
-            for k, v in (
-                ("steps", args.steps),
-                ("guidance_scale", args.guidance_scale),
-                ("text_guidance_scale", args.text_guidance_scale),
-                ("reward_guidance_scale", args.reward_guidance_scale),
-                ("reward_targets", targets),
-                ("negative_reward_targets", free_negatives(targets)),
-            )
-            if v is not None
-        }
-        self.renderer = Renderer(self.pipe, SamplingSettings(**overrides))
+        self.renderer = build_renderer(self.pipe, args.reward_targets, args.steps, args.guidance_scale,
+                                       args.text_guidance_scale, args.reward_guidance_scale)  # fmt: skip
         self.pixels = build_scorers(WEIGHT_FREE)[0]  # one scorer, five outputs
         model_rewards = list(self.pipe.reward_names)
         self.intrinsic = IntrinsicVerifier(self.pipe, draws=args.intrinsic_draws) if model_rewards else None

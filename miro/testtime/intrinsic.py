@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from miro.contracts.rewards import our_names
-from miro.utils.config import ConfigError, require
+from miro.utils.config import ConfigError, require, require_choice
 
 DEFAULT_T_RANGE = (0.1, 0.9)
 RUBRIC_AGGREGATES = ("mean", "min")
@@ -335,7 +335,7 @@ class RubricVerifier(_LikelihoodJudge):
                  reward_targets: float | None = None, seed: int = 0, batch_size: int = 64,
                  mixed_precision: str = "auto", aggregate: str = "min"):  # fmt: skip
         super().__init__(pipe, draws, t_range, seed, batch_size, mixed_precision)
-        require(aggregate in RUBRIC_AGGREGATES, "rubric.aggregate", aggregate, f"must be one of {RUBRIC_AGGREGATES}")
+        require_choice("rubric.aggregate", aggregate, RUBRIC_AGGREGATES)
         self.aggregate = aggregate
         require(isinstance(max_counterfactuals, int) and max_counterfactuals >= 1, "rubric.max_counterfactuals",
                 max_counterfactuals, "must be a positive integer")  # fmt: skip

@@ -61,18 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------- measurement
 def render_groups(args, pipe, rows) -> dict:
     """{(prompt index, seed): [PIL] * candidates}, rendered once and cached as PNG."""
+    from bench_testtime import build_renderer
     from PIL import Image
 
-    from miro.sampling.settings import SamplingSettings
-    from miro.sampling.targets import free_negatives
-    from miro.testtime.render import Renderer, to_pil
+    from miro.testtime.render import to_pil
 
-    targets = pipe.recommended_reward_targets
-    settings = SamplingSettings(steps=args.steps, guidance_scale=args.text_guidance_scale,
-                                text_guidance_scale=args.text_guidance_scale,
-                                reward_guidance_scale=args.reward_guidance_scale, reward_targets=targets,
-                                negative_reward_targets=free_negatives(targets) if targets else None)  # fmt: skip
-    renderer = Renderer(pipe, settings)
+    renderer = build_renderer(pipe, "recommended", args.steps, args.text_guidance_scale,
+                              reward_guidance_scale=args.reward_guidance_scale)  # fmt: skip
     folder = args.out / "images"
     folder.mkdir(parents=True, exist_ok=True)
     groups = {}
