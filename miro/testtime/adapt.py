@@ -44,6 +44,7 @@ class TTRLOptions:
     clip: float = 0.2
     inner_epochs: int = 1
     max_grad_norm: float | None = 1.0
+    max_kl: float | None = None  # undo the first iteration whose KL to the frozen model exceeds it, and stop
     seed: int = 0
     save_images: int = 4
 
@@ -71,6 +72,8 @@ class TTRLOptions:
         require_choice("ttrl.final_step", self.final_step, ("ode", "sde"))
         require(self.max_grad_norm is None or (_num(self.max_grad_norm) and self.max_grad_norm > 0),
                 "ttrl.max_grad_norm", self.max_grad_norm, "must be > 0 or null")  # fmt: skip
+        require(self.max_kl is None or (_num(self.max_kl) and self.max_kl > 0), "ttrl.max_kl", self.max_kl,
+                "must be > 0 or null")  # fmt: skip
 
 
 @dataclass
@@ -94,6 +97,7 @@ class AdaptConfig:
     monitor: str = "intrinsic"
     intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
     rubric: bool = True  # the intrinsic monitor adds the rubric for prompts with rubric words
+    rubric_weight: float = 1.0  # the rubric's weight in the intrinsic monitor, against 1 per likelihood ratio
     verifier: VerifierConfig = field(default_factory=VerifierConfig)  # monitor=rewards: the external rewards
     track: TrackConfig = field(default_factory=TrackConfig)
     ttrl: TTRLOptions = field(default_factory=TTRLOptions)
@@ -113,6 +117,8 @@ class AdaptConfig:
             self.limit is None or _int(self.limit), "limit", self.limit, "must be a positive integer or null"
         )
         require_choice("monitor", self.monitor, MONITORS)
+        require(_num(self.rubric_weight) and self.rubric_weight >= 0, "rubric_weight", self.rubric_weight,
+                "must be a number >= 0")  # fmt: skip
         require_choice("dtype", self.dtype, tuple(DTYPES))
         require_choice("mixed_precision", self.mixed_precision, tuple(PRECISIONS))
         require(bool(self.adapter_name) and "/" not in self.adapter_name, "adapter_name", self.adapter_name,
@@ -153,7 +159,11 @@ def run(cfg: AdaptConfig, pipe=None) -> dict:
         pipe = load_pipeline(cfg.pipeline, cfg.device, cfg.dtype)
     verifier = _verifier(cfg, pipe, metadata, cfg.verifier.rewards) if cfg.monitor == "rewards" else None
     track = _verifier(cfg, pipe, metadata, cfg.track.rewards) if cfg.track.rewards else None
-    options = {**asdict(cfg.intrinsic), "rubric": cfg.rubric} if cfg.monitor == "intrinsic" else None
+    options = (
+        {**asdict(cfg.intrinsic), "rubric": cfg.rubric, "rubric_weight": cfg.rubric_weight}
+        if cfg.monitor == "intrinsic"
+        else None
+    )
     if options is not None:
         options.pop("text", None)
     t = cfg.ttrl
@@ -162,7 +172,7 @@ def run(cfg: AdaptConfig, pipe=None) -> dict:
                         prompts_per_iteration=t.prompts_per_iteration, train_steps=t.train_steps, sde_noise=t.sde_noise,
                         final_step=t.final_step,
                         lora=cfg.lora, lr=t.lr, kl_beta=t.kl_beta, clip=t.clip, inner_epochs=t.inner_epochs,
-                        max_grad_norm=t.max_grad_norm, settings=cfg.settings, mixed_precision=cfg.mixed_precision,
+                        max_grad_norm=t.max_grad_norm, max_kl=t.max_kl, settings=cfg.settings, mixed_precision=cfg.mixed_precision,
                         seed=t.seed, adapter_name=cfg.adapter_name, out_dir=out_dir, save_images=t.save_images,
                         progress=True)  # fmt: skip
     summary = {"prompts": len(prompts), "monitor": cfg.monitor, "adapter": str(result.adapter_folder),

@@ -64,7 +64,8 @@ from miro.utils.config import ConfigError, require, require_choice
 
 MONITORS = ("intrinsic", "consensus", "rewards")
 FINAL_STEPS = ("ode", "sde")
-INTRINSIC_OPTIONS = ("rewards", "draws", "t_range", "others", "rubric", "batch_size", "seed")
+INTRINSIC_OPTIONS = ("rewards", "draws", "t_range", "others", "rubric", "rubric_weight", "rubric_aggregate",
+                     "batch_size", "seed")
 _NOISE_STREAM = 2  # derived_seed stream of the rollouts (the Renderer uses 0 and 1)
 _ADV_EPS = 1e-4  # Flow-GRPO's std offset of the group-relative advantage
 _REDUCE = "mean"  # per-element mean log-probability, as Flow-GRPO (miro.testtime.sde)
@@ -168,15 +169,34 @@ def consensus_scores(images: torch.Tensor) -> np.ndarray:
 
 
 def _intrinsic_monitor(pipe, prompts: Sequence[str], options: Mapping) -> _VerifierMonitor:
+    """The frozen model's likelihood ratios (``rewards``: the model's rewards to read, default all; an empty list
+    reads none) plus, where a prompt has rubric words, its rubric with weight ``rubric_weight`` against 1 per ratio.
+
+    Why a weight: the ratios read image quality (sharpness, contrast) and the rubric is the only term that reads
+    the prompt; at equal weights it is one term of six, and on the U-Net reference a strong update followed the
+    quality terms and lost the prompt (docs/ttrl.md, session 24)."""
     from miro.testtime.intrinsic import IntrinsicVerifier, RubricVerifier, counterfactual_probes
 
     opts = dict(options)
     use_rubric = bool(opts.pop("rubric", True))
+    weight = opts.pop("rubric_weight", 1.0)
+    aggregate = opts.pop("rubric_aggregate", "min")
+    finite = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
+    require(finite and weight >= 0, "monitor_options.rubric_weight", weight, "must be a number >= 0")
     common = {k: opts[k] for k in ("draws", "t_range", "batch_size", "seed") if k in opts}
-    scorers = [IntrinsicVerifier(pipe, **opts)]
-    if use_rubric and any(counterfactual_probes(p) for p in prompts):
-        scorers.append(RubricVerifier(pipe, **common))
-    return _VerifierMonitor("intrinsic", Verifier(scorers), calibrate=True)
+    ratios = opts.get("rewards") is None or len(opts["rewards"]) > 0
+    scorers = [IntrinsicVerifier(pipe, **opts)] if ratios else []
+    rubric = use_rubric and any(counterfactual_probes(p) for p in prompts)
+    if rubric:
+        scorers.append(RubricVerifier(pipe, aggregate=aggregate, **common))
+    if not scorers:
+        raise ConfigError("monitor_options: rewards=[] turns the likelihood ratios off, so the rubric is the whole "
+                          f"monitor, but {'rubric=False' if not use_rubric else 'no cohort prompt has rubric words'}"
+                          "; give rewards, or prompts with colour / class / count / relation words")  # fmt: skip
+    verifier = Verifier(scorers)
+    if rubric:
+        verifier = Verifier(scorers, {n: (weight if n == "rubric" else 1.0) for n in verifier.names})
+    return _VerifierMonitor("intrinsic", verifier, calibrate=True)
 
 
 def _build_monitor(monitor, pipe, prompts, verifier, options) -> _Monitor:
@@ -228,7 +248,8 @@ class TTRLResult:
 
 
 HISTORY_FIELDS = ("iteration", "prompts", "monitor_mean", "monitor_std", "track_mean", "agreement", "kl",
-                  "clip_fraction", "loss", "zero_advantage_groups", "nfe", "nfe_total", "report_nfe", "wall_time")  # fmt: skip
+                  "clip_fraction", "loss", "zero_advantage_groups", "nfe", "nfe_total", "report_nfe", "wall_time",
+                  "stopped")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- the method
@@ -392,6 +413,8 @@ def ttrl_adapt(
     clip: float = 0.2,
     inner_epochs: int = 1,
     max_grad_norm: float | None = 1.0,
+    max_kl: float | None = None,
+    callback: Callable[[dict], bool | None] | None = None,
     settings=None,
     mixed_precision: str = "auto",
     seed: int = 0,
@@ -412,7 +435,9 @@ def ttrl_adapt(
         track: an external ``Verifier`` scored on every group only for the history (mean, agreement);
             ``track_held_out``: refuse a tracked reward that the monitor also reads.
         monitor_options: for "intrinsic": ``IntrinsicVerifier`` keywords (rewards, draws, t_range, others,
-            batch_size, seed) and ``rubric`` (default True: add the rubric when a prompt has rubric words).
+            batch_size, seed; ``rewards=[]`` reads no ratio), ``rubric`` (default True: add the rubric when a
+            prompt has rubric words), ``rubric_weight`` (its weight against 1 per ratio, default 1) and
+            ``rubric_aggregate`` ("min", the default, or "mean"; ``RubricVerifier``).
         group_size: images per prompt and iteration (G >= 2).  iterations: rollout-update rounds.
         prompts_per_iteration: prompts per round (default all), taken in a seeded shuffled cycle.
         train_steps: SDE steps of the rollouts (the pipeline's sigma grid for that many steps; inference
@@ -423,6 +448,14 @@ def ttrl_adapt(
         lora: the adapter's shape (default rank 16 on attention and MLP).  lr, kl_beta, clip, inner_epochs,
             max_grad_norm: the optimiser (AdamW), KL weight, PPO clip range, passes over each round's rollouts,
             gradient-norm clip (None: off).
+        max_kl: a bound on the drift: the first iteration whose mean KL to the frozen model (per element and
+            step, the history's ``kl``) exceeds it is undone (the adapter goes back to its state before that
+            iteration) and the adaptation stops (``stopped="max_kl"`` in its row).  None: no bound.  Why: the
+            clipped ratio bounds each step, not their sum, and ``kl_beta`` only slows the drift; on the U-Net
+            reference the prompt was lost at KL ~0.02 before the monitor had gained anything (docs/ttrl.md).
+        callback: called with each iteration's history row after its update; a true return value stops the
+            adaptation there (``stopped="callback"``).  The adapter is active and may be sampled from (e.g. to
+            evaluate checkpoints); the rollouts' noise does not depend on what it does.
         settings: the pipeline's ``SamplingSettings`` (targets, the fixed guidance; ``steps`` for the saved
             previews).  mixed_precision: as the pipeline's.
         seed: rollouts' noise and the prompt order.  out_dir: if given, the adapter is saved to
@@ -435,6 +468,8 @@ def ttrl_adapt(
     prompts = _check_args(prompts, group_size, iterations, prompts_per_iteration, train_steps, sde_noise, lr,
                           kl_beta, clip, inner_epochs)  # fmt: skip
     require_choice("final_step", final_step, FINAL_STEPS)
+    require(max_kl is None or (isinstance(max_kl, (int, float)) and math.isfinite(max_kl) and max_kl > 0),
+            "ttrl.max_kl", max_kl, "must be a number > 0 or None")  # fmt: skip
     require(final_step == "sde" or train_steps >= 2, "train_steps", train_steps,
             "must be >= 2 with final_step='ode' (the last step is deterministic and not trained)")  # fmt: skip
     renderer = as_renderer(pipe, settings, mixed_precision)
@@ -447,7 +482,7 @@ def ttrl_adapt(
                "prompts_per_iteration": per_iter, "train_steps": train_steps, "sde_noise": sde_noise,
                "final_step": final_step,
                "lora": asdict(lora), "lr": lr, "kl_beta": kl_beta, "clip": clip, "inner_epochs": inner_epochs,
-               "max_grad_norm": max_grad_norm, "seed": seed, "adapter_name": adapter_name,
+               "max_grad_norm": max_grad_norm, "max_kl": max_kl, "seed": seed, "adapter_name": adapter_name,
                "track": None if track is None else track.describe(), "log_prob": _REDUCE}  # fmt: skip
     trace = Trace(method="ttrl", options=options, verifier=mon.describe(), settings=renderer.settings.to_dict(),
                   one_sample_nfe=float(renderer.one_sample_nfe()), budget={})  # fmt: skip
@@ -471,6 +506,7 @@ def ttrl_adapt(
     bar = tqdm(range(iterations), desc="ttrl", disable=not progress)
     for it in bar:
         start = time.perf_counter()
+        snapshot = [p.detach().clone() for p in params] if max_kl is not None else None
         slots = [it * per_iter + k for k in range(per_iter)]
         groups = [_rollout(renderer, mon, track, prompts[order[s % len(prompts)]], derived_seed(seed, _NOISE_STREAM, s),
                            group_size, guidance, sigmas, sde_noise, final_step == "ode") for s in slots]  # fmt: skip
@@ -509,12 +545,22 @@ def ttrl_adapt(
             "nfe_total": nfe_total,
             "report_nfe": float(sum(g.report_nfe for g in groups)),
             "wall_time": time.perf_counter() - start,
+            "stopped": None,
         }
         history.append(row)
+        if max_kl is not None and math.isfinite(row["kl"]) and row["kl"] > max_kl:
+            with torch.no_grad():
+                for p, old in zip(params, snapshot):
+                    p.copy_(old)
+            row["stopped"] = "max_kl"
+        elif callback is not None and callback(row):
+            row["stopped"] = "callback"
         post = {"monitor": f"{row['monitor_mean']:.4g}"}
         if row["track_mean"] is not None:
             post["track"] = f"{row['track_mean']:.4g}"
         bar.set_postfix(post)
+        if row["stopped"]:
+            break
     bar.close()
 
     result = TTRLResult(adapter_name, history, trace, None, options)

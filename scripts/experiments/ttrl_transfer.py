@@ -70,6 +70,15 @@ def parse_args(argv=None):
     p.add_argument("--kl-beta", type=float, default=0.02)
     p.add_argument("--sde-noise", type=float, default=0.7)
     p.add_argument("--intrinsic-draws", type=int, default=2, help="(t, eps) draws of the intrinsic monitor")
+    p.add_argument("--intrinsic-rewards", nargs="+", default=None,
+                   help="the likelihood ratios the intrinsic monitor reads (default: every reward of the model); "
+                        "'none': no ratio, the rubric alone is the monitor")  # fmt: skip
+    p.add_argument("--rubric-weight", type=float, default=1.0,
+                   help="the rubric's weight in the intrinsic monitor, against 1 per likelihood ratio")  # fmt: skip
+    p.add_argument("--max-kl", type=float, default=None,
+                   help="ttrl_adapt's KL bound: undo the first iteration whose KL exceeds it, and stop")  # fmt: skip
+    p.add_argument("--eval-at", type=int, nargs="*", default=[],
+                   help="also evaluate the adapter after these iterations (1-based; the final one always is)")  # fmt: skip
     p.add_argument("--steps", type=int, default=25, help="sampling steps of the evaluation")
     p.add_argument("--text-guidance-scale", type=float, default=3.0)
     p.add_argument("--reward-guidance-scale", type=float, default=1.0)
@@ -84,6 +93,13 @@ def parse_args(argv=None):
     for name, low in least.items():
         if getattr(args, name) < low:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}")
+    bad = [k for k in args.eval_at if not 1 <= k < args.iterations]
+    if bad:
+        p.error(f"--eval-at {bad}: each must be in [1, --iterations) (the last iteration is always evaluated)")
+    if args.intrinsic_rewards is not None and "none" in args.intrinsic_rewards:
+        if args.intrinsic_rewards != ["none"]:
+            p.error(f"--intrinsic-rewards {args.intrinsic_rewards}: 'none' stands alone")
+        args.intrinsic_rewards = []
     return args
 
 
@@ -188,6 +204,21 @@ def compare(base: dict, adapted: dict) -> dict[str, dict]:
     return rows
 
 
+def checkpoint_rows(report: dict) -> list[str]:
+    """One markdown row per evaluated checkpoint: iteration, KL there, unseen / adapted-on / other tasks' Δ."""
+    lines = []
+    for it, c in sorted(report.get("checkpoints", {}).items(), key=lambda kv: int(kv[0])):
+        sp = c["splits"]
+        cells = [f"{100 * sp[n]['adapted']:.1f}% ({sp[n]['delta_points']:+.1f})"
+                 for n in ("unseen", "adapted_on", "other_tasks_mean") if n in sp]  # fmt: skip
+        kl = c.get("kl")
+        lines.append(f"| {it} | {'n/a' if kl is None else f'{kl:.2g}'} | " + " | ".join(cells) + " |")
+    if lines:
+        lines = ["| after iteration | KL | unseen (Δ) | adapted_on (Δ) | other tasks (Δ) |",
+                 "|---:|---:|---:|---:|---:|", *lines]  # fmt: skip
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = ["| split | prompts | images | base GenEval | adapted GenEval | Δ points | gained / lost |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -210,6 +241,12 @@ def markdown(report: dict) -> str:
               f"- adaptation: {a['iterations']} iterations, {a['nfe']:.0f} NFE-eq (= {a['samples_equivalent']:.0f} "
               f"samples of {report['one_sample_nfe']} NFE-eq), {a['wall']:.0f} s; evaluation {report['eval_wall']:.0f} s "
               f"({report['eval_images']} images per model, base and adapted)"]  # fmt: skip
+    stopped = report["ttrl_history"][-1].get("stopped") if report.get("ttrl_history") else None
+    if stopped:
+        lines.append(f"- stopped by {stopped} after iteration {len(report['ttrl_history'])}")
+    checkpoints = checkpoint_rows(report)
+    if checkpoints:
+        lines += ["", *checkpoints]
     return "\n".join(lines)
 
 
@@ -262,7 +299,10 @@ def run(args) -> dict:
     calib = base["adapted_on"]
     quality = quality_verifier(calib["images"], [p for p in calib["prompts"] for _ in range(args.images)])
     if args.monitor == "intrinsic":
-        monitor_kw = {"monitor": "intrinsic", "track": quality, "monitor_options": {"draws": args.intrinsic_draws}}
+        options = {"draws": args.intrinsic_draws, "rubric_weight": args.rubric_weight}
+        if args.intrinsic_rewards is not None:
+            options["rewards"] = args.intrinsic_rewards
+        monitor_kw = {"monitor": "intrinsic", "track": quality, "monitor_options": options}
     else:
         judge = quality
         if args.monitor == "detector":
@@ -271,14 +311,28 @@ def run(args) -> dict:
             judge = Verifier([GenEvalScorer(rows, soft=True)]).calibrate(calib["images"], [
                 p for p in calib["prompts"] for _ in range(args.images)])  # fmt: skip
         monitor_kw = {"monitor": "rewards", "verifier": judge, "track": quality, "track_held_out": False}
+    checkpoints, eval_wall = {}, [0.0]
+
+    def checkpoint(row: dict) -> bool:  # the adapter after iteration row["iteration"] + 1, evaluated
+        if row["iteration"] + 1 in args.eval_at and not row["stopped"]:
+            t = time.perf_counter()
+            at = evaluate(renderer, geneval, splits, args.images)
+            checkpoints[row["iteration"] + 1] = {"kl": row["kl"], "splits": compare(base, at),
+                                                 "passed": {n: a["passed"] for n, a in at.items()}}  # fmt: skip
+            eval_wall[0] += time.perf_counter() - t
+            print(f"after iteration {row['iteration'] + 1}: " + ", ".join(
+                f"{n} {100 * v['adapted']:.1f}% ({v['delta_points']:+.1f})"
+                for n, v in checkpoints[row['iteration'] + 1]["splits"].items()), flush=True)  # fmt: skip
+        return False
+
     t0 = time.perf_counter()
     result = ttrl_adapt(renderer, cohort, group_size=args.group_size, iterations=args.iterations,
                         prompts_per_iteration=args.prompts_per_iteration, train_steps=args.train_steps,
                         final_step=args.final_step,
                         sde_noise=args.sde_noise, lora=LoraSpec(rank=args.rank, alpha=float(args.rank)), lr=args.lr,
-                        kl_beta=args.kl_beta, seed=args.seed, out_dir=out / "adapt", progress=args.progress,
-                        **monitor_kw)  # fmt: skip
-    adapt_wall = time.perf_counter() - t0
+                        kl_beta=args.kl_beta, max_kl=args.max_kl, callback=checkpoint, seed=args.seed,
+                        out_dir=out / "adapt", progress=args.progress, **monitor_kw)  # fmt: skip
+    adapt_wall = time.perf_counter() - t0 - eval_wall[0]
     adapted = evaluate(renderer, geneval, splits, args.images)  # the adapter is active after ttrl_adapt
     check = splits["unseen"][0]["prompt"]
     with adapters_disabled(pipe.transformer):
@@ -300,6 +354,7 @@ def run(args) -> dict:
         "eval_images": n_eval, "eval_wall": sum(b["wall"] for b in base.values()) + sum(a["wall"] for a in adapted.values()),
         "quality_norms": {n: {"mean": v.mean, "std": v.std} for n, v in quality.norms.items()},
         "base_check_max_abs": base_check,
+        "checkpoints": checkpoints, "checkpoint_eval_wall": eval_wall[0],
         "ttrl_history": result.history,
     }  # fmt: skip
     (out / "ttrl_transfer.json").write_text(json.dumps(_finite(report), indent=1) + "\n")

@@ -70,3 +70,34 @@ def test_split_is_deterministic_disjoint_and_complete():
         mod.split_task(rows, "position", 0)
     splits = mod.evaluation_splits(rows, "colors", 3, 0)
     assert set(splits) == {"unseen", "adapted_on"}
+
+
+def test_rubric_alone_as_monitor_and_a_checkpoint_equal_to_a_shorter_run(saved_pipe, tmp_path, capsys):  # noqa: F811
+    """``--intrinsic-rewards none``: the rubric is the whole monitor.  ``--eval-at 1`` evaluates the adapter after
+    the first iteration inside a two-iteration run; that checkpoint reads exactly what a one-iteration run ends with
+    (evaluating does not disturb the adaptation)."""
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    common = ["--pipeline", str(saved_pipe), "--metadata", str(meta), "--task", "colors", "--monitor", "intrinsic",
+              "--intrinsic-rewards", "none", "--rubric-weight", "2", "--images", "1", "--other-limit", "1",
+              "--group-size", "2", "--prompts-per-iteration", "1", "--train-steps", "2", "--steps", "2",
+              "--intrinsic-draws", "1", "--lr", "5e-2"]  # fmt: skip
+    long = load().main([*common, "--iterations", "2", "--eval-at", "1", "--out", str(tmp_path / "long")])
+    short = load().main([*common, "--iterations", "1", "--out", str(tmp_path / "short")])
+    assert list(long["checkpoints"]) == [1]
+    assert long["checkpoints"][1]["passed"] == {n: v["adapted"] for n, v in short["passed"].items()}
+    assert long["checkpoints"][1]["splits"] == short["splits"]
+    trace = json.loads((tmp_path / "long" / "adapt" / "trace.json").read_text())
+    assert trace["verifier"]["rewards"] == ["rubric"]
+    assert "| after iteration | KL |" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "long" / "ttrl_transfer.json").read_text())
+    assert list(saved["checkpoints"]) == ["1"]
+
+
+def test_bad_checkpoints_and_ratio_lists_are_refused():
+    mod = load()
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--iterations", "3", "--eval-at", "3"])
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--intrinsic-rewards", "none", "sharpness"])
+    assert mod.parse_args(["--intrinsic-rewards", "none"]).intrinsic_rewards == []

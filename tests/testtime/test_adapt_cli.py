@@ -20,7 +20,7 @@ def test_the_entry_point_adapts_saves_a_loadable_adapter_and_the_history(saved_p
     out = tmp_path / "out"
     main([f"pipeline={saved_pipe}", "prompts=[a red circle,two blue squares]", "monitor=rewards",
           "verifier.rewards=[sharpness]", "track.rewards=[contrast]", "ttrl.group_size=2", "ttrl.iterations=2",
-          "ttrl.train_steps=2", "ttrl.lr=1e-2", "lora.rank=2", "settings.steps=2", "settings.guidance_scale=1.0",
+          "ttrl.train_steps=2", "ttrl.lr=1e-2", "ttrl.max_kl=10.0", "lora.rank=2", "settings.steps=2", "settings.guidance_scale=1.0",
           f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"])  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     rows = history["history"] if isinstance(history, dict) else history
@@ -39,6 +39,8 @@ def test_the_entry_point_adapts_saves_a_loadable_adapter_and_the_history(saved_p
     ({"lora": {"rank": 0}}, "lora.rank=0"),
     ({"prompts": []}, "give prompts"),
     ({"adapter_name": "a/b"}, "adapter_name='a/b'"),
+    ({"ttrl": {"max_kl": -1.0}}, "ttrl.max_kl=-1.0: must be > 0 or null"),
+    ({"rubric_weight": -0.5}, "rubric_weight=-0.5: must be a number >= 0"),
 ])  # fmt: skip
 def test_bad_values_name_the_key(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

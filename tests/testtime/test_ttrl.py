@@ -212,6 +212,11 @@ def test_consensus_monitor_and_group_advantages(pipe):
         ({"sde_noise": -0.1}, "sde_noise=-0.1"),
         ({"sde_noise": 0.0}, "sde_noise=0.0.*ODE"),
         ({"monitor_options": {"draw": 2}}, "unknown keys \\['draw'\\]"),
+        ({"monitor_options": {"rewards": [], "rubric": False}}, "rubric is the whole monitor, but rubric=False"),
+        ({"prompts": ["a photo"], "monitor_options": {"rewards": []}}, "no cohort prompt has rubric words"),
+        ({"monitor_options": {"rubric_weight": -1}}, "rubric_weight=-1: must be a number >= 0"),
+        ({"monitor_options": {"rubric_aggregate": "max"}}, "rubric.aggregate='max'"),
+        ({"monitor": "consensus", "max_kl": 0}, "max_kl=0: must be a number > 0 or None"),
         ({"monitor": "rewards", "verifier": Verifier([Brightness()]), "track": Verifier([Brightness()])},
          "\\['brightness'\\] are also read by the monitor"),
     ],
@@ -238,3 +243,54 @@ def test_one_training_step_needs_a_stochastic_last_step(pipe):
     with pytest.raises(ConfigError, match="final_step='euler'"):
         ttrl_adapt(pipe, PROMPTS[:1], monitor="consensus", group_size=2, iterations=1, final_step="euler", **SMALL)
     assert not getattr(pipe.transformer, "peft_config", None)
+
+
+def test_the_rubric_alone_as_the_intrinsic_monitor_and_its_weight(pipe):
+    """``rewards=[]``: the monitor reads only the rubric (its score is the rubric's z-score); with the ratios on,
+    ``rubric_weight`` scales the rubric's share of the score: score = z_ratio + w z_rubric, exactly."""
+    only = ttrl_adapt(pipe, PROMPTS[:1], monitor="intrinsic", monitor_options={"draws": 1, "rewards": []},
+                      group_size=3, iterations=1, train_steps=2, lr=0.0, **SMALL)  # fmt: skip
+    assert only.trace.verifier["rewards"] == ["rubric"]
+    cands = only.trace.searches[0].candidates
+    assert set(cands[0].rewards) == {"rubric"}
+    pipe.unload_lora("ttrl")
+    opts = {"draws": 1, "rewards": ["sharpness"], "rubric_weight": 3.0}
+    both = ttrl_adapt(pipe, PROMPTS[:1], monitor="intrinsic", monitor_options=opts, group_size=3, iterations=1,
+                      train_steps=2, lr=0.0, **SMALL)  # fmt: skip
+    cands = both.trace.searches[0].candidates
+    raw = np.array([[c.rewards["intrinsic_sharpness"], c.rewards["rubric"]] for c in cands])
+    z = (raw - raw.mean(0)) / raw.std(0, ddof=1)  # calibrated on the first iteration's group
+    np.testing.assert_allclose([c.score for c in cands], z[:, 0] + 3.0 * z[:, 1], rtol=1e-6, atol=1e-9)
+
+
+def test_max_kl_undoes_the_iteration_that_crossed_it_and_stops(pipe):
+    """The first iteration's later groups are updated by an adapter that already moved (KL > 0 > the bound): the
+    run stops there, with the adapter back at its initial state (B = 0: the frozen model's samples)."""
+    base = ode_samples(pipe, 2)
+    result = ttrl_adapt(pipe, PROMPTS, monitor="rewards", verifier=Verifier([Brightness()]), group_size=3,
+                        iterations=5, train_steps=2, lr=1e-2, max_kl=1e-12, **SMALL)  # fmt: skip
+    assert len(result.history) == 1 and result.history[0]["stopped"] == "max_kl" and result.history[0]["kl"] > 0
+    assert torch.equal(ode_samples(pipe, 2), base)
+    assert result.options["max_kl"] == 1e-12
+
+
+def test_callback_sees_every_row_may_sample_and_stops_the_run(pipe, text_encoder):  # noqa: F811
+    """A callback that samples from the adapted model between iterations leaves the adaptation as it was (the
+    same history as without a callback), and a true return stops the run after that iteration."""
+    kw = {"monitor": "rewards", "verifier": Verifier([Brightness()]), "group_size": 3, "iterations": 3,
+          "train_steps": 2, "lr": 1e-2, **SMALL}  # fmt: skip
+    plain = ttrl_adapt(pipe, PROMPTS, **kw)
+    seen = []
+
+    def evaluate(row):
+        seen.append((row["iteration"], ode_samples(other, 1).mean().item()))
+        return False
+
+    other = make_pipe(text_encoder)
+    watched = ttrl_adapt(other, PROMPTS, callback=evaluate, **kw)
+    assert [i for i, _ in seen] == [0, 1, 2] and all(r["stopped"] is None for r in watched.history)
+    assert [r["monitor_mean"] for r in watched.history] == [r["monitor_mean"] for r in plain.history]
+    assert torch.equal(ode_samples(other, 2), ode_samples(pipe, 2))
+    third = make_pipe(text_encoder)
+    stopped = ttrl_adapt(third, PROMPTS, callback=lambda row: row["iteration"] == 1, **kw)
+    assert [r["stopped"] for r in stopped.history] == [None, "callback"]
