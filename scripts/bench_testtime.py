@@ -115,6 +115,9 @@ def parse_args(argv=None):
         "free in both branches) or name=value,... with value a number or 'none' (free) (default all 1)",
     )
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--search-rewards", nargs="+", default=None,
+                   help="the model's rewards whose targets condition search moves (default: those the verifier "
+                        "chooses with, or every reward when it chooses with none of them, e.g. the rubric)")  # fmt: skip
     p.add_argument("--intrinsic-draws", type=int, default=4)
     p.add_argument("--rubric-aggregate", choices=list(RUBRIC_AGGREGATES), default="min",
                    help="the rubric's image score: the worst probe, or the mean probe margin over kinds (the "
@@ -347,6 +350,8 @@ class Bench:
             opts.update(steps=self.args.reno_steps, reg_weight=self.args.reno_reg)
         else:
             opts["batch_size"] = self.args.batch_size
+        if key == "condition_search" and self.args.search_rewards:
+            opts["rewards"] = list(self.args.search_rewards)
         return key, opts
 
     def run(self, setting: str, method: str, budget: float, verifier: Verifier | None = None) -> dict:
@@ -370,6 +375,8 @@ class Bench:
                   "final_minus_demo_mean": nan_mean(s.extra["final_mean_score"] - s.extra["demo_mean_score"]
                                                     for s in trace.searches)}
                  if key == "ttt_per_prompt" else {})  # fmt: skip
+        if key == "condition_search":  # what the search kept, per (prompt, seed)
+            extra["chosen_conditions"] = [s.chosen_condition for s in trace.searches]
         return self.result_row(setting, method, budget, verifier, kept, images, trace.nfe, trace.report_nfe, wall,
                                float(np.mean([len(s.candidates) for s in trace.searches])), norms, extra)  # fmt: skip
 

@@ -14,7 +14,8 @@ and the random draws of a search are functions of its seed.
   ``neighbors`` candidates ``sqrt(1 - step^2) n + step eps`` around it (still exactly N(0, I), so on the Gaussian
   shell, unlike n + step eps); the best neighbour becomes the pivot when it beats it.
 - ``condition_search``: the reward condition is a continuous, cheap knob only a reward-conditioned model has:
-  search the positive targets s+, the negative targets s- and the guidance scale w per prompt, with the seed's
+  search the positive targets s+, the negative targets s- and the guidance scale w (the text scale when the
+  settings decouple text and reward guidance, ``Renderer.scale_field``) per prompt, with the seed's
   noise shared by all candidates (common random numbers: score differences come from the condition).  Random
   draws in the box ([s_lo, s_hi] per target, [0, w_max] for w) first, then local refinement: Gaussian steps
   around the best condition, clipped to the box, the step shrinking after a round without improvement.

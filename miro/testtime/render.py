@@ -34,7 +34,8 @@ NOISE_STREAMS = {"candidate": 0, "neighbour": 1}
 @dataclass(frozen=True)
 class Condition:
     """One reward condition of a candidate: positive targets s+, negative targets s- (one value per model reward,
-    None = the reward's null embedding) and the joint guidance scale w."""
+    None = the reward's null embedding) and the guidance scale w: the joint scale, or the text scale when the
+    renderer's settings decouple text and reward guidance (``Renderer.scale_field``)."""
 
     reward_targets: tuple[tuple[str, float | None], ...]
     negative_reward_targets: tuple[tuple[str, float | None], ...]
@@ -152,6 +153,9 @@ class Renderer:
         if pipe.transformer.dtype == torch.float32:
             precision = resolve_precision(mixed_precision, device.type)
             self.autocast = None if precision == "no" else precision_dtype(precision)
+        # which settings field a condition's w replaces: with decoupled guidance the joint scale is not used, and
+        # a search over it would move nothing; the text scale is the one that trades alignment for diversity
+        self.scale_field = "guidance_scale" if self.settings.text_guidance_scale is None else "text_guidance_scale"
         self.default = self.condition()
         self._text: tuple[str, torch.Tensor, torch.Tensor] | None = None
 
@@ -176,13 +180,13 @@ class Renderer:
         )
         p, pm = reward_tensors(pos, self.names, 1, 1.0, "reward_targets")
         n, nm = reward_tensors(neg, self.names, 1, 0.0, "negative_reward_targets")
-        w = self.settings.guidance_scale if guidance_scale is None else guidance_scale
+        w = getattr(self.settings, self.scale_field) if guidance_scale is None else guidance_scale
         return Condition(tuple(target_dicts(p, pm, self.names)[0].items()),
                          tuple(target_dicts(n, nm, self.names)[0].items()), float(w))  # fmt: skip
 
     def guidance(self, condition: Condition | None = None) -> Guidance:
         w = (condition or self.default).guidance_scale
-        return self.settings.updated(guidance_scale=w).guidance(self.names)
+        return self.settings.updated(**{self.scale_field: w}).guidance(self.names)
 
     def sigmas(self, steps: int | None = None) -> torch.Tensor:
         """The pipeline's sigma grid for ``steps`` (default the settings' steps)."""

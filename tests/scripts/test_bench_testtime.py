@@ -168,3 +168,25 @@ def test_the_rubric_alone_chooses_in_its_setting(saved_pipe, tmp_path):  # noqa:
     assert {"rubric", "sharpness"} <= set(rows[1]["delta_z"])  # scored: the rubric and the held-out rewards
     assert rows[1]["verifier_delta"] == rows[1]["delta_z"]["rubric"] >= 0  # the rubric alone chooses (weight 1)
     assert rows[1]["candidates_per_search"] > 1
+
+
+def test_condition_search_moves_only_the_named_targets(saved_pipe, tmp_path):  # noqa: F811
+    """``--search-rewards``: the rubric chooses with no model reward, so by default every target would be searched;
+    named, only that reward's s+ and s- move, the others keep the settings' targets in every kept condition."""
+    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    bench = load_bench()
+    report = bench.main([
+        "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
+        "--budgets", "1", "16", "--seeds", "2", "--steps", "2", "--intrinsic-draws", "1",
+        "--methods", "condition_search_targets_noise", "--settings", "rubric", "--loo-budget", "0",
+        "--search-rewards", "sharpness",
+    ])  # fmt: skip
+    rows = report["results"]
+    assert [r["method"] for r in rows] == ["condition_search_targets_noise"] * 2
+    assert rows[1]["candidates_per_search"] > 2  # the rubric's scoring is charged to the budget too
+    conds = rows[1]["chosen_conditions"]
+    assert conds and all(set(c["reward_targets"]) >= {"sharpness"} for c in conds)
+    others = {k for c in conds for k, v in c["reward_targets"].items() if k != "sharpness" and v != 1.0}
+    assert not others and any(c["reward_targets"]["sharpness"] != 1.0 for c in conds)

@@ -58,3 +58,20 @@ def test_differentiable_decode_gives_the_same_images_with_a_gradient(renderer):
     plain, _ = renderer.render("a red circle", renderer.noise(0), renderer.default)
     torch.testing.assert_close(img.detach(), plain, atol=1e-6, rtol=0)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_a_conditions_scale_is_the_text_scale_when_guidance_is_decoupled(tiny_pipe):
+    """With decoupled guidance the joint scale is unused: w stands for the text scale (else condition search over
+    w would move nothing), the default condition keeps the settings' scales, and another w changes the image."""
+    joint = Renderer(tiny_pipe, SETTINGS.updated(guidance_scale=4.0))
+    assert joint.scale_field == "guidance_scale" and joint.default.guidance_scale == 4.0
+    g = joint.guidance(joint.default.replace(w=2.0))
+    assert g.text_scale == 2.0 and set(g.reward_scales) == {2.0}
+    r = Renderer(tiny_pipe, SETTINGS.updated(guidance_scale=7.0, text_guidance_scale=3.0, reward_guidance_scale=1.0))
+    assert r.scale_field == "text_guidance_scale" and r.default.guidance_scale == 3.0
+    assert r.guidance() == r.settings.guidance(r.names)
+    g = r.guidance(r.default.replace(w=5.0))
+    assert g.text_scale == 5.0 and set(g.reward_scales) == {1.0}
+    a, _ = r.render("a red circle", r.noise(0), r.default)
+    b, _ = r.render("a red circle", r.noise(0), r.default.replace(w=5.0))
+    assert (a - b).abs().max() > 1e-3
