@@ -12,7 +12,9 @@ one-sample baseline at the same seeds (every method's candidate 0, so budget 1 i
 
 Verifier settings, reported separately: (a) ``quality``: sharpness, low_noise, colorfulness, contrast; (b)
 ``intrinsic``: the model as its own judge (intrinsic_<reward> for every reward of the model, and the rubric); (b')
-``rubric``: its prompt-against-counterfactual rubric alone (``--rubric-aggregate``: mean or the worst probe); (c)
+``rubric``: its prompt-against-counterfactual rubric alone (``--rubric-aggregate``: mean or the worst probe); (a+b')
+``rubric_quality``: the rubric with weight ``--rubric-weight`` and the four quality rewards with weight 1 each (the
+rubric picks prompt-following candidates and costs image quality, the quality rewards the reverse); (c)
 ``all``: both, with the alignment reward and the soft GenEval judge (an upper bound: GenEval's judge is the same
 detector).  GenEval and every reward a setting does not choose with are held out (scored, reported, never used to
 choose).  Leave-one-reward-out: choose with four of the five weight-free rewards, report the fifth.  And the
@@ -56,8 +58,8 @@ from miro.testtime.verifier import (  # noqa: E402
 
 QUALITY = ["sharpness", "low_noise", "colorfulness", "contrast"]
 WEIGHT_FREE = [*QUALITY, "alignment"]
-SETTINGS = ("quality", "intrinsic", "rubric", "all")
-LABELS = {"quality": "(a)", "intrinsic": "(b)", "rubric": "(b')", "all": "(c)"}
+SETTINGS = ("quality", "intrinsic", "rubric", "rubric_quality", "all")
+LABELS = {"quality": "(a)", "intrinsic": "(b)", "rubric": "(b')", "rubric_quality": "(a+b')", "all": "(c)"}
 METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     "best_of_n": ("best_of_n", {}),
     "noise_random": ("noise_search", {"algo": "random"}),
@@ -122,6 +124,8 @@ def parse_args(argv=None):
     p.add_argument("--rubric-aggregate", choices=list(RUBRIC_AGGREGATES), default="min",
                    help="the rubric's image score: the worst probe, or the mean probe margin over kinds (the "
                         "default before session 24, which measured sessions 9-23)")
+    p.add_argument("--rubric-weight", type=float, default=4.0,
+                   help="the rubric's weight in the rubric_quality setting (each quality reward has 1)")  # fmt: skip
     p.add_argument("--reno-steps", type=int, default=4)
     p.add_argument("--reno-reg", type=float, default=0.01, help="ReNO's chi-norm prior weight")
     p.add_argument(
@@ -140,7 +144,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not (math.isfinite(args.rubric_weight) and args.rubric_weight >= 0):
+        p.error(f"--rubric-weight {args.rubric_weight}: must be a finite number >= 0")
+    return args
 
 
 def spearman(x, y) -> float:
@@ -263,21 +270,21 @@ class Bench:
     def scorers(self, setting: str) -> list:
         judges = [s for s in (self.intrinsic, self.rubric) if s is not None]
         cheap = [self.pixels, self.geneval, self.geneval_soft]
-        if setting == "rubric":
+        if setting in ("rubric", "rubric_quality"):
             return [*cheap, self.rubric]
         return cheap + (judges if setting in ("intrinsic", "all", "every") else [])
 
     def choosers(self, setting: str) -> list[str]:
         judges = [n for s in (self.intrinsic, self.rubric) if s is not None for n in scorer_outputs(s)]
-        return {"quality": QUALITY, "intrinsic": judges, "rubric": ["rubric"], "all": [*WEIGHT_FREE, *judges, "geneval_soft"]}[
-            setting
-        ]
+        return {"quality": QUALITY, "intrinsic": judges, "rubric": ["rubric"], "rubric_quality": ["rubric", *QUALITY],
+                "all": [*WEIGHT_FREE, *judges, "geneval_soft"]}[setting]  # fmt: skip
 
     def verifier(self, setting: str, choosers: list[str] | None = None) -> Verifier:
         scorers = self.scorers(setting)
         names = [n for s in scorers for n in scorer_outputs(s)]
         choosers = choosers or self.choosers(setting)
-        v = Verifier(scorers, weights={c: 1.0 for c in choosers}, held_out=[n for n in names if n not in choosers],
+        weight = {"rubric": self.args.rubric_weight} if setting == "rubric_quality" else {}
+        v = Verifier(scorers, weights={c: weight.get(c, 1.0) for c in choosers}, held_out=[n for n in names if n not in choosers],
                      norms=self.norms, batch_size=16)  # fmt: skip
         return v
 
@@ -514,7 +521,7 @@ def summarize(results: list[dict]) -> dict:
     """The issue's targets, read off the results (reported whatever they are)."""
     out: dict = {"geneval_gain_at_8x_points": {}, "condition_vs_best_of_n": []}
     for r in results:
-        if r["budget"] == 8 and r["setting"] in ("quality", "intrinsic", "rubric"):  # the detector's not in them
+        if r["budget"] == 8 and r["setting"] != "all":  # the detector's not in them
             out["geneval_gain_at_8x_points"][f"{r['setting']}/{r['method']}"] = r["geneval_gain_points"]
     for a in results:
         if not a["method"].startswith("condition_search") or a["budget"] == 1:

@@ -190,3 +190,27 @@ def test_condition_search_moves_only_the_named_targets(saved_pipe, tmp_path):  #
     assert conds and all(set(c["reward_targets"]) >= {"sharpness"} for c in conds)
     others = {k for c in conds for k, v in c["reward_targets"].items() if k != "sharpness" and v != 1.0}
     assert not others and any(c["reward_targets"]["sharpness"] != 1.0 for c in conds)
+
+
+def test_rubric_and_quality_together_weigh_the_rubric_as_asked(saved_pipe, tmp_path):  # noqa: F811
+    """(a+b') ``rubric_quality``: the verifier's own Δ is rubric_weight x Δz(rubric) + the four quality Δz; the
+    alignment reward and GenEval stay held out."""
+    import pytest
+
+    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
+    (tmp_path / "world" / "heldout").mkdir(parents=True)
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    bench = load_bench()
+    report = bench.main([
+        "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
+        "--budgets", "1", "16", "--seeds", "2", "--steps", "2", "--intrinsic-draws", "1", "--methods", "best_of_n",
+        "--settings", "rubric_quality", "--rubric-weight", "3", "--loo-budget", "0", "--pooled",
+    ])  # fmt: skip
+    r = report["results"][1]
+    d = r["delta_z"]
+    quality = ("sharpness", "low_noise", "colorfulness", "contrast")
+    assert r["candidates_per_search"] > 1 and d["rubric"] != 0  # a candidate other than the baseline was kept
+    assert r["verifier_delta"] == pytest.approx(3 * d["rubric"] + sum(d[q] for q in quality))
+    assert r["held_out_delta_z"] == pytest.approx(d["alignment"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--data", "x", "--pipeline", "y", "--rubric-weight", "-1"])
