@@ -11,8 +11,12 @@ adapted on, and on every other task (forgetting), with the base model and with t
   sharpness, low_noise, colorfulness, contrast, annotate's scorers); with these two the GenEval detector never
   enters the update, it only scores the evaluation images.  ``detector`` is the control that says what the RL
   update can do with a reward that reads the prompt: the detector's graded GenEval score (``GenEvalScorer(soft=
-  True)``) of the adaptation prompts (Flow-GRPO's GenEval reward; an upper bound, since the judge is the same).  ``track`` = the quality rewards (the history's monitor-fidelity agreement).
-  The quality rewards are z-normalised on the base model's images of the adaptation half.
+  True)``) of the adaptation prompts (Flow-GRPO's GenEval reward; an upper bound, since the judge is the same).
+- Track (the history's monitor-fidelity agreement, never in the update): ``--track quality``, the quality rewards'
+  z-sum, or ``--track geneval``, the detector's graded reading of the rollouts (the quality rewards still scored into
+  the trace).  A monitor that reads the prompt (the rubric alone) is not meant to agree with image quality, so its
+  fidelity is the detector's.  The quality rewards are z-normalised on the base model's images of the adaptation
+  half.
 - Evaluation: ``--images`` samples per prompt, seeds 0..N-1 (the pipeline's own noise of each seed), scored with
   the shapes detector and GenEval's rules (``GenEvalScorer``, as ``scripts/bench_testtime.py``).  The base model is
   scored before the adapter is added; afterwards one base image is re-rendered with the adapter disabled
@@ -77,6 +81,10 @@ def parse_args(argv=None):
                    help="the rubric's weight in the intrinsic monitor, against 1 per likelihood ratio")  # fmt: skip
     p.add_argument("--max-kl", type=float, default=None,
                    help="ttrl_adapt's KL bound: undo the first iteration whose KL exceeds it, and stop")  # fmt: skip
+    p.add_argument("--track", choices=["quality", "geneval"], default="quality",
+                   help="what the history's track_mean and agreement read: the quality rewards' z-sum, or the "
+                        "detector's graded GenEval score of the rollouts (held out: never in the update; the quality "
+                        "rewards are still scored into the trace)")  # fmt: skip
     p.add_argument("--eval-at", type=int, nargs="*", default=[],
                    help="also evaluate the adapter after these iterations (1-based; the final one always is)")  # fmt: skip
     p.add_argument("--steps", type=int, default=25, help="sampling steps of the evaluation")
@@ -234,7 +242,8 @@ def markdown(report: dict) -> str:
         return f"{num(d['first'])} → {num(d['last'])} (quarters {num(d['first_quarter'])} → {num(d['last_quarter'])})"
 
     lines += ["", f"- monitor ({report['config']['monitor']}) mean: {fmt(h['monitor_mean'])}",
-              f"- tracked quality score: {fmt(h['track_mean'])}; agreement (Spearman): {fmt(h['agreement'])}",
+              f"- tracked {report['config'].get('track', 'quality')} score: {fmt(h['track_mean'])}; agreement "
+              f"(Spearman): {fmt(h['agreement'])}",
               f"- KL: {fmt(h['kl'])}; clip fraction: {fmt(h['clip_fraction'])}",
               *[f"- per cohort prompt, first → last visit: {k} {v['mean_change']:+.3g} (rose on {v['rose']} of "
                 f"{v['prompts']})" for k, v in report.get("per_prompt", {}).items()],
@@ -297,20 +306,27 @@ def run(args) -> dict:
     base = evaluate(renderer, geneval, splits, args.images)
     cohort = [r["prompt"] for r in splits["adapted_on"]]
     calib = base["adapted_on"]
-    quality = quality_verifier(calib["images"], [p for p in calib["prompts"] for _ in range(args.images)])
+    calib_prompts = [p for p in calib["prompts"] for _ in range(args.images)]
+    quality = quality_verifier(calib["images"], calib_prompts)
+    track = quality
+    if args.track == "geneval":  # the score is the detector's; the quality rewards are reported beside it
+        from annotate.scorers.registry import build_scorers
+        from miro.testtime.verifier import Verifier
+
+        track = Verifier([*build_scorers(QUALITY), GenEvalScorer(rows, soft=True, name="geneval_soft")],
+                         weights={"geneval_soft": 1.0}).calibrate(calib["images"], calib_prompts)  # fmt: skip
     if args.monitor == "intrinsic":
         options = {"draws": args.intrinsic_draws, "rubric_weight": args.rubric_weight}
         if args.intrinsic_rewards is not None:
             options["rewards"] = args.intrinsic_rewards
-        monitor_kw = {"monitor": "intrinsic", "track": quality, "monitor_options": options}
+        monitor_kw = {"monitor": "intrinsic", "track": track, "monitor_options": options}
     else:
         judge = quality
         if args.monitor == "detector":
             from miro.testtime.verifier import Verifier
 
-            judge = Verifier([GenEvalScorer(rows, soft=True)]).calibrate(calib["images"], [
-                p for p in calib["prompts"] for _ in range(args.images)])  # fmt: skip
-        monitor_kw = {"monitor": "rewards", "verifier": judge, "track": quality, "track_held_out": False}
+            judge = Verifier([GenEvalScorer(rows, soft=True)]).calibrate(calib["images"], calib_prompts)
+        monitor_kw = {"monitor": "rewards", "verifier": judge, "track": track, "track_held_out": False}
     checkpoints, eval_wall = {}, [0.0]
 
     def checkpoint(row: dict) -> bool:  # the adapter after iteration row["iteration"] + 1, evaluated

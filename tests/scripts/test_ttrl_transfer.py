@@ -81,7 +81,7 @@ def test_rubric_alone_as_monitor_and_a_checkpoint_equal_to_a_shorter_run(saved_p
     common = ["--pipeline", str(saved_pipe), "--metadata", str(meta), "--task", "colors", "--monitor", "intrinsic",
               "--intrinsic-rewards", "none", "--rubric-weight", "2", "--images", "1", "--other-limit", "1",
               "--group-size", "2", "--prompts-per-iteration", "1", "--train-steps", "2", "--steps", "2",
-              "--intrinsic-draws", "1", "--lr", "5e-2"]  # fmt: skip
+              "--intrinsic-draws", "1", "--lr", "5e-2", "--track", "geneval"]  # fmt: skip
     long = load().main([*common, "--iterations", "2", "--eval-at", "1", "--out", str(tmp_path / "long")])
     short = load().main([*common, "--iterations", "1", "--out", str(tmp_path / "short")])
     assert list(long["checkpoints"]) == [1]
@@ -89,6 +89,9 @@ def test_rubric_alone_as_monitor_and_a_checkpoint_equal_to_a_shorter_run(saved_p
     assert long["checkpoints"][1]["splits"] == short["splits"]
     trace = json.loads((tmp_path / "long" / "adapt" / "trace.json").read_text())
     assert trace["verifier"]["rewards"] == ["rubric"]
+    cand = trace["searches"][0]["candidates"][0]["extra"]  # the detector's reading tracked, the quality beside it
+    assert {"geneval_soft", "sharpness", "contrast"} <= set(cand["track"])
+    assert cand["track_score"] is not None and 0 <= cand["track"]["geneval_soft"] <= 1
     assert "| after iteration | KL |" in capsys.readouterr().out
     saved = json.loads((tmp_path / "long" / "ttrl_transfer.json").read_text())
     assert list(saved["checkpoints"]) == ["1"]
