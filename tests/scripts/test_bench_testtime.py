@@ -10,16 +10,15 @@ def load_bench():
     return load_script("bench_testtime.py")
 
 
-def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
-    rows = [
-        {
-            "tag": "colors",
-            "include": [{"class": "circle", "count": 1, "color": "red"}],
-            "prompt": "a photo of a red circle",
-        }
-    ]
+def red_circle_world(tmp_path):
+    """A shapes world folder whose held-out GenEval file holds one prompt, "a photo of a red circle"."""
+    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
     (tmp_path / "world" / "heldout").mkdir(parents=True)
-    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+
+
+def test_bench_writes_its_report_and_plot(saved_pipe, tmp_path):  # noqa: F811
+    red_circle_world(tmp_path)
     bench = load_bench()
     report = bench.main([
         "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
@@ -155,9 +154,7 @@ def test_pooled_best_of_n_chooses_what_the_method_chooses_at_every_budget(saved_
 
 
 def test_the_rubric_alone_chooses_in_its_setting(saved_pipe, tmp_path):  # noqa: F811
-    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
-    (tmp_path / "world" / "heldout").mkdir(parents=True)
-    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    red_circle_world(tmp_path)
     report = load_bench().main([
         "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
         "--budgets", "1", "8", "--seeds", "2", "--steps", "2", "--intrinsic-draws", "1", "--methods", "best_of_n",
@@ -173,9 +170,7 @@ def test_the_rubric_alone_chooses_in_its_setting(saved_pipe, tmp_path):  # noqa:
 def test_condition_search_moves_only_the_named_targets(saved_pipe, tmp_path):  # noqa: F811
     """``--search-rewards``: the rubric chooses with no model reward, so by default every target would be searched;
     named, only that reward's s+ and s- move, the others keep the settings' targets in every kept condition."""
-    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
-    (tmp_path / "world" / "heldout").mkdir(parents=True)
-    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    red_circle_world(tmp_path)
     bench = load_bench()
     report = bench.main([
         "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
@@ -197,9 +192,7 @@ def test_rubric_and_quality_together_weigh_the_rubric_as_asked(saved_pipe, tmp_p
     alignment reward and GenEval stay held out."""
     import pytest
 
-    row = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}
-    (tmp_path / "world" / "heldout").mkdir(parents=True)
-    (tmp_path / "world" / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(row) + "\n")
+    red_circle_world(tmp_path)
     bench = load_bench()
     report = bench.main([
         "--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe), "--out", str(tmp_path / "out"),
