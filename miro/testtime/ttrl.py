@@ -56,10 +56,11 @@ import torch
 from miro.models.lora import LoraSpec, add_lora
 from miro.sampling.sampler import guided_velocity
 from miro.testtime.budget import BACKWARD, FORWARD, Candidate, SearchTrace, Trace, _jsonable
+from miro.testtime.config import _num
 from miro.testtime.render import derived_seed, to_pil
 from miro.testtime.sde import Rollout, gaussian_kl, sde_rollout, step_log_prob
 from miro.testtime.search import as_renderer, check_positive_int
-from miro.testtime.verifier import Verifier, scorer_nfe
+from miro.testtime.verifier import Verifier, scorer_nfe, scorer_outputs
 from miro.utils.config import ConfigError, require, require_choice
 
 MONITORS = ("intrinsic", "consensus", "rewards")
@@ -181,8 +182,7 @@ def _intrinsic_monitor(pipe, prompts: Sequence[str], options: Mapping) -> _Verif
     use_rubric = bool(opts.pop("rubric", True))
     weight = opts.pop("rubric_weight", 1.0)
     aggregate = opts.pop("rubric_aggregate", "min")
-    finite = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
-    require(finite and weight >= 0, "monitor_options.rubric_weight", weight, "must be a number >= 0")
+    require(_num(weight) and weight >= 0, "monitor_options.rubric_weight", weight, "must be a number >= 0")
     common = {k: opts[k] for k in ("draws", "t_range", "batch_size", "seed") if k in opts}
     ratios = opts.get("rewards") is None or len(opts["rewards"]) > 0
     scorers = [IntrinsicVerifier(pipe, **opts)] if ratios else []
@@ -193,10 +193,8 @@ def _intrinsic_monitor(pipe, prompts: Sequence[str], options: Mapping) -> _Verif
         raise ConfigError("monitor_options: rewards=[] turns the likelihood ratios off, so the rubric is the whole "
                           f"monitor, but {'rubric=False' if not use_rubric else 'no cohort prompt has rubric words'}"
                           "; give rewards, or prompts with colour / class / count / relation words")  # fmt: skip
-    verifier = Verifier(scorers)
-    if rubric:
-        verifier = Verifier(scorers, {n: (weight if n == "rubric" else 1.0) for n in verifier.names})
-    return _VerifierMonitor("intrinsic", verifier, calibrate=True)
+    weights = {n: (weight if n == "rubric" else 1.0) for s in scorers for n in scorer_outputs(s)}
+    return _VerifierMonitor("intrinsic", Verifier(scorers, weights), calibrate=True)
 
 
 def _build_monitor(monitor, pipe, prompts, verifier, options) -> _Monitor:
@@ -267,13 +265,12 @@ def _check_args(prompts, group_size, iterations, prompts_per_iteration, train_st
     check_positive_int("ttrl.inner_epochs", inner_epochs)
     if prompts_per_iteration is not None:
         check_positive_int("ttrl.prompts_per_iteration", prompts_per_iteration)
-    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-    require(finite(sde_noise) and sde_noise > 0, "ttrl.sde_noise", sde_noise,
+    require(_num(sde_noise) and sde_noise > 0, "ttrl.sde_noise", sde_noise,
             "must be a number > 0 (the SDE's noise scale a, ~0.7; 0 is the deterministic ODE, which has no "
             "log-probability to form a ratio with)")  # fmt: skip
-    require(finite(lr) and lr >= 0, "ttrl.lr", lr, "must be a number >= 0")
-    require(finite(kl_beta) and kl_beta >= 0, "ttrl.kl_beta", kl_beta, "must be a number >= 0")
-    require(finite(clip) and clip > 0, "ttrl.clip", clip, "must be a number > 0 (the PPO ratio clip range)")
+    require(_num(lr) and lr >= 0, "ttrl.lr", lr, "must be a number >= 0")
+    require(_num(kl_beta) and kl_beta >= 0, "ttrl.kl_beta", kl_beta, "must be a number >= 0")
+    require(_num(clip) and clip > 0, "ttrl.clip", clip, "must be a number > 0 (the PPO ratio clip range)")
     return list(prompts)
 
 
@@ -468,8 +465,7 @@ def ttrl_adapt(
     prompts = _check_args(prompts, group_size, iterations, prompts_per_iteration, train_steps, sde_noise, lr,
                           kl_beta, clip, inner_epochs)  # fmt: skip
     require_choice("final_step", final_step, FINAL_STEPS)
-    require(max_kl is None or (isinstance(max_kl, (int, float)) and math.isfinite(max_kl) and max_kl > 0),
-            "ttrl.max_kl", max_kl, "must be a number > 0 or None")  # fmt: skip
+    require(max_kl is None or (_num(max_kl) and max_kl > 0), "ttrl.max_kl", max_kl, "must be a number > 0 or None")
     require(final_step == "sde" or train_steps >= 2, "train_steps", train_steps,
             "must be >= 2 with final_step='ode' (the last step is deterministic and not trained)")  # fmt: skip
     renderer = as_renderer(pipe, settings, mixed_precision)
