@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from miro.contracts.rewards import allowed_rewards, our_names
 from miro.models.lora import LoraSpec
 from miro.sampling.settings import SamplingSettings
-from miro.testtime.config import VERIFIER_REWARDS, IntrinsicConfig, VerifierConfig, _int, _num
+from miro.testtime.config import ADVANTAGE_STDS, VERIFIER_REWARDS, IntrinsicConfig, VerifierConfig, _int, _num
 from miro.utils.config import entry_point, require, require_choice
 from miro.utils.device import DTYPES
 from miro.utils.precision import PRECISIONS
@@ -43,6 +43,8 @@ class TTRLOptions:
     kl_beta: float = 0.02
     clip: float = 0.2
     inner_epochs: int = 1
+    groups_per_step: int | None = 1  # groups per optimizer step (null: the whole round, Flow-GRPO's accumulation)
+    advantage_std: str = "group"  # group: each group by its own std | global: by the round's std (Flow-GRPO)
     max_grad_norm: float | None = 1.0
     max_kl: float | None = None  # undo the first iteration whose KL to the frozen model exceeds it, and stop
     seed: int = 0
@@ -70,6 +72,9 @@ class TTRLOptions:
             )
         require(_num(self.clip) and self.clip > 0, "ttrl.clip", self.clip, "must be > 0")
         require_choice("ttrl.final_step", self.final_step, ("ode", "sde"))
+        require(self.groups_per_step is None or _int(self.groups_per_step), "ttrl.groups_per_step",
+                self.groups_per_step, "must be a positive integer or null")  # fmt: skip
+        require_choice("ttrl.advantage_std", self.advantage_std, ADVANTAGE_STDS)
         require(self.max_grad_norm is None or (_num(self.max_grad_norm) and self.max_grad_norm > 0),
                 "ttrl.max_grad_norm", self.max_grad_norm, "must be > 0 or null")  # fmt: skip
         require(self.max_kl is None or (_num(self.max_kl) and self.max_kl > 0), "ttrl.max_kl", self.max_kl,
@@ -172,6 +177,7 @@ def run(cfg: AdaptConfig, pipe=None) -> dict:
                         prompts_per_iteration=t.prompts_per_iteration, train_steps=t.train_steps, sde_noise=t.sde_noise,
                         final_step=t.final_step,
                         lora=cfg.lora, lr=t.lr, kl_beta=t.kl_beta, clip=t.clip, inner_epochs=t.inner_epochs,
+                        groups_per_step=t.groups_per_step, advantage_std=t.advantage_std,
                         max_grad_norm=t.max_grad_norm, max_kl=t.max_kl, settings=cfg.settings, mixed_precision=cfg.mixed_precision,
                         seed=t.seed, adapter_name=cfg.adapter_name, out_dir=out_dir, save_images=t.save_images,
                         progress=True)  # fmt: skip

@@ -19,6 +19,7 @@ METHOD_NAMES = ("best_of_n", "noise_search", "condition_search", "reno", "ttt_pe
 JUDGES = ("intrinsic", "rubric", "geneval")  # verifier rewards that are not annotate scorers
 VERIFIER_REWARDS = (*REWARD_NAMES, *JUDGES)
 REFERENCES = ("baseline", "none")
+ADVANTAGE_STDS = ("group", "global")  # ttrl_adapt: what divides a group's centred scores (miro.testtime.ttrl)
 
 
 def _int(value, low: int = 1) -> bool:

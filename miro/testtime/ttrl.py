@@ -33,7 +33,9 @@ kept: unlike per-prompt test-time training it is never reset, so what it learns 
    transition the ratio exp(logp_new - logp_old) under the current adapter, the clipped objective
    -min(A ratio, A clip(ratio, 1 - clip, 1 + clip)), plus ``kl_beta`` times the closed-form KL between the
    step's Gaussian under the adapted and the frozen model (equal stds: ||mean - mean_ref||^2 / (2 std^2)).
-   One optimizer step per prompt group (its ``train_steps`` transitions accumulated), ``inner_epochs`` passes.
+   One optimizer step per ``groups_per_step`` prompt groups (default 1; their transitions' losses averaged; None:
+   the whole round, as Flow-GRPO accumulates), ``inner_epochs`` passes.  ``advantage_std="global"`` divides every
+   group by the round's std instead of its own (Flow-GRPO's ``global_std``).
 
 Compute is counted in NFE-eq exactly as ``miro.testtime.budget`` does: every network row run (CFG branches
 counted per row, as the ``Renderer`` counts them) is 1, every row differentiated through 2 more, a monitor its
@@ -56,7 +58,7 @@ import torch
 from miro.models.lora import LoraSpec, add_lora
 from miro.sampling.sampler import guided_velocity
 from miro.testtime.budget import BACKWARD, FORWARD, Candidate, SearchTrace, Trace, _jsonable
-from miro.testtime.config import _num
+from miro.testtime.config import ADVANTAGE_STDS, _num
 from miro.testtime.render import derived_seed, to_pil
 from miro.testtime.sde import Rollout, gaussian_kl, sde_rollout, step_log_prob
 from miro.testtime.search import as_renderer, check_positive_int
@@ -297,14 +299,32 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok])[0])
 
 
-def group_advantages(scores: np.ndarray) -> np.ndarray:
-    """(r - mean) / (std + 1e-4) over one group (population std, as Flow-GRPO); NaN scores get advantage 0."""
+def group_advantages(scores: np.ndarray, std: float | None = None) -> np.ndarray:
+    """(r - mean) / (std + 1e-4) over one group; ``std`` None: the group's own (population) std, as GRPO; else the
+    given one (``iteration_advantages``' global std).  NaN scores get advantage 0."""
     r = np.asarray(scores, dtype=np.float64)
     ok = np.isfinite(r)
     out = np.zeros_like(r)
     if ok.sum() >= 2:
-        out[ok] = (r[ok] - r[ok].mean()) / (r[ok].std() + _ADV_EPS)
+        scale = r[ok].std() if std is None else std
+        out[ok] = (r[ok] - r[ok].mean()) / (scale + _ADV_EPS)
     return out
+
+
+def iteration_advantages(scores: Sequence[np.ndarray], std: str = "group") -> list[np.ndarray]:
+    """Every group's advantages in one round: each centred on its own mean, divided by its own std (``"group"``)
+    or by the std of every finite score of the round (``"global"``, Flow-GRPO's ``global_std``).
+
+    Why "global": dividing by the group's own std blows a group whose scores barely differ (every image passes,
+    or the judge cannot tell them apart) up to unit-size advantages, so its near-random ranking steps the
+    adapter as hard as a group with a real winner.  A shared scale keeps such a group's advantages small."""
+    require_choice("ttrl.advantage_std", std, ADVANTAGE_STDS)
+    if std == "group":
+        return [group_advantages(s) for s in scores]
+    flat = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores])
+    flat = flat[np.isfinite(flat)]
+    scale = float(flat.std()) if flat.size else 0.0
+    return [group_advantages(s, scale) for s in scores]
 
 
 def _nanmean(values) -> float:
@@ -349,9 +369,9 @@ class _Trainer:
             return [step_log_prob(vel, *group.rollout.transition(i), self.a, _REDUCE)[1]
                     for i in range(group.rollout.stochastic_steps)]  # fmt: skip
 
-    def update(self, group: _Group, conds, guidance) -> dict:
-        """One optimizer step on one group's transitions; returns its loss, KL and clip fraction, and the network
-        rows run forward (with grad) and for the reference."""
+    def accumulate(self, group: _Group, conds, guidance, weight: float = 1.0) -> dict:
+        """Add one group's loss (times ``weight``) to the gradients, without stepping; returns its loss, KL and clip
+        fraction, and the network rows run forward (with grad) and for the reference."""
         counter = self.r.counter
         before = counter.forward
         if self.kl_beta > 0 and group.ref_means is None:
@@ -360,7 +380,6 @@ class _Trainer:
         device = group.rollout.states.device
         adv = torch.as_tensor(group.advantages, dtype=torch.float32, device=device)
         steps = group.rollout.stochastic_steps  # a deterministic last step (final_step="ode") is not a policy step
-        self.opt.zero_grad(set_to_none=True)
         losses, kls, clipped = [], [], []
         before = counter.forward
         for i in range(steps):
@@ -376,17 +395,26 @@ class _Trainer:
                 kl = gaussian_kl(mean, group.ref_means[i], std, _REDUCE)
                 loss = loss + self.kl_beta * kl.mean()
                 kls.append(kl.detach().mean())
-            (loss / steps).backward()
+            (loss / steps * weight).backward()  # weight 1: bit-identical to the per-group step
             losses.append(loss.detach())
             clipped.append(((ratio.detach() - 1).abs() > self.clip).float().mean())
         rows = counter.forward - before
         counter.backward += rows  # every row of the training forwards is differentiated through
+        return {"loss": float(torch.stack(losses).mean()), "kl": float(torch.stack(kls).mean()) if kls else math.nan,
+                "clip_fraction": float(torch.stack(clipped).mean()), "rows": rows, "ref_rows": ref_rows}  # fmt: skip
+
+    def step(self) -> None:
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return {"loss": float(torch.stack(losses).mean()), "kl": float(torch.stack(kls).mean()) if kls else math.nan,
-                "clip_fraction": float(torch.stack(clipped).mean()), "rows": rows, "ref_rows": ref_rows}  # fmt: skip
+
+    def update(self, groups: Sequence[_Group], conditions: Callable[[_Group], tuple], guidance) -> list[dict]:
+        """One optimizer step on the mean loss of ``groups`` (their gradients accumulated); per group its stats."""
+        self.opt.zero_grad(set_to_none=True)
+        stats = [self.accumulate(g, conditions(g), guidance, 1.0 / len(groups)) for g in groups]
+        self.step()
+        return stats
 
 
 def ttrl_adapt(
@@ -409,6 +437,8 @@ def ttrl_adapt(
     kl_beta: float = 0.02,
     clip: float = 0.2,
     inner_epochs: int = 1,
+    groups_per_step: int | None = 1,
+    advantage_std: str = "group",
     max_grad_norm: float | None = 1.0,
     max_kl: float | None = None,
     callback: Callable[[dict], bool | None] | None = None,
@@ -445,6 +475,13 @@ def ttrl_adapt(
         lora: the adapter's shape (default rank 16 on attention and MLP).  lr, kl_beta, clip, inner_epochs,
             max_grad_norm: the optimiser (AdamW), KL weight, PPO clip range, passes over each round's rollouts,
             gradient-norm clip (None: off).
+        groups_per_step: prompt groups whose mean loss makes one optimizer step (default 1, GRPO per group;
+            None: every group of the round, Flow-GRPO's accumulation).  Why: AdamW moves every parameter by about
+            ``lr`` per step whatever the gradient's quality, so a step on one group of 8 noisily judged images
+            walks in the noise's direction; averaging several groups' gradients first raises the step's
+            signal-to-noise at the same rollout cost.
+        advantage_std: "group" (each group divided by its own std, GRPO) or "global" (by the std of every score
+            of the round, Flow-GRPO's ``global_std``; ``iteration_advantages``).
         max_kl: a bound on the drift: the first iteration whose mean KL to the frozen model (per element and
             step, the history's ``kl``) exceeds it is undone (the adapter goes back to its state before that
             iteration) and the adaptation stops (``stopped="max_kl"`` in its row).  None: no bound.  Why: the
@@ -465,6 +502,9 @@ def ttrl_adapt(
     prompts = _check_args(prompts, group_size, iterations, prompts_per_iteration, train_steps, sde_noise, lr,
                           kl_beta, clip, inner_epochs)  # fmt: skip
     require_choice("final_step", final_step, FINAL_STEPS)
+    require_choice("ttrl.advantage_std", advantage_std, ADVANTAGE_STDS)
+    if groups_per_step is not None:
+        check_positive_int("ttrl.groups_per_step", groups_per_step)
     require(max_kl is None or (_num(max_kl) and max_kl > 0), "ttrl.max_kl", max_kl, "must be a number > 0 or None")
     require(final_step == "sde" or train_steps >= 2, "train_steps", train_steps,
             "must be >= 2 with final_step='ode' (the last step is deterministic and not trained)")  # fmt: skip
@@ -478,6 +518,7 @@ def ttrl_adapt(
                "prompts_per_iteration": per_iter, "train_steps": train_steps, "sde_noise": sde_noise,
                "final_step": final_step,
                "lora": asdict(lora), "lr": lr, "kl_beta": kl_beta, "clip": clip, "inner_epochs": inner_epochs,
+               "groups_per_step": groups_per_step, "advantage_std": advantage_std,
                "max_grad_norm": max_grad_norm, "max_kl": max_kl, "seed": seed, "adapter_name": adapter_name,
                "track": None if track is None else track.describe(), "log_prob": _REDUCE}  # fmt: skip
     trace = Trace(method="ttrl", options=options, verifier=mon.describe(), settings=renderer.settings.to_dict(),
@@ -493,6 +534,10 @@ def ttrl_adapt(
     trainer = _Trainer(renderer, params, lr, kl_beta, clip, sde_noise, max_grad_norm)
     guidance = renderer.guidance()
     sigmas = renderer.sigmas(train_steps)
+
+    def conditions(g: _Group):
+        return renderer.conditions(g.prompt, [renderer.default] * group_size)
+
     order = np.random.default_rng(seed).permutation(len(prompts))
     history: list[dict] = []
     nfe_total = 0.0
@@ -508,17 +553,17 @@ def ttrl_adapt(
                            group_size, guidance, sigmas, sde_noise, final_step == "ode") for s in slots]  # fmt: skip
         for g, scores in zip(groups, mon.finalize([g.raw for g in groups])):
             g.scores = np.asarray(scores, dtype=np.float64)
-            g.advantages = group_advantages(g.scores)
+        for g, adv in zip(groups, iteration_advantages([g.scores for g in groups], advantage_std)):
+            g.advantages = adv
+        live = [g for g in groups if np.any(g.advantages)]  # a group whose scores are all equal teaches nothing
+        chunk = groups_per_step or max(len(live), 1)
         stats = []
         for _ in range(inner_epochs):
-            for g in groups:
-                if not np.any(g.advantages):  # a group whose scores are all equal teaches nothing
-                    continue
-                s = trainer.update(
-                    g, renderer.conditions(g.prompt, [renderer.default] * group_size), guidance
-                )
-                g.nfe += FORWARD * (s["rows"] + s["ref_rows"]) + BACKWARD * s["rows"]
-                stats.append(s)
+            for k in range(0, len(live), chunk):
+                part = live[k : k + chunk]
+                for g, s in zip(part, trainer.update(part, conditions, guidance)):
+                    g.nfe += FORWARD * (s["rows"] + s["ref_rows"]) + BACKWARD * s["rows"]
+                    stats.append(s)
         iter_nfe = float(sum(g.nfe for g in groups))
         nfe_total += iter_nfe
         for g in groups:
@@ -637,4 +682,5 @@ def _save(renderer, result: TTRLResult, out: Path, prompts, previews, seed) -> P
 
 
 __all__ = ["HISTORY_FIELDS", "MONITORS", "TTRLResult", "adapters_disabled", "consensus_scores", "group_advantages",
+           "iteration_advantages",
            "ttrl_adapt"]  # fmt: skip

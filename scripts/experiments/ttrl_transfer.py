@@ -81,6 +81,10 @@ def parse_args(argv=None):
                    help="the rubric's weight in the intrinsic monitor, against 1 per likelihood ratio")  # fmt: skip
     p.add_argument("--max-kl", type=float, default=None,
                    help="ttrl_adapt's KL bound: undo the first iteration whose KL exceeds it, and stop")  # fmt: skip
+    p.add_argument("--groups-per-step", type=int, default=1,
+                   help="prompt groups per optimizer step (0: every group of the round, as Flow-GRPO accumulates)")
+    p.add_argument("--advantage-std", choices=["group", "global"], default="group",
+                   help="divide each group's centred scores by its own std (GRPO) or the round's (Flow-GRPO)")
     p.add_argument("--track", choices=["quality", "geneval"], default="quality",
                    help="what the history's track_mean and agreement read: the quality rewards' z-sum, or the "
                         "detector's graded GenEval score of the rollouts (held out: never in the update; the quality "
@@ -97,7 +101,7 @@ def parse_args(argv=None):
                    help="re-read <out>/ttrl_transfer.json and <out>/adapt/trace.json, redo the summaries, reprint")  # fmt: skip
     args = p.parse_args(argv)
     least = {"images": 1, "other_limit": 0, "group_size": 2, "iterations": 1, "prompts_per_iteration": 1,
-             "train_steps": 1, "rank": 1}  # fmt: skip
+             "train_steps": 1, "rank": 1, "groups_per_step": 0}  # fmt: skip
     for name, low in least.items():
         if getattr(args, name) < low:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}")
@@ -347,6 +351,7 @@ def run(args) -> dict:
                         final_step=args.final_step,
                         sde_noise=args.sde_noise, lora=LoraSpec(rank=args.rank, alpha=float(args.rank)), lr=args.lr,
                         kl_beta=args.kl_beta, max_kl=args.max_kl, callback=checkpoint, seed=args.seed,
+                        groups_per_step=args.groups_per_step or None, advantage_std=args.advantage_std,
                         out_dir=out / "adapt", progress=args.progress, **monitor_kw)  # fmt: skip
     adapt_wall = time.perf_counter() - t0 - eval_wall[0]
     adapted = evaluate(renderer, geneval, splits, args.images)  # the adapter is active after ttrl_adapt

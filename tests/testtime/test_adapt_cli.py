@@ -20,13 +20,16 @@ def test_the_entry_point_adapts_saves_a_loadable_adapter_and_the_history(saved_p
     out = tmp_path / "out"
     main([f"pipeline={saved_pipe}", "prompts=[a red circle,two blue squares]", "monitor=rewards",
           "verifier.rewards=[sharpness]", "track.rewards=[contrast]", "ttrl.group_size=2", "ttrl.iterations=2",
-          "ttrl.train_steps=2", "ttrl.lr=1e-2", "ttrl.max_kl=10.0", "lora.rank=2", "settings.steps=2", "settings.guidance_scale=1.0",
+          "ttrl.train_steps=2", "ttrl.lr=1e-2", "ttrl.max_kl=10.0",
+          "ttrl.groups_per_step=null", "ttrl.advantage_std=global", "lora.rank=2", "settings.steps=2", "settings.guidance_scale=1.0",
           f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"])  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     rows = history["history"] if isinstance(history, dict) else history
     assert len(rows) == 2 and {"monitor_mean", "track_mean", "agreement", "kl"} <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prompts"] == 2 and summary["monitor"] == "rewards" and summary["nfe"] > 0
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["options"]["groups_per_step"] is None and trace["options"]["advantage_std"] == "global"
     pipe = MiroPipeline.from_pretrained(saved_pipe)
     pipe.load_lora(out / "adapter", "ttrl")
     assert "ttrl" in pipe.transformer.peft_config
@@ -41,6 +44,8 @@ def test_the_entry_point_adapts_saves_a_loadable_adapter_and_the_history(saved_p
     ({"adapter_name": "a/b"}, "adapter_name='a/b'"),
     ({"ttrl": {"max_kl": -1.0}}, "ttrl.max_kl=-1.0: must be > 0 or null"),
     ({"rubric_weight": -0.5}, "rubric_weight=-0.5: must be a number >= 0"),
+    ({"ttrl": {"groups_per_step": 0}}, "ttrl.groups_per_step=0: must be a positive integer or null"),
+    ({"ttrl": {"advantage_std": "batch"}}, "ttrl.advantage_std='batch'"),
 ])  # fmt: skip
 def test_bad_values_name_the_key(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -20,6 +20,7 @@ from miro.testtime.ttrl import (
     adapters_disabled,
     consensus_scores,
     group_advantages,
+    iteration_advantages,
     ttrl_adapt,
 )
 from miro.testtime.verifier import Verifier
@@ -217,6 +218,8 @@ def test_consensus_monitor_and_group_advantages(pipe):
         ({"monitor_options": {"rubric_weight": -1}}, "rubric_weight=-1: must be a number >= 0"),
         ({"monitor_options": {"rubric_aggregate": "max"}}, "rubric.aggregate='max'"),
         ({"monitor": "consensus", "max_kl": 0}, "max_kl=0: must be a number > 0 or None"),
+        ({"monitor": "consensus", "groups_per_step": 0}, "groups_per_step=0"),
+        ({"monitor": "consensus", "advantage_std": "batch"}, "advantage_std='batch'.*global"),
         ({"monitor": "rewards", "verifier": Verifier([Brightness()]), "track": Verifier([Brightness()])},
          "\\['brightness'\\] are also read by the monitor"),
     ],
@@ -294,3 +297,47 @@ def test_callback_sees_every_row_may_sample_and_stops_the_run(pipe, text_encoder
     third = make_pipe(text_encoder)
     stopped = ttrl_adapt(third, PROMPTS, callback=lambda row: row["iteration"] == 1, **kw)
     assert [r["stopped"] for r in stopped.history] == [None, "callback"]
+
+
+def test_global_advantages_share_the_rounds_std():
+    """Flow-GRPO's global_std: each group centred on its own mean, all divided by the std of the round's scores, so
+    a group whose scores barely differ keeps small advantages (its own std would blow them up to unit size)."""
+    tight, wide = np.array([1.0, 1.01, 0.99]), np.array([0.0, 2.0, 4.0, np.nan])
+    g_tight, g_wide = iteration_advantages([tight, wide], "group")
+    assert np.abs(g_tight).max() > 1.2  # about unit std (sqrt 1.5 less the 1e-4 offset): 0.01 blown up
+    assert np.array_equal(g_wide, group_advantages(wide))
+    scale = np.std([1.0, 1.01, 0.99, 0.0, 2.0, 4.0])  # 1.29
+    a_tight, a_wide = iteration_advantages([tight, wide], "global")
+    np.testing.assert_allclose(a_tight, (tight - 1.0) / (scale + 1e-4))
+    np.testing.assert_allclose(a_wide[:3], np.array([-2.0, 0.0, 2.0]) / (scale + 1e-4))
+    assert a_wide[3] == 0 and np.abs(a_tight).max() < 0.01
+    assert not np.any(iteration_advantages([np.ones(3), np.full(2, 5.0)], "global")[0])
+    with pytest.raises(ConfigError, match="advantage_std='z'"):
+        iteration_advantages([tight], "z")
+
+
+def test_groups_per_step_accumulates_the_mean_gradient_of_the_groups(pipe, monkeypatch):
+    """groups_per_step=None makes one optimizer step per round on the mean of its groups' gradients: at lr 0 (the
+    rollouts and the adapter identical in both runs) the one accumulated gradient equals the mean of the two
+    per-group gradients, and the optimizer steps once instead of twice."""
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        seen.append([p.grad.detach().clone() for group in self.param_groups for p in group["params"]
+                     if p.grad is not None])  # fmt: skip
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    common = {"monitor": "rewards", "verifier": Verifier([Brightness()]), "group_size": 3, "iterations": 1,
+              "train_steps": 2, "lr": 0.0, "kl_beta": 0.0, "max_grad_norm": None, "seed": 3, **SMALL}  # fmt: skip
+    per_group = ttrl_adapt(pipe, PROMPTS, **common)
+    pipe.unload_lora("ttrl")
+    per_group_grads, seen[:] = list(seen), []
+    pooled = ttrl_adapt(pipe, PROMPTS, groups_per_step=None, **common)
+    assert len(per_group_grads) == 2 and len(seen) == 1
+    assert per_group.options["groups_per_step"] == 1 and pooled.options["groups_per_step"] is None
+    assert pooled.nfe == per_group.nfe  # the same rows run, only the steps differ
+    assert any(g.abs().max() > 0 for g in seen[0])
+    for a, b, got in zip(*per_group_grads, seen[0]):
+        torch.testing.assert_close(got, (a + b) / 2, rtol=1e-4, atol=1e-7)
