@@ -70,6 +70,8 @@ METHOD_RUNS = {  # method name in the report -> (METHODS key, options)
     "condition_search_targets": ("condition_search", {"search_w": False}),
     # the same, each candidate from its own noise (as best-of-N's): the condition and the noise searched together
     "condition_search_targets_noise": ("condition_search", {"search_w": False, "share_noise": False}),
+    # (s+, s-, w) with each candidate's own noise: the full condition and the noise searched together
+    "condition_search_noise": ("condition_search", {"share_noise": False}),
     "reno": ("reno", {}),
     # per-prompt test-time training, its settings sized to each budget (miro.testtime.per_prompt.settings_for_budget)
     "ttt_per_prompt": ("ttt_per_prompt", {}),

@@ -83,6 +83,7 @@ def test_summary_compares_both_condition_searches_with_best_of_n_at_equal_budget
     assert bench.METHOD_RUNS["condition_search_targets"] == ("condition_search", {"search_w": False})
     assert bench.METHOD_RUNS["condition_search_targets_noise"] == (
         "condition_search", {"search_w": False, "share_noise": False})  # fmt: skip
+    assert bench.METHOD_RUNS["condition_search_noise"] == ("condition_search", {"share_noise": False})
 
     def row(method, budget, own, held, gen):
         return {"setting": "quality", "method": method, "budget": budget, "verifier_delta": own,
