@@ -403,17 +403,14 @@ class _Trainer:
         return {"loss": float(torch.stack(losses).mean()), "kl": float(torch.stack(kls).mean()) if kls else math.nan,
                 "clip_fraction": float(torch.stack(clipped).mean()), "rows": rows, "ref_rows": ref_rows}  # fmt: skip
 
-    def step(self) -> None:
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-
     def update(self, groups: Sequence[_Group], conditions: Callable[[_Group], tuple], guidance) -> list[dict]:
         """One optimizer step on the mean loss of ``groups`` (their gradients accumulated); per group its stats."""
         self.opt.zero_grad(set_to_none=True)
         stats = [self.accumulate(g, conditions(g), guidance, 1.0 / len(groups)) for g in groups]
-        self.step()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return stats
 
 
