@@ -17,7 +17,6 @@ from miro.utils.precision import PRECISIONS
 
 TRACKERS = ("tensorboard", "wandb", "none")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # these replay CUDA graphs: the loop pads text to one length
 
 
 @dataclass

@@ -51,7 +51,7 @@ from miro.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from miro.train.config import CUDA_GRAPH_MODES, TrainConfig
+from miro.train.config import TrainConfig
 from miro.train.ema import EMA
 from miro.train.grids import SampleGrid, save_grid
 from miro.train.launch import check_launch, use_cpu
@@ -248,8 +248,9 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
     fixed_text = 0
     if cfg.compile:
         model.compile(mode=cfg.compile_mode)
-        if cfg.compile_mode in CUDA_GRAPH_MODES:
-            fixed_text = cfg.text_encoder.max_length
+        # One text length for every batch: a CUDA graph per caption length otherwise, and with dynamic shapes
+        # inductor's CPU backward of the U-Net failed on the second length seen (a stride assertion, torch 2.x).
+        fixed_text = cfg.text_encoder.max_length
     model, optimizer = accelerator.prepare(model, optimizer)  # the EMA is saved by save_checkpoint itself
 
     start, samples_seen = 0, 0
@@ -288,7 +289,7 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
             batch = next(data_iter)
             meter.data_wait += time.perf_counter() - tic
             inputs = model_inputs(batch, device, te, ae, generator, cfg.latent_sampling)
-            if fixed_text:  # one shape for every batch: one CUDA graph instead of one per caption length
+            if fixed_text:
                 inputs["text"], inputs["text_mask"] = pad_text_to(inputs["text"], inputs["text_mask"], fixed_text)
             sync = i == cfg.grad_accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):

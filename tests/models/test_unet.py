@@ -175,3 +175,15 @@ def test_a_bad_reward_path_is_a_clear_error():
     cfg = to_typed({"backbone": "unet", "unet": {"reward_path": "time"}}, ModelConfig)
     model = build_model(cfg, reward_names=REWARDS, text_dim=8, in_channels=3, sample_size=16)
     assert model.config.reward_path == "time"
+
+
+@pytest.mark.parametrize("reward_path", ["tokens", "time"])
+@torch.no_grad()
+def test_padded_text_tokens_are_never_read(reward_path):
+    """A compiled training run pads every batch's text to one length; masked padding must not move the velocity."""
+    model = small(reward_path=reward_path)
+    x, t, text, mask, r = inputs()
+    mask[0, 3:] = False  # one prompt shorter than the batch
+    longer = torch.cat([text, torch.randn(3, 4, 8)], dim=1)
+    longer_mask = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(model(x, t, longer, longer_mask, r), model(x, t, text, mask, r), rtol=1e-5, atol=1e-6)

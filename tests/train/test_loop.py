@@ -185,6 +185,25 @@ def test_compiled_training_matches_eager(tmp_path, shards_root, mode):
         torch.testing.assert_close(runs[True][k], runs[False][k], atol=1e-4, rtol=1e-3)
 
 
+def test_compiled_training_pads_text_to_one_length(tmp_path, shards_root, monkeypatch):
+    """Under ``compile`` every batch reaches the model with ``text_encoder.max_length`` tokens: a new caption length
+    otherwise recompiles (a CUDA graph per length) and with dynamic shapes inductor's CPU backward of the U-Net
+    failed on the second length.  ``compile`` itself is a no-op here: the padding is what is tested."""
+
+    def seen_lengths(compiled):
+        comps = tiny_components()
+        monkeypatch.setattr(comps.model, "compile", lambda **kw: None)
+        lengths = set()
+        comps.model.register_forward_pre_hook(lambda mod, args: lengths.add(args[2].shape[1]))
+        cfg = tiny_config(tmp_path / f"c{compiled}", shards_root, max_steps=6, compile=compiled, sample={"every": 0})
+        train(cfg, comps)
+        return lengths, cfg.text_encoder.max_length
+
+    eager, max_length = seen_lengths(False)
+    assert max(eager) < max_length  # eager: trimmed to the batch's longest caption
+    assert seen_lengths(True) == ({max_length}, max_length)
+
+
 def test_initial_weights_depend_on_the_seed_only(tmp_path, shards_root):
     """Two processes with one config train one model: the fresh transformer comes from ``seed``, not from the
     process's torch seed (which a library reseeds at random on import)."""
