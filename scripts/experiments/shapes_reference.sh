@@ -3,6 +3,9 @@
 #   bash scripts/experiments/shapes_reference.sh            # data -> train (resumable) -> curve -> export
 #   OUT=runs/ref bash scripts/experiments/shapes_reference.sh
 #   EXPERIMENT=shapes_reference_conv OUT=runs/shapes_reference_conv bash scripts/experiments/shapes_reference.sh
+#   EXPERIMENT=shapes_reference_sd_unet OUT=runs/sd_unet bash scripts/experiments/shapes_reference.sh
+#   EXPERIMENT=shapes_reference_sd_unet_cont OUT=runs/sd_unet_cont SEED=1 bash scripts/experiments/shapes_reference.sh
+#                                                   # the shipped model's two stages (its README)
 #   WORLD=clean DATA=runs/clean_world EXPERIMENT=shapes_reference_clean OUT=runs/shapes_reference_clean \
 #       bash scripts/experiments/shapes_reference.sh      # on the cleaner world (shapes_world.sh: CLEAN_WORLD)
 #   NUM_SAMPLES=24000 WORKERS=14 DATA=runs/world24k EXPERIMENT=shapes_reference_gpu OUT=runs/shapes_reference_gpu \
@@ -21,7 +24,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 WORLD_ARGS=()   # WORLD=clean: the cleaner world of experiment=shapes_reference_clean (shapes_world.sh)
 if [ "${WORLD:-default}" = clean ]; then read -r -a WORLD_ARGS <<< "$(echo $CLEAN_WORLD)"; fi
 build_world "$DATA" "${NUM_SAMPLES:-12000}" 32 "$OUT/logs" "${WORLD_ARGS[@]}"
-python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed=0 resume=latest \
+python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed="${SEED:-0}" resume=latest \
     progress_bar=false hydra.run.dir="$OUT"
 python scripts/experiments/text_conditioning.py curve --data "$DATA" --run "$OUT" --scales 0,0 3,0 3,1 3,3 \
     --targets clean --out "$OUT/curve.json"
