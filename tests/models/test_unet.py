@@ -186,4 +186,6 @@ def test_padded_text_tokens_are_never_read(reward_path):
     mask[0, 3:] = False  # one prompt shorter than the batch
     longer = torch.cat([text, torch.randn(3, 4, 8)], dim=1)
     longer_mask = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
-    torch.testing.assert_close(model(x, t, longer, longer_mask, r), model(x, t, text, mask, r), rtol=1e-5, atol=1e-6)
+    # float tolerance: the longer sequence changes the kernels' summation order (2e-6 on an EPYC); a read of the
+    # random padding moves the output by orders of magnitude more
+    torch.testing.assert_close(model(x, t, longer, longer_mask, r), model(x, t, text, mask, r), rtol=1e-4, atol=1e-5)
