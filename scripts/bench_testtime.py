@@ -123,6 +123,9 @@ def parse_args(argv=None):
                    help="the model's rewards whose targets condition search moves (default: those the verifier "
                         "chooses with, or every reward when it chooses with none of them, e.g. the rubric)")  # fmt: skip
     p.add_argument("--intrinsic-draws", type=int, default=4)
+    p.add_argument("--intrinsic-t-ranges", default=None, metavar="REWARD=LO-HI,...",
+                   help="the intrinsic verifier's own noise band per reward (the others on [0.1, 0.9]), e.g. "
+                        "low_noise=0.005-0.1 (scripts/experiments/intrinsic_agreement.py measures the bands)")  # fmt: skip
     p.add_argument("--rubric-aggregate", choices=list(RUBRIC_AGGREGATES), default="min",
                    help="the rubric's image score: the worst probe, or the mean probe margin over kinds (the "
                         "default before session 24, which measured sessions 9-23)")
@@ -149,7 +152,25 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not (math.isfinite(args.rubric_weight) and args.rubric_weight >= 0):
         p.error(f"--rubric-weight {args.rubric_weight}: must be a finite number >= 0")
+    try:
+        args.intrinsic_t_ranges = parse_t_ranges(args.intrinsic_t_ranges)
+    except ValueError as err:
+        p.error(f"--intrinsic-t-ranges {args.intrinsic_t_ranges!r}: {err}")
     return args
+
+
+def parse_t_ranges(text: str | None) -> dict[str, list[float]] | None:
+    """``--intrinsic-t-ranges``: "reward=lo-hi,reward=lo-hi" -> {reward: [lo, hi]} (the verifier checks the values)."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, sep, band = item.partition("=")
+        lo, dash, hi = band.partition("-")
+        if not (sep and dash and name.strip()):
+            raise ValueError(f"{item!r} is not reward=lo-hi")
+        out[name.strip()] = [float(lo), float(hi)]
+    return out
 
 
 def spearman(x, y) -> float:
@@ -215,6 +236,12 @@ def select_prompts(rows: list[dict], limit: int | None, per_task: int | None) ->
     return rows[:limit]
 
 
+def heldout_prompts(data, limit: int | None = None, per_task: int | None = None) -> list[dict]:
+    """The held-out GenEval rows of the shapes world in folder ``data`` (``select_prompts`` of its
+    ``heldout/evaluation_metadata.jsonl``)."""
+    return select_prompts(load_prompt_metadata(Path(data) / "heldout" / "evaluation_metadata.jsonl"), limit, per_task)
+
+
 def nan_mean(values) -> float:
     v = np.asarray(list(values), dtype=float)
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
@@ -249,8 +276,7 @@ class Bench:
         from miro.sampling.pipeline import load_pipeline
 
         self.args = args
-        meta = Path(args.data) / "heldout" / "evaluation_metadata.jsonl"
-        self.rows = select_prompts(load_prompt_metadata(meta), args.limit, args.per_task)
+        self.rows = heldout_prompts(args.data, args.limit, args.per_task)
         self.prompts = [r["prompt"] for r in self.rows]
         self.seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         self.jobs = [(p, s) for p in self.prompts for s in self.seeds]
@@ -259,7 +285,8 @@ class Bench:
                                        args.text_guidance_scale, args.reward_guidance_scale)  # fmt: skip
         self.pixels = build_scorers(WEIGHT_FREE)[0]  # one scorer, five outputs
         model_rewards = list(self.pipe.reward_names)
-        self.intrinsic = IntrinsicVerifier(self.pipe, draws=args.intrinsic_draws) if model_rewards else None
+        self.intrinsic = (IntrinsicVerifier(self.pipe, draws=args.intrinsic_draws, t_ranges=args.intrinsic_t_ranges)
+                          if model_rewards else None)  # fmt: skip
         self.rubric = RubricVerifier(self.pipe, draws=args.intrinsic_draws, aggregate=args.rubric_aggregate)
         self.geneval = GenEvalScorer(self.rows)
         self.geneval_soft = GenEvalScorer(self.rows, soft=True, name="geneval_soft")

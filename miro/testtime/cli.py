@@ -49,7 +49,7 @@ def build_scorers(cfg: TestTimeConfig, pipe, metadata: list[dict]) -> list:
 
         i = v.intrinsic
         scorers.append(IntrinsicVerifier(pipe, i.rewards, i.draws, i.t_range, i.others, i.text, i.seed,
-                                         mixed_precision=cfg.mixed_precision))  # fmt: skip
+                                         mixed_precision=cfg.mixed_precision, t_ranges=i.t_ranges))  # fmt: skip
     if "rubric" in v.rewards:
         from miro.testtime.intrinsic import RubricVerifier
 

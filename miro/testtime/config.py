@@ -4,6 +4,7 @@ pipeline is loaded, and a bad one stops the command with ``error: <key>=<value>:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,8 @@ class IntrinsicConfig:
     rewards: list[str] | None = None  # the model's rewards to judge (null = all)
     draws: int = 4
     t_range: list[float] = field(default_factory=lambda: [0.1, 0.9])
+    # {reward: [lo, hi]}: a reward's own noise band (the others keep t_range); typed Any, as verifier.weights
+    t_ranges: Any = None
     others: float | None = None  # the other rewards' targets: null = their null embedding
     text: bool = True
     seed: int = 0
@@ -68,6 +71,13 @@ class IntrinsicConfig:
     def __post_init__(self):
         require(_int(self.draws), "verifier.intrinsic.draws", self.draws, "must be a positive integer")
         _range("verifier.intrinsic.t_range", self.t_range, strict_low=True)
+        if self.t_ranges is not None:
+            require(isinstance(self.t_ranges, Mapping), "verifier.intrinsic.t_ranges", self.t_ranges,
+                    "must be a mapping {reward: [lo, hi]} or null")  # fmt: skip
+            self.t_ranges = {str(k): list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                             for k, v in self.t_ranges.items()}  # fmt: skip
+            for k, v in self.t_ranges.items():
+                _range(f"verifier.intrinsic.t_ranges.{k}", v, strict_low=True)
         require(self.others is None or (_num(self.others) and 0 <= self.others <= 1), "verifier.intrinsic.others",
                 self.others, "must be null or a target in [0, 1]")  # fmt: skip
 

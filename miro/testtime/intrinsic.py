@@ -30,7 +30,7 @@ cost in network evaluations (``nfe(prompts)``), and are differentiable (``score_
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,11 +45,18 @@ DEFAULT_T_RANGE = (0.1, 0.9)
 RUBRIC_AGGREGATES = ("mean", "min")
 
 
+def _check_t_range(key: str, t_range) -> tuple[float, float]:
+    ok = isinstance(t_range, Sequence) and not isinstance(t_range, str) and len(t_range) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t_range)
+    require(ok and 0.0 < float(t_range[0]) < float(t_range[1]) <= 1.0, key, t_range,
+            "must be [t_lo, t_hi] with 0 < t_lo < t_hi <= 1")  # fmt: skip
+    return float(t_range[0]), float(t_range[1])
+
+
 def _check_common(draws, t_range, batch_size) -> tuple[float, float]:
     require(isinstance(draws, int) and not isinstance(draws, bool) and draws >= 1, "draws", draws,
             "must be a positive integer (the (t, eps) pairs per image)")  # fmt: skip
-    require(isinstance(t_range, Sequence) and len(t_range) == 2 and 0.0 < float(t_range[0]) < float(t_range[1]) <= 1.0,
-            "t_range", t_range, "must be [t_lo, t_hi] with 0 < t_lo < t_hi <= 1")  # fmt: skip
+    _check_t_range("t_range", t_range)
     require(
         isinstance(batch_size, int) and batch_size >= 1,
         "batch_size",
@@ -83,14 +90,27 @@ class _LikelihoodJudge:
         key = (tuple(shape), str(device))
         if key not in self._cache:
             g = torch.Generator().manual_seed(self.seed)
-            lo, hi = self.t_range
-            u = torch.arange(self.draws, dtype=torch.float64) + torch.rand(
-                self.draws, generator=g, dtype=torch.float64
-            )
-            t = (lo + (hi - lo) * u / self.draws).float()
+            u = self._positions(g)
             eps = torch.randn((self.draws, *shape), generator=g, dtype=torch.float32)
-            self._cache = {key: (t.to(device), eps.to(device))}
+            self._cache = {key: (self._stratified(u, self.t_range).to(device), eps.to(device))}
         return self._cache[key]
+
+    def _positions(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The draws' positions u [M] in [0, 1), one per stratum (the first numbers of the seed's generator)."""
+        g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        offsets = torch.rand(self.draws, generator=g, dtype=torch.float64)
+        return (torch.arange(self.draws, dtype=torch.float64) + offsets) / self.draws
+
+    @staticmethod
+    def _stratified(u: torch.Tensor, t_range: tuple[float, float]) -> torch.Tensor:
+        """Positions u in [0, 1) mapped into ``t_range`` (fp32)."""
+        lo, hi = t_range
+        return (lo + (hi - lo) * u).float()
+
+    def t_draws(self, latents: torch.Tensor) -> torch.Tensor:
+        """The noise level t of each fixed draw [draws] (the order of the per-draw rows of ``differences()`` and
+        ``margins(per_draw=True)``)."""
+        return self._draws(tuple(latents.shape[1:]), latents.device)[0]
 
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] images in [0, 1] -> the model's latents on the transformer's device (differentiable for the
@@ -108,11 +128,13 @@ class _LikelihoodJudge:
             return self.latents(pil_to_tensor(images))
 
     def errors(self, x0: torch.Tensor, img: torch.Tensor, draw: torch.Tensor, text_idx: torch.Tensor, texts,
-               cond_idx: torch.Tensor, conds, drop_text: bool = False) -> torch.Tensor:  # fmt: skip
+               cond_idx: torch.Tensor, conds, drop_text: bool = False, t_rows: torch.Tensor | None = None,
+               ) -> torch.Tensor:  # fmt: skip
         """Per row, the mean squared error ``||v(x_t, c) - u||^2 / D`` (fp32) of image ``img`` at draw ``draw`` under
         text ``texts[text_idx]`` and reward condition ``conds[cond_idx]``; rows are run ``batch_size`` at a time.
 
-        ``texts`` is (embeddings [T, L, D], mask [T, L]); ``conds`` is (rewards [Q, R], mask [Q, R]) or None."""
+        ``texts`` is (embeddings [T, L, D], mask [T, L]); ``conds`` is (rewards [Q, R], mask [Q, R]) or None.
+        ``t_rows`` [rows] replaces the draws' own t row by row (the same eps: per-reward noise bands)."""
         model = self.pipe.transformer
         device = x0.device
         t_all, eps_all = self._draws(tuple(x0.shape[1:]), device)
@@ -122,7 +144,7 @@ class _LikelihoodJudge:
         for start in range(0, img.shape[0], self.batch_size):
             sl = slice(start, start + self.batch_size)
             b, m = img[sl], draw[sl]
-            t = t_all[m]
+            t = t_all[m] if t_rows is None else t_rows[sl]
             te = t.view(-1, *([1] * (x0.dim() - 1)))
             eps = eps_all[m]
             x_t = (1 - te) * x0[b] + te * eps
@@ -163,6 +185,10 @@ class IntrinsicVerifier(_LikelihoodJudge):
             ``reward_names``).
         rewards: the model's rewards to judge (default all); outputs are ``intrinsic_<reward>``.
         draws: (t, eps) pairs per image; t_range: the noise levels they are stratified over.
+        t_ranges: {reward: [t_lo, t_hi]}, a reward's own noise band (the others keep ``t_range``): the same eps
+            and strata, t mapped into the band.  Why: a reward of fine detail (pixel noise) is visible to the
+            network only at low t, where x_t still shows it, and one of colour or layout at higher t
+            (``scripts/experiments/intrinsic_agreement.py`` measures which band agrees with which reward).
         others: the other rewards' targets: None (their null embedding) or a value in [0, 1].
         text: condition on the prompt (False: the null text, a prompt-free judgement).
         seed: of the fixed draws.  batch_size: network rows per forward.
@@ -172,7 +198,8 @@ class IntrinsicVerifier(_LikelihoodJudge):
 
     def __init__(self, pipe, rewards: Sequence[str] | None = None, draws: int = 4, t_range=DEFAULT_T_RANGE,
                  others: float | None = None, text: bool = True, seed: int = 0, batch_size: int = 64,
-                 mixed_precision: str = "auto", prefix: str = "intrinsic_"):  # fmt: skip
+                 mixed_precision: str = "auto", prefix: str = "intrinsic_",
+                 t_ranges: Mapping[str, Sequence[float]] | None = None):  # fmt: skip
         super().__init__(pipe, draws, t_range, seed, batch_size, mixed_precision)
         names = list(pipe.reward_names)
         if not names:
@@ -186,6 +213,14 @@ class IntrinsicVerifier(_LikelihoodJudge):
         require(others is None or (isinstance(others, (int, float)) and 0.0 <= float(others) <= 1.0), "intrinsic.others",
                 others, "must be null (the other rewards' null embedding) or a target in [0, 1]")  # fmt: skip
         self.model_rewards, self.rewards, self.others, self.text = names, rewards, others, bool(text)
+        require(t_ranges is None or isinstance(t_ranges, Mapping), "intrinsic.t_ranges", t_ranges,
+                "must be a mapping {reward: [t_lo, t_hi]} (or null: every reward on t_range)")  # fmt: skip
+        own = {our_names([k], names)[0]: v for k, v in (t_ranges or {}).items()}
+        require(set(own) <= set(rewards), "intrinsic.t_ranges", dict(t_ranges or {}),
+                f"names rewards this verifier does not judge; judged: {rewards}")  # fmt: skip
+        # the noise band of every judged reward, in self.rewards' order
+        self.t_ranges = [_check_t_range(f"intrinsic.t_ranges.{r}", own[r]) if r in own else self.t_range
+                         for r in rewards]  # fmt: skip
         self.outputs = tuple(f"{prefix}{r}" for r in rewards)
         self.text_outputs = frozenset(self.outputs) if self.text else frozenset()
 
@@ -210,6 +245,12 @@ class IntrinsicVerifier(_LikelihoodJudge):
 
     def score_latents_dict(self, latents: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """{output: [B]} on latents [B, C, h, w] (differentiable when grad is enabled)."""
+        diff = self.differences(latents, prompts).mean(1)  # [B, K]
+        return {name: diff[:, j] for j, name in enumerate(self.outputs)}
+
+    def differences(self, latents: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """[B, draws, K]: each (t, eps) draw's error difference ``e(s_k = 0) - e(s_k = 1)`` apart (``reward_t_draws()``
+        gives their t; the score is their mean), for studies of which noise levels carry which reward."""
         b = latents.shape[0]
         if len(prompts) != b:
             raise ValueError(f"{b} images but {len(prompts)} prompts")
@@ -218,12 +259,18 @@ class IntrinsicVerifier(_LikelihoodJudge):
         idx = torch.arange(b * m * k2, device=device)
         img, draw, cond = idx // (m * k2), (idx // k2) % m, idx % k2
         texts = self.encode(prompts)
-        e = self.errors(
-            latents.float(), img, draw, img, texts, cond, self._conditions(device), drop_text=not self.text
-        )
+        t_rows = None
+        if any(r != self.t_range for r in self.t_ranges):
+            t_rows = self.reward_t_draws(latents)[cond // 2, draw]
+        e = self.errors(latents.float(), img, draw, img, texts, cond, self._conditions(device),
+                        drop_text=not self.text, t_rows=t_rows)  # fmt: skip
         e = e.view(b, m, len(self.rewards), 2)
-        diff = (e[..., 0] - e[..., 1]).mean(1)  # [B, K]
-        return {name: diff[:, j] for j, name in enumerate(self.outputs)}
+        return e[..., 0] - e[..., 1]
+
+    def reward_t_draws(self, latents: torch.Tensor) -> torch.Tensor:
+        """[K, draws]: the noise level of each draw for each judged reward (its band, or ``t_range``)."""
+        u = self._positions()
+        return torch.stack([self._stratified(u, r) for r in self.t_ranges]).to(latents.device)
 
     def score(self, images: Sequence, prompts: Sequence[str] | None = None) -> np.ndarray:
         if len(self.outputs) != 1:
@@ -400,10 +447,6 @@ class RubricVerifier(_LikelihoodJudge):
             diff = block[:, 1:] - block[:, :1]
             out.append(diff if per_draw else diff.mean(0))
         return out
-
-    def t_draws(self, latents: torch.Tensor) -> torch.Tensor:
-        """The noise level t of each fixed draw [draws] (the order of ``margins(per_draw=True)``'s rows)."""
-        return self._draws(tuple(latents.shape[1:]), latents.device)[0]
 
     def _aggregate(self, margins: torch.Tensor, probes: list[Probe]) -> torch.Tensor:
         if self.aggregate == "min":

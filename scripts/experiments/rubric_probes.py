@@ -224,15 +224,13 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from bench_testtime import select_prompts
+    from bench_testtime import heldout_prompts
 
     from miro.sampling.pipeline import load_pipeline
     from miro.testtime.intrinsic import RubricVerifier, counterfactual_probes
-    from miro.testtime.verifier import load_prompt_metadata
 
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = select_prompts(load_prompt_metadata(args.data / "heldout" / "evaluation_metadata.jsonl"), None,
-                          args.per_task)  # fmt: skip
+    rows = heldout_prompts(args.data, per_task=args.per_task)
     pipe = load_pipeline(args.pipeline, "cpu")
     judge = RubricVerifier(pipe, draws=args.draws, t_range=tuple(args.t_range), max_counterfactuals=1000)
     probes = {}

@@ -208,3 +208,21 @@ def test_rubric_and_quality_together_weigh_the_rubric_as_asked(saved_pipe, tmp_p
     assert r["held_out_delta_z"] == pytest.approx(d["alignment"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--data", "x", "--pipeline", "y", "--rubric-weight", "-1"])
+
+
+def test_intrinsic_t_ranges_parse_and_reach_the_verifier(saved_pipe, tmp_path):  # noqa: F811
+    import pytest
+
+    bench = load_bench()
+    assert bench.parse_t_ranges(None) is None
+    assert bench.parse_t_ranges("low_noise=0.005-0.1, sharpness=0.01-0.2") == {"low_noise": [0.005, 0.1],
+                                                                              "sharpness": [0.01, 0.2]}  # fmt: skip
+    for bad in ("low_noise:0.1-0.2", "low_noise=0.1", "=0.1-0.2", "low_noise=a-b"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--data", "x", "--pipeline", "y", "--intrinsic-t-ranges", bad])
+    red_circle_world(tmp_path)
+    args = bench.parse_args(["--data", str(tmp_path / "world"), "--pipeline", str(saved_pipe),
+                             "--intrinsic-t-ranges", "sharpness=0.02-0.05"])  # fmt: skip
+    judge = bench.Bench(args).intrinsic
+    assert judge.t_ranges[judge.rewards.index("sharpness")] == (0.02, 0.05)
+    assert judge.t_ranges[judge.rewards.index("aesthetic")] == judge.t_range

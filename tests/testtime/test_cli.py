@@ -28,6 +28,7 @@ def test_the_entry_point_runs_end_to_end(saved_pipe, tmp_path):
           "method=condition_search", "budget.samples=3", "settings.steps=2", "batch_size=2",
           "verifier.rewards=[sharpness,contrast,intrinsic,geneval]", "verifier.held_out=[contrast,geneval]",
           "verifier.intrinsic.draws=1", "verifier.intrinsic.rewards=[aesthetic]", "condition_search.w_max=5",
+          "verifier.intrinsic.t_ranges={aesthetic:[0.02,0.1]}",
           f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"])  # fmt: skip
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == ["00000_s0.png", "00000_s1.png", "00001_s0.png", "00001_s1.png"]
@@ -68,6 +69,8 @@ def test_the_entry_point_runs_end_to_end(saved_pipe, tmp_path):
     ({"noise_search": {"step": 0}}, "noise_search.step=0"),
     ({"condition_search": {"w_max": -1}}, "condition_search.w_max=-1"),
     ({"reno": {"momentum": 1.0}}, "reno.momentum=1.0"),
+    ({"verifier": {"intrinsic": {"t_ranges": {"aesthetic": [0.5, 0.2]}}}}, r"verifier.intrinsic.t_ranges.aesthetic=\[0.5, 0.2\]"),
+    ({"verifier": {"intrinsic": {"t_ranges": [0.1, 0.2]}}}, r"verifier.intrinsic.t_ranges=\[0.1, 0.2\]: must be a mapping"),
     ({"verifier": {"rubric": {"aggregate": "max"}}}, r"verifier.rubric.aggregate='max': must be one of \['mean', 'min'\]"),
 ])  # fmt: skip
 def test_bad_values_name_the_key(kw, match):

@@ -75,6 +75,33 @@ def test_the_draws_are_fixed_and_shared():
                                other.score_latents_dict(x, ["a", "b"])["intrinsic_aesthetic"])  # fmt: skip
 
 
+def test_a_rewards_own_noise_band_moves_only_its_draws():
+    """t_ranges: the judged reward's draws sit in its band (the same eps and strata), the others keep t_range, and
+    the score is the closed form with the band's t; the per-draw differences average to the score."""
+    names = ["sharpness", "aesthetic"]
+    model = RewardStub(names, "aesthetic")
+    plain = IntrinsicVerifier(stub_pipe(model, names), draws=3, batch_size=4)
+    banded = IntrinsicVerifier(stub_pipe(model, names), draws=3, batch_size=4, t_ranges={"aesthetic": [0.02, 0.1]})
+    latents = torch.full((2, 3, 4, 4), BRIGHT)
+    latents[1] = DARK
+    t = banded.reward_t_draws(latents)
+    u = (plain._draws((3, 4, 4), "cpu")[0] - 0.1) / 0.8  # the default band's strata positions
+    assert t.shape == (2, 3) and torch.allclose(t[0], plain._draws((3, 4, 4), "cpu")[0])
+    torch.testing.assert_close(t[1], 0.02 + 0.08 * u)  # same strata, mapped into [0.02, 0.1]
+    d = banded.differences(latents, ["p", "p"])
+    assert d.shape == (2, 3, 2)
+    want = torch.tensor([1.0, -1.0]) * (BRIGHT - DARK) ** 2 * (1 / t[1] ** 2).mean()
+    got = banded.score_latents_dict(latents, ["p", "p"])
+    torch.testing.assert_close(got["intrinsic_aesthetic"], want, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(d.mean(1)[:, 1], got["intrinsic_aesthetic"])
+    # low t weighs 1 / t^2 more: the banded score is larger than the plain one, with the same sign
+    assert (got["intrinsic_aesthetic"].abs() > plain.score_latents_dict(latents, ["p", "p"])["intrinsic_aesthetic"].abs()).all()
+    for bad, match in (({"pickscore": [0.1, 0.2]}, "does not judge"), ({"aesthetic": [0.3, 0.2]}, "t_lo < t_hi"),
+                       ({"aesthetic": "low"}, "t_lo < t_hi"), ([0.1, 0.2], "mapping")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            IntrinsicVerifier(stub_pipe(model, names), t_ranges=bad)
+
+
 class ColourStub(torch.nn.Module):
     """A text-conditioned stub: the prompt's (first) colour word is its data estimate, v = (x_t - colour) / t."""
 
