@@ -4,7 +4,7 @@ pipeline is loaded, and a bad one stops the command with ``error: <key>=<value>:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +74,6 @@ class IntrinsicConfig:
         if self.t_ranges is not None:
             require(isinstance(self.t_ranges, Mapping), "verifier.intrinsic.t_ranges", self.t_ranges,
                     "must be a mapping {reward: [lo, hi]} or null")  # fmt: skip
-            self.t_ranges = {str(k): list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-                             for k, v in self.t_ranges.items()}  # fmt: skip
             for k, v in self.t_ranges.items():
                 _range(f"verifier.intrinsic.t_ranges.{k}", v, strict_low=True)
         require(self.others is None or (_num(self.others) and 0 <= self.others <= 1), "verifier.intrinsic.others",
