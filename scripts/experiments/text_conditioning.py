@@ -787,7 +787,8 @@ def cmd_curve(args) -> dict:
     else:
         run = Path(args.run)
         folders = sorted((run / "pipelines").glob("step-*")) + ([run / "final"] if (run / "final").is_dir() else [])
-    steps = {folder: export_step(folder) for folder in folders}
+    steps = {folder: export_step(folder) for folder in folders}  # -1 (unknown) stays -1, not offset
+    steps = {folder: step + args.step_offset if step >= 0 else step for folder, step in steps.items()}
     if args.exports:  # only these steps' exports (a run still training keeps adding folders); final is its max_steps
         folders = [f for f in folders if steps[f] in args.exports]
         if not folders:
@@ -822,6 +823,23 @@ def curve_rows(result: dict) -> list[dict]:
     return rows
 
 
+def merge_curves(spec: str) -> dict:
+    """One run's ``curve`` result from one file or several joined by commas (the stages of a run trained in
+    stages, each read with its ``--step-offset``): their steps joined, refused when the files were read with
+    different protocols (targets, steps, seed, solver) or share a step."""
+    merged: dict = {}
+    for name in spec.split(","):
+        part = json.loads(Path(name).read_text())
+        for key, value in part.items():
+            if key.isdigit() and key in merged:
+                raise SystemExit(f"{name}: step {key} is in two of the files of {spec!r}")
+            if not key.isdigit() and key in merged and merged[key] != value:
+                raise SystemExit(f"{name}: {key} is {value!r}, another file of {spec!r} has {merged[key]!r}: "
+                                 "the curves of one run must be read with one protocol")
+            merged[key] = value
+    return merged
+
+
 def cmd_speedup(args) -> dict:
     """The paper's convergence speed-up between two ``curve`` results of runs with the same schedule (the
     baseline first): per metric the baseline's final (the mean of its last exports), the step from which the
@@ -830,7 +848,7 @@ def cmd_speedup(args) -> dict:
 
     if not args.curves:
         raise SystemExit("speedup: give two curve results, --curves BASELINE.json MIRO.json")
-    base, miro = (curve_rows(json.loads(Path(f).read_text())) for f in args.curves)
+    base, miro = (curve_rows(merge_curves(f)) for f in args.curves)
     if [r["step"] for r in base] != [r["step"] for r in miro] or len(base) < 2:
         raise SystemExit(f"speedup: the curves must share their steps (>= 2): {[r['step'] for r in base]} "
                          f"against {[r['step'] for r in miro]}")
@@ -965,8 +983,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sliders: the swept reward's targets")
     p.add_argument("--sweep", nargs="+", help=f"sliders: the rewards swept (default: all of {REWARDS})")
     p.add_argument("--slider-prompts", type=int, default=16, help="sliders: held-out prompts, spread over the tasks")
-    p.add_argument("--curves", type=Path, nargs=2, metavar=("BASELINE", "MIRO"),
-                   help="speedup: two curve results (--out), the baseline's first")
+    p.add_argument("--curves", nargs=2, metavar=("BASELINE", "MIRO"),
+                   help="speedup: two curve results (--out), the baseline's first; each may join a staged run's "
+                   "files with commas (A.json,B.json)")
+    p.add_argument("--step-offset", type=int, default=0,
+                   help="curve: add this to every export's step (the second stage of a run: the first stage's steps)")
     p.add_argument("--plot", type=Path, help="speedup: also draw both runs' curves here (PNG)")
     p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
                    help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")

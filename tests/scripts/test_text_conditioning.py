@@ -452,3 +452,52 @@ def test_speedup_reads_two_curves_and_finds_where_the_conditioned_run_holds_the_
     with pytest.raises(SystemExit, match="share their steps"):
         (tmp_path / "short.json").write_text(json.dumps(curve([10, 20], [0.1, 0.2])))
         tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "short.json")])
+
+
+def test_speedup_joins_the_stages_of_a_run_and_refuses_mixed_protocols(tmp_path):
+    """A run trained in two stages is read as one curve: ``--curves A1.json,A2.json B.json`` joins the files by
+    step (the same speed-up as one file holding every step); two files that share a step or were read with
+    another seed are refused."""
+    import json
+
+    def curve(overall, first=1000, seed=1):
+        return {"targets": None, "seed": seed, **{str(first + 1000 * i): {"text 3 / reward 0": {"overall": o}}
+                                                 for i, o in enumerate(overall)}}
+
+    for name, body in {"b1": curve([10, 20, 30]), "b2": curve([40, 50, 60], first=4000), "m": curve([5, 10, 20, 30, 55, 60]),
+                       "b": curve([10, 20, 30, 40, 50, 60]), "clash": curve([40], first=3000),
+                       "seed": curve([40, 50, 60], first=4000, seed=2)}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+    f = {name: str(tmp_path / f"{name}.json") for name in ("b1", "b2", "m", "b", "clash", "seed")}
+    tc.main(["speedup", "--curves", f"{f['b1']},{f['b2']}", f["m"], "--out", str(tmp_path / "staged.json")])
+    tc.main(["speedup", "--curves", f["b"], f["m"], "--out", str(tmp_path / "whole.json")])
+    staged = json.loads((tmp_path / "staged.json").read_text())
+    assert staged == json.loads((tmp_path / "whole.json").read_text())
+    assert staged["overall"]["baseline_final"] == 50.0 and staged["overall"]["miro_steps"] == pytest.approx(4800.0)
+    with pytest.raises(SystemExit, match="step 3000 is in two"):
+        tc.main(["speedup", "--curves", f"{f['b1']},{f['clash']}", f["m"]])
+    with pytest.raises(SystemExit, match="seed is 2.*one protocol"):
+        tc.main(["speedup", "--curves", f"{f['b1']},{f['seed']}", f["m"]])
+
+
+def test_curve_step_offset_labels_a_second_stage_by_its_total_steps(monkeypatch, tmp_path):
+    """``curve --run STAGE2 --step-offset 6000``: a second stage's exports (and its final, at its own max_steps)
+    are keyed by the steps of the whole schedule, so they join the first stage's curve."""
+    import json
+    from types import SimpleNamespace
+
+    from miro.sampling.pipeline import MiroPipeline
+
+    for name in ("step-0001000", "step-0002000"):
+        (tmp_path / "pipelines" / name).mkdir(parents=True)
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "miro_training.json").write_text(json.dumps({"max_steps": 4000}))
+    model = SimpleNamespace(num_rewards=0)
+    model.float = lambda: model
+    monkeypatch.setattr(MiroPipeline, "from_pretrained", classmethod(lambda cls, path: SimpleNamespace(transformer=model)))
+    monkeypatch.setattr(tc, "pipeline_decoder", lambda folder: None)
+    monkeypatch.setattr(tc, "geneval", lambda *a, **k: {"overall": 1.0})
+    out = tmp_path / "curve.json"
+    tc.main(["curve", "--run", str(tmp_path), "--data", str(tmp_path), "--scales", "3,0", "--step-offset", "6000",
+             "--exports", "7000", "10000", "--out", str(out)])
+    assert sorted(k for k in json.loads(out.read_text()) if k.isdigit()) == ["10000", "7000"]
