@@ -31,14 +31,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -48,6 +46,7 @@ from annotate.scorers import build_scorer, build_scorers  # noqa: E402
 from annotate.scorers.base import Scorer, default_collate  # noqa: E402
 from annotate.scorers.pixels import PixelScorer  # noqa: E402
 from miro.data.shards import ShardWriter  # noqa: E402
+from miro.utils.memory import PeakMemory  # noqa: E402
 
 MODEL_SETS = ("pickscore", "hpsv2", "imagereward", "clip_l", "sciscore", "jina_clip", "vqascore")
 WEIGHT_FREE = ["sharpness", "low_noise", "colorfulness", "contrast", "alignment"]
@@ -304,46 +303,6 @@ def make_shards(folder: Path, n: int, per_shard: int, size: tuple[int, int], see
 
 
 # --- measurement -----------------------------------------------------------------------------------------------------
-class PeakRSS:
-    """Peak memory of this process plus its children (DataLoader workers), sampled every 100 ms.
-
-    Proportional set size (PSS) where the OS reports it, so pages a forked worker shares with the main process are
-    counted once; plain RSS otherwise."""
-
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-
-    @staticmethod
-    def _mem(p: psutil.Process) -> int:
-        try:
-            return getattr(p.memory_full_info(), "pss", None) or p.memory_info().rss
-        except psutil.AccessDenied:
-            return p.memory_info().rss
-
-    def _rss(self) -> int:
-        p = psutil.Process()
-        total = self._mem(p)
-        for c in p.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += self._mem(c)
-        return total
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.1)
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-
-
 def decode(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
@@ -390,7 +349,7 @@ def measure(label: str, scorers: list[Scorer], samples, shards: Path, tmp: Path,
     scorers[0].forward(default_collate([prep0(decode(samples[0][1]), samples[0][2])]))  # warm-up
     peak = float("nan")
     if not args.no_memory_check:  # first, untimed: sampling PSS costs CPU; first, so no earlier phase's heap counts
-        with PeakRSS() as m:
+        with PeakMemory(interval=0.1, children=True) as m:
             job(scorers, shards, tmp / f"out-{label}-mem", args.batch_size, args.workers)
         peak = m.peak
     t_bare = t_job = t_naive = float("inf")
@@ -427,7 +386,7 @@ def memory_flatness(tmp: Path, args) -> tuple[int, int, int, int]:
     for k in (2, 12):
         folder = tmp / f"flat{k}"
         world_shards(folder, k * args.per_shard, args.per_shard, args.world_resolution, seed=k)
-        with PeakRSS() as m:
+        with PeakMemory(interval=0.1, children=True) as m:
             job(scorers, folder, tmp / f"flat-out{k}", args.batch_size, args.workers)
         out += [k * args.per_shard, m.peak]
     return tuple(out)

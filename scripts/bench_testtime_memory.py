@@ -21,7 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,39 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from miro.utils.memory import PeakMemory  # noqa: E402
+
 PROMPT = "a photo of a red circle"
 WAYS = ("chunked", "all_at_once")
-
-
-class PeakRSS:
-    """The largest resident set size of this process seen between ``start`` and ``stop``, sampled every 5 ms."""
-
-    def __init__(self, interval: float = 0.005):
-        import psutil
-
-        self.process, self.interval = psutil.Process(), interval
-        self.before = self.peak = 0
-        self._stop = threading.Event()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.before = self.peak = self.process.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def growth_mib(self) -> float:
-        return (self.peak - self.before) / 2**20
 
 
 def search(way: str, pipe, verifier, n: int, steps: int, batch_size: int, seed: int = 0) -> None:
@@ -94,7 +64,7 @@ def child(args) -> dict:
     verifier = Verifier([build_scorer("sharpness")])
     search(args.way, pipe, verifier, args.batch_size, args.steps, args.batch_size)  # warm-up: kernels, allocator
     start = time.perf_counter()
-    with PeakRSS() as peak:
+    with PeakMemory() as peak:
         search(args.way, pipe, verifier, args.child_n, args.steps, args.batch_size)
     return {"way": args.way, "n": args.child_n, "growth_mib": round(peak.growth_mib, 1),
             "before_mib": round(peak.before / 2**20, 1), "seconds": round(time.perf_counter() - start, 2)}
