@@ -943,7 +943,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
     p.add_argument("--autoencoder", type=Path, help="autoencoder: a python -m miro.train.autoencoder output folder")
     p.add_argument("--run", type=Path, help="curve: a training run folder (pipelines/step-*, final), every export")
-    p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps)")
+    p.add_argument("--exports", type=int, nargs="+", help="curve: evaluate only the exports of these steps (final counts as its max_steps; both after --step-offset)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="rewards")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)
