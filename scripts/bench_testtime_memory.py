@@ -6,8 +6,8 @@ call, scores them and keeps the best; its activations and images grow with N.  F
 runs one best-of-N search in a fresh process (so no earlier allocation is reused) and reports the growth of the
 resident set during the call: a sampler thread reads the RSS every 5 ms from just before the call to its end, and the
 growth is the peak minus the RSS before (the pipeline, the scorer and one warm-up call are loaded first, so the
-growth is what the search itself needs).  Both ways choose with the same verifier (sharpness) from the same seed's
-candidates.
+growth is what the search itself needs).  Both ways choose with the same verifier (sharpness); their candidates'
+noises are drawn differently (memory does not depend on them).
 
     python scripts/bench_testtime_memory.py --pipeline models/shapes_reference --n 4 32 128 --steps 4
 
