@@ -844,7 +844,7 @@ def cmd_speedup(args) -> dict:
     """The paper's convergence speed-up between two ``curve`` results of runs with the same schedule (the
     baseline first): per metric the baseline's final (the mean of its last exports), the step from which the
     conditioned run holds it, and the ratio (``shapes_replication.speedups``)."""
-    from shapes_replication import plot_curves, speedups
+    from shapes_replication import FINAL_WINDOW, plot_curves, speedups
 
     if not args.curves:
         raise SystemExit("speedup: give two curve results, --curves BASELINE.json MIRO.json")
@@ -852,8 +852,11 @@ def cmd_speedup(args) -> dict:
     if [r["step"] for r in base] != [r["step"] for r in miro] or len(base) < 2:
         raise SystemExit(f"speedup: the curves must share their steps (>= 2): {[r['step'] for r in base]} "
                          f"against {[r['step'] for r in miro]}")
+    window = FINAL_WINDOW if args.final_window is None else args.final_window
+    if not 1 <= window <= len(base):
+        raise SystemExit(f"--final-window {window}: must be from 1 to the baseline's {len(base)} exports")
     metrics = [k for k in base[-1] if k != "step" and k in miro[-1] and not k.startswith("colour_only")]
-    result = speedups({"baseline": base, "miro": miro}, metrics)
+    result = speedups({"baseline": base, "miro": miro}, metrics, window=window)
     if args.plot:
         plot_curves({"baseline": base, "MIRO": miro}, result, args.plot)
     return result
@@ -988,6 +991,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "files with commas (A.json,B.json)")
     p.add_argument("--step-offset", type=int, default=0,
                    help="curve: add this to every export's step (the second stage of a run: the first stage's steps)")
+    p.add_argument("--final-window", type=int,
+                   help="speedup: the baseline's final is the mean of its last N exports (default 3; 1: the final "
+                   "alone, for a schedule that anneals at its end)")
     p.add_argument("--plot", type=Path, help="speedup: also draw both runs' curves here (PNG)")
     p.add_argument("--score-rewards", nargs="+", metavar="REWARD", choices=list(REWARD_NAMES),
                    help="curve: also read these rewards' mean on the same images (any model, with reward tokens or not)")

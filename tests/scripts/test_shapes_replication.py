@@ -30,6 +30,13 @@ def test_speedups_against_the_baselines_final_score():
     assert never["miro_steps"] is None and never["speedup"] is None
     first = rep.speedups({"baseline": curve([0.1, 0.2, 0.3, 0.4]), "miro": curve([0.5, 0.5, 0.6, 0.6])})["contrast"]
     assert first["speedup"] == pytest.approx(4.0) and first["lower_bound"]
+    # window=1: the baseline's last export alone (0.5 rather than 0.4), held by MIRO from step 300
+    last = rep.speedups({"baseline": curve([0.1, 0.3, 0.4, 0.5]), "miro": curve([0.2, 0.4, 0.5, 0.6])}, window=1)["geneval"]
+    assert last["baseline_final"] == pytest.approx(0.5) and last["miro_steps"] == pytest.approx(300.0)
+    assert last["speedup"] == pytest.approx(4 / 3) and last["final_window"] == 1
+    for bad in (0, 5, 1.5):
+        with pytest.raises(ValueError, match="window"):
+            rep.speedups({"baseline": curve([0.1, 0.3, 0.4, 0.5]), "miro": curve([0.2, 0.4, 0.5, 0.6])}, window=bad)
 
 
 def test_steps_must_be_a_multiple_of_the_export_interval():

@@ -452,6 +452,16 @@ def test_speedup_reads_two_curves_and_finds_where_the_conditioned_run_holds_the_
     with pytest.raises(SystemExit, match="share their steps"):
         (tmp_path / "short.json").write_text(json.dumps(curve([10, 20], [0.1, 0.2])))
         tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "short.json")])
+    # --final-window 1: the baseline's final export alone (60), which MIRO (ending at 45) still does not reach;
+    # sharpness's final 0.3 is the same level, so the same step
+    tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "m.json"), "--final-window", "1",
+             "--out", str(tmp_path / "s1.json")])
+    last = json.loads((tmp_path / "s1.json").read_text())
+    assert last["overall"]["baseline_final"] == 60.0 and last["overall"]["baseline_final_spread"] == 0.0
+    assert last["sharpness"]["miro_steps"] == pytest.approx(1500.0) and last["sharpness"]["final_window"] == 1
+    for bad in ("0", "7"):
+        with pytest.raises(SystemExit, match="--final-window"):
+            tc.main(["speedup", "--curves", str(tmp_path / "b.json"), str(tmp_path / "m.json"), "--final-window", bad])
 
 
 def test_speedup_joins_the_stages_of_a_run_and_refuses_mixed_protocols(tmp_path):
