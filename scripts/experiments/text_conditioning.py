@@ -853,10 +853,11 @@ def cmd_speedup(args) -> dict:
         raise SystemExit(f"speedup: the curves must share their steps (>= 2): {[r['step'] for r in base]} "
                          f"against {[r['step'] for r in miro]}")
     window = FINAL_WINDOW if args.final_window is None else args.final_window
-    if not 1 <= window <= len(base):
-        raise SystemExit(f"--final-window {window}: must be from 1 to the baseline's {len(base)} exports")
     metrics = [k for k in base[-1] if k != "step" and k in miro[-1] and not k.startswith("colour_only")]
-    result = speedups({"baseline": base, "miro": miro}, metrics, window=window)
+    try:
+        result = speedups({"baseline": base, "miro": miro}, metrics, window=window)
+    except ValueError as err:  # speedups owns the window's range
+        raise SystemExit(f"--final-window: {err}") from None
     if args.plot:
         plot_curves({"baseline": base, "MIRO": miro}, result, args.plot)
     return result
