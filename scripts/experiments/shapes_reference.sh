@@ -10,6 +10,10 @@
 #       bash scripts/experiments/shapes_reference.sh      # on the cleaner world (shapes_world.sh: CLEAN_WORLD)
 #   NUM_SAMPLES=24000 WORKERS=14 DATA=runs/world24k EXPERIMENT=shapes_reference_gpu OUT=runs/shapes_reference_gpu \
 #       bash scripts/experiments/shapes_reference.sh      # the GPU recipe (a larger world, batch 256)
+#   WORLD=compose WORLD_SEED=4 NUM_SAMPLES=24000 DATA=runs/world_compose EXPERIMENT=shapes_reference_sd_unet_compose \
+#       OUT=runs/sd_unet_compose SEED=2 bash scripts/experiments/shapes_reference.sh
+#                                                   # the shipped model fine-tuned on a world of more two-object
+#                                                   # compositions (shapes_world.sh: COMPOSE_WORLD; section 31)
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
@@ -23,6 +27,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 
 WORLD_ARGS=()   # WORLD=clean: the cleaner world of experiment=shapes_reference_clean (shapes_world.sh)
 if [ "${WORLD:-default}" = clean ]; then read -r -a WORLD_ARGS <<< "$(echo $CLEAN_WORLD)"; fi
+if [ "${WORLD:-default}" = compose ]; then read -r -a WORLD_ARGS <<< "$(echo $COMPOSE_WORLD)"; fi
 build_world "$DATA" "${NUM_SAMPLES:-12000}" 32 "$OUT/logs" "${WORLD_ARGS[@]}"
 python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed="${SEED:-0}" resume=latest \
     progress_bar=false hydra.run.dir="$OUT"
