@@ -5,15 +5,15 @@
 #   EXPERIMENT=shapes_reference_conv OUT=runs/shapes_reference_conv bash scripts/experiments/shapes_reference.sh
 #   EXPERIMENT=shapes_reference_sd_unet OUT=runs/sd_unet bash scripts/experiments/shapes_reference.sh
 #   EXPERIMENT=shapes_reference_sd_unet_cont OUT=runs/sd_unet_cont SEED=1 bash scripts/experiments/shapes_reference.sh
-#                                                   # the shipped model's two stages (its README)
+#                                                   # the shipped model's first two stages (its README)
 #   WORLD=clean DATA=runs/clean_world EXPERIMENT=shapes_reference_clean OUT=runs/shapes_reference_clean \
 #       bash scripts/experiments/shapes_reference.sh      # on the cleaner world (shapes_world.sh: CLEAN_WORLD)
 #   NUM_SAMPLES=24000 WORKERS=14 DATA=runs/world24k EXPERIMENT=shapes_reference_gpu OUT=runs/shapes_reference_gpu \
 #       bash scripts/experiments/shapes_reference.sh      # the GPU recipe (a larger world, batch 256)
 #   WORLD=compose WORLD_SEED=4 NUM_SAMPLES=24000 DATA=runs/world_compose EXPERIMENT=shapes_reference_sd_unet_compose \
 #       OUT=runs/sd_unet_compose SEED=2 bash scripts/experiments/shapes_reference.sh
-#                                                   # the shipped model fine-tuned on a world of more two-object
-#                                                   # compositions (shapes_world.sh: COMPOSE_WORLD; section 31)
+#                                                   # its third stage: the second stage's model fine-tuned on a
+#                                                   # world of more two-object compositions (COMPOSE_WORLD)
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
