@@ -19,7 +19,7 @@ class (is it the hexagon that single-object prompts miss too?).
         --images 4 --seed 1 --out runs/binding.json
 
 Sampling as the shipped model's README reads GenEval: the alignment target alone (the quality rewards free in both
-branches), text guidance 3, reward guidance 1, 25 Euler steps; image ``j`` of prompt ``i`` from the generator seeded
+branches), text guidance 3 and reward guidance 1 (``--text-scale``, ``--reward-scale``), 25 Euler steps; image ``j`` of prompt ``i`` from the generator seeded
 ``seed * 1_000_003 + i * 64 + j``.
 """
 
@@ -86,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world (its heldout/ prompts)")
     p.add_argument("--images", type=int, default=4, help="images per prompt")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--text-scale", type=float, default=3.0, help="text guidance (the shipped setting: 3)")
+    p.add_argument("--reward-scale", type=float, default=1.0, help="reward guidance (the shipped setting: 1)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="write the JSON result here")
@@ -114,13 +116,14 @@ def main(argv=None) -> dict:
     for k in range(0, len(jobs), args.batch):
         chunk = jobs[k:k + args.batch]
         images = pipe([rows[i]["prompt"] for i, _ in chunk], reward_targets={"alignment": 1.0, **free},
-                      negative_reward_targets=free, guidance_scale=0.0, text_guidance_scale=3.0,
-                      reward_guidance_scale=1.0, num_inference_steps=25,
+                      negative_reward_targets=free, guidance_scale=0.0, text_guidance_scale=args.text_scale,
+                      reward_guidance_scale=args.reward_scale, num_inference_steps=25,
                       generator=[torch.Generator().manual_seed(args.seed * 1_000_003 + i * 64 + j) for i, j in chunk])
         for (i, _), image in zip(chunk, images):
             kind, missing = failure_kind(rows[i], detect(image))
             readings.append((rows[i]["tag"], kind, missing))
     result = {"pipeline": str(args.pipeline), "images_per_prompt": args.images, "seed": args.seed,
+              "text_scale": args.text_scale, "reward_scale": args.reward_scale,
               "seconds": round(time.perf_counter() - start, 1), "tasks": summarise(readings)}  # fmt: skip
     print(json.dumps(result, indent=1))
     if args.out:

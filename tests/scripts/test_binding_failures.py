@@ -62,6 +62,8 @@ def test_summary_shares_and_missing_classes():
     assert out["two_object"]["missing_classes"] == {"star": 1, "hexagon": 1}
 
 
-def test_bad_arguments_are_refused():
+def test_arguments():
+    args = bf.parse_args(["--text-scale", "5", "--reward-scale", "0"])
+    assert (args.text_scale, args.reward_scale, args.images, args.seed) == (5.0, 0.0, 4, 1)
     with pytest.raises(SystemExit):
         bf.parse_args(["--images", "0"])
