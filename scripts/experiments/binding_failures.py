@@ -20,7 +20,9 @@ class (is it the hexagon that single-object prompts miss too?).
 
 Sampling as the shipped model's README reads GenEval: the alignment target alone (the quality rewards free in both
 branches), text guidance 3 and reward guidance 1 (``--text-scale``, ``--reward-scale``), 25 Euler steps; image ``j`` of prompt ``i`` from the generator seeded
-``seed * 1_000_003 + i * 64 + j``.
+``seed * 1_000_003 + i * 64 + j``.  ``--oracle`` reads the world's own scenes for the same prompts instead: what the
+detector finds when the drawing is right (at 32 px it reads 157 of 160 two-object scenes and 158 of 160 colour-
+attribution scenes right, seed 1).
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--text-scale", type=float, default=3.0, help="text guidance (the shipped setting: 3)")
     p.add_argument("--reward-scale", type=float, default=1.0, help="reward guidance (the shipped setting: 1)")
+    p.add_argument("--oracle", action="store_true", help="read the world's own scenes for the prompts, not a model's")
+    p.add_argument("--resolution", type=int, default=32, help="--oracle: the scenes' size in pixels")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="write the JSON result here")
@@ -97,10 +101,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def renderer(args):
+    """``render(prompts, seeds) -> images``: the pipeline in the shipped setting, or with ``--oracle`` the world's
+    own scenes for each prompt at ``--resolution`` (what the detector reads when the drawing is right: the ceiling)."""
+    if args.oracle:
+        from miro.eval.geneval.shapes_oracle import oracle_generate_fn
+
+        gen = oracle_generate_fn(resolution=args.resolution)
+        return lambda prompts, seeds: [gen(p, 1, torch.Generator().manual_seed(s))[0] for p, s in zip(prompts, seeds)]
+    from miro.sampling.pipeline import MiroPipeline
+
+    pipe = MiroPipeline.from_pretrained(args.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    free = {name: None for name in pipe.reward_names if name != "alignment"}
+    return lambda prompts, seeds: pipe(
+        prompts, reward_targets={"alignment": 1.0, **free}, negative_reward_targets=free, guidance_scale=0.0,
+        text_guidance_scale=args.text_scale, reward_guidance_scale=args.reward_scale, num_inference_steps=25,
+        generator=[torch.Generator().manual_seed(s) for s in seeds])  # fmt: skip
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from miro.data.shapes.detector import detect
-    from miro.sampling.pipeline import MiroPipeline
 
     torch.set_num_threads(args.threads)
     metadata_file = args.data / "heldout" / "evaluation_metadata.jsonl"
@@ -108,21 +130,17 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no held-out prompts at {metadata_file} (build the world first)")
     rows = [json.loads(line) for line in metadata_file.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["tag"] in TASKS]
-    pipe = MiroPipeline.from_pretrained(args.pipeline)
-    pipe.set_progress_bar_config(disable=True)
-    free = {name: None for name in pipe.reward_names if name != "alignment"}
+    render = renderer(args)
     jobs = [(i, j) for i in range(len(rows)) for j in range(args.images)]
     readings, start = [], time.perf_counter()
     for k in range(0, len(jobs), args.batch):
         chunk = jobs[k:k + args.batch]
-        images = pipe([rows[i]["prompt"] for i, _ in chunk], reward_targets={"alignment": 1.0, **free},
-                      negative_reward_targets=free, guidance_scale=0.0, text_guidance_scale=args.text_scale,
-                      reward_guidance_scale=args.reward_scale, num_inference_steps=25,
-                      generator=[torch.Generator().manual_seed(args.seed * 1_000_003 + i * 64 + j) for i, j in chunk])
+        images = render([rows[i]["prompt"] for i, _ in chunk], [args.seed * 1_000_003 + i * 64 + j for i, j in chunk])
         for (i, _), image in zip(chunk, images):
             kind, missing = failure_kind(rows[i], detect(image))
             readings.append((rows[i]["tag"], kind, missing))
-    result = {"pipeline": str(args.pipeline), "images_per_prompt": args.images, "seed": args.seed,
+    result = {"pipeline": f"oracle scenes at {args.resolution} px" if args.oracle else str(args.pipeline),
+              "images_per_prompt": args.images, "seed": args.seed,
               "text_scale": args.text_scale, "reward_scale": args.reward_scale,
               "seconds": round(time.perf_counter() - start, 1), "tasks": summarise(readings)}  # fmt: skip
     print(json.dumps(result, indent=1))

@@ -67,3 +67,20 @@ def test_arguments():
     assert (args.text_scale, args.reward_scale, args.images, args.seed) == (5.0, 0.0, 4, 1)
     with pytest.raises(SystemExit):
         bf.parse_args(["--images", "0"])
+
+
+def test_the_oracle_end_to_end_reads_the_worlds_own_scenes_right(tmp_path):
+    """main --oracle: held-out prompts from a world folder, scenes drawn for them, the summary written."""
+    import json
+
+    rows = [RED_SQUARE_BLUE_HEXAGON, {"tag": "two_object", "prompt": "a photo of a star and a heart",
+                                      "include": [{"class": "star", "count": 1}, {"class": "heart", "count": 1}]},
+            {"tag": "colors", "prompt": "a photo of a red circle", "include": [{"class": "circle", "count": 1, "color": "red"}]}]  # fmt: skip
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "evaluation_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = bf.main(["--oracle", "--resolution", "64", "--data", str(tmp_path), "--images", "2", "--out", str(tmp_path / "r.json")])
+    assert out["tasks"]["color_attr"] == {"images": 2, "kinds_pct": {"correct": 100.0}, "missing_classes": {}}
+    assert out["tasks"]["two_object"]["images"] == 2 and set(out["tasks"]) == {"color_attr", "two_object"}
+    assert json.loads((tmp_path / "r.json").read_text()) == out
+    with pytest.raises(SystemExit, match="no held-out prompts"):
+        bf.main(["--oracle", "--data", str(tmp_path / "missing")])
