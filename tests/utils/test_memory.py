@@ -9,7 +9,9 @@ def test_peak_memory_sees_memory_allocated_and_freed_inside_the_block():
     with PeakMemory(interval=0.001) as peak:
         block = bytearray(64 * 2**20)
         block[::4096] = b"x" * len(block[::4096])  # touch every page, so it is resident
-        time.sleep(0.05)  # held a while (the sampler thread needs the GIL back to read the memory)
+        deadline = time.monotonic() + 5.0  # held until the sampler thread has read it: it needs the GIL back and a
+        while peak.peak - peak.before < 60 * 2**20 and time.monotonic() < deadline:  # core, which a busy CI run
+            time.sleep(0.01)  # can withhold for longer than a fixed wait (a 50 ms wait once read 0.008 MiB)
         del block
     assert 60 <= peak.growth_mib < 200 and peak.peak > peak.before > 0
     with PeakMemory() as quiet:
