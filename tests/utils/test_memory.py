@@ -1,5 +1,6 @@
 """miro.utils.memory: the peak-memory probe of the benchmarks sees what a block allocates and frees."""
 
+import mmap
 import time
 
 from miro.utils.memory import PeakMemory
@@ -7,12 +8,15 @@ from miro.utils.memory import PeakMemory
 
 def test_peak_memory_sees_memory_allocated_and_freed_inside_the_block():
     with PeakMemory(interval=0.001) as peak:
-        block = bytearray(64 * 2**20)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page, so it is resident
-        deadline = time.monotonic() + 5.0  # held until the sampler thread has read it: it needs the GIL back and a
-        while peak.peak - peak.before < 60 * 2**20 and time.monotonic() < deadline:  # core, which a busy CI run
-            time.sleep(0.01)  # can withhold for longer than a fixed wait (a 50 ms wait once read 0.008 MiB)
-        del block
+        # an anonymous mapping, not a bytearray: fresh pages whatever the allocator already holds (in a long test
+        # worker malloc can hand back 64 MiB that are resident already, and the process does not grow)
+        block = mmap.mmap(-1, 64 * 2**20)
+        for offset in range(0, len(block), 4096):  # touch every page, so it is resident
+            block[offset] = 1
+        deadline = time.monotonic() + 5.0  # held until the sampler thread, which needs the GIL back, has read it
+        while peak.peak - peak.before < 60 * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        block.close()
     assert 60 <= peak.growth_mib < 200 and peak.peak > peak.before > 0
     with PeakMemory() as quiet:
         pass
