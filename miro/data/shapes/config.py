@@ -50,6 +50,9 @@ class SceneConfig:
     colors: list[str] = field(default_factory=lambda: list(COLORS))
     # relative frequency of each GenEval task among the samples
     tasks: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in TASKS})
+    # relative frequency of the classes a caption names (missing keys weigh 1); empty draws them uniformly with the
+    # generator's original draws, so a world built without it is the same images as before the key existed
+    class_weights: dict[str, float] = field(default_factory=dict)
     counts: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # object counts of the counting task
     extra_objects: float = 0.2  # probability of 1-2 un-mentioned objects of other classes
     object_size: list[float] = field(default_factory=lambda: [0.32, 0.55])  # extent of a lone object / resolution
@@ -66,6 +69,11 @@ class SceneConfig:
         require(set(self.tasks) <= set(TASKS), "scene.tasks", dict(self.tasks), f"keys must be among {list(TASKS)}")
         require(all(v >= 0 for v in self.tasks.values()) and sum(self.tasks.values()) > 0, "scene.tasks",
                 dict(self.tasks), "weights must be >= 0 with a positive sum")
+        require(set(self.class_weights) <= set(self.classes), "scene.class_weights", dict(self.class_weights),
+                f"keys must be among scene.classes {list(self.classes)}")
+        require(all(v >= 0 for v in self.class_weights.values()) and
+                sum(self.class_weights.get(c, 1.0) > 0 for c in self.classes) >= 2, "scene.class_weights",
+                dict(self.class_weights), "weights must be >= 0 with at least two classes above 0")
         require(len(self.counts) > 0 and all(1 <= c <= 4 for c in self.counts), "scene.counts", self.counts,
                 "a non-empty list of counts in 1..4")
         require(0.0 <= self.extra_objects <= 1.0, "scene.extra_objects", self.extra_objects, "must be in [0, 1]")

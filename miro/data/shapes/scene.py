@@ -130,24 +130,35 @@ def sample_scene(rng: np.random.Generator, task: str, vocab: Vocabulary, cfg: Sh
     """Objects for a ``task`` and the metadata of a correct caption.  ``mention_colors`` lets counting and
     position captions name colours (free phrasings only)."""
     classes = list(vocab.classes)
+    weights = cfg.scene.class_weights
+    p = None
+    if weights:
+        p = np.array([float(weights.get(c, 1.0)) for c in classes])
+        p /= p.sum()
+
+    def pick_classes(k: int) -> list[str]:
+        # without class weights, the draws the generator always made (a world's images stay those of its seed)
+        if p is None:
+            return [_pick(rng, classes)] if k == 1 else [str(x) for x in rng.choice(classes, size=k, replace=False)]
+        return [str(x) for x in rng.choice(classes, size=k, replace=False, p=p)]
 
     def color_for(cls: str) -> str:
         return _pick(rng, vocab.allowed_colors(cls))
 
     relation = None
     if task in ("single_object", "colors"):
-        cls = _pick(rng, classes)
+        (cls,) = pick_classes(1)
         specs = [(cls, color_for(cls))]
         meta = metadata(task, [clause(cls, 1, specs[0][1] if task == "colors" else None)])
     elif task == "counting":
-        cls = _pick(rng, classes)
+        (cls,) = pick_classes(1)
         n = int(_pick(rng, cfg.scene.counts))
         same = n == 1 or rng.random() < 0.5
         col = color_for(cls)
         specs = [(cls, col if same else color_for(cls)) for _ in range(n)]
         meta = counting_metadata(cls, n, col if (same and mention_colors) else None)
     elif task in ("two_object", "color_attr"):
-        a, b = (str(x) for x in rng.choice(classes, size=2, replace=False))
+        a, b = pick_classes(2)
         ca = color_for(a)
         cb = _pick(rng, [c for c in vocab.allowed_colors(b) if c != ca] or vocab.allowed_colors(b))
         specs = [(a, ca), (b, cb)]
@@ -155,7 +166,7 @@ def sample_scene(rng: np.random.Generator, task: str, vocab: Vocabulary, cfg: Sh
         meta = metadata(task, [clause(a, 1, ca if colored else None), clause(b, 1, cb if colored else None)])
     elif task == "position":
         for _ in range(100):
-            a, b = (str(x) for x in rng.choice(classes, size=2, replace=False))
+            a, b = pick_classes(2)
             relation = _pick(rng, RELATIONS)
             if (a, relation, b) not in vocab.heldout_triples:
                 break

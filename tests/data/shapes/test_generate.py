@@ -125,6 +125,37 @@ def test_scene_truth_matches_the_caption_intent():
             assert sum(o.cls == req["class"] for o in objs) < req["count"]
 
 
+def test_a_world_without_class_weights_draws_what_it_always_drew():
+    # pinned on the generator before scene.class_weights existed (commit db0bc1a): the shipped model's worlds are
+    # rebuilt from their seeds, so the key must not move the draws of a world that does not set it
+    world = ShapesWorld(to_typed({"out": "x", "resolution": 32, "seed": 4}, ShapesConfig))
+    rows = []
+    for i in range(120):
+        d = world.draft(i)
+        rows.append(d.meta["prompt"] + "|" + ";".join(f"{o.cls},{o.color}" for o in d.scene.objects))
+    assert rows[1] == "a photo of a red diamond and a yellow square|diamond,red;square,yellow;cross,brown"
+    assert hashlib.sha256("\n".join(rows).encode()).hexdigest() == \
+        "d114bee64c0b7f6931f0e7fb077a4a86be85124e5f262c3b29eaf755b3cbd0e5"
+
+
+def test_class_weights_set_how_often_a_caption_names_each_class():
+    def named(weights, n=1500):
+        c = to_typed({"out": "x", "resolution": 32, "seed": 3, "scene": {"class_weights": weights}}, ShapesConfig)
+        world, counts = ShapesWorld(c), {}
+        for i in range(n):
+            for req in world.draft(i).scene.meta["include"]:
+                counts[req["class"]] = counts.get(req["class"], 0) + 1
+        return counts
+
+    counts = named({"hexagon": 3.0})
+    others = [v for k, v in counts.items() if k != "hexagon"]
+    # one-class tasks name the hexagon 3 / 10 of the time, two-class ones (drawn without replacement) less often
+    assert 2.0 < counts["hexagon"] / (sum(others) / len(others)) < 3.0
+    assert min(others) > 0.7 * max(others)
+    counts = named({"hexagon": 0.0, "star": 0.0}, n=600)
+    assert "hexagon" not in counts and "star" not in counts and len(counts) == 6
+
+
 def test_heldout_compositions_never_in_training(tmp_path):
     c = to_typed({"out": "x", "resolution": 32, "seed": 1, "captions": {"wrong": 0.5, "color_mention": 0.8},
                   "heldout": {"color_class": ["red star", "blue circle"], "relations": ["star left of circle"]}},
@@ -167,6 +198,9 @@ def test_resume_and_overwrite(tmp_path):
     [({"resolution": 300}, "resolution"), ({"shard_size": 0}, "shard_size"), ({"scene": {"classes": ["circle", "blob"]}}, "scene.classes"),
      ({"scene": {"tasks": {"counting": -1.0}}}, "scene.tasks"), ({"degradations": {"blur": {"prob": 2.0}}}, "degradations.blur.prob"),
      ({"captions": {"wrong": 1.5}}, "captions.wrong"), ({"heldout": {"color_class": ["red blob"]}}, "heldout.color_class"),
+     ({"scene": {"class_weights": {"blob": 2.0}}}, "scene.class_weights"),
+     ({"scene": {"class_weights": {"circle": -1.0}}}, "scene.class_weights"),
+     ({"scene": {"classes": ["circle", "square"], "class_weights": {"circle": 0.0}}}, "scene.class_weights"),
      ({"name": "a-b"}, "name"), ({"out": "???"}, "out")],
 )
 def test_bad_config_values_name_the_key(override, key):
@@ -179,7 +213,7 @@ def test_bad_config_values_name_the_key(override, key):
 def test_hydra_command(tmp_path):
     out = tmp_path / "w"
     run = subprocess.run([sys.executable, "-m", "miro.data.shapes", f"out={out}", "num_samples=12", "resolution=32",
-                          "shard_size=5", "seed=2", "degradations.jpeg.prob=0.5"],
+                          "shard_size=5", "seed=2", "degradations.jpeg.prob=0.5", "+scene.class_weights.hexagon=3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "12 samples written in 3 shards" in run.stdout
