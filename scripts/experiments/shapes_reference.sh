@@ -14,6 +14,9 @@
 #       OUT=runs/sd_unet_compose SEED=2 bash scripts/experiments/shapes_reference.sh
 #                                                   # its third stage: the second stage's model fine-tuned on a
 #                                                   # world of more two-object compositions (COMPOSE_WORLD)
+#   WORLD=compose WORLD_SEED=7 NUM_SAMPLES=24000 DATA=runs/world_compose2 EXPERIMENT=shapes_reference_sd_unet_compose2 \
+#       OUT=runs/sd_unet_compose2 SEED=3 bash scripts/experiments/shapes_reference.sh
+#                                                   # its fourth stage: the same on a second, fresh composition world
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
