@@ -31,6 +31,7 @@ class Vocabulary:
     colors: tuple[str, ...]
     heldout_pairs: frozenset[tuple[str, str]]  # (color, class): never shown, never captioned
     heldout_triples: frozenset[tuple[str, str, str]]  # (class A, relation, class B) and converses: never captioned
+    class_probs: tuple[float, ...] | None = None  # scene.class_weights normalised over ``classes``; None: uniform
 
     @classmethod
     def from_config(cls, cfg: ShapesConfig) -> Vocabulary:
@@ -41,7 +42,21 @@ class Vocabulary:
                 a, sep, b = t.partition(f" {rel} ")
                 if sep:
                     triples |= {(a, rel, b), (b, OPPOSITE[rel], a)}
-        return cls(tuple(cfg.scene.classes), tuple(cfg.scene.colors), pairs, frozenset(triples))
+        weights = cfg.scene.class_weights
+        probs = None
+        if weights:
+            w = np.array([float(weights.get(c, 1.0)) for c in cfg.scene.classes])
+            probs = tuple(float(x) for x in w / w.sum())
+        return cls(tuple(cfg.scene.classes), tuple(cfg.scene.colors), pairs, frozenset(triples), probs)
+
+    def pick_classes(self, rng: np.random.Generator, k: int) -> list[str]:
+        """``k`` distinct classes for a caption to name, by ``class_probs``.  Without class weights these are the
+        draws the generator always made, so a world's images stay those of its seed."""
+        if self.class_probs is None:
+            if k == 1:
+                return [_pick(rng, self.classes)]
+            return [str(x) for x in rng.choice(list(self.classes), size=k, replace=False)]
+        return [str(x) for x in rng.choice(list(self.classes), size=k, replace=False, p=self.class_probs)]
 
     def allowed_colors(self, cls: str) -> list[str]:
         return [c for c in self.colors if (c, cls) not in self.heldout_pairs]
@@ -130,35 +145,24 @@ def sample_scene(rng: np.random.Generator, task: str, vocab: Vocabulary, cfg: Sh
     """Objects for a ``task`` and the metadata of a correct caption.  ``mention_colors`` lets counting and
     position captions name colours (free phrasings only)."""
     classes = list(vocab.classes)
-    weights = cfg.scene.class_weights
-    p = None
-    if weights:
-        p = np.array([float(weights.get(c, 1.0)) for c in classes])
-        p /= p.sum()
-
-    def pick_classes(k: int) -> list[str]:
-        # without class weights, the draws the generator always made (a world's images stay those of its seed)
-        if p is None:
-            return [_pick(rng, classes)] if k == 1 else [str(x) for x in rng.choice(classes, size=k, replace=False)]
-        return [str(x) for x in rng.choice(classes, size=k, replace=False, p=p)]
 
     def color_for(cls: str) -> str:
         return _pick(rng, vocab.allowed_colors(cls))
 
     relation = None
     if task in ("single_object", "colors"):
-        (cls,) = pick_classes(1)
+        (cls,) = vocab.pick_classes(rng, 1)
         specs = [(cls, color_for(cls))]
         meta = metadata(task, [clause(cls, 1, specs[0][1] if task == "colors" else None)])
     elif task == "counting":
-        (cls,) = pick_classes(1)
+        (cls,) = vocab.pick_classes(rng, 1)
         n = int(_pick(rng, cfg.scene.counts))
         same = n == 1 or rng.random() < 0.5
         col = color_for(cls)
         specs = [(cls, col if same else color_for(cls)) for _ in range(n)]
         meta = counting_metadata(cls, n, col if (same and mention_colors) else None)
     elif task in ("two_object", "color_attr"):
-        a, b = pick_classes(2)
+        a, b = vocab.pick_classes(rng, 2)
         ca = color_for(a)
         cb = _pick(rng, [c for c in vocab.allowed_colors(b) if c != ca] or vocab.allowed_colors(b))
         specs = [(a, ca), (b, cb)]
@@ -166,7 +170,7 @@ def sample_scene(rng: np.random.Generator, task: str, vocab: Vocabulary, cfg: Sh
         meta = metadata(task, [clause(a, 1, ca if colored else None), clause(b, 1, cb if colored else None)])
     elif task == "position":
         for _ in range(100):
-            a, b = pick_classes(2)
+            a, b = vocab.pick_classes(rng, 2)
             relation = _pick(rng, RELATIONS)
             if (a, relation, b) not in vocab.heldout_triples:
                 break
