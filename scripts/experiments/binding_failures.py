@@ -120,16 +120,30 @@ def renderer(args):
         generator=[torch.Generator().manual_seed(s) for s in seeds])  # fmt: skip
 
 
+def heldout_rows(data: Path, tags) -> list[dict]:
+    """The GenEval metadata rows of a shapes world's held-out prompts whose tag is in ``tags``, in file order."""
+    metadata_file = data / "heldout" / "evaluation_metadata.jsonl"
+    if not metadata_file.is_file():
+        raise SystemExit(f"no held-out prompts at {metadata_file} (build the world first)")
+    rows = [json.loads(line) for line in metadata_file.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["tag"] in tags]
+
+
+def report(result: dict, out: Path | None) -> dict:
+    """Print ``result`` as JSON and write it to ``out`` when given (its folder made); returns it."""
+    print(json.dumps(result, indent=1))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from miro.data.shapes.detector import detect
 
     torch.set_num_threads(args.threads)
-    metadata_file = args.data / "heldout" / "evaluation_metadata.jsonl"
-    if not metadata_file.is_file():
-        raise SystemExit(f"no held-out prompts at {metadata_file} (build the world first)")
-    rows = [json.loads(line) for line in metadata_file.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["tag"] in TASKS]
+    rows = heldout_rows(args.data, TASKS)
     render = renderer(args)
     jobs = [(i, j) for i in range(len(rows)) for j in range(args.images)]
     readings, start = [], time.perf_counter()
@@ -143,11 +157,7 @@ def main(argv=None) -> dict:
               "images_per_prompt": args.images, "seed": args.seed,
               "text_scale": args.text_scale, "reward_scale": args.reward_scale,
               "seconds": round(time.perf_counter() - start, 1), "tasks": summarise(readings)}  # fmt: skip
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return report(result, args.out)
 
 
 if __name__ == "__main__":
