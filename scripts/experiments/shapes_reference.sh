@@ -17,6 +17,9 @@
 #   WORLD=compose WORLD_SEED=7 NUM_SAMPLES=24000 DATA=runs/world_compose2 EXPERIMENT=shapes_reference_sd_unet_compose2 \
 #       OUT=runs/sd_unet_compose2 SEED=3 bash scripts/experiments/shapes_reference.sh
 #                                                   # its fourth stage: the same on a second, fresh composition world
+#   WORLD=compose WORLD_SEED=9 NUM_SAMPLES=24000 DATA=runs/world_compose3 EXPERIMENT=shapes_reference_sd_unet_compose3 \
+#       OUT=runs/sd_unet_compose3 SEED=4 bash scripts/experiments/shapes_reference.sh
+#                                                   # a fifth stage from the shipped model on a third such world
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
