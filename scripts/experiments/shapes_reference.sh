@@ -20,6 +20,9 @@
 #   WORLD=compose WORLD_SEED=9 NUM_SAMPLES=24000 DATA=runs/world_compose3 EXPERIMENT=shapes_reference_sd_unet_compose3 \
 #       OUT=runs/sd_unet_compose3 SEED=4 bash scripts/experiments/shapes_reference.sh
 #                                                   # a fifth stage from the shipped model on a third such world
+#   WORLD=bind WORLD_SEED=10 NUM_SAMPLES=24000 DATA=runs/world_bind EXPERIMENT=shapes_reference_sd_unet_bind \
+#       OUT=runs/sd_unet_bind SEED=5 bash scripts/experiments/shapes_reference.sh
+#                                                   # a stage from the shipped model with binding hard negatives
 # Rerunning continues where it stopped: finished data stages skip themselves and training resumes from
 # the last checkpoint (resume=latest), so a run killed at a session's end is continued by the same command.
 set -euo pipefail
@@ -34,6 +37,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 WORLD_ARGS=()   # WORLD=clean: the cleaner world of experiment=shapes_reference_clean (shapes_world.sh)
 if [ "${WORLD:-default}" = clean ]; then read -r -a WORLD_ARGS <<< "$(echo $CLEAN_WORLD)"; fi
 if [ "${WORLD:-default}" = compose ]; then read -r -a WORLD_ARGS <<< "$(echo $COMPOSE_WORLD)"; fi
+if [ "${WORLD:-default}" = bind ]; then read -r -a WORLD_ARGS <<< "$(echo $BIND_WORLD)"; fi
 build_world "$DATA" "${NUM_SAMPLES:-12000}" 32 "$OUT/logs" "${WORLD_ARGS[@]}"
 python -m miro.train experiment="${EXPERIMENT:-shapes_reference}" data.shards="$DATA/train" seed="${SEED:-0}" resume=latest \
     progress_bar=false hydra.run.dir="$OUT"

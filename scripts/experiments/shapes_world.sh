@@ -22,6 +22,11 @@ degradations.low_contrast.prob=0 degradations.color_cast.prob=0 degradations.noi
 # attribution three times, position twice and two objects 1.5 times as likely as each one-object task or counting
 # (32% of the images colour attribution instead of 17%).
 COMPOSE_WORLD="scene.tasks.two_object=1.5 scene.tasks.position=2 scene.tasks.color_attr=3"
+# The composition mix with binding hard negatives (docs/text_conditioning.md, section 36): a fifth of the captions
+# wrong instead of 0.15, and most wrong colour-attribution captions with the two colours exchanged
+# (captions.wrong_kinds.swapped_colors): 16% of the colour-attribution captions name every object and colour in the
+# image and bind them the wrong way round, and the alignment reward scores them low.
+BIND_WORLD="$COMPOSE_WORLD captions.wrong=0.2 captions.wrong_kinds.swapped_colors=8"
 
 build_world() {
     local data="$1" num="$2" res="$3" logs="$4"

@@ -92,6 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-at", type=int, nargs="*", default=[],
                    help="also evaluate the adapter after these iterations (1-based; the final one always is)")  # fmt: skip
     p.add_argument("--steps", type=int, default=25, help="sampling steps of the evaluation")
+    p.add_argument("--eval-sampler", choices=["ode", "sde"], default="ode",
+                   help="the evaluation's sampler: ode (the pipeline's Euler sampler) or sde (the training rollouts' "
+                        "own: --sde-noise, the last step as --final-step; each image's fresh noise seeded by its seed)")
+    p.add_argument("--adapter", default=None,
+                   help="evaluate this saved adapter (a save_lora folder, e.g. <out>/adapt/adapter) against the base "
+                        "model instead of adapting one: the same splits under other evaluation settings")
     p.add_argument("--text-guidance-scale", type=float, default=3.0)
     p.add_argument("--reward-guidance-scale", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
@@ -135,25 +141,41 @@ def evaluation_splits(rows: list[dict], task: str, seed: int, other_limit: int) 
     return splits
 
 
-def render_images(renderer, prompts: list[str], n: int) -> list:
-    """``n`` samples per prompt, the pipeline's own noise of seeds 0..n-1 (PIL images, prompt-major)."""
+def render_images(renderer, prompts: list[str], n: int, sde: dict | None = None) -> list:
+    """``n`` samples per prompt, the pipeline's own noise of seeds 0..n-1 (PIL images, prompt-major).
+
+    ``sde`` ({"sde_noise": a, "ode_last": bool}) samples as ``ttrl_adapt``'s rollouts do (``sde_rollout`` under the
+    settings' guidance and steps) instead of the ODE; the fresh noise of seed s's steps comes from a generator
+    seeded s, so the base model and the adapter are compared on the same draws."""
+    from miro.sampling.sampler import guided_velocity
     from miro.testtime.render import to_pil
+    from miro.testtime.sde import sde_rollout
 
     images = []
     for prompt in prompts:
-        noise = torch.cat([renderer.noise(s) for s in range(n)])
-        images += to_pil(renderer.render(prompt, noise, renderer.default)[0])
+        if sde is None:
+            noise = torch.cat([renderer.noise(s) for s in range(n)])
+            images += to_pil(renderer.render(prompt, noise, renderer.default)[0])
+            continue
+        model, guidance, sigmas = renderer.pipe.transformer, renderer.guidance(), renderer.sigmas()
+        vel = guided_velocity(renderer.model, renderer.conditions(prompt, [renderer.default]), guidance,
+                              dtype=model.dtype, autocast=renderer.autocast)  # fmt: skip
+        for s in range(n):
+            with torch.no_grad():
+                final = sde_rollout(vel, renderer.noise(s).to(renderer.device), sigmas, sde["sde_noise"],
+                                    torch.Generator().manual_seed(s), ode_last=sde["ode_last"]).final  # fmt: skip
+                images += to_pil(renderer.decode(final).cpu())
     return images
 
 
-def evaluate(renderer, geneval, splits: dict[str, list[dict]], n: int) -> dict[str, dict]:
+def evaluate(renderer, geneval, splits: dict[str, list[dict]], n: int, sde: dict | None = None) -> dict[str, dict]:
     """One-sample GenEval per split: the prompts, each image's pass (prompt-major, seeds inner), the accuracy,
     the images (for calibration) and the wall time."""
     out = {}
     for name, rows in splits.items():
         prompts = [r["prompt"] for r in rows]
         t0 = time.perf_counter()
-        images = render_images(renderer, prompts, n)
+        images = render_images(renderer, prompts, n, sde)
         passed = geneval.score(images, [p for p in prompts for _ in range(n)])
         out[name] = {"prompts": prompts, "passed": [float(v) for v in passed], "geneval": nan_mean(passed),
                      "wall": time.perf_counter() - t0, "images": images}  # fmt: skip
@@ -231,12 +253,17 @@ def checkpoint_rows(report: dict) -> list[str]:
     return lines
 
 
-def markdown(report: dict) -> str:
+def splits_table(splits: dict) -> list[str]:
     lines = ["| split | prompts | images | base GenEval | adapted GenEval | Δ points | gained / lost |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for name, r in report["splits"].items():
+    for name, r in splits.items():
         lines.append(f"| {name} | {r['prompts']} | {r['images']} | {100 * r['base']:.1f}% | {100 * r['adapted']:.1f}% "
                      f"| {r['delta_points']:+.1f} | {r['gained']} / {r['lost']} |")  # fmt: skip
+    return lines
+
+
+def markdown(report: dict) -> str:
+    lines = splits_table(report["splits"])
     h, a = report["history"], report["adaptation"]
 
     def num(x):  # None: a NaN in the JSON (e.g. the agreement of a group whose scores are all equal)
@@ -273,6 +300,42 @@ def main(argv=None) -> dict:
         torch.set_num_threads(threads)
 
 
+def disabled_check(renderer, splits: dict, base: dict, sde: dict | None) -> int:
+    """The largest pixel difference between the first unseen image of the base model and the same image re-rendered
+    with the adapter disabled (0: the adapter is all that changed)."""
+    from miro.testtime.ttrl import adapters_disabled
+
+    with adapters_disabled(renderer.pipe.transformer):
+        again = render_images(renderer, [splits["unseen"][0]["prompt"]], 1, sde)[0]
+    ref = np.asarray(base["unseen"]["images"][0], dtype=np.int16)
+    return int(np.abs(np.asarray(again, dtype=np.int16) - ref).max())
+
+
+def evaluate_saved(args, renderer, geneval, splits: dict, base: dict, sde: dict | None) -> dict:
+    """``--adapter``: the saved adapter against the base model on the same splits, seeds and sampler; writes
+    ``<out>/ttrl_eval.json``."""
+    from miro.models.lora import load_lora
+
+    load_lora(renderer.pipe.transformer, args.adapter)
+    adapted = evaluate(renderer, geneval, splits, args.images, sde)
+    report = {
+        "config": vars(args), "settings": renderer.settings.to_dict(), "device": str(renderer.device),
+        "torch": torch.__version__, "splits": compare(base, adapted),
+        "prompts": {n: b["prompts"] for n, b in base.items()},
+        "passed": {n: {"base": base[n]["passed"], "adapted": adapted[n]["passed"]} for n in base},
+        "eval_wall": sum(b["wall"] for b in base.values()) + sum(a["wall"] for a in adapted.values()),
+        "base_check_max_abs": disabled_check(renderer, splits, base, sde),
+        # how far the adapter moves the pixels (0-255), mean over every evaluation image: 0 would be no adapter
+        "pixel_change": float(np.mean([np.abs(np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)).mean()
+                                       for n in base for x, y in zip(base[n]["images"], adapted[n]["images"])])),
+    }  # fmt: skip
+    path = Path(args.out) / "ttrl_eval.json"
+    path.write_text(json.dumps(_finite(report), indent=1) + "\n")
+    print("\n".join(splits_table(report["splits"])))
+    print(f"mean pixel change from the base model: {report['pixel_change']:.2f} / 255; wrote {path}")
+    return report
+
+
 def run(args) -> dict:
     if args.report_only:
         out = Path(args.out)
@@ -286,8 +349,8 @@ def run(args) -> dict:
     from miro.models.lora import LoraSpec
     from miro.sampling.pipeline import load_pipeline
     from miro.sampling.settings import SamplingSettings
-    from miro.testtime.render import Renderer, to_pil
-    from miro.testtime.ttrl import adapters_disabled, ttrl_adapt
+    from miro.testtime.render import Renderer
+    from miro.testtime.ttrl import ttrl_adapt
     from miro.testtime.verifier import GenEvalScorer, load_prompt_metadata
 
     out = Path(args.out)
@@ -306,8 +369,11 @@ def run(args) -> dict:
     print(f"{args.task}: {len(splits['adapted_on'])} prompts to adapt on, {len(splits['unseen'])} unseen; "
           f"{n_eval} evaluation images per model; one sample = {renderer.one_sample_nfe()} NFE-eq", flush=True)  # fmt: skip
 
+    sde = None if args.eval_sampler == "ode" else {"sde_noise": args.sde_noise, "ode_last": args.final_step == "ode"}
     # no adapter on the transformer yet: the base model
-    base = evaluate(renderer, geneval, splits, args.images)
+    base = evaluate(renderer, geneval, splits, args.images, sde)
+    if args.adapter is not None:
+        return evaluate_saved(args, renderer, geneval, splits, base, sde)
     cohort = [r["prompt"] for r in splits["adapted_on"]]
     calib = base["adapted_on"]
     calib_prompts = [p for p in calib["prompts"] for _ in range(args.images)]
@@ -336,7 +402,7 @@ def run(args) -> dict:
     def checkpoint(row: dict) -> bool:  # the adapter after iteration row["iteration"] + 1, evaluated
         if row["iteration"] + 1 in args.eval_at and not row["stopped"]:
             t = time.perf_counter()
-            at = evaluate(renderer, geneval, splits, args.images)
+            at = evaluate(renderer, geneval, splits, args.images, sde)
             checkpoints[row["iteration"] + 1] = {"kl": row["kl"], "splits": compare(base, at),
                                                  "passed": {n: a["passed"] for n, a in at.items()}}  # fmt: skip
             eval_wall[0] += time.perf_counter() - t
@@ -354,12 +420,8 @@ def run(args) -> dict:
                         groups_per_step=args.groups_per_step or None, advantage_std=args.advantage_std,
                         out_dir=out / "adapt", progress=args.progress, **monitor_kw)  # fmt: skip
     adapt_wall = time.perf_counter() - t0 - eval_wall[0]
-    adapted = evaluate(renderer, geneval, splits, args.images)  # the adapter is active after ttrl_adapt
-    check = splits["unseen"][0]["prompt"]
-    with adapters_disabled(pipe.transformer):
-        again = renderer.render(check, renderer.noise(0), renderer.default)[0]
-    ref = np.asarray(base["unseen"]["images"][0], dtype=np.int16)
-    base_check = int(np.abs(np.asarray(to_pil(again)[0], dtype=np.int16) - ref).max())
+    adapted = evaluate(renderer, geneval, splits, args.images, sde)  # the adapter is active after ttrl_adapt
+    base_check = disabled_check(renderer, splits, base, sde)
 
     report = {
         "config": vars(args), "settings": settings.to_dict(), "one_sample_nfe": renderer.one_sample_nfe(),

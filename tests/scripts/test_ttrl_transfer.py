@@ -60,6 +60,26 @@ def test_script_scores_base_and_adapted_on_the_same_prompts(saved_pipe, tmp_path
     assert "first → last visit" in capsys.readouterr().out
 
 
+def test_a_saved_adapter_evaluates_as_in_its_run_and_under_the_rollouts_sampler(saved_pipe, tmp_path, capsys):  # noqa: F811
+    """``--adapter`` re-reads a run's adapter from disk: under the same settings it passes exactly the images the run
+    passed; ``--eval-sampler sde`` samples as the rollouts do, paired (the adapter disabled gives the base images)."""
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    common = ["--pipeline", str(saved_pipe), "--metadata", str(meta), "--task", "colors", "--monitor", "intrinsic",
+              "--intrinsic-draws", "1", "--images", "2", "--other-limit", "1", "--steps", "3", "--train-steps", "3"]  # fmt: skip
+    run = load().main([*common, "--out", str(tmp_path / "run"), "--group-size", "2", "--iterations", "2",
+                       "--prompts-per-iteration", "1", "--lr", "5e-2"])  # fmt: skip
+    adapter = str(tmp_path / "run" / "adapt" / "adapter")
+    again = load().main([*common, "--out", str(tmp_path / "ode"), "--adapter", adapter])
+    assert again["passed"] == run["passed"] and again["splits"] == run["splits"]
+    assert json.loads((tmp_path / "ode" / "ttrl_eval.json").read_text())["splits"] == run["splits"]
+    sde = load().main([*common, "--out", str(tmp_path / "sde"), "--adapter", adapter, "--eval-sampler", "sde"])
+    assert sde["base_check_max_abs"] == 0 and set(sde["splits"]) == set(run["splits"])
+    assert again["pixel_change"] > 0 and sde["pixel_change"] > 0  # the adapter is loaded and active
+    assert sde["config"]["eval_sampler"] == "sde"
+    assert "| unseen | 2 | 4 |" in capsys.readouterr().out
+
+
 def test_split_is_deterministic_disjoint_and_complete():
     mod = load()
     rows = [{"tag": "colors", "prompt": f"c{i}"} for i in range(7)] + [{"tag": "position", "prompt": "p"}]

@@ -12,7 +12,7 @@ from miro.data.shapes.vocab import BACKGROUND, CLASSES, COLORS, RELATIONS
 from miro.utils.config import require
 
 TASKS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-WRONG_KINDS: tuple[str, ...] = ("wrong_count", "wrong_color", "wrong_class", "wrong_relation")
+WRONG_KINDS: tuple[str, ...] = ("wrong_count", "wrong_color", "wrong_class", "wrong_relation", "swapped_colors")
 DEGRADATIONS: tuple[str, ...] = ("clutter", "blur", "low_contrast", "color_cast", "noise", "jpeg")  # applied in this order
 
 
@@ -92,7 +92,8 @@ class CaptionConfig:
     color_mention: float = 0.3  # free phrasings of position / counting captions name the colours this often
     synonyms: float = 0.15  # free phrasings use a synonym of a class noun this often ("disc", "rhombus")
     wrong: float = 0.15  # fraction of captions made wrong
-    wrong_kinds: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in WRONG_KINDS})
+    # swapped_colors is off by default: the demo's and the reference model's worlds were made without it
+    wrong_kinds: dict[str, float] = field(default_factory=lambda: {k: float(k != "swapped_colors") for k in WRONG_KINDS})
 
     def __post_init__(self):
         for key in ("geneval_phrasing", "color_mention", "synonyms", "wrong"):
@@ -166,4 +167,6 @@ class ShapesConfig:
         d = asdict(self)
         for k in ("out", "workers", "overwrite"):
             d.pop(k)
+        if not d["captions"]["wrong_kinds"].get("swapped_colors"):  # worlds from before the kind existed stay equal
+            d["captions"]["wrong_kinds"].pop("swapped_colors", None)
         return d

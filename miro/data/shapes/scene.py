@@ -204,7 +204,10 @@ def wrong_caption(rng: np.random.Generator, meta: dict, objects: list[Placed], v
 
     The changed clause is made false for sure: a class absent from the scene, a colour no object of that class
     has (in colour attribution, often the other object's colour: a binding error), a count other than the true
-    one, a relation other than the placed one."""
+    one, a relation other than the placed one.  ``swapped_colors`` exchanges the colours of the two named objects
+    (colour attribution; position captions that name colours): every word of the caption is in the image and
+    only the binding is false, the hard negative that gives the alignment reward a meaning for binding.  It
+    draws no random numbers, so a world that does not weight it is generated exactly as before."""
     present = {o.cls for o in objects}
     inc = meta["include"]
     options: dict[str, list[dict]] = {}
@@ -233,6 +236,13 @@ def wrong_caption(rng: np.random.Generator, meta: dict, objects: list[Placed], v
             pool = [c for c in other if (c, cls) not in vocab.heldout_pairs] or pool
         if pool:
             options["wrong_color"] = [_with_clause(meta, i, color=_pick(rng, pool))]
+    pair = [i for i in colored if inc[i]["count"] == 1]
+    if len(pair) == 2:
+        (i, j), (ci, cj) = pair, (inc[pair[0]]["color"], inc[pair[1]]["color"])
+        has_i = {o.color for o in objects if o.cls == inc[i]["class"]}
+        has_j = {o.color for o in objects if o.cls == inc[j]["class"]}
+        if ci != cj and cj not in has_i and ci not in has_j:
+            options["swapped_colors"] = [_with_clause(_with_clause(meta, i, color=cj), j, color=ci)]
     if meta["tag"] == "position":
         rel, target = inc[1]["position"]
         new = _pick(rng, [r for r in RELATIONS if r != rel])

@@ -16,7 +16,13 @@ from miro.data.shapes.captions import (
     metadata,
     position_metadata,
 )
-from miro.data.shapes.config import CaptionConfig, DegradationsConfig, DegradationSpec, ShapesConfig
+from miro.data.shapes.config import (
+    CaptionConfig,
+    DegradationsConfig,
+    DegradationSpec,
+    SceneConfig,
+    ShapesConfig,
+)
 from miro.data.shapes.world import ShapesWorld
 
 CLEAN = DegradationsConfig(**{k: DegradationSpec(prob=0.0) for k in ("clutter", "blur", "low_contrast", "color_cast", "noise", "jpeg")})
@@ -131,3 +137,14 @@ def test_caption_alignment_on_rendered_images():
     wrong = np.mean([v for vs in by_kind.values() for v in vs])
     assert correct > 0.97 and wrong < 0.6, (correct, wrong)
     assert math.isnan(caption_alignment(img, "a photo of a dog"))
+
+
+def test_caption_alignment_scores_swapped_colours_below_the_true_binding():
+    world = ShapesWorld(ShapesConfig(out="x", resolution=64, seed=5, degradations=CLEAN, scene=SceneConfig(
+        tasks={"color_attr": 1.0}), captions=CaptionConfig(wrong=0.5, wrong_kinds={"swapped_colors": 1.0})))
+    by_kind: dict[str, list[float]] = {}
+    for i in range(60):
+        s = world.sample(i)
+        by_kind.setdefault(s.record["caption_kind"], []).append(caption_alignment(Image.open(io.BytesIO(s.image)), s.caption))
+    assert len(by_kind["swapped_colors"]) > 15
+    assert np.mean(by_kind["correct"]) > 0.97 and np.mean(by_kind["swapped_colors"]) < 0.6, by_kind

@@ -156,6 +156,38 @@ def test_class_weights_set_how_often_a_caption_names_each_class():
     assert "hexagon" not in counts and "star" not in counts and len(counts) == 6
 
 
+def test_swapped_colors_names_every_object_and_colour_and_binds_them_wrong():
+    only = {k: float(k == "swapped_colors") for k in WRONG_KINDS}
+    c = to_typed({"out": "x", "resolution": 32, "seed": 6, "captions": {"wrong": 1.0, "color_mention": 1.0,
+                  "wrong_kinds": only}}, ShapesConfig)  # fmt: skip
+    world, seen, attr = ShapesWorld(c), set(), []
+    for i in range(300):
+        d = world.draft(i)
+        if d.meta["tag"] == "color_attr":
+            attr.append(d.kind)
+        if d.kind != "swapped_colors":
+            assert d.kind == "correct"  # no other kind is drawn; a swap onto a held-out pair is left correct
+            continue
+        seen.add(d.meta["tag"])
+        (a, b), (ta, tb) = [r for r in d.meta["include"] if "color" in r], [r for r in d.scene.meta["include"] if "color" in r]
+        assert (a["class"], b["class"]) == (ta["class"], tb["class"]) and (a["color"], b["color"]) == (tb["color"], ta["color"])
+        for req in (a, b):  # the class is drawn, the colour is drawn, never together
+            assert any(o.cls == req["class"] for o in d.scene.objects)
+            assert any(o.color == req["color"] for o in d.scene.objects)
+            assert not any(o.cls == req["class"] and o.color == req["color"] for o in d.scene.objects)
+    assert seen == {"color_attr", "position"}
+    assert attr.count("swapped_colors") > 0.8 * len(attr)
+
+
+def test_swapped_colors_off_leaves_world_json_as_before():
+    # worlds generated before the kind existed must still be continued by the same command
+    cfg = to_typed({"out": "x", "resolution": 32, "seed": 0}, ShapesConfig)
+    assert cfg.captions.wrong_kinds["swapped_colors"] == 0.0
+    assert "swapped_colors" not in cfg.world_dict()["captions"]["wrong_kinds"]
+    on = to_typed({"out": "x", "resolution": 32, "seed": 0, "captions": {"wrong_kinds": {"swapped_colors": 2.0}}}, ShapesConfig)
+    assert on.world_dict()["captions"]["wrong_kinds"]["swapped_colors"] == 2.0
+
+
 def test_heldout_compositions_never_in_training(tmp_path):
     c = to_typed({"out": "x", "resolution": 32, "seed": 1, "captions": {"wrong": 0.5, "color_mention": 0.8},
                   "heldout": {"color_class": ["red star", "blue circle"], "relations": ["star left of circle"]}},
