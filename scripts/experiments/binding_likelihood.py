@@ -16,7 +16,8 @@ likely under its true caption.  Three reward conditions, each row's rewards:
   knows binding, the swapped caption should cost more at alignment 1 than at 0 (``alignment_gap``).
 
 The control replaces one object's colour by a colour the scene does not have ("a photo of a green circle and a blue
-square"): a model that reads colour words at all prefers the true caption there.  Reported per condition: the share of scenes whose mean margin is positive (chance 50%), the mean margin relative to
+square"): a model that reads colour words at all prefers the true caption there.  ``text_encoder_token_shift`` says whether the binding is in the model's input at all: how much the frozen encoder's
+token embeddings of the same words change between a caption and its swap.  Reported per condition: the share of scenes whose mean margin is positive (chance 50%), the mean margin relative to
 the true caption's error, and both again per noise band (t < 0.5, t >= 0.5).
 
     python scripts/experiments/binding_likelihood.py --pipeline models/shapes_reference --data runs/demo/data \\
@@ -90,6 +91,28 @@ def margins(judge, latents: torch.Tensor, true_prompts: list[str], swap_prompts:
     return e[..., 1] - e[..., 0], e[..., 0]
 
 
+def token_shift(pipe, true_prompts: list[str], swap_prompts: list[str]) -> dict[str, float]:
+    """How much the frozen text encoder's output says about the binding: the relative L2 change of each token's
+    embedding between a caption and its swap, the tokens matched by (word piece, occurrence), mean over the prompt
+    pairs, for colour words, class words and the rest.  The cross-attention sees the tokens as an unordered set, so
+    this change is all the binding signal it gets."""
+    from miro.data.shapes.vocab import CLASSES, COLORS
+
+    pairs = sorted(set(zip(true_prompts, swap_prompts)))
+    emb, _ = pipe.encode_prompts([p for pair in pairs for p in pair])
+    shifts: dict[str, list[float]] = {"colour words": [], "class words": [], "other tokens": []}
+    for k, (a, b) in enumerate(pairs):
+        keyed = []
+        for j, text in enumerate((a, b)):
+            pieces = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer(text)["input_ids"])
+            keyed.append({(w, pieces[:i].count(w)): emb[2 * k + j, i] for i, w in enumerate(pieces)})
+        for key, v in keyed[0].items():
+            if key in keyed[1]:
+                group = "colour words" if key[0] in COLORS else "class words" if key[0] in CLASSES else "other tokens"
+                shifts[group].append(float((v - keyed[1][key]).norm() / v.norm()))
+    return {g: round(float(np.mean(v)), 4) for g, v in shifts.items() if v}
+
+
 def summarise(margin: np.ndarray, base: np.ndarray, t: np.ndarray) -> dict:
     """Per condition: share of scenes with a positive mean margin, the mean relative margin, per noise band."""
     out = {}
@@ -154,7 +177,8 @@ def main(argv=None) -> dict:
     result = {"pipeline": str(args.pipeline), "scenes": len(scenes), "prompts": len(rows), "draws": args.draws,
               "t": [round(float(v), 3) for v in t], "seed": args.seed,
               "seconds": round(time.perf_counter() - start, 1), "conditions": summarise(margin, base, t),
-              "control_one_colour_replaced": summarise(control, control_base, t)}  # fmt: skip
+              "control_one_colour_replaced": summarise(control, control_base, t),
+              "text_encoder_token_shift": token_shift(pipe, true_prompts, swap_prompts)}  # fmt: skip
     return report(result, args.out)
 
 

@@ -90,6 +90,8 @@ def test_end_to_end_on_a_tiny_pipeline(text_encoder, tmp_path):  # noqa: F811
     out = bl.main(["--pipeline", str(save([*REWARDS, "alignment"], "with")), *args])
     assert out["scenes"] == 2 and len(out["t"]) == 2 and out["prompts"] == 1
     assert set(out["conditions"]) == {*bl.CONDITIONS, "alignment_gap"}
+    shift = out["text_encoder_token_shift"]  # MiniLM's colour tokens carry their context; the same words, swapped
+    assert set(shift) == {"colour words", "class words", "other tokens"} and shift["colour words"] > shift["class words"] > 0
     assert json.loads((tmp_path / "r.json").read_text()) == out
     with pytest.raises(SystemExit, match="no alignment reward"):
         bl.main(["--pipeline", str(save(REWARDS, "without")), *args])
