@@ -41,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from binding_failures import KINDS, failure_kind, heldout_rows, report  # noqa: E402
+from binding_failures import KINDS, failure_kind, heldout_rows, image_seed, report  # noqa: E402
 
 MODES = ("none", "excite", "bind")
 SCHEDULE_STEPS = 50  # the step-size decay sqrt(1 - step / 50): Attend-and-Excite's 1 -> 0.5 over its 25 guided steps
@@ -341,7 +341,7 @@ def main(argv=None) -> dict:
         return report(attention_mass(pipe, recorder, rows[: args.mass_prompts], seed=args.seed), args.out)
     kinds, losses, start = Counter(), [], time.perf_counter()
     for i, row in enumerate(rows):
-        seeds = [args.seed * 1_000_003 + i * 64 + j for j in range(args.images)]
+        seeds = [image_seed(args.seed, i, j) for j in range(args.images)]
         images, trace = guided_sample(pipe, recorder, row["prompt"], row, seeds, args.mode, args.scale,
                                       args.guided_steps, args.resolution)  # fmt: skip
         kinds.update(failure_kind(row, detect(image))[0] for image in images)

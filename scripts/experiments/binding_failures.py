@@ -67,6 +67,12 @@ def failure_kind(metadata: dict, detections: list[dict]) -> tuple[str, list[str]
     return "both colours wrong", missing
 
 
+def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
+    """The generator seed of image ``image_index`` of held-out prompt ``prompt_index`` (shared by the binding and
+    attention scripts, so their readings pair image for image)."""
+    return seed * 1_000_003 + prompt_index * 64 + image_index
+
+
 def summarise(readings: list[tuple[str, str, list[str]]]) -> dict:
     """Per task: the share of each kind (percent) and the missing classes' counts."""
     out = {}
@@ -149,7 +155,7 @@ def main(argv=None) -> dict:
     readings, start = [], time.perf_counter()
     for k in range(0, len(jobs), args.batch):
         chunk = jobs[k:k + args.batch]
-        images = render([rows[i]["prompt"] for i, _ in chunk], [args.seed * 1_000_003 + i * 64 + j for i, j in chunk])
+        images = render([rows[i]["prompt"] for i, _ in chunk], [image_seed(args.seed, i, j) for i, j in chunk])
         for (i, _), image in zip(chunk, images):
             kind, missing = failure_kind(rows[i], detect(image))
             readings.append((rows[i]["tag"], kind, missing))

@@ -16,9 +16,11 @@ likely under its true caption.  Three reward conditions, each row's rewards:
   knows binding, the swapped caption should cost more at alignment 1 than at 0 (``alignment_gap``).
 
 The control replaces one object's colour by a colour the scene does not have ("a photo of a green circle and a blue
-square"): a model that reads colour words at all prefers the true caption there.  ``text_encoder_token_shift`` says whether the binding is in the model's input at all: how much the frozen encoder's
-token embeddings of the same words change between a caption and its swap.  Reported per condition: the share of scenes whose mean margin is positive (chance 50%), the mean margin relative to
-the true caption's error, and both again per noise band (t < 0.5, t >= 0.5).
+square"): a model that reads colour words at all prefers the true caption there.  ``text_encoder_token_shift`` says
+whether the binding is in the model's input at all: how much the frozen encoder's token embeddings of the same words
+change between a caption and its swap.  Reported per condition: the share of scenes whose mean margin is positive
+(chance 50%), the mean margin relative to the true caption's error, and both again per noise band (t < 0.5,
+t >= 0.5).
 
     python scripts/experiments/binding_likelihood.py --pipeline models/shapes_reference --data runs/demo/data \\
         --images 4 --draws 8 --out runs/binding_likelihood.json
@@ -35,36 +37,37 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from binding_failures import heldout_rows, report  # noqa: E402
+from binding_failures import heldout_rows, image_seed, report  # noqa: E402
 
 CONDITIONS = ("text only", "alignment 1", "alignment 0")
 
 
-def swapped(meta: dict) -> dict:
-    """``meta`` (a colour-attribution GenEval row) with its two colours exchanged, its prompt rewritten."""
+def _recolour(meta: dict, first: str, second: str) -> dict:
+    """``meta`` with its two objects coloured ``first`` and ``second``, its prompt rewritten in GenEval's phrasing."""
     from miro.data.shapes.captions import geneval_prompt
 
     a, b = meta["include"]
-    if "color" not in a or "color" not in b or a["color"] == b["color"]:
-        raise ValueError(f"{meta.get('prompt')!r}: needs two objects of two different named colours")
     out = {k: v for k, v in meta.items() if k != "prompt"}
-    out["include"] = [{**a, "color": b["color"]}, {**b, "color": a["color"]}]
+    out["include"] = [{**a, "color": first}, {**b, "color": second}]
     out["prompt"] = geneval_prompt(out)
     return out
+
+
+def swapped(meta: dict) -> dict:
+    """``meta`` (a colour-attribution GenEval row) with its two colours exchanged, its prompt rewritten."""
+    a, b = meta["include"]
+    if "color" not in a or "color" not in b or a["color"] == b["color"]:
+        raise ValueError(f"{meta.get('prompt')!r}: needs two objects of two different named colours")
+    return _recolour(meta, b["color"], a["color"])
 
 
 def recoloured(meta: dict) -> dict:
     """The control: ``meta`` with its first object's colour replaced by the first palette colour that neither object
     has (a caption the scene contradicts in a colour word, not in the binding)."""
-    from miro.data.shapes.captions import geneval_prompt
     from miro.data.shapes.vocab import COLORS
 
     a, b = meta["include"]
-    new = next(c for c in COLORS if c not in (a.get("color"), b.get("color")))
-    out = {k: v for k, v in meta.items() if k != "prompt"}
-    out["include"] = [{**a, "color": new}, dict(b)]
-    out["prompt"] = geneval_prompt(out)
-    return out
+    return _recolour(meta, next(c for c in COLORS if c not in (a.get("color"), b.get("color"))), b["color"])
 
 
 def conditions(reward_names, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,11 +168,12 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     scenes, true_prompts, swap_prompts, control_prompts = [], [], [], []
     for i, row in enumerate(rows):
+        swap, control = swapped(row)["prompt"], recoloured(row)["prompt"]
         for j in range(args.images):
-            scenes += gen(row["prompt"], 1, torch.Generator().manual_seed(args.seed * 1_000_003 + i * 64 + j))
+            scenes += gen(row["prompt"], 1, torch.Generator().manual_seed(image_seed(args.seed, i, j)))
             true_prompts.append(row["prompt"])
-            swap_prompts.append(swapped(row)["prompt"])
-            control_prompts.append(recoloured(row)["prompt"])
+            swap_prompts.append(swap)
+            control_prompts.append(control)
     latents = judge.pil_latents(scenes)
     margin, base = margins(judge, latents, true_prompts, swap_prompts)
     control, control_base = margins(judge, latents, true_prompts, control_prompts)

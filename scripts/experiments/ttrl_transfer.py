@@ -346,7 +346,7 @@ def run(args) -> dict:
         (out / "ttrl_transfer.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
         print(markdown(report))
         return report
-    from miro.models.lora import LoraSpec
+    from miro.models.lora import LORA_WEIGHTS, LoraSpec
     from miro.sampling.pipeline import load_pipeline
     from miro.sampling.settings import SamplingSettings
     from miro.testtime.render import Renderer
@@ -354,6 +354,8 @@ def run(args) -> dict:
     from miro.testtime.verifier import GenEvalScorer, load_prompt_metadata
 
     out = Path(args.out)
+    if args.adapter is not None and not (Path(args.adapter) / LORA_WEIGHTS).is_file():  # before minutes of base images
+        raise SystemExit(f"--adapter {args.adapter}: no {LORA_WEIGHTS} there (a save_lora folder, e.g. <out>/adapt/adapter)")
     out.mkdir(parents=True, exist_ok=True)
     rows = load_prompt_metadata(args.metadata)
     splits = evaluation_splits(rows, args.task, args.seed, args.other_limit)

@@ -78,6 +78,9 @@ def test_a_saved_adapter_evaluates_as_in_its_run_and_under_the_rollouts_sampler(
     assert again["pixel_change"] > 0 and sde["pixel_change"] > 0  # the adapter is loaded and active
     assert sde["config"]["eval_sampler"] == "sde"
     assert "| unseen | 2 | 4 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no pytorch_lora_weights.safetensors"):
+        load().main([*common, "--out", str(tmp_path / "none"), "--adapter", str(tmp_path / "run")])
+    assert not (tmp_path / "none").exists()  # refused before any work
 
 
 def test_split_is_deterministic_disjoint_and_complete():
