@@ -39,6 +39,7 @@ class TTRLOptions:
     train_steps: int = 10  # SDE steps of a training rollout (fewer than settings.steps)
     sde_noise: float = 0.7
     final_step: str = "ode"  # ode: the rollouts' last step is deterministic and not trained | sde
+    sde_steps: int | None = None  # the leading rollout steps that draw noise (the rest are ODE steps); null = all
     lr: float = 1.0e-4
     kl_beta: float = 0.02
     clip: float = 0.2
@@ -72,6 +73,10 @@ class TTRLOptions:
             )
         require(_num(self.clip) and self.clip > 0, "ttrl.clip", self.clip, "must be > 0")
         require_choice("ttrl.final_step", self.final_step, ("ode", "sde"))
+        trainable = self.train_steps - (self.final_step == "ode") if _int(self.train_steps) else None
+        require(self.sde_steps is None or (_int(self.sde_steps) and trainable is not None and self.sde_steps <= trainable),
+                "ttrl.sde_steps", self.sde_steps, f"must be null or an integer in [1, {trainable}] (the rollout steps "
+                "that can draw noise: train_steps, less a deterministic final step)")  # fmt: skip
         require(self.groups_per_step is None or _int(self.groups_per_step), "ttrl.groups_per_step",
                 self.groups_per_step, "must be a positive integer or null")  # fmt: skip
         require_choice("ttrl.advantage_std", self.advantage_std, ADVANTAGE_STDS)
@@ -175,7 +180,7 @@ def run(cfg: AdaptConfig, pipe=None) -> dict:
     result = ttrl_adapt(pipe, prompts, monitor=cfg.monitor, verifier=verifier, track=track, track_held_out=cfg.track.held_out,
                         monitor_options=options, group_size=t.group_size, iterations=t.iterations,
                         prompts_per_iteration=t.prompts_per_iteration, train_steps=t.train_steps, sde_noise=t.sde_noise,
-                        final_step=t.final_step,
+                        final_step=t.final_step, sde_steps=t.sde_steps,
                         lora=cfg.lora, lr=t.lr, kl_beta=t.kl_beta, clip=t.clip, inner_epochs=t.inner_epochs,
                         groups_per_step=t.groups_per_step, advantage_std=t.advantage_std,
                         max_grad_norm=t.max_grad_norm, max_kl=t.max_kl, settings=cfg.settings, mixed_precision=cfg.mixed_precision,

@@ -53,7 +53,8 @@ class Rollout:
 
 @torch.no_grad()
 def sde_rollout(velocity_fn: VelocityFn, noise: torch.Tensor, sigmas: torch.Tensor, sde_noise: float,
-                generator: torch.Generator | None = None, reduce: str = "mean", ode_last: bool = False) -> Rollout:  # fmt: skip
+                generator: torch.Generator | None = None, reduce: str = "mean", ode_last: bool = False,
+                sde_steps: int | None = None) -> Rollout:  # fmt: skip
     """Integrate from ``noise`` (at sigmas[0]) along the decreasing grid ``sigmas`` with SDE steps.
 
     ``velocity_fn(x, t)`` is e.g. ``miro.sampling.sampler.guided_velocity(...)``: the guided velocity with the
@@ -63,19 +64,35 @@ def sde_rollout(velocity_fn: VelocityFn, noise: torch.Tensor, sigmas: torch.Tens
     ``ode_last``: the last step is the ODE's Euler step (no noise, log-prob 0, not a policy step).  Why: the SDE's
     last step from t to 0 adds noise of std ``a sqrt(t / (1 - t)) sqrt(t)`` (0.094 at 8 steps and a = 0.7) that
     nothing removes, so a reward reads a noisier image than the sampler ever produces; with a deterministic last
-    step the final state is the mean, as the ODE sampler would give from the same state."""
+    step the final state is the mean, as the ODE sampler would give from the same state.
+
+    ``sde_steps``: only the first ``sde_steps`` steps draw noise, the rest are the ODE's Euler steps (log-prob 0,
+    not policy steps); None = every step (but the last with ``ode_last``).  Why: the noise then explores where the
+    layout is decided (high t) and the image is finished as the ODE sampler finishes it, so a policy trained on
+    these rollouts is judged on images like the ODE sampler's (MixGRPO's sliding window, kept at the start)."""
     _check(sde_noise, reduce)
     ts = [float(s) for s in sigmas]
+    steps = len(ts) - 1
+    if sde_steps is not None and not (isinstance(sde_steps, int) and 1 <= sde_steps <= steps):
+        raise ValueError(
+            f"sde_steps={sde_steps!r}: must be an integer in [1, {steps}] (the grid's steps) or None"
+        )
+    stochastic = steps if sde_steps is None else sde_steps
+    if ode_last:
+        stochastic = min(stochastic, steps - 1)
     x = noise.float()
     states, logps = [x], []
-    last = len(ts) - 2
     for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
-        a = 0.0 if (ode_last and i == last) else sde_noise
+        a = sde_noise if i < stochastic else 0.0
         x, lp = sde_step(velocity_fn, x, t, t_next, a, generator, reduce)
         states.append(x)
         logps.append(lp)
-    stochastic = last if ode_last else None
-    return Rollout(torch.stack(states), torch.stack(logps), torch.tensor(ts, dtype=torch.float32), stochastic)
+    return Rollout(
+        torch.stack(states),
+        torch.stack(logps),
+        torch.tensor(ts, dtype=torch.float32),
+        None if stochastic == steps else stochastic,
+    )
 
 
 def step_log_prob(velocity_fn: VelocityFn, x: torch.Tensor, x_next: torch.Tensor, t: float, t_next: float,

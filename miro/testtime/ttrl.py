@@ -58,7 +58,7 @@ import torch
 from miro.models.lora import LoraSpec, add_lora
 from miro.sampling.sampler import guided_velocity
 from miro.testtime.budget import BACKWARD, FORWARD, Candidate, SearchTrace, Trace, _jsonable
-from miro.testtime.config import ADVANTAGE_STDS, _num
+from miro.testtime.config import ADVANTAGE_STDS, _int, _num
 from miro.testtime.render import derived_seed, to_pil
 from miro.testtime.sde import Rollout, gaussian_kl, sde_rollout, step_log_prob
 from miro.testtime.search import as_renderer, check_positive_int
@@ -429,6 +429,7 @@ def ttrl_adapt(
     train_steps: int = 10,
     sde_noise: float = 0.7,
     final_step: str = "ode",
+    sde_steps: int | None = None,
     lora: LoraSpec | None = None,
     lr: float = 1e-4,
     kl_beta: float = 0.02,
@@ -468,7 +469,10 @@ def ttrl_adapt(
             keeps the settings' steps).  sde_noise: the SDE's a.  final_step: "ode" (default) makes the last
             rollout step deterministic and leaves it out of the update, so the monitor judges an image without
             the last step's noise (``sde_rollout(ode_last=True)``); "sde" keeps it stochastic (Flow-GRPO as
-            written; the measurement of docs/ttrl.md ran with it).
+            written; the measurement of docs/ttrl.md ran with it).  sde_steps: only the first ``sde_steps``
+            rollout steps draw noise and are trained, the rest are the ODE's Euler steps (None: every step but
+            a deterministic last one); the noise explores the layout at high t and the image is finished as the
+            ODE sampler finishes it (docs/ttrl.md, "Session 40").
         lora: the adapter's shape (default rank 16 on attention and MLP).  lr, kl_beta, clip, inner_epochs,
             max_grad_norm: the optimiser (AdamW), KL weight, PPO clip range, passes over each round's rollouts,
             gradient-norm clip (None: off).
@@ -505,6 +509,9 @@ def ttrl_adapt(
     require(max_kl is None or (_num(max_kl) and max_kl > 0), "ttrl.max_kl", max_kl, "must be a number > 0 or None")
     require(final_step == "sde" or train_steps >= 2, "train_steps", train_steps,
             "must be >= 2 with final_step='ode' (the last step is deterministic and not trained)")  # fmt: skip
+    trainable = train_steps - (final_step == "ode")
+    require(sde_steps is None or (_int(sde_steps) and 1 <= sde_steps <= trainable), "ttrl.sde_steps", sde_steps,
+            f"must be null or an integer in [1, {trainable}] (train_steps={train_steps}, final_step={final_step!r})")
     renderer = as_renderer(pipe, settings, mixed_precision)
     pipe = renderer.pipe
     mon = _build_monitor(monitor, pipe, prompts, verifier, monitor_options or {})
@@ -513,7 +520,7 @@ def ttrl_adapt(
     lora = lora or LoraSpec(rank=16, alpha=16.0, targets="attention_mlp")
     options = {"monitor": mon.name, "group_size": group_size, "iterations": iterations,
                "prompts_per_iteration": per_iter, "train_steps": train_steps, "sde_noise": sde_noise,
-               "final_step": final_step,
+               "final_step": final_step, "sde_steps": sde_steps,
                "lora": asdict(lora), "lr": lr, "kl_beta": kl_beta, "clip": clip, "inner_epochs": inner_epochs,
                "groups_per_step": groups_per_step, "advantage_std": advantage_std,
                "max_grad_norm": max_grad_norm, "max_kl": max_kl, "seed": seed, "adapter_name": adapter_name,
@@ -547,7 +554,7 @@ def ttrl_adapt(
         snapshot = [p.detach().clone() for p in params] if max_kl is not None else None
         slots = [it * per_iter + k for k in range(per_iter)]
         groups = [_rollout(renderer, mon, track, prompts[order[s % len(prompts)]], derived_seed(seed, _NOISE_STREAM, s),
-                           group_size, guidance, sigmas, sde_noise, final_step == "ode") for s in slots]  # fmt: skip
+                           group_size, guidance, sigmas, sde_noise, final_step == "ode", sde_steps) for s in slots]  # fmt: skip
         for g, scores in zip(groups, mon.finalize([g.raw for g in groups])):
             g.scores = np.asarray(scores, dtype=np.float64)
         for g, adv in zip(groups, iteration_advantages([g.scores for g in groups], advantage_std)):
@@ -608,7 +615,7 @@ def ttrl_adapt(
 
 
 def _rollout(renderer, mon: _Monitor, track, prompt, seed, group_size, guidance, sigmas, sde_noise,
-             ode_last: bool = True) -> _Group:
+             ode_last: bool = True, sde_steps: int | None = None) -> _Group:
     """G SDE trajectories of one prompt (the current adapter), decoded, scored by the monitor and the track (the
     frozen model judging), with their NFE-eq."""
     start = time.perf_counter()
@@ -618,7 +625,8 @@ def _rollout(renderer, mon: _Monitor, track, prompt, seed, group_size, guidance,
     conds = renderer.conditions(prompt, [renderer.default] * group_size)
     before = renderer.counter.forward
     vel = guided_velocity(renderer.model, conds, guidance, dtype=model.dtype, autocast=renderer.autocast)
-    rollout = sde_rollout(vel, noise.to(renderer.device), sigmas, sde_noise, g, _REDUCE, ode_last=ode_last)
+    rollout = sde_rollout(vel, noise.to(renderer.device), sigmas, sde_noise, g, _REDUCE, ode_last=ode_last,
+                          sde_steps=sde_steps)
     rows = renderer.counter.forward - before
     with torch.no_grad():
         images = renderer.decode(rollout.final).cpu()

@@ -116,12 +116,32 @@ def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
         raise ConfigError(f"init_from={folder}: cannot load the transformer in {src} as {type(model).__name__}: {err}") from err
     own = model.state_dict()
     missing, extra = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
+    grown = _new_refiner_blocks(model, saved.keys())
+    missing = [k for k in missing if not k.startswith(tuple(f"cond_blocks.{i}." for i in grown))]
     shapes = [f"{k} {tuple(saved[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in saved and saved[k].shape != v.shape]
     if missing or extra or shapes:
         raise ConfigError(f"init_from={folder}: its transformer is not the configured model (missing {missing[:4]}, "
                           f"unexpected {extra[:4]}, shapes {shapes[:4]}); set model.* to the saved one's config.json")
-    model.load_state_dict(saved)
-    log.info("init_from=%s: %d tensors loaded", folder, len(saved))
+    model.load_state_dict(saved, strict=not grown)
+    for i in grown:  # identity maps: the grown model computes what the saved one did, and training grows them
+        block = model.cond_blocks[i]
+        for layer in (block.attn.to_out, block.mlp.fc2):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    log.info("init_from=%s: %d tensors loaded%s", folder, len(saved),
+             f"; refiner deepened by blocks {grown}, which start as identity maps" if grown else "")
+
+
+def _new_refiner_blocks(model: nn.Module, saved_keys) -> list[int]:
+    """The condition refiner's blocks that ``model`` has beyond a saved model's (``init_from`` into a deeper
+    ``cond_refiner_depth``): the one architecture change a warm start allows, since a pre-LN residual block whose
+    output layers are zero is the identity.  Why: the text path can then be deepened on a trained model
+    (docs/text_conditioning.md, section 37) instead of retraining it from scratch."""
+    blocks = getattr(model, "cond_blocks", None)
+    if blocks is None:
+        return []
+    saved_depth = len({k.split(".")[1] for k in saved_keys if k.startswith("cond_blocks.")})
+    return list(range(saved_depth, len(blocks)))
 
 
 def flow_matching_loss(model: nn.Module, inputs: dict, generator: torch.Generator, time_sampler: TimeSampler,

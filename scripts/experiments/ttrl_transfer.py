@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--final-step", choices=["ode", "sde"], default="ode",
                    help="the rollouts' last step: ode (deterministic, not trained) or sde (Flow-GRPO as written; "
                         "the 2026-12-04 measurement of docs/ttrl.md)")
+    p.add_argument("--sde-steps", type=int, default=None,
+                   help="only the first N rollout steps draw noise (and are trained); the rest are ODE steps")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     p.add_argument("--kl-beta", type=float, default=0.02)
@@ -163,7 +165,8 @@ def render_images(renderer, prompts: list[str], n: int, sde: dict | None = None)
         for s in range(n):
             with torch.no_grad():
                 final = sde_rollout(vel, renderer.noise(s).to(renderer.device), sigmas, sde["sde_noise"],
-                                    torch.Generator().manual_seed(s), ode_last=sde["ode_last"]).final  # fmt: skip
+                                    torch.Generator().manual_seed(s), ode_last=sde["ode_last"],
+                                    sde_steps=sde.get("sde_steps")).final  # fmt: skip
                 images += to_pil(renderer.decode(final).cpu())
     return images
 
@@ -371,7 +374,8 @@ def run(args) -> dict:
     print(f"{args.task}: {len(splits['adapted_on'])} prompts to adapt on, {len(splits['unseen'])} unseen; "
           f"{n_eval} evaluation images per model; one sample = {renderer.one_sample_nfe()} NFE-eq", flush=True)  # fmt: skip
 
-    sde = None if args.eval_sampler == "ode" else {"sde_noise": args.sde_noise, "ode_last": args.final_step == "ode"}
+    sde = None if args.eval_sampler == "ode" else {"sde_noise": args.sde_noise, "ode_last": args.final_step == "ode",
+                                                  "sde_steps": args.sde_steps}
     # no adapter on the transformer yet: the base model
     base = evaluate(renderer, geneval, splits, args.images, sde)
     if args.adapter is not None:
@@ -416,7 +420,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     result = ttrl_adapt(renderer, cohort, group_size=args.group_size, iterations=args.iterations,
                         prompts_per_iteration=args.prompts_per_iteration, train_steps=args.train_steps,
-                        final_step=args.final_step,
+                        final_step=args.final_step, sde_steps=args.sde_steps,
                         sde_noise=args.sde_noise, lora=LoraSpec(rank=args.rank, alpha=float(args.rank)), lr=args.lr,
                         kl_beta=args.kl_beta, max_kl=args.max_kl, callback=checkpoint, seed=args.seed,
                         groups_per_step=args.groups_per_step or None, advantage_std=args.advantage_std,

@@ -53,3 +53,27 @@ def test_a_deterministic_last_step_is_the_euler_step_and_not_a_policy_step():
     torch.testing.assert_close(r.final, euler_step(vel, x, t, t_next))
     full = sde_rollout(vel, noise, sigmas, 0.7, torch.Generator().manual_seed(1))
     assert full.stochastic_steps == 3 and torch.equal(full.states[:3], r.states[:3])  # the same draws until then
+
+
+def test_a_noise_window_draws_noise_in_the_leading_steps_only():
+    """``sde_steps=k``: the first k steps are the SDE's (the same draws as a full rollout), every later step is the
+    Euler step with log-prob 0, and only the first k are policy steps; a window outside the grid is refused."""
+    def vel(x, t):
+        return 0.5 * x - 0.2
+
+    sigmas = torch.tensor([1.0, 0.8, 0.6, 0.25, 0.0])
+    noise = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    r = sde_rollout(vel, noise, sigmas, 0.7, torch.Generator().manual_seed(1), ode_last=True, sde_steps=2)
+    assert r.steps == 4 and r.stochastic_steps == 2 and torch.all(r.log_probs[2:] == 0)
+    assert torch.all(r.log_probs[:2] != 0)
+    full = sde_rollout(vel, noise, sigmas, 0.7, torch.Generator().manual_seed(1))
+    assert torch.equal(full.states[:3], r.states[:3])
+    for i in (2, 3):
+        x, x_next, t, t_next = r.transition(i)
+        torch.testing.assert_close(x_next, euler_step(vel, x, t, t_next))
+    assert sde_rollout(vel, noise, sigmas, 0.7, sde_steps=4).stochastic is None  # the whole grid: a full rollout
+    assert sde_rollout(vel, noise, sigmas, 0.7, ode_last=True, sde_steps=4).stochastic_steps == 3
+    for bad in (0, 5, 1.5):
+        with pytest.raises(ValueError, match=f"sde_steps={bad}: must be an integer in \\[1, 4\\]"):
+            sde_rollout(vel, noise, sigmas, 0.7, sde_steps=bad)
+

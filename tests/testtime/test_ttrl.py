@@ -166,6 +166,15 @@ def test_nfe_accounting_equals_a_hand_count(pipe):
                             lr=1e-3, **SMALL)  # fmt: skip
         assert result.nfe == 8 + 4 + 12  # rollout, monitor, one epoch of the one trained step, no reference
         assert rows.nfe() == 24
+        rows.forward = rows.backward = 0
+        pipe.unload_lora("ttrl")
+        # a noise window of one step in three: rollout 2 x 3 x 2 = 12, one trained step per epoch 4 + 8, twice 24,
+        # the reference of that step 4: 40
+        result = ttrl_adapt(pipe, PROMPTS[:1], monitor="rewards", verifier=Verifier([Brightness()]), group_size=2,
+                            iterations=1, train_steps=3, sde_steps=1, inner_epochs=2, kl_beta=0.02, lr=1e-3,
+                            **SMALL)  # fmt: skip
+        assert result.nfe == 40 and (rows.forward, rows.backward, rows.nfe()) == (24, 8, 40)
+        assert result.trace.options["sde_steps"] == 1
     finally:
         rows.close()
 
@@ -219,6 +228,8 @@ def test_consensus_monitor_and_group_advantages(pipe):
         ({"monitor_options": {"rubric_aggregate": "max"}}, "rubric.aggregate='max'"),
         ({"monitor": "consensus", "max_kl": 0}, "max_kl=0: must be a number > 0 or None"),
         ({"monitor": "consensus", "groups_per_step": 0}, "groups_per_step=0"),
+        ({"monitor": "consensus", "train_steps": 4, "sde_steps": 4}, "sde_steps=4: must be null or an integer in \\[1, 3\\]"),
+        ({"monitor": "consensus", "sde_steps": 0}, "sde_steps=0"),
         ({"monitor": "consensus", "advantage_std": "batch"}, "advantage_std='batch'.*global"),
         ({"monitor": "rewards", "verifier": Verifier([Brightness()]), "track": Verifier([Brightness()])},
          "\\['brightness'\\] are also read by the monitor"),

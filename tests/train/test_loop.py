@@ -1,3 +1,4 @@
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -238,6 +239,42 @@ def test_init_from_starts_from_a_saved_transformer_and_refuses_another_architect
         build_components(tiny_config(tmp_path, shards_root, model=wider, init_from=str(tmp_path / "pipe")))
     with pytest.raises(ConfigError, match=r"init_from=.*nowhere: no transformer/config.json"):
         build_components(tiny_config(tmp_path, shards_root, init_from=str(tmp_path / "nowhere")))
+
+
+def test_init_from_deepens_the_condition_refiner_with_identity_blocks(tmp_path, shards_root):
+    """``init_from`` into a deeper ``cond_refiner_depth``: the saved weights load, the new refiner blocks start as
+    identity maps (the grown model's velocity equals the saved one's) and take gradient; a shallower refiner is
+    still refused."""
+    from miro.train.loop import build_components
+
+    def model(depth, **kw):
+        return build_components(tiny_config(tmp_path, shards_root, model=ModelConfig(
+            patch_size=2, width=32, depth=2, num_heads=2, cond_refiner_depth=depth), **kw)).model
+
+    saved = model(1, seed=1).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # no zero-initialised layer left, so every block's output reaches the velocity
+        for p in saved.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    saved.save_pretrained(tmp_path / "pipe" / "transformer")
+    grown = model(3, seed=0, init_from=str(tmp_path / "pipe")).eval()
+    assert len(grown.cond_blocks) == 3
+    assert torch.equal(grown.cond_blocks[0].attn.to_qkv.weight, saved.cond_blocks[0].attn.to_qkv.weight)
+    assert grown.cond_blocks[1].attn.to_qkv.weight.abs().sum() > 0  # the new blocks keep their random inputs
+    x, text = torch.randn(2, 3, 16, 16, generator=gen), torch.randn(2, 5, saved.config.text_dim, generator=gen)
+    args = (x, torch.tensor([0.2, 0.7]), text, torch.ones(2, 5, dtype=torch.bool), torch.rand(2, saved.num_rewards, generator=gen))
+    with torch.no_grad():
+        assert torch.allclose(grown(*args), saved(*args), atol=1e-6)
+        nudged = copy.deepcopy(grown)
+        nudged.cond_blocks[2].mlp.fc2.bias.fill_(0.1)
+        assert not torch.allclose(nudged(*args), saved(*args), atol=1e-3)  # the new blocks are in the path
+    grown(*args).square().mean().backward()
+    for i in (1, 2):
+        assert grown.cond_blocks[i].attn.to_out.weight.grad.abs().sum() > 0
+        assert grown.cond_blocks[i].mlp.fc2.weight.grad.abs().sum() > 0
+    grown.save_pretrained(tmp_path / "deep" / "transformer")
+    with pytest.raises(ConfigError, match=r"init_from=.*deep: its transformer is not the configured model .*unexpected"):
+        model(1, init_from=str(tmp_path / "deep"))
 
 
 def test_resolution_must_be_a_multiple_of_the_conv_levels_stride(tmp_path, shards_root):
