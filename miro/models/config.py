@@ -89,6 +89,7 @@ class UNetConfig:
     num_registers: int = _unet_default("num_registers")
     pooled_text: bool = _unet_default("pooled_text")
     reward_path: str = _unet_default("reward_path")
+    frozen_text_path: bool = _unet_default("frozen_text_path")
 
     def __post_init__(self):
         check_unet_arguments(asdict(self), prefix="model.unet.")

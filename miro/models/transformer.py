@@ -245,15 +245,27 @@ class ConditionSetMixin:
     def _build_condition_set(self, width: int, text_dim: int, reward_names: list[str], reward_fourier_dim: int,
                              reward_fourier_scale: float, num_registers: int, cond_refiner_depth: int, num_heads: int,
                              mlp_ratio: float, mlp_type: str, qk_norm: bool, pooled_text: bool,
-                             reward_path: str = "tokens") -> None:
+                             reward_path: str = "tokens", frozen_text_path: bool = False) -> None:
         """The modules of the condition set, ``width`` wide (registered in this order: it fixes the init draws).
 
         ``reward_path`` says where the reward embeddings go: ``"tokens"`` (MIRO's: one token per reward in the
         cross-attended set, mixed with the text by the refiner) or ``"time"`` (their sum, through a zero-initialised
         linear map, added to the pooled vector that the host adds to its time embedding, as SDXL's refiner reads its
-        aesthetic score; the cross-attended set then holds the text alone, as the no-reward baseline's)."""
+        aesthetic score; the cross-attended set then holds the text alone, as the no-reward baseline's).
+
+        ``frozen_text_path``: a second projection of the encoder's tokens, a fixed random Gaussian map (a buffer,
+        drawn at construction and saved with the weights), added to the trained projection through a per-channel
+        gate that starts at zero (so a warm start computes what the saved model did).  Why: the trained projection
+        keeps what the loss has used so far and drops the rest; in the shapes reference it drops which noun each
+        colour word belongs to, which the encoder's tokens carry and a random map of the same width keeps
+        (``binding_probe``, docs/text_conditioning.md section 37)."""
         self.text_norm = nn.RMSNorm(text_dim, eps=1e-6)
         self.text_proj = nn.Linear(text_dim, width)
+        if frozen_text_path:
+            self.register_buffer("frozen_text_map", torch.randn(text_dim, width) / text_dim**0.5)
+            self.frozen_text_gate = nn.Parameter(torch.zeros(width))
+        else:
+            self.frozen_text_map = self.frozen_text_gate = None
         self.null_text = nn.Parameter(torch.zeros(1, 1, width))
         self.pooled_text_proj = (
             nn.Sequential(nn.Linear(text_dim, width), nn.SiLU(), nn.Linear(width, width)) if pooled_text else None
@@ -350,6 +362,8 @@ class ConditionSetMixin:
         # masked tokens are zeroed, so whatever padding holds (even NaN) is never read
         normed = self.text_norm(text.to(dtype).masked_fill(~keep[..., None], 0))
         txt = self.text_proj(normed)
+        if self.frozen_text_gate is not None:
+            txt = txt + self.frozen_text_gate * (normed @ self.frozen_text_map.to(normed.dtype))
         pooled = None
         if self.pooled_text_proj is not None:  # mean of the kept tokens; zeros when none is kept (dropped text)
             kept = keep.to(normed.dtype)[..., None]

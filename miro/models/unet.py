@@ -32,7 +32,7 @@ from miro.models.transformer import REWARD_PATHS, ConditionSetMixin
 #: The keyword arguments that size the U-Net (``model.unet`` in a config).
 UNET_ARGUMENTS = ("block_out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups", "cond_width",
                   "cond_heads", "cond_refiner_depth", "reward_fourier_dim", "reward_fourier_scale", "num_registers",
-                  "pooled_text", "reward_path")  # fmt: skip
+                  "pooled_text", "reward_path", "frozen_text_path")  # fmt: skip
 
 
 def _is_int(value) -> bool:
@@ -65,7 +65,8 @@ def check_unet_arguments(args: Mapping[str, Any], prefix: str = "") -> None:
     check("cond_width", lambda v: not _is_int(heads) or heads < 1 or v % heads == 0, f"must be divisible by cond_heads={heads}")
     check("reward_fourier_dim", lambda v: v % 2 == 0, "must be even")
     check("reward_fourier_scale", lambda v: isinstance(v, numbers.Real) and v > 0, "must be > 0")
-    check("pooled_text", lambda v: isinstance(v, bool), "must be true or false")
+    for key in ("pooled_text", "frozen_text_path"):
+        check(key, lambda v: isinstance(v, bool), "must be true or false")
     check("reward_path", lambda v: v in REWARD_PATHS, f"must be one of {list(REWARD_PATHS)}")
 
 
@@ -87,6 +88,8 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
             added to the time embedding through the same projection, the cross-attention left to the text: global
             image statistics as a modulation of every ResNet block, the way SDXL's refiner reads its aesthetic
             score; docs/text_conditioning.md, section 25).
+        frozen_text_path: add a fixed random projection of the text tokens through a zero-initialised gate
+            (``ConditionSetMixin._build_condition_set``; docs/text_conditioning.md, section 37).
     """
 
     _supports_gradient_checkpointing = True
@@ -111,6 +114,7 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
         num_registers: int = 0,
         pooled_text: bool = True,
         reward_path: str = "tokens",
+        frozen_text_path: bool = False,
     ):
         super().__init__()
         reward_names = list(reward_names)
@@ -123,7 +127,7 @@ class MiroUNet(ConditionSetMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.gradient_checkpointing = False
         self._build_condition_set(cond_width, text_dim, reward_names, reward_fourier_dim, reward_fourier_scale,
                                   num_registers, cond_refiner_depth, cond_heads, 4.0, "gelu", False, pooled_text,
-                                  reward_path)
+                                  reward_path, frozen_text_path)
         class_input = pooled_text or self.reward_time_proj is not None  # something feeds the class embedding
         levels = len(block_out_channels)
         self.unet = UNet2DConditionModel(

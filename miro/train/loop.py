@@ -104,7 +104,9 @@ def build_components(cfg: TrainConfig) -> Components:
 def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
     """``init_from``: copy the weights of a saved transformer (``<folder>/transformer`` of a pipeline, or the
     folder itself) into ``model``, which the config built; a different architecture is a ConfigError naming
-    what differs, never a partial load."""
+    what differs, never a partial load.  Two additions are allowed, each starting as the identity so that the
+    grown model computes what the saved one did: refiner blocks beyond the saved depth (``cond_refiner_depth``)
+    and the frozen text path behind its zero gate (``frozen_text_path``)."""
     path = Path(folder)
     src = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
     if not (src / "config.json").is_file():
@@ -117,19 +119,23 @@ def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
     own = model.state_dict()
     missing, extra = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
     grown = _new_refiner_blocks(model, saved.keys())
-    missing = [k for k in missing if not k.startswith(tuple(f"cond_blocks.{i}." for i in grown))]
+    added = [k for k in ("frozen_text_map", "frozen_text_gate") if k in missing]  # the gate starts at zero
+    missing = [k for k in missing if not k.startswith(tuple(f"cond_blocks.{i}." for i in grown)) and k not in added]
     shapes = [f"{k} {tuple(saved[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in saved and saved[k].shape != v.shape]
     if missing or extra or shapes:
         raise ConfigError(f"init_from={folder}: its transformer is not the configured model (missing {missing[:4]}, "
                           f"unexpected {extra[:4]}, shapes {shapes[:4]}); set model.* to the saved one's config.json")
-    model.load_state_dict(saved, strict=not grown)
+    model.load_state_dict(saved, strict=not (grown or added))
     for i in grown:  # identity maps: the grown model computes what the saved one did, and training grows them
         block = model.cond_blocks[i]
         for layer in (block.attn.to_out, block.mlp.fc2):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-    log.info("init_from=%s: %d tensors loaded%s", folder, len(saved),
-             f"; refiner deepened by blocks {grown}, which start as identity maps" if grown else "")
+    if added:
+        nn.init.zeros_(model.frozen_text_gate)
+    log.info("init_from=%s: %d tensors loaded%s%s", folder, len(saved),
+             f"; refiner deepened by blocks {grown}, which start as identity maps" if grown else "",
+             "; a frozen text path added behind a zero gate" if added else "")
 
 
 def _new_refiner_blocks(model: nn.Module, saved_keys) -> list[int]:

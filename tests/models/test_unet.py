@@ -177,6 +177,31 @@ def test_a_bad_reward_path_is_a_clear_error():
     assert model.config.reward_path == "time"
 
 
+def test_the_frozen_text_path_starts_closed_trains_its_gate_only_and_round_trips(tmp_path):
+    """``frozen_text_path``: with its gate at zero the model is the one without it (same weights); the random map
+    is a buffer (no gradient, not a parameter), the gate takes gradient and, once open, the map's projection reaches
+    the velocity; the map is saved with the weights.  A non-bool value is refused."""
+    x, t, text, mask, rewards = inputs()
+    plain = small(seed=3)
+    model = MiroUNet(**{**SMALL, "frozen_text_path": True}).eval()
+    assert model.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["frozen_text_gate", "frozen_text_map"]
+    assert "frozen_text_map" not in dict(model.named_parameters()) and model.frozen_text_map.shape == (8, 16)
+    torch.testing.assert_close(model(x, t, text, mask, rewards), plain(x, t, text, mask, rewards), rtol=0, atol=0)
+    model(x, t, text, mask, rewards).square().mean().backward()
+    assert model.frozen_text_gate.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.frozen_text_gate.fill_(1.0)
+        opened = model(x, t, text, mask, rewards)
+        assert (opened - plain(x, t, text, mask, rewards)).abs().max() > 1e-3
+    model.save_pretrained(tmp_path / "unet")
+    again = MiroUNet.from_pretrained(tmp_path / "unet").eval()
+    assert torch.equal(again.frozen_text_map, model.frozen_text_map)
+    with torch.no_grad():
+        assert torch.equal(again(x, t, text, mask, rewards), opened)
+    with pytest.raises(ValueError, match=r"frozen_text_path='yes': must be true or false"):
+        MiroUNet(**{**SMALL, "frozen_text_path": "yes"})
+
+
 @pytest.mark.parametrize("reward_path", ["tokens", "time"])
 @torch.no_grad()
 def test_padded_text_tokens_are_never_read(reward_path):

@@ -27,6 +27,36 @@ def test_swapped_and_recoloured_captions():
         bl.swapped(same)
 
 
+def test_probe_items_name_every_binding_once_and_flag_the_test_pairs(tmp_path):
+    captions, items = bl.probe_items(["red", "orange", "blue"], ["circle", "square"], {("orange", "circle")})
+    assert len(captions) == 3 * 2 * 2 * 1 and len(items) == 2 * len(captions)
+    assert captions[0] == "a photo of a red circle and an orange square"
+    assert items[:2] == [(0, 0, 0, False), (0, 1, 1, False)]
+    flagged = {(captions[k], obj) for k, obj, _, test in items if test}
+    assert flagged == {(c, obj) for c in captions for obj, phrase in enumerate(c[11:].split(" and "))
+                       if phrase.endswith("orange circle")}  # fmt: skip
+    assert len(flagged) == 4  # orange circle first or second, with each of the two other colours on the square
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"config": {"heldout": {"color_class": ["purple triangle", "green star"]}}}))
+    assert bl.world_heldout_pairs(tmp_path) == [("purple", "triangle"), ("green", "star")]
+    assert bl.world_heldout_pairs(tmp_path / "nowhere") == []
+    splits = bl.probe_splits(tmp_path, 0, ["red", "green", "blue"], ["circle", "star"])
+    assert splits["world held-out pairs"] == [("green", "star")] and len(splits["random pairs"]) == 1
+
+
+def test_the_probe_reads_a_linear_binding_and_not_a_missing_one():
+    """A token that holds its class (one-hot plus noise) is read on unseen items; a token without it is at chance."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (400,), generator=gen)
+    other = (y + torch.randint(1, 4, (400,), generator=gen)) % 4
+    bound = torch.nn.functional.one_hot(y, 4).float() * 2 + 0.5 * torch.randn(400, 4, generator=gen)
+    unbound = torch.randn(400, 4, generator=gen)
+    for feats, low, high in ((bound, 95, 100), (unbound, 35, 65)):
+        probe = bl.fit_probe(feats[:300], y[:300], 4)
+        two_way, top1 = bl._probe_scores(probe(feats[300:]), y[300:], other[300:])
+        assert low <= two_way <= high, two_way
+
+
 def test_conditions_set_only_the_alignment_reward():
     values, mask = bl.conditions(["sharpness", "alignment"], "cpu")
     assert mask.tolist() == [[False, False], [False, True], [False, True]]
@@ -86,12 +116,18 @@ def test_end_to_end_on_a_tiny_pipeline(text_encoder, tmp_path):  # noqa: F811
     data = tmp_path / "world"
     (data / "heldout").mkdir(parents=True)
     (data / "heldout" / "evaluation_metadata.jsonl").write_text(json.dumps(ROW) + "\n")
-    args = ["--data", str(data), "--images", "2", "--draws", "2", "--threads", "1", "--out", str(tmp_path / "r.json")]
+    args = ["--data", str(data), "--images", "2", "--draws", "2", "--threads", "1", "--probe-vocab", "3", "3",
+            "--out", str(tmp_path / "r.json")]  # fmt: skip
     out = bl.main(["--pipeline", str(save([*REWARDS, "alignment"], "with")), *args])
     assert out["scenes"] == 2 and len(out["t"]) == 2 and out["prompts"] == 1
     assert set(out["conditions"]) == {*bl.CONDITIONS, "alignment_gap"}
     shift = out["text_encoder_token_shift"]  # MiniLM's colour tokens carry their context; the same words, swapped
     assert set(shift) == {"colour words", "class words", "other tokens"} and shift["colour words"] > shift["class words"] > 0
+    probe = out["binding_probe"]  # no world.json: the random split only, every token kind read out
+    assert set(probe) == {"chance_top1_pct", "random pairs"} and probe["chance_top1_pct"] == pytest.approx(33.3)
+    split = probe["random pairs"]
+    assert len(split["test_pairs"]) == 2 and split["train_items"] + split["test_items"] <= 2 * 36
+    assert {"text encoder", "random projection", "projected", "condition tokens"} <= set(split)
     assert json.loads((tmp_path / "r.json").read_text()) == out
     with pytest.raises(SystemExit, match="no alignment reward"):
         bl.main(["--pipeline", str(save(REWARDS, "without")), *args])

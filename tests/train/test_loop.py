@@ -277,6 +277,36 @@ def test_init_from_deepens_the_condition_refiner_with_identity_blocks(tmp_path, 
         model(1, init_from=str(tmp_path / "deep"))
 
 
+def test_init_from_adds_the_frozen_text_path_closed(tmp_path, shards_root):
+    """``init_from`` a U-Net without the frozen text path into one with it: every saved weight loads, the gate is
+    zero (the velocity is the saved model's), and a missing weight of any other module is still refused."""
+    from miro.models.config import UNetConfig
+    from miro.train.loop import build_components
+
+    def unet(frozen, **kw):
+        cfg = ModelConfig(backbone="unet", unet=UNetConfig(block_out_channels=[8, 16], attention_head_dim=4,
+                                                           norm_num_groups=4, cond_width=16, cond_heads=2,
+                                                           frozen_text_path=frozen))  # fmt: skip
+        return build_components(tiny_config(tmp_path, shards_root, model=cfg, **kw)).model.eval()
+
+    saved = unet(False, seed=1)
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    saved.save_pretrained(tmp_path / "pipe" / "transformer")
+    grown = unet(True, seed=0, init_from=str(tmp_path / "pipe"))
+    assert torch.equal(grown.frozen_text_gate, torch.zeros(16)) and grown.frozen_text_map.abs().sum() > 0
+    gen = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 3, 16, 16, generator=gen), torch.tensor([0.2, 0.7]),
+            torch.randn(2, 5, saved.config.text_dim, generator=gen), torch.ones(2, 5, dtype=torch.bool),
+            torch.rand(2, saved.num_rewards, generator=gen))  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(grown(*args), saved(*args), rtol=0, atol=1e-6)
+    grown.save_pretrained(tmp_path / "with" / "transformer")
+    with pytest.raises(ConfigError, match=r"init_from=.*with: its transformer is not the configured model .*unexpected"):
+        unet(False, init_from=str(tmp_path / "with"))
+
+
 def test_resolution_must_be_a_multiple_of_the_conv_levels_stride(tmp_path, shards_root):
     """With a conv U-shape the tokens are patches of the deepest level: 16 px works for patch 2 and two
     levels (stride 4), three levels need 16 (patch 2 x 2^2 = 8 divides 16) and 12 px fails naming the key."""
