@@ -81,6 +81,10 @@ class TrainConfig:
     # a pipeline folder (or its transformer/ folder) whose transformer weights start the run (same architecture):
     # fine-tuning, e.g. an eDiff-I noise-band expert from the shared model; a resumed run loads its checkpoint
     init_from: str = ""
+    # parameter names (or module prefixes, e.g. text_proj) kept at their initial values: not in the optimizer.
+    # Why: a part the loss would otherwise reshape, e.g. the text projection frozen at its random full-rank init
+    # so that it keeps what the encoder says about binding (docs/text_conditioning.md, section 37)
+    freeze: list[str] = field(default_factory=list)
     stop_after: int = 0  # end this job after so many steps (a multiple of checkpoint_every); 0 = run to max_steps
     export_every: int = 0  # also write the EMA pipeline to pipelines/step-<N>/ every N steps (0 = only final/)
     log_every: int = 50

@@ -138,6 +138,23 @@ def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
              "; a frozen text path added behind a zero gate" if added else "")
 
 
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> None:
+    """``freeze``: the parameters named by each prefix (a name, or a module path before a dot) stop taking
+    gradient, so the optimizer never sees them; a prefix that names nothing is a ConfigError listing the model's
+    top-level modules."""
+    named = dict(model.named_parameters())
+    for prefix in prefixes:
+        hit = [n for n in named if n == prefix or n.startswith(prefix + ".")]
+        if not hit:
+            top = sorted({n.split(".")[0] for n in named})
+            raise ConfigError(f"freeze={list(prefixes)}: {prefix!r} names no parameter of the model "
+                              f"(its top-level modules and parameters: {top})")  # fmt: skip
+        for n in hit:
+            named[n].requires_grad_(False)
+    frozen = sum(p.numel() for p in named.values() if not p.requires_grad)
+    log.info("freeze=%s: %d parameters kept at their initial values", list(prefixes), frozen)
+
+
 def _new_refiner_blocks(model: nn.Module, saved_keys) -> list[int]:
     """The condition refiner's blocks that ``model`` has beyond a saved model's (``init_from`` into a deeper
     ``cond_refiner_depth``): the one architecture change a warm start allows, since a pre-LN residual block whose
@@ -260,6 +277,8 @@ def _run(accelerator: Accelerator, cfg: TrainConfig, comps: Components | None, o
 
     comps = comps or build_components(cfg)
     model = comps.model
+    if cfg.freeze:
+        freeze_parameters(model, cfg.freeze)
     model_rewards = list(getattr(model.config, "reward_names", []))
     if model_rewards != cfg.reward_names:
         raise ConfigError(f"reward_names={cfg.reward_names}: the model conditions on {model_rewards} (same names, same order)")
@@ -397,7 +416,7 @@ def _resume_on_main(accelerator: Accelerator, resume: str, folder: Path) -> Path
 
 
 # settings a checkpoint cannot be resumed with when they changed (the network and what it is fed)
-_MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution")
+_MUST_MATCH = ("model", "reward_names", "text_encoder", "autoencoder", "data.resolution", "freeze")
 _FREE = ("resume", "stop_after", "progress_bar", "output_dir", "name", "log_every", "log_with", "sample", "export_every",
          "max_steps", "checkpoints_total_limit", "cpu", "compile", "peak_tflops", "recommended_reward_targets", "compile_mode",
          "init_from")

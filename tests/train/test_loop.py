@@ -277,6 +277,21 @@ def test_init_from_deepens_the_condition_refiner_with_identity_blocks(tmp_path, 
         model(1, init_from=str(tmp_path / "deep"))
 
 
+def test_frozen_parameters_keep_their_initial_values_through_training(tmp_path, shards_root):
+    """``freeze=[text_proj]``: the run trains every other weight and leaves the text projection at its init (in the
+    checkpoint's weights and in the EMA); a prefix that names nothing is a ConfigError listing the modules."""
+    init = tiny_components().model.state_dict()
+    out = train(tiny_config(tmp_path / "run", shards_root, freeze=["text_proj"]), tiny_components())
+    trained = load_file(out / "checkpoints/checkpoint-6/model.safetensors")
+    ema = load_file(out / "final/transformer/diffusion_pytorch_model.safetensors")
+    for weights in (trained, ema):
+        assert torch.equal(weights["text_proj.weight"], init["text_proj.weight"])
+        assert torch.equal(weights["text_proj.bias"], init["text_proj.bias"])
+    assert not torch.equal(trained["text_norm.weight"], init["text_norm.weight"])  # the rest of the path trains
+    with pytest.raises(ConfigError, match=r"freeze=\['text_projection'\]: 'text_projection' names no parameter .*text_proj"):
+        train(tiny_config(tmp_path / "bad", shards_root, freeze=["text_projection"]), tiny_components())
+
+
 def test_init_from_adds_the_frozen_text_path_closed(tmp_path, shards_root):
     """``init_from`` a U-Net without the frozen text path into one with it: every saved weight loads, the gate is
     zero (the velocity is the saved model's), and a missing weight of any other module is still refused."""
