@@ -119,7 +119,7 @@ def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
     own = model.state_dict()
     missing, extra = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
     grown = _new_refiner_blocks(model, saved.keys())
-    added = [k for k in ("frozen_text_map", "frozen_text_gate") if k in missing]  # the gate starts at zero
+    added = [k for k in ("frozen_text_map", "frozen_text_gate") if k in missing]  # built with its gate at zero
     missing = [k for k in missing if not k.startswith(tuple(f"cond_blocks.{i}." for i in grown)) and k not in added]
     shapes = [f"{k} {tuple(saved[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in saved and saved[k].shape != v.shape]
     if missing or extra or shapes:
@@ -131,8 +131,6 @@ def load_initial_weights(model: nn.Module, folder: str | Path) -> None:
         for layer in (block.attn.to_out, block.mlp.fc2):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-    if added:
-        nn.init.zeros_(model.frozen_text_gate)
     log.info("init_from=%s: %d tensors loaded%s%s", folder, len(saved),
              f"; refiner deepened by blocks {grown}, which start as identity maps" if grown else "",
              "; a frozen text path added behind a zero gate" if added else "")
