@@ -40,6 +40,11 @@ Every command prints its numbers and writes JSON (``--out``).  Seeds are fixed; 
     python scripts/experiments/text_conditioning.py curve --data runs/demo/data --run runs/shapes_reference \
         --scales 0,0 3,0 3,1 3,3 --targets clean
 
+    # a model's paired draws (curve --seed 1, 0, 2 of one pipeline and setting): per-seed overall, per-task means,
+    # and the difference to another model's draws on the same seeds
+    python scripts/experiments/text_conditioning.py draws --draws A_s1.json A_s0.json A_s2.json \
+        --against B_s1.json B_s0.json B_s2.json
+
 The GenEval here is the project's (``miro.data.shapes.detector`` + ``miro.contracts.geneval_rules`` + the
 summary's per-task mean), run in-process on the held-out ``evaluation_metadata.jsonl`` with ``--images``
 images per prompt; ``python -m miro.eval geneval`` gives the same numbers through image folders.
@@ -863,6 +868,59 @@ def cmd_speedup(args) -> dict:
     return result
 
 
+def draw_setting(path: Path) -> tuple[dict, dict]:
+    """One draw: a ``curve`` result of one pipeline at one guidance setting, as (its protocol, its scores)."""
+    result = json.loads(Path(path).read_text())
+    steps = [k for k in result if k.isdigit()]
+    if len(steps) != 1 or len(result[steps[0]]) != 1:
+        raise SystemExit(f"{path}: a draw is a curve of one pipeline at one guidance setting; it has steps {steps} "
+                         f"and {sum(len(result[s]) for s in steps)} settings")
+    (scores,) = result[steps[0]].values()
+    protocol = {k: v for k, v in result.items() if not k.isdigit() and k != "seed"}
+    return protocol, {"seed": result["seed"], **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
+
+
+def paired_draws(files: list[Path], against: list[Path] | None = None) -> dict:
+    """Draws of one model (``curve --seed S``: the same held-out prompts, other noise) summed up as the pages report
+    them: the overall per seed and every task's mean over the draws; with ``against`` (another model's draws),
+    the difference paired on the same seeds, overall per seed and every task's mean.  Draws read with different
+    protocols (targets, solver, steps) or the same seed twice are refused: their mean would mix two measurements."""
+    def read(paths: list[Path], protocol: dict | None = None) -> tuple[dict, dict[int, dict]]:
+        by_seed: dict[int, dict] = {}
+        for path in paths:
+            proto, scores = draw_setting(path)
+            protocol = proto if protocol is None else protocol
+            if proto != protocol:
+                raise SystemExit(f"{path}: read with {proto}, the other draws with {protocol}")
+            seed = scores.pop("seed")
+            if seed in by_seed:
+                raise SystemExit(f"{path}: seed {seed} is drawn twice")
+            by_seed[seed] = scores
+        return protocol, by_seed
+
+    def mean(by_seed: dict[int, dict]) -> dict:
+        keys = [k for k in next(iter(by_seed.values())) if all(k in s for s in by_seed.values())]
+        return {k: round(sum(s[k] for s in by_seed.values()) / len(by_seed), 1) for k in keys}
+
+    protocol, model = read(files)
+    out = {"protocol": protocol, "seeds": list(model), "overall": {s: v["overall"] for s, v in model.items()},
+           "mean": mean(model)}
+    if against:
+        _, other = read(against, protocol)  # one protocol for both: a paired difference needs one measurement
+        if set(other) != set(model):
+            raise SystemExit(f"--against: its seeds {sorted(other)} are not the draws' seeds {sorted(model)}")
+        diff = {s: {k: round(model[s][k] - other[s][k], 1) for k in model[s] if k in other[s]} for s in model}
+        out["against"] = {"overall": {s: v["overall"] for s, v in other.items()}, "mean": mean(other),
+                          "difference": {"overall": {s: d["overall"] for s, d in diff.items()}, "mean": mean(diff)}}
+    return out
+
+
+def cmd_draws(args) -> dict:
+    if not args.draws:
+        raise SystemExit("draws: give a model's draws, --draws A_s1.json A_s0.json ... [--against B_s1.json ...]")
+    return paired_draws(args.draws, args.against)
+
+
 def spread_heldout(data: Path, limit: int) -> list[dict]:
     """``limit`` held-out metadata rows spread evenly over the file (so over its tasks, which it lists in turn)."""
     meta = [json.loads(line) for line in (data / "heldout" / "evaluation_metadata.jsonl").read_text().splitlines()]
@@ -942,7 +1000,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["variance", "gaps", "ablate", "curve", "shapes", "classgap", "failures",
-                                        "autoencoder", "sliders", "speedup"])
+                                        "autoencoder", "sliders", "speedup", "draws"])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a shapes world with its feature cache")
     p.add_argument("--pipeline", type=Path, help="gaps, shapes, classgap, failures, curve: a MiroPipeline folder")
     p.add_argument("--autoencoder", type=Path, help="autoencoder: a python -m miro.train.autoencoder output folder")
@@ -990,6 +1048,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--curves", nargs=2, metavar=("BASELINE", "MIRO"),
                    help="speedup: two curve results (--out), the baseline's first; each may join a staged run's "
                    "files with commas (A.json,B.json)")
+    p.add_argument("--draws", type=Path, nargs="+",
+                   help="draws: one model's curve results of one setting, one per --seed (the paired draws)")
+    p.add_argument("--against", type=Path, nargs="+",
+                   help="draws: another model's draws at the same seeds, for the paired difference")
     p.add_argument("--step-offset", type=int, default=0,
                    help="curve: add this to every export's step (the second stage of a run: the first stage's steps)")
     p.add_argument("--final-window", type=int,
@@ -1009,7 +1071,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     result = {"variance": cmd_variance, "gaps": cmd_gaps, "ablate": cmd_ablate, "curve": cmd_curve,
               "shapes": cmd_shapes, "classgap": cmd_classgap, "failures": cmd_failures,
-              "autoencoder": cmd_autoencoder, "sliders": cmd_sliders, "speedup": cmd_speedup}[args.command](args)
+              "autoencoder": cmd_autoencoder, "sliders": cmd_sliders, "speedup": cmd_speedup,
+              "draws": cmd_draws}[args.command](args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

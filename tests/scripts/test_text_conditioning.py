@@ -511,3 +511,41 @@ def test_curve_step_offset_labels_a_second_stage_by_its_total_steps(monkeypatch,
     tc.main(["curve", "--run", str(tmp_path), "--data", str(tmp_path), "--scales", "3,0", "--step-offset", "6000",
              "--exports", "7000", "10000", "--out", str(out)])
     assert sorted(k for k in json.loads(out.read_text()) if k.isdigit()) == ["10000", "7000"]
+
+
+def test_draws_sum_up_one_models_paired_draws_and_the_difference_to_another(tmp_path):
+    """``draws``: the overall of each seed, every task's mean over the draws and, against another model's draws
+    at the same seeds, the paired difference; a file of two settings, another protocol, a repeated seed or
+    other seeds on the other side are refused."""
+    import json
+
+    def draw(name, seed, overall, attr, step="6000", targets="clean", settings=1):
+        body = {"targets": targets, "sample_steps": 25, "seed": seed,
+                step: {f"text {3 + i} / reward 1": {"overall": overall, "color_attr": attr, "colour_only_chance": 8.0}
+                       for i in range(settings)}}
+        (tmp_path / name).write_text(json.dumps(body))
+        return str(tmp_path / name)
+
+    mine = [draw("a1.json", 1, 50.0, 20.0), draw("a0.json", 0, 60.0, 30.0), draw("a2.json", 2, 55.0, 22.0)]
+    theirs = [draw("b0.json", 0, 52.0, 31.0), draw("b1.json", 1, 48.0, 10.0, step="2000"),
+              draw("b2.json", 2, 57.0, 22.0)]
+    tc.main(["draws", "--draws", *mine, "--against", *theirs, "--out", str(tmp_path / "d.json")])
+    result = json.loads((tmp_path / "d.json").read_text())
+    assert result["seeds"] == [1, 0, 2] and result["overall"] == {"1": 50.0, "0": 60.0, "2": 55.0}
+    assert result["mean"] == {"overall": 55.0, "color_attr": 24.0, "colour_only_chance": 8.0}
+    diff = result["against"]["difference"]
+    assert diff["overall"] == {"1": 2.0, "0": 8.0, "2": -2.0}  # paired by seed, not by the order of the files
+    assert diff["mean"]["overall"] == pytest.approx(2.7) and diff["mean"]["color_attr"] == pytest.approx(3.0)
+    assert result["against"]["mean"]["overall"] == pytest.approx(52.3)
+    with pytest.raises(SystemExit, match="one guidance setting"):
+        tc.main(["draws", "--draws", draw("two.json", 3, 50.0, 20.0, settings=2)])
+    with pytest.raises(SystemExit, match="read with"):
+        tc.main(["draws", "--draws", mine[0], draw("t.json", 5, 50.0, 20.0, targets="1.0")])
+    with pytest.raises(SystemExit, match="read with"):  # the other model's draws must share the protocol too
+        tc.main(["draws", "--draws", *mine, "--against", draw("t1.json", 1, 50.0, 20.0, targets="1.0")])
+    with pytest.raises(SystemExit, match="seed 1 is drawn twice"):
+        tc.main(["draws", "--draws", mine[0], draw("again.json", 1, 40.0, 20.0)])
+    with pytest.raises(SystemExit, match="are not the draws' seeds"):
+        tc.main(["draws", "--draws", *mine, "--against", *theirs[:2]])
+    with pytest.raises(SystemExit, match="give a model's draws"):
+        tc.main(["draws"])
