@@ -267,6 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--probe-vocab", type=int, nargs=2, default=None, metavar=("COLOURS", "CLASSES"),
                    help="the binding probe's vocabulary: the world's first COLOURS colours and CLASSES classes "
                    "(default all: 5,040 captions)")
+    p.add_argument("--probe-only", action="store_true",
+                   help="only the binding probe (30 s; no scenes, no likelihood; any model, with rewards or not)")
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args(argv)
     if args.images < 1 or args.draws < 1:
@@ -286,7 +288,16 @@ def main(argv=None) -> dict:
     rows = heldout_rows(args.data, ("color_attr",))
     if not rows:
         raise SystemExit(f"no colour-attribution prompts in {args.data / 'heldout'}")
+    from miro.data.shapes.vocab import CLASSES, COLORS
+
+    colors, classes = (COLORS[: args.probe_vocab[0]], CLASSES[: args.probe_vocab[1]]) if args.probe_vocab else (COLORS, CLASSES)
     pipe = MiroPipeline.from_pretrained(args.pipeline)
+
+    def probe() -> dict:
+        return binding_probe(pipe, probe_splits(args.data, args.seed, colors, classes), colors, classes, args.seed)
+
+    if args.probe_only:
+        return report({"pipeline": str(args.pipeline), "seed": args.seed, "binding_probe": probe()}, args.out)
     conditions(pipe.reward_names, "cpu")  # no alignment reward: refused before any work
     judge = RubricVerifier(pipe, draws=args.draws, t_range=tuple(args.t_range), seed=args.seed)
     gen = oracle_generate_fn(resolution=args.resolution)
@@ -299,9 +310,6 @@ def main(argv=None) -> dict:
             true_prompts.append(row["prompt"])
             swap_prompts.append(swap)
             control_prompts.append(control)
-    from miro.data.shapes.vocab import CLASSES, COLORS
-
-    colors, classes = (COLORS[: args.probe_vocab[0]], CLASSES[: args.probe_vocab[1]]) if args.probe_vocab else (COLORS, CLASSES)
     latents = judge.pil_latents(scenes)
     margin, base = margins(judge, latents, true_prompts, swap_prompts)
     control, control_base = margins(judge, latents, true_prompts, control_prompts)
@@ -311,8 +319,7 @@ def main(argv=None) -> dict:
               "seconds": round(time.perf_counter() - start, 1), "conditions": summarise(margin, base, t),
               "control_one_colour_replaced": summarise(control, control_base, t),
               "text_encoder_token_shift": token_shift(pipe, true_prompts, swap_prompts),
-              "binding_probe": binding_probe(pipe, probe_splits(args.data, args.seed, colors, classes), colors, classes,
-                                             args.seed)}  # fmt: skip
+              "binding_probe": probe()}
     return report(result, args.out)
 
 

@@ -131,3 +131,7 @@ def test_end_to_end_on_a_tiny_pipeline(text_encoder, tmp_path):  # noqa: F811
     assert json.loads((tmp_path / "r.json").read_text()) == out
     with pytest.raises(SystemExit, match="no alignment reward"):
         bl.main(["--pipeline", str(save(REWARDS, "without")), *args])
+    # --probe-only: the same probe, no scenes and no likelihood, so a model without the alignment reward is read too
+    only = bl.main(["--pipeline", str(tmp_path / "with"), *args, "--probe-only"])
+    assert set(only) == {"pipeline", "seed", "binding_probe"} and only["binding_probe"] == probe
+    assert set(bl.main(["--pipeline", str(tmp_path / "without"), *args, "--probe-only"])["binding_probe"]) == set(probe)
