@@ -821,7 +821,8 @@ def curve_rows(result: dict) -> list[dict]:
     rows = []
     for step in sorted((k for k in result if k.isdigit()), key=int):
         if len(result[step]) != 1:
-            raise SystemExit(f"step {step}: {len(result[step])} guidance settings; speedup reads curves of one")
+            raise SystemExit(f"step {step}: {len(result[step])} guidance settings; speedup and draws read curves of "
+                             "one guidance setting")
         (setting,) = result[step].values()
         rows.append({"step": int(step), **{k: v for k, v in setting.items() if isinstance(v, (int, float))},
                      **setting.get("rewards", {})})
@@ -871,13 +872,12 @@ def cmd_speedup(args) -> dict:
 def draw_setting(path: Path) -> tuple[dict, dict]:
     """One draw: a ``curve`` result of one pipeline at one guidance setting, as (its protocol, its scores)."""
     result = json.loads(Path(path).read_text())
-    steps = [k for k in result if k.isdigit()]
-    if len(steps) != 1 or len(result[steps[0]]) != 1:
-        raise SystemExit(f"{path}: a draw is a curve of one pipeline at one guidance setting; it has steps {steps} "
-                         f"and {sum(len(result[s]) for s in steps)} settings")
-    (scores,) = result[steps[0]].values()
+    rows = curve_rows(result)  # refuses a step read at several settings
+    if len(rows) != 1:
+        raise SystemExit(f"{path}: a draw is a curve of one pipeline at one guidance setting; it has steps "
+                         f"{[r['step'] for r in rows]}")
     protocol = {k: v for k, v in result.items() if not k.isdigit() and k != "seed"}
-    return protocol, {"seed": result["seed"], **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
+    return protocol, {"seed": result["seed"], **{k: v for k, v in rows[0].items() if k != "step"}}
 
 
 def paired_draws(files: list[Path], against: list[Path] | None = None) -> dict:
